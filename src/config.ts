@@ -1,0 +1,98 @@
+import { z } from "zod";
+
+/** Start-up configuration could not be accepted; the message names the variable. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+const Env = z.object({
+  DATABASE_URL: z.string().refine(
+    (v) => /^postgres(ql)?:\/\//.test(v) || v === "memory://" || v.startsWith("pglite://"),
+    "must be a postgres:// URL, memory:// or pglite://<directory>",
+  ).optional(),
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  HOSTNAME: z.string().min(1).default("0.0.0.0"),
+  CHARTLOG_ENV: z.enum(["development", "production", "test"]).default("development"),
+  CHARTLOG_DATA_DIR: z.string().min(1).default("./data"),
+  CHARTLOG_MASTER_KEY: z.string().refine(
+    (v) => {
+      try {
+        return atob(v).length === 32;
+      } catch {
+        return false;
+      }
+    },
+    "must be 32 bytes, base64-encoded (e.g. `openssl rand -base64 32`)",
+  ).optional(),
+  LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
+  CHARTLOG_CORS_ORIGINS: z.string().default(""),
+  CHARTLOG_MAX_BODY_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
+  CHARTLOG_DB_POOL_MAX: z.coerce.number().int().min(1).max(500).default(10),
+  CHARTLOG_IDLE_TX_TIMEOUT_MS: z.coerce.number().int().min(1000).default(60_000),
+}).superRefine((env, ctx) => {
+  if (env.CHARTLOG_ENV === "production" && !env.CHARTLOG_MASTER_KEY) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["CHARTLOG_MASTER_KEY"],
+      message: "is required when CHARTLOG_ENV=production",
+    });
+  }
+});
+
+export type Database =
+  | { kind: "postgres"; url: string }
+  | { kind: "pglite"; dataDir: string };
+
+export interface Config {
+  env: "development" | "production" | "test";
+  port: number;
+  hostname: string;
+  dataDir: string;
+  database: Database;
+  masterKey: Uint8Array<ArrayBuffer> | null;
+  logLevel: (typeof LOG_LEVELS)[number];
+  corsOrigins: string[];
+  maxBodyBytes: number;
+  dbPoolMax: number;
+  idleInTransactionTimeoutMs: number;
+}
+
+/**
+ * Reads and validates the environment. Throws {@link ConfigError} naming
+ * every bad variable (never echoing its value: it may be a secret).
+ */
+export const loadConfig = (env: Record<string, string | undefined>): Config => {
+  const parsed = Env.safeParse(
+    Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== "")),
+  );
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
+  }
+  const e = parsed.data;
+  const url = e.DATABASE_URL;
+  const database: Database = !url
+    ? { kind: "pglite", dataDir: `${e.CHARTLOG_DATA_DIR}/pglite` }
+    : url === "memory://"
+    ? { kind: "pglite", dataDir: "memory://" }
+    : url.startsWith("pglite://")
+    ? { kind: "pglite", dataDir: url.slice("pglite://".length) }
+    : { kind: "postgres", url };
+  return {
+    env: e.CHARTLOG_ENV,
+    port: e.PORT,
+    hostname: e.HOSTNAME,
+    dataDir: e.CHARTLOG_DATA_DIR,
+    database,
+    masterKey: e.CHARTLOG_MASTER_KEY
+      ? Uint8Array.from(atob(e.CHARTLOG_MASTER_KEY), (c) => c.charCodeAt(0))
+      : null,
+    logLevel: e.LOG_LEVEL,
+    corsOrigins: e.CHARTLOG_CORS_ORIGINS.split(",").map((s) => s.trim()).filter(Boolean),
+    maxBodyBytes: e.CHARTLOG_MAX_BODY_BYTES,
+    dbPoolMax: e.CHARTLOG_DB_POOL_MAX,
+    idleInTransactionTimeoutMs: e.CHARTLOG_IDLE_TX_TIMEOUT_MS,
+  };
+};

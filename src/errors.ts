@@ -1,0 +1,59 @@
+/**
+ * Typed errors of the domain and the store. They know nothing of HTTP: one
+ * table in src/http/problem.ts maps them to RFC 9457 problem responses.
+ * Messages never carry PHI: ids, versions and enums only.
+ */
+export class ChartlogError extends Error {
+  override name = "ChartlogError";
+}
+
+export interface FieldIssue {
+  path: string;
+  message: string;
+}
+
+/** Input that fails validation; `issues` names every bad field. */
+export class ValidationError extends ChartlogError {
+  override name = "ValidationError";
+  constructor(message: string, readonly issues: FieldIssue[] = []) {
+    super(message);
+  }
+}
+
+/** An event type the catalogue does not know. */
+export class UnknownEventTypeError extends ValidationError {
+  override name = "UnknownEventTypeError";
+  constructor(readonly eventType: string) {
+    super(`unknown event type: ${eventType}`, [{ path: "type", message: "unknown event type" }]);
+  }
+}
+
+/** Optimistic concurrency: the stream was not at the expected version. */
+export class ConcurrencyError extends ChartlogError {
+  override name = "ConcurrencyError";
+  constructor(
+    readonly streamId: string,
+    readonly expected: number | "no_stream" | "any",
+    readonly actual: number,
+  ) {
+    super(`stream ${streamId} is at version ${actual}, expected ${expected}`);
+  }
+}
+
+export class NotFoundError extends ChartlogError {
+  override name = "NotFoundError";
+}
+
+/** A command that is illegal in the current state. */
+export class ConflictError extends ChartlogError {
+  override name = "ConflictError";
+}
+
+export class ForbiddenError extends ChartlogError {
+  override name = "ForbiddenError";
+}
+
+/** A dependency (database, audit append) is unavailable; fail closed. */
+export class UnavailableError extends ChartlogError {
+  override name = "UnavailableError";
+}

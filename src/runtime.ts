@@ -1,0 +1,107 @@
+import { catalog as appCatalog } from "../events/index.ts";
+import { projections as appProjections } from "../projections/index.ts";
+import type { Config } from "./config.ts";
+import type { Logger } from "./logger.ts";
+import type { Catalog } from "./store/catalog.ts";
+import type { Db } from "./store/db.ts";
+import { EventStore } from "./store/event_store.ts";
+import { migrate } from "./store/migrations.ts";
+import { openPglite } from "./store/pglite_driver.ts";
+import { openPostgres } from "./store/postgres_driver.ts";
+import { PhiCodec } from "./store/phi_codec.ts";
+import { ProjectionWorker, setupProjections } from "./store/projection_engine.ts";
+import type { Projection } from "./store/types.ts";
+
+/** Opens the configured database: postgres.js pool or embedded PGlite. */
+export const openDatabase = async (config: Config): Promise<Db> => {
+  if (config.database.kind === "postgres") {
+    return openPostgres(config.database.url, {
+      max: config.dbPoolMax,
+      idleInTransactionTimeoutMs: config.idleInTransactionTimeoutMs,
+    });
+  }
+  if (config.database.dataDir !== "memory://") {
+    await Deno.mkdir(config.database.dataDir, { recursive: true });
+  }
+  return await openPglite(config.database.dataDir);
+};
+
+/**
+ * The master key: from the environment, or in development one generated
+ * once into the data directory (with a warning: losing that file loses
+ * every sealed PHI field).
+ */
+export const resolveMasterKey = async (
+  config: Config,
+  log: Logger,
+): Promise<Uint8Array<ArrayBuffer>> => {
+  if (config.masterKey) return config.masterKey;
+  if (config.env === "production") throw new Error("CHARTLOG_MASTER_KEY is required");
+  const path = `${config.dataDir}/master.key`;
+  try {
+    const text = (await Deno.readTextFile(path)).trim();
+    return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  await Deno.mkdir(config.dataDir, { recursive: true });
+  const key = crypto.getRandomValues(new Uint8Array(32));
+  await Deno.writeTextFile(path, btoa(String.fromCharCode(...key)) + "\n", {
+    mode: 0o600,
+    createNew: true,
+  });
+  log.warn(
+    { path },
+    "generated a development master key; set CHARTLOG_MASTER_KEY in production",
+  );
+  return key;
+};
+
+export interface Runtime {
+  db: Db;
+  store: EventStore;
+  projections: readonly Projection[];
+  workers: ProjectionWorker[];
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the database, applies migrations and projection DDL, builds the
+ * store, and (unless `workers: false`) starts async projection workers.
+ */
+export const openRuntime = async (
+  config: Config,
+  log: Logger,
+  opts: { workers?: boolean; catalog?: Catalog; projections?: readonly Projection[] } = {},
+): Promise<Runtime> => {
+  const masterKey = await resolveMasterKey(config, log);
+  const db = await openDatabase(config);
+  try {
+    const applied = await migrate(db);
+    if (applied.length > 0) log.info({ applied }, "migrations applied");
+    const projections = opts.projections ?? appProjections;
+    const store = new EventStore({
+      db,
+      catalog: opts.catalog ?? appCatalog,
+      codec: new PhiCodec(db, masterKey),
+      projections,
+    });
+    await setupProjections(store, projections);
+    const workers = opts.workers === false ? [] : projections
+      .filter((p) => p.mode === "async")
+      .map((p) => new ProjectionWorker(store, p, log).start());
+    return {
+      db,
+      store,
+      projections,
+      workers,
+      close: async () => {
+        await Promise.all(workers.map((w) => w.stop()));
+        await db.close();
+      },
+    };
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
+};

@@ -1,0 +1,396 @@
+import { EventMetadata } from "../../events/metadata.ts";
+import { ConcurrencyError, ValidationError } from "../errors.ts";
+import type { Catalog } from "./catalog.ts";
+import { type Db, pgCode } from "./db.ts";
+import { eventHash } from "./hash_chain.ts";
+import { LOCK_APPEND } from "./locks.ts";
+import { applyEvent } from "./projection_engine.ts";
+import type { PhiCodec } from "./phi_codec.ts";
+import { sql } from "./sql.ts";
+import type { AppendResult, ExpectedVersion, NewEvent, Projection, StoredEvent } from "./types.ts";
+
+export interface EventStoreOptions {
+  db: Db;
+  catalog: Catalog;
+  codec: PhiCodec;
+  /** Inline projections: updated in the same transaction as each append. */
+  projections?: readonly Projection[];
+  /** Upper bound of events committed in one group-commit transaction. */
+  maxBatchEvents?: number;
+  now?: () => Date;
+}
+
+export interface ReadAllOptions {
+  /** Open PHI fields (default true). */
+  unseal?: boolean;
+  /** Read through this connection or transaction instead of the pool. */
+  db?: Db;
+  /**
+   * Stay below the oldest in-flight transaction (default true). Only a caller
+   * that holds the append lock, so that no append can be in flight, may turn
+   * it off and read plainly by position.
+   */
+  horizon?: boolean;
+}
+
+interface PreparedEvent {
+  eventId: string;
+  type: string;
+  schemaVersion: number;
+  plain: Record<string, unknown>;
+  sealed: Record<string, unknown>;
+}
+
+interface Pending {
+  streamId: string;
+  expected: ExpectedVersion;
+  events: PreparedEvent[];
+  metadata: EventMetadata;
+  resolve: (r: AppendResult) => void;
+  reject: (e: unknown) => void;
+}
+
+type Outcome = { ok: AppendResult } | { error: Error };
+
+interface EventRow {
+  global_position: string | number;
+  stream_id: string;
+  stream_version: number;
+  event_id: string;
+  type: string;
+  schema_version: number;
+  data: Record<string, unknown>;
+  metadata: EventMetadata;
+  recorded_at: Date | string;
+  transaction_id: string;
+  prev_hash: string | null;
+  hash: string;
+}
+
+const COLUMNS = sql`global_position, stream_id, stream_version, event_id::text as event_id, type,
+  schema_version, data, metadata, recorded_at, transaction_id::text as transaction_id,
+  prev_hash, hash`;
+
+const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$/;
+
+/**
+ * The append-only event log.
+ *
+ * Appends are validated against the catalogue, PHI is sealed, and then the
+ * append joins a queue: concurrent appends are committed together in one
+ * transaction (group commit) while each caller still gets its own
+ * optimistic-concurrency check and acknowledgement. Append transactions hold
+ * an advisory lock so global positions follow commit order.
+ */
+export class EventStore {
+  readonly db: Db;
+  readonly catalog: Catalog;
+  readonly codec: PhiCodec;
+  readonly #inline: readonly Projection[];
+  readonly #maxBatch: number;
+  readonly #now: () => Date;
+  #queue: Pending[] = [];
+  #running = false;
+
+  constructor(opts: EventStoreOptions) {
+    this.db = opts.db;
+    this.catalog = opts.catalog;
+    this.codec = opts.codec;
+    this.#inline = (opts.projections ?? []).filter((p) => p.mode === "inline");
+    this.#maxBatch = opts.maxBatchEvents ?? 1000;
+    this.#now = opts.now ?? (() => new Date());
+  }
+
+  /**
+   * Appends events to a stream atomically. Throws {@link ConcurrencyError}
+   * when the stream is not at `expected`, a ValidationError for an unknown
+   * type or invalid payload; in both cases nothing is written.
+   */
+  async append(
+    streamId: string,
+    expected: ExpectedVersion,
+    events: readonly NewEvent[],
+    metadata: EventMetadata = {},
+  ): Promise<AppendResult> {
+    if (!STREAM_ID.test(streamId)) {
+      throw new ValidationError("invalid stream id", [{ path: "streamId", message: "invalid" }]);
+    }
+    if (typeof expected === "number" && (!Number.isInteger(expected) || expected < 0)) {
+      throw new ValidationError("invalid expected version", [
+        { path: "expectedVersion", message: "must be a non-negative integer" },
+      ]);
+    }
+    if (events.length === 0) {
+      throw new ValidationError("nothing to append", [{ path: "events", message: "empty" }]);
+    }
+    const meta = EventMetadata.safeParse(metadata);
+    if (!meta.success) {
+      throw new ValidationError(
+        "invalid event metadata",
+        meta.error.issues.map((i) => ({
+          path: `metadata.${i.path.join(".")}`,
+          message: i.message,
+        })),
+      );
+    }
+    const prepared: PreparedEvent[] = [];
+    for (const e of events) {
+      const def = this.catalog.get(e.type);
+      const plain = this.catalog.validate(e.type, e.data);
+      prepared.push({
+        eventId: e.id ?? crypto.randomUUID(),
+        type: e.type,
+        schemaVersion: def.version,
+        plain,
+        sealed: await this.codec.sealPayload(def, plain),
+      });
+    }
+    return await new Promise<AppendResult>((resolve, reject) => {
+      this.#queue.push({
+        streamId,
+        expected,
+        events: prepared,
+        metadata: meta.data,
+        resolve,
+        reject,
+      });
+      this.#pump();
+    });
+  }
+
+  async #pump(): Promise<void> {
+    if (this.#running) return;
+    this.#running = true;
+    try {
+      while (this.#queue.length > 0) {
+        let n = 0, size = 0;
+        while (
+          n < this.#queue.length &&
+          (n === 0 || size + this.#queue[n]!.events.length <= this.#maxBatch)
+        ) {
+          size += this.#queue[n]!.events.length;
+          n++;
+        }
+        await this.#commit(this.#queue.splice(0, n));
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  async #commit(batch: Pending[]): Promise<void> {
+    let outcomes: Outcome[];
+    try {
+      outcomes = await this.db.transaction((tx) => this.#applyBatch(tx, batch));
+    } catch (err) {
+      if (batch.length === 1) {
+        batch[0]!.reject(await this.#mapError(err, batch[0]!));
+        return;
+      }
+      // One request spoiled the shared transaction (e.g. an inline projection
+      // refused it): retry each alone so only that caller sees the failure.
+      for (const p of batch) await this.#commit([p]);
+      return;
+    }
+    batch.forEach((p, i) => {
+      const o = outcomes[i]!;
+      if ("ok" in o) p.resolve(o.ok);
+      else p.reject(o.error);
+    });
+  }
+
+  async #mapError(err: unknown, p: Pending): Promise<unknown> {
+    if (pgCode(err) === "23505" && String((err as Error).message).includes("stream")) {
+      return new ConcurrencyError(p.streamId, p.expected, await this.streamVersion(p.streamId));
+    }
+    return err;
+  }
+
+  async #applyBatch(tx: Db, batch: Pending[]): Promise<Outcome[]> {
+    await tx.query(sql`select pg_advisory_xact_lock(${LOCK_APPEND})`);
+    const streams = [...new Set(batch.map((p) => p.streamId))];
+    const heads = new Map<string, { version: number; hash: string }>();
+    for (
+      const r of await tx.query<{ stream_id: string; stream_version: number; hash: string }>(
+        sql`select distinct on (stream_id) stream_id, stream_version, hash from events
+          where stream_id = any(${streams}::text[]) order by stream_id, stream_version desc`,
+      )
+    ) heads.set(r.stream_id, { version: Number(r.stream_version), hash: r.hash });
+
+    const recordedAt = this.#now();
+    const rows: Record<string, unknown>[] = [];
+    const outcomes: Outcome[] = [];
+    const accepted: { p: Pending; first: number }[] = [];
+    for (const p of batch) {
+      const head = heads.get(p.streamId);
+      const current = head?.version ?? 0;
+      const ok = p.expected === "any" ||
+        (p.expected === "no_stream" ? current === 0 : p.expected === current);
+      if (!ok) {
+        outcomes.push({ error: new ConcurrencyError(p.streamId, p.expected, current) });
+        continue;
+      }
+      let prevHash = head?.hash ?? null;
+      let version = current;
+      accepted.push({ p, first: rows.length });
+      for (const e of p.events) {
+        version++;
+        const hash = eventHash({
+          streamId: p.streamId,
+          streamVersion: version,
+          eventId: e.eventId,
+          type: e.type,
+          schemaVersion: e.schemaVersion,
+          data: e.sealed,
+          metadata: p.metadata,
+          recordedAt,
+          prevHash,
+        });
+        rows.push({
+          ord: rows.length,
+          stream_id: p.streamId,
+          stream_version: version,
+          event_id: e.eventId,
+          type: e.type,
+          schema_version: e.schemaVersion,
+          data: e.sealed,
+          metadata: p.metadata,
+          recorded_at: recordedAt.toISOString(),
+          prev_hash: prevHash,
+          hash,
+        });
+        prevHash = hash;
+      }
+      heads.set(p.streamId, { version, hash: prevHash! });
+      outcomes.push({ ok: { streamId: p.streamId, version, positions: [] } });
+    }
+    if (rows.length === 0) return outcomes;
+
+    const inserted = await tx.query<{ global_position: string | number; transaction_id: string }>(
+      sql`insert into events (stream_id, stream_version, event_id, type, schema_version, data,
+          metadata, recorded_at, prev_hash, hash)
+        select x.stream_id, x.stream_version, x.event_id, x.type, x.schema_version, x.data,
+          x.metadata, x.recorded_at, x.prev_hash, x.hash
+        from jsonb_to_recordset(${JSON.stringify(rows)}::text::jsonb) as x(ord int,
+          stream_id text, stream_version int, event_id uuid, type text, schema_version int,
+          data jsonb, metadata jsonb, recorded_at timestamptz, prev_hash text, hash text)
+        order by x.ord
+        returning global_position, transaction_id::text as transaction_id`,
+    );
+    // identity values are assigned in insertion order, which follows `order by x.ord`
+    const positions = inserted.map((r) => Number(r.global_position)).sort((a, b) => a - b);
+    const txid = inserted[0]!.transaction_id;
+
+    for (const { p, first } of accepted) {
+      const outcome = outcomes[batch.indexOf(p)] as { ok: AppendResult };
+      outcome.ok.positions = positions.slice(first, first + p.events.length);
+      if (this.#inline.length === 0) continue;
+      for (const [i, e] of p.events.entries()) {
+        const row = rows[first + i]!;
+        const stored: StoredEvent = {
+          globalPosition: positions[first + i]!,
+          streamId: p.streamId,
+          streamVersion: row.stream_version as number,
+          eventId: e.eventId,
+          type: e.type,
+          schemaVersion: e.schemaVersion,
+          data: e.plain,
+          metadata: p.metadata,
+          recordedAt,
+          transactionId: txid,
+          prevHash: row.prev_hash as string | null,
+          hash: row.hash as string,
+          erasedFields: [],
+        };
+        for (const proj of this.#inline) await applyEvent(tx, proj, stored);
+      }
+    }
+    return outcomes;
+  }
+
+  /** The stream's current version (0 when it has no events). */
+  async streamVersion(streamId: string): Promise<number> {
+    const [r] = await this.db.query<{ v: number | null }>(
+      sql`select max(stream_version) as v from events where stream_id = ${streamId}`,
+    );
+    return Number(r?.v ?? 0);
+  }
+
+  /**
+   * A stream's events in version order; with `asOf`, only those recorded at
+   * or before that instant (the stream as it stood then).
+   */
+  async readStream(
+    streamId: string,
+    opts: { asOf?: Date; unseal?: boolean } = {},
+  ): Promise<StoredEvent[]> {
+    const rows = await this.db.query<EventRow>(sql`select ${COLUMNS} from events
+      where stream_id = ${streamId}
+      ${opts.asOf ? sql`and recorded_at <= ${opts.asOf.toISOString()}::text::timestamptz` : sql``}
+      order by stream_version`);
+    return await this.#decode(rows, opts.unseal ?? true);
+  }
+
+  /**
+   * Up to `limit` events after `afterPosition`, for followers of the whole
+   * log. Only events of transactions older than the oldest one still in
+   * flight are returned, ordered by (transaction id, position): an event
+   * committed late by a slow concurrent transaction is therefore never
+   * skipped. Store appends hold an advisory lock, so for them this order is
+   * global-position order.
+   */
+  async readAll(
+    afterPosition: number,
+    limit: number,
+    opts: ReadAllOptions = {},
+  ): Promise<StoredEvent[]> {
+    const db = opts.db ?? this.db;
+    const rows = opts.horizon === false
+      ? await db.query<EventRow>(sql`select ${COLUMNS} from events
+          where global_position > ${afterPosition} order by global_position limit ${limit}`)
+      : await db.query<EventRow>(sql`select ${COLUMNS} from events
+          where (transaction_id, global_position) > (
+              coalesce((select transaction_id from events where global_position = ${afterPosition}),
+                '0'::xid8), ${afterPosition})
+            and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+          order by transaction_id, global_position
+          limit ${limit}`);
+    return await this.#decode(rows, opts.unseal ?? true);
+  }
+
+  /** The highest global position written (committed or not yet visible). */
+  async headPosition(): Promise<number> {
+    const [r] = await this.db.query<{ p: string | number | null }>(
+      sql`select max(global_position) as p from events`,
+    );
+    return Number(r?.p ?? 0);
+  }
+
+  async #decode(rows: EventRow[], unseal: boolean): Promise<StoredEvent[]> {
+    const out: StoredEvent[] = [];
+    for (const r of rows) {
+      // unseal first: ciphertexts are bound to the field names they were stored under
+      let data = r.data;
+      let erasedFields: string[] = [];
+      if (unseal) ({ data, erasedFields } = await this.codec.unsealPayload(data));
+      const up = this.catalog.upcast(r.type, Number(r.schema_version), data);
+      data = up.data;
+      out.push({
+        globalPosition: Number(r.global_position),
+        streamId: r.stream_id,
+        streamVersion: Number(r.stream_version),
+        eventId: r.event_id,
+        type: r.type,
+        schemaVersion: up.version,
+        data,
+        metadata: r.metadata,
+        recordedAt: new Date(r.recorded_at),
+        transactionId: r.transaction_id,
+        prevHash: r.prev_hash,
+        hash: r.hash,
+        erasedFields,
+      });
+    }
+    return out;
+  }
+}

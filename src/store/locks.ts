@@ -1,0 +1,6 @@
+/** PostgreSQL advisory lock keys used by Chartlog (one namespace, fixed numbers). */
+export const LOCK_MIGRATE = 72_620_001;
+/** Serialises append transactions so global positions follow commit order. */
+export const LOCK_APPEND = 72_620_002;
+/** Base of per-projection worker locks: the key is hashtext('projection:' || name). */
+export const projectionLockName = (name: string): string => `chartlog.projection:${name}`;

@@ -1,0 +1,102 @@
+import type { Db } from "./db.ts";
+import { sql } from "./sql.ts";
+import { LOCK_MIGRATE } from "./locks.ts";
+
+/**
+ * Versioned schema migrations, run by `deno task migrate` and at start-up.
+ * Identical SQL on PostgreSQL and PGlite. Never edit an applied migration:
+ * add a new one.
+ */
+export const migrations: readonly { version: number; name: string; sql: string }[] = [
+  {
+    version: 1,
+    name: "event log",
+    sql: `
+create table events (
+  global_position bigint generated always as identity primary key,
+  stream_id       text not null,
+  stream_version  integer not null check (stream_version > 0),
+  event_id        uuid not null unique,
+  type            text not null,
+  schema_version  integer not null check (schema_version > 0),
+  data            jsonb not null,
+  metadata        jsonb not null,
+  recorded_at     timestamptz not null,
+  -- assigned by the database; followers read below the oldest in-flight one
+  transaction_id  xid8 not null default pg_current_xact_id(),
+  prev_hash       text,
+  hash            text not null,
+  unique (stream_id, stream_version)
+);
+create index events_transaction_order on events (transaction_id, global_position);
+create index events_type on events (type);
+
+-- The log is the audit trail: the database itself refuses to change it.
+create function events_append_only() returns trigger language plpgsql as $$
+begin
+  raise exception 'events is append-only: % is not allowed', tg_op
+    using errcode = 'insufficient_privilege';
+end $$;
+create trigger events_no_update before update on events
+  for each row execute function events_append_only();
+create trigger events_no_delete before delete on events
+  for each row execute function events_append_only();
+create trigger events_no_truncate before truncate on events
+  for each statement execute function events_append_only();
+
+-- Per-subject data keys, wrapped by the master key; a null key is shredded.
+create table subject_keys (
+  subject_id   text primary key,
+  wrapped_key  text,
+  created_at   timestamptz not null default now(),
+  destroyed_at timestamptz
+);
+
+create table projection_state (
+  name        text primary key,
+  version     integer not null,
+  mode        text not null check (mode in ('inline', 'async')),
+  position    bigint not null default 0,
+  updated_at  timestamptz not null default now(),
+  last_error  text
+);
+`,
+  },
+];
+
+export const latestMigration = migrations[migrations.length - 1]!.version;
+
+/** Applies pending migrations in one transaction; safe to run concurrently. */
+export const migrate = async (db: Db): Promise<number[]> =>
+  await db.transaction(async (tx) => {
+    await tx.query(sql`select pg_advisory_xact_lock(${LOCK_MIGRATE})`);
+    await tx.exec(`create table if not exists schema_migrations (
+      version integer primary key, name text not null,
+      applied_at timestamptz not null default now())`);
+    const done = new Set(
+      (await tx.query<{ version: number }>(sql`select version from schema_migrations`))
+        .map((r) => Number(r.version)),
+    );
+    const applied: number[] = [];
+    for (const m of migrations) {
+      if (done.has(m.version)) continue;
+      await tx.exec(m.sql);
+      await tx.query(
+        sql`insert into schema_migrations (version, name) values (${m.version}, ${m.name})`,
+      );
+      applied.push(m.version);
+    }
+    return applied;
+  });
+
+/** The highest applied migration, or 0 on an empty database. */
+export const currentMigration = async (db: Db): Promise<number> => {
+  const [t] = await db.query<{ present: boolean }>(
+    sql`select to_regclass('schema_migrations') is not null as present`,
+  );
+  if (!t?.present) return 0;
+  const rows = await db.query<{ v: number | null }>(
+    sql`select max(version) as v from schema_migrations`,
+  );
+  return Number(rows[0]?.v ?? 0);
+};

@@ -1,0 +1,64 @@
+/**
+ * A tiny tagged-template SQL builder shared by both drivers.
+ *
+ * Every interpolated value becomes a `$n` parameter; nested `sql` fragments
+ * are spliced in (their parameters renumbered) and identifiers go through
+ * {@link ident}. Query text is never built by string concatenation of values.
+ *
+ * @example
+ * const q = sql`select * from events where stream_id = ${id} ${limit ? sql`limit ${limit}` : sql``}`;
+ */
+export interface Query {
+  readonly text: string;
+  readonly values: readonly unknown[];
+}
+
+class Fragment implements Query {
+  constructor(readonly strings: readonly string[], readonly params: readonly unknown[]) {}
+  get text(): string {
+    return this.build().text;
+  }
+  get values(): unknown[] {
+    return this.build().values;
+  }
+  build(offset = 0): { text: string; values: unknown[] } {
+    let text = this.strings[0] ?? "";
+    const values: unknown[] = [];
+    this.params.forEach((p, i) => {
+      if (p instanceof Fragment) {
+        const inner = p.build(offset + values.length);
+        text += inner.text;
+        values.push(...inner.values);
+      } else if (p instanceof Identifier) {
+        text += p.quoted;
+      } else {
+        values.push(p);
+        text += `$${offset + values.length}`;
+      }
+      text += this.strings[i + 1] ?? "";
+    });
+    return { text, values };
+  }
+}
+
+class Identifier {
+  readonly quoted: string;
+  constructor(name: string) {
+    if (!/^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$/i.test(name)) {
+      throw new Error(`invalid SQL identifier: ${name}`);
+    }
+    this.quoted = name.split(".").map((p) => `"${p}"`).join(".");
+  }
+}
+
+export const sql = (strings: TemplateStringsArray, ...params: unknown[]): Query =>
+  new Fragment(strings, params);
+
+/** A quoted identifier (table or column name) for use inside {@link sql}. */
+export const ident = (name: string): Identifier => new Identifier(name);
+
+/** Joins fragments with a separator fragment, e.g. `join(parts, sql\`, \`)`. */
+export const join = (parts: Query[], separator: Query): Query => {
+  const params = parts.flatMap((p, i) => (i === 0 ? [p] : [separator, p]));
+  return new Fragment(Array(params.length + 1).fill(""), params);
+};

@@ -1,0 +1,57 @@
+import type { EventMetadata } from "../../events/metadata.ts";
+import type { Db } from "./db.ts";
+
+/** Where a stream must be for an append to succeed. */
+export type ExpectedVersion = number | "no_stream" | "any";
+
+/** An event to append: its type, payload and, optionally, its id. */
+export interface NewEvent {
+  type: string;
+  data: unknown;
+  id?: string;
+}
+
+/** An event as read back: upcast to its current schema, PHI unsealed. */
+export interface StoredEvent<D = Record<string, unknown>> {
+  globalPosition: number;
+  streamId: string;
+  streamVersion: number;
+  eventId: string;
+  type: string;
+  schemaVersion: number;
+  data: D;
+  metadata: EventMetadata;
+  recordedAt: Date;
+  transactionId: string;
+  prevHash: string | null;
+  hash: string;
+  /** PHI fields whose subject key was destroyed: they read as null. */
+  erasedFields: string[];
+}
+
+export interface AppendResult {
+  streamId: string;
+  /** The stream's version after the append (its last event's version). */
+  version: number;
+  /** Global positions of the appended events, in order. */
+  positions: number[];
+}
+
+/**
+ * A read model: a name, a version (bump it to rebuild), the tables it owns,
+ * idempotent DDL that creates them, and a handler per event type it folds.
+ * Inline projections run in the append's transaction; async ones follow the
+ * log from a checkpoint.
+ */
+export interface Projection {
+  readonly name: string;
+  readonly version: number;
+  readonly mode: "inline" | "async";
+  readonly tables: readonly string[];
+  readonly setup: string;
+  readonly handlers: Readonly<Record<string, ProjectionHandler>>;
+  /** Folds every event type that has no handler of its own. */
+  readonly anyEvent?: ProjectionHandler;
+}
+
+export type ProjectionHandler = (db: Db, event: StoredEvent) => Promise<void>;

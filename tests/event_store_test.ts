@@ -1,0 +1,261 @@
+import assert from "node:assert/strict";
+import { ConcurrencyError, UnknownEventTypeError, ValidationError } from "../src/errors.ts";
+import { Catalog, defineEvent } from "../src/store/catalog.ts";
+import { EventStore } from "../src/store/event_store.ts";
+import { PhiCodec } from "../src/store/phi_codec.ts";
+import { sql } from "../src/store/sql.ts";
+import { verifyChain } from "../src/store/verify_chain.ts";
+import { z } from "zod";
+import { eachDriver } from "./support/harness.ts";
+
+const count = async (h: { db: { query: (q: ReturnType<typeof sql>) => Promise<unknown[]> } }) =>
+  Number(((await h.db.query(sql`select count(*)::int as n from events`)) as { n: number }[])[0]!.n);
+
+eachDriver("store: append and read a stream round trip", async (h) => {
+  const meta = { actorId: "user-1", actorRole: "admin", requestId: "req-1", ip: "10.0.0.1" };
+  const r = await h.store.append("counter-a", "no_stream", [
+    { type: "CounterIncremented", data: { by: 1 } },
+    { type: "CounterIncremented", data: { by: 2 } },
+  ], meta);
+  assert.equal(r.version, 2);
+  assert.equal(r.positions.length, 2);
+  assert.ok(r.positions[0]! < r.positions[1]!);
+  const r2 = await h.store.append("counter-a", 2, [{
+    type: "CounterIncremented",
+    data: { by: 3 },
+  }]);
+  assert.equal(r2.version, 3);
+
+  const events = await h.store.readStream("counter-a");
+  assert.deepEqual(events.map((e) => [e.streamVersion, e.type, e.data]), [
+    [1, "CounterIncremented", { by: 1 }],
+    [2, "CounterIncremented", { by: 2 }],
+    [3, "CounterIncremented", { by: 3 }],
+  ]);
+  assert.deepEqual(events[0]!.metadata, meta);
+  assert.equal(events[0]!.prevHash, null);
+  assert.equal(events[1]!.prevHash, events[0]!.hash);
+  assert.equal(events[2]!.prevHash, events[1]!.hash);
+  assert.deepEqual(events.map((e) => e.globalPosition), [...r.positions, ...r2.positions]);
+
+  const all = await h.store.readAll(0, 100);
+  assert.deepEqual(all.map((e) => e.eventId), events.map((e) => e.eventId));
+  assert.deepEqual((await h.store.readAll(all[0]!.globalPosition, 100)).length, 2);
+  assert.equal(await h.store.streamVersion("counter-a"), 3);
+  assert.equal(await h.store.streamVersion("counter-none"), 0);
+  assert.deepEqual(await h.store.readStream("counter-none"), []);
+  assert.equal((await verifyChain(h.db)).ok, true);
+});
+
+eachDriver("store: no_stream and exact expected versions are enforced", async (h) => {
+  await h.store.append("counter-b", "no_stream", [{ type: "CounterIncremented", data: { by: 1 } }]);
+  await assert.rejects(
+    h.store.append("counter-b", "no_stream", [{ type: "CounterIncremented", data: { by: 1 } }]),
+    (e: unknown) => e instanceof ConcurrencyError && e.actual === 1,
+  );
+  await assert.rejects(
+    h.store.append("counter-b", 5, [{ type: "CounterIncremented", data: { by: 1 } }]),
+    ConcurrencyError,
+  );
+  await assert.rejects(
+    h.store.append("counter-b", 0, [{ type: "CounterIncremented", data: { by: 1 } }]),
+    ConcurrencyError,
+  );
+  await h.store.append("counter-b", "any", [{ type: "CounterIncremented", data: { by: 1 } }]);
+  assert.equal(await h.store.streamVersion("counter-b"), 2);
+  assert.equal(await count(h), 2);
+});
+
+eachDriver(
+  "store: 20 concurrent appends at one expected version: 1 wins, 19 conflict",
+  async (h) => {
+    await h.store.append("counter-c", "no_stream", [{
+      type: "CounterIncremented",
+      data: { by: 1 },
+    }]);
+    // half through a second store (on PostgreSQL: a second pool, like another app instance)
+    const other = await h.openStore();
+    const results = await Promise.allSettled(
+      Array.from({ length: 20 }, (_, i) =>
+        (i % 2 ? other : h.store).append("counter-c", 1, [
+          { type: "CounterIncremented", data: { by: i + 1 } },
+        ])),
+    );
+    const ok = results.filter((r) => r.status === "fulfilled");
+    const conflicts = results.filter((r) =>
+      r.status === "rejected" && r.reason instanceof ConcurrencyError
+    );
+    assert.equal(ok.length, 1);
+    assert.equal(conflicts.length, 19);
+    assert.equal(await h.store.streamVersion("counter-c"), 2);
+    assert.equal(await count(h), 2);
+  },
+);
+
+eachDriver("store: an invalid event appends nothing", async (h) => {
+  await assert.rejects(
+    h.store.append("counter-d", "any", [
+      { type: "CounterIncremented", data: { by: 1 } },
+      { type: "NoSuchEvent", data: {} },
+    ]),
+    UnknownEventTypeError,
+  );
+  await assert.rejects(
+    h.store.append("counter-d", "any", [
+      { type: "CounterIncremented", data: { by: 1 } },
+      { type: "CounterIncremented", data: { by: -4 } },
+    ]),
+    (e: unknown) => e instanceof ValidationError && e.issues[0]?.path === "by",
+  );
+  await assert.rejects(
+    h.store.append("counter-d", "any", [
+      { type: "CounterIncremented", data: { by: 1, extra: true } },
+    ]),
+    ValidationError,
+  );
+  await assert.rejects(
+    h.store.append("counter-d", "any", [{ type: "CounterIncremented", data: { by: 1 } }], {
+      bogus: "x",
+    } as never),
+    ValidationError,
+  );
+  await assert.rejects(
+    h.store.append("bad stream id", "any", [{ type: "CounterIncremented", data: { by: 1 } }]),
+    ValidationError,
+  );
+  assert.equal(await count(h), 0);
+});
+
+eachDriver("store: as-of reads return the stream as it stood then", async (h) => {
+  let clock = new Date("2026-01-01T10:00:00.000Z");
+  const store = new EventStore({
+    db: h.db,
+    catalog: h.store.catalog,
+    codec: h.store.codec,
+    now: () => clock,
+  });
+  await store.append("counter-e", "no_stream", [{ type: "CounterIncremented", data: { by: 1 } }]);
+  clock = new Date("2026-01-02T10:00:00.000Z");
+  await store.append("counter-e", 1, [{ type: "CounterIncremented", data: { by: 2 } }]);
+  clock = new Date("2026-01-03T10:00:00.000Z");
+  await store.append("counter-e", 2, [{ type: "CounterIncremented", data: { by: 3 } }]);
+
+  const at = async (iso: string) =>
+    (await store.readStream("counter-e", { asOf: new Date(iso) })).map((e) => e.data.by);
+  assert.deepEqual(await at("2025-12-31T00:00:00Z"), []);
+  assert.deepEqual(await at("2026-01-01T10:00:00.000Z"), [1]);
+  assert.deepEqual(await at("2026-01-02T12:00:00Z"), [1, 2]);
+  assert.deepEqual(await at("2027-01-01T00:00:00Z"), [1, 2, 3]);
+  assert.equal(
+    (await store.readStream("counter-e", { asOf: clock }))[2]!.recordedAt.getTime(),
+    clock.getTime(),
+  );
+});
+
+eachDriver(
+  "store: UPDATE, DELETE and TRUNCATE on events are rejected by the database",
+  async (h) => {
+    await h.store.append("counter-f", "no_stream", [{
+      type: "CounterIncremented",
+      data: { by: 1 },
+    }]);
+    await assert.rejects(h.db.exec(`update events set data = '{"by": 99}'`), /append-only/);
+    await assert.rejects(h.db.exec(`delete from events`), /append-only/);
+    await assert.rejects(h.db.exec(`truncate events`), /append-only/);
+    const [e] = await h.store.readStream("counter-f");
+    assert.deepEqual(e!.data, { by: 1 });
+  },
+);
+
+eachDriver("store: an older schema version is read upcast to the current one", async (h) => {
+  const v1 = new Catalog([defineEvent({
+    type: "ThingNamed",
+    version: 1,
+    schema: z.strictObject({ name: z.string() }),
+  })]);
+  const old = new EventStore({ db: h.db, catalog: v1, codec: h.store.codec });
+  await old.append("thing-1", "no_stream", [{
+    type: "ThingNamed",
+    data: { name: "Ada Lovelace" },
+  }]);
+  await h.store.append("thing-1", 1, [{
+    type: "ThingNamed",
+    data: { first: "Grace", last: "Hopper" },
+  }]);
+  const events = await h.store.readStream("thing-1");
+  assert.deepEqual(events.map((e) => [e.schemaVersion, e.data]), [
+    [2, { first: "Ada", last: "Lovelace" }],
+    [2, { first: "Grace", last: "Hopper" }],
+  ]);
+  const [raw] = await h.db.query<{ schema_version: number; data: unknown }>(
+    sql`select schema_version, data from events where stream_id = 'thing-1' order by stream_version limit 1`,
+  );
+  assert.equal(Number(raw!.schema_version), 1);
+  assert.deepEqual(raw!.data, { name: "Ada Lovelace" });
+  assert.equal((await verifyChain(h.db)).ok, true);
+});
+
+eachDriver(
+  "store: PHI is sealed at rest and erased when the subject key is destroyed",
+  async (h) => {
+    await h.store.append("note-1", "no_stream", [{
+      type: "NoteWritten",
+      data: {
+        subjectId: "patient-42",
+        title: "Follow-up Zebra",
+        text: "Sensitive Quokka",
+        tags: ["x"],
+      },
+    }]);
+    await h.store.append("note-2", "no_stream", [{
+      type: "NoteWritten",
+      data: { subjectId: "patient-43", title: "Other", text: "Kept Narwhal" },
+    }]);
+    const raw = await h.db.query<{ t: string }>(sql`select data::text as t from events`);
+    const dump = raw.map((r) => r.t).join("\n");
+    for (const secret of ["Zebra", "Quokka", "Narwhal"]) assert.ok(!dump.includes(secret), secret);
+    assert.ok(dump.includes("patient-42")); // the subject id is not PHI and stays readable
+
+    const [before] = await h.store.readStream("note-1");
+    assert.equal(before!.data.text, "Sensitive Quokka");
+    assert.deepEqual(before!.erasedFields, []);
+
+    // a fresh codec (another instance, no cache) reads the same
+    const fresh = new PhiCodec(h.db, h.masterKey);
+    assert.equal(
+      (await fresh.unsealPayload(
+        (await h.db.query<{ data: Record<string, unknown> }>(
+          sql`select data from events where stream_id = 'note-1'`,
+        ))[0]!.data,
+      )).data.title,
+      "Follow-up Zebra",
+    );
+
+    assert.equal(await h.store.codec.destroy("patient-42"), true);
+    const [after] = await h.store.readStream("note-1");
+    assert.equal(after!.data.title, null);
+    assert.equal(after!.data.text, null);
+    assert.deepEqual(after!.data.tags, ["x"]);
+    assert.equal(after!.data.subjectId, "patient-42");
+    assert.deepEqual(after!.erasedFields.sort(), ["text", "title"]);
+    assert.equal((await h.store.readStream("note-2"))[0]!.data.text, "Kept Narwhal");
+    assert.equal(
+      // another instance that had not cached the key finds it gone
+      (await new PhiCodec(h.db, h.masterKey).unsealPayload(
+        (await h.db.query<{ data: Record<string, unknown> }>(
+          sql`select data from events where stream_id = 'note-1'`,
+        ))[0]!.data,
+      )).erasedFields.length,
+      2,
+    );
+    // the log itself was not rewritten: the chain still verifies
+    assert.equal((await verifyChain(h.db)).ok, true);
+    // a wrong master key cannot open anything
+    const wrong = new PhiCodec(h.db, crypto.getRandomValues(new Uint8Array(32)));
+    await assert.rejects(wrong.unsealPayload(
+      (await h.db.query<{ data: Record<string, unknown> }>(
+        sql`select data from events where stream_id = 'note-2'`,
+      ))[0]!.data,
+    ));
+  },
+);
