@@ -1,0 +1,17 @@
+// `deno task status`: schema version and each projection's checkpoint and lag.
+import { currentMigration } from "../store/migrations.ts";
+import { projectionStatus } from "../store/projection_engine.ts";
+import { openCli } from "./common.ts";
+
+const { runtime } = await openCli();
+try {
+  console.log(`database: ${runtime.db.kind}, migration ${await currentMigration(runtime.db)}`);
+  for (const p of await projectionStatus(runtime.store, runtime.projections)) {
+    console.log(
+      `${p.name} v${p.version} (${p.mode}): position ${p.position} of ${p.head}, lag ${p.lag}` +
+        (p.lastError ? `, last error: ${p.lastError}` : ""),
+    );
+  }
+} finally {
+  await runtime.close();
+}

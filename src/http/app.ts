@@ -1,0 +1,132 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
+import { secureHeaders } from "hono/secure-headers";
+import { docs } from "./docs.ts";
+import type { AppDeps, AppEnv } from "./env.ts";
+import { problem, problemFor } from "./problem.ts";
+import { requestId } from "./request_id.ts";
+import { system } from "./system.ts";
+
+export const API_INFO = {
+  title: "Chartlog API",
+  version: "0.1.0",
+  description: "Event-sourced clinical records and clinical media. Every error is " +
+    "RFC 9457 application/problem+json; every action is an event in the audit log.",
+};
+
+/** Compiles a Hono route pattern (`/a/:id/*`) into a matcher for 405 detection. */
+const patternToRegExp = (path: string): RegExp =>
+  new RegExp(
+    "^" + path.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\/\*$/, "(/.*)?")
+      .replace(/:[A-Za-z0-9_]+(\{[^}]*\})?/g, "[^/]+") +
+      "/?$",
+  );
+
+/**
+ * Builds the HTTP app: request ids, access logs without PHI, secure headers,
+ * CORS, a body size limit, problem+json for every error, and the OpenAPI
+ * document generated from the same zod schemas the routes validate with.
+ */
+export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
+  const app = new OpenAPIHono<AppEnv>({
+    defaultHook: (result, c) => {
+      if (!result.success) {
+        return problem(c, "validation", "the request has invalid fields", {
+          errors: result.error.issues.map((i) => ({
+            path: i.path.join("."),
+            message: i.message,
+          })),
+        });
+      }
+      return undefined;
+    },
+  });
+
+  app.use("*", requestId());
+  app.use("*", async (c, next) => {
+    c.set("deps", deps);
+    const started = performance.now();
+    await next();
+    // the route pattern, never the raw URL: paths and queries can carry identifiers
+    deps.log.info({
+      requestId: c.get("requestId"),
+      method: c.req.method,
+      route: c.req.routePath,
+      status: c.res.status,
+      ms: Math.round((performance.now() - started) * 10) / 10,
+    }, "request");
+  });
+  app.use(
+    "*",
+    secureHeaders({
+      contentSecurityPolicy: {
+        defaultSrc: ["'self'"],
+        scriptSrc: ["'self'"],
+        styleSrc: ["'self'"],
+        imgSrc: ["'self'", "data:"],
+        frameAncestors: ["'none'"],
+      },
+      strictTransportSecurity: "max-age=63072000; includeSubDomains",
+    }),
+  );
+  if (deps.config.corsOrigins.length > 0) {
+    app.use(
+      "*",
+      cors({
+        origin: deps.config.corsOrigins,
+        credentials: true,
+        exposeHeaders: ["ETag", "Location", "X-Request-Id", "Retry-After"],
+      }),
+    );
+  }
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: deps.config.maxBodyBytes,
+      onError: (c) =>
+        problem(c, "payload-too-large", `the body exceeds ${deps.config.maxBodyBytes} bytes`),
+    }),
+  );
+
+  app.route("/", system);
+  app.route("/", docs);
+
+  app.doc31("/openapi.json", { openapi: "3.1.0", info: API_INFO });
+
+  app.notFound((c: Context) => {
+    const path = new URL(c.req.url).pathname;
+    const allowed = [
+      ...new Set(
+        app.routes
+          .filter((r) => r.method !== "ALL" && patternToRegExp(r.path).test(path))
+          .map((r) => r.method),
+      ),
+    ];
+    if (allowed.length > 0) {
+      if (allowed.includes("GET")) allowed.push("HEAD");
+      return problem(c, "method-not-allowed", `${c.req.method} is not allowed here`, {
+        headers: { Allow: allowed.join(", ") },
+      });
+    }
+    return problem(c, "not-found", "no such route");
+  });
+
+  app.onError((err, c) => {
+    const p = problemFor(err);
+    if (p.slug === "internal") {
+      const e = err as Error & { code?: string };
+      // name, code and stack frames only: an error message may quote input (PHI)
+      const frames = e.stack?.split("\n").filter((l) => l.trimStart().startsWith("at ")).join("\n");
+      deps.log.error(
+        { requestId: c.get("requestId"), err: { name: e.name, code: e.code, frames } },
+        "unhandled error",
+      );
+      return problem(c, "internal", "an unexpected error occurred; quote the request id");
+    }
+    return problem(c, p.slug, p.detail, p.errors ? { errors: p.errors } : {});
+  });
+
+  return app;
+};

@@ -1,0 +1,21 @@
+import type { Config } from "../config.ts";
+import type { Logger } from "../logger.ts";
+import type { Runtime } from "../runtime.ts";
+
+/** What handlers get from the app: configuration, logger and the store runtime. */
+export interface AppDeps {
+  config: Config;
+  log: Logger;
+  /**
+   * The database runtime. Throws UnavailableError (503) while it is still
+   * opening: the server answers /health before the database is ready.
+   */
+  runtime(): Runtime;
+}
+
+export interface AppEnv {
+  Variables: {
+    requestId: string;
+    deps: AppDeps;
+  };
+}

@@ -1,0 +1,106 @@
+import { z } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import {
+  ConcurrencyError,
+  ConflictError,
+  type FieldIssue,
+  ForbiddenError,
+  NotFoundError,
+  UnavailableError,
+  ValidationError,
+} from "../errors.ts";
+
+/**
+ * The kinds of problem the API reports (RFC 9457). `type` is a stable URI
+ * per kind, resolvable on this server at `/problems/{slug}`.
+ */
+export const PROBLEMS = {
+  "validation": { status: 422, title: "Request validation failed" },
+  "malformed-request": { status: 400, title: "Malformed request" },
+  "unauthorized": { status: 401, title: "Authentication required" },
+  "forbidden": { status: 403, title: "Access denied" },
+  "not-found": { status: 404, title: "Resource not found" },
+  "method-not-allowed": { status: 405, title: "Method not allowed" },
+  "conflict": { status: 409, title: "Conflict with the current state" },
+  "concurrency-conflict": { status: 409, title: "The resource was changed by someone else" },
+  "precondition-failed": { status: 412, title: "Precondition failed" },
+  "payload-too-large": { status: 413, title: "Payload too large" },
+  "unsupported-media-type": { status: 415, title: "Unsupported media type" },
+  "rate-limited": { status: 429, title: "Too many requests" },
+  "internal": { status: 500, title: "Internal server error" },
+  "unavailable": { status: 503, title: "Service unavailable" },
+} as const satisfies Record<string, { status: number; title: string }>;
+
+export type ProblemSlug = keyof typeof PROBLEMS;
+
+export const problemType = (slug: ProblemSlug): string => `/problems/${slug}`;
+
+export const Problem = z.object({
+  type: z.string().openapi({ example: "/problems/validation" }),
+  title: z.string(),
+  status: z.number().int(),
+  detail: z.string().optional(),
+  instance: z.string().optional(),
+  requestId: z.string().optional(),
+  errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+}).openapi("Problem", {
+  description: "RFC 9457 problem details. `detail` never carries PHI.",
+});
+export type Problem = z.infer<typeof Problem>;
+
+/** OpenAPI response entries for the given problem statuses. */
+export const problemResponses = (...slugs: ProblemSlug[]) =>
+  Object.fromEntries(slugs.map((slug) => [PROBLEMS[slug].status, {
+    description: PROBLEMS[slug].title,
+    content: { "application/problem+json": { schema: Problem } },
+  }]));
+
+/** Builds a problem+json response. */
+export const problem = (
+  c: Context,
+  slug: ProblemSlug,
+  detail?: string,
+  extra: { errors?: FieldIssue[]; headers?: Record<string, string> } = {},
+): Response => {
+  const { status, title } = PROBLEMS[slug];
+  const body: Problem = {
+    type: problemType(slug),
+    title,
+    status,
+    ...(detail ? { detail } : {}),
+    instance: new URL(c.req.url).pathname,
+    requestId: c.get("requestId" as never) as string | undefined,
+    ...(extra.errors ? { errors: extra.errors } : {}),
+  };
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/problem+json", ...extra.headers },
+  });
+};
+
+/**
+ * The one table from typed errors to problems. Anything unknown is a 500
+ * whose detail says nothing about the cause.
+ */
+export const problemFor = (
+  err: unknown,
+): { slug: ProblemSlug; detail?: string; errors?: FieldIssue[]; status?: number } => {
+  if (err instanceof ValidationError) {
+    return { slug: "validation", detail: err.message, errors: err.issues };
+  }
+  if (err instanceof ConcurrencyError) return { slug: "concurrency-conflict", detail: err.message };
+  if (err instanceof ConflictError) return { slug: "conflict", detail: err.message };
+  if (err instanceof NotFoundError) return { slug: "not-found", detail: err.message };
+  if (err instanceof ForbiddenError) return { slug: "forbidden", detail: err.message };
+  if (err instanceof UnavailableError) return { slug: "unavailable", detail: err.message };
+  if (err instanceof HTTPException) {
+    const slug = (Object.keys(PROBLEMS) as ProblemSlug[])
+      .find((s) => PROBLEMS[s].status === err.status);
+    return { slug: slug ?? "internal", status: err.status };
+  }
+  return { slug: "internal" };
+};
+
+export type { ContentfulStatusCode };
