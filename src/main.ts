@@ -8,7 +8,7 @@ import { openRuntime, type Runtime } from "./runtime.ts";
  * Starts the HTTP server. SIGTERM / SIGINT stop accepting connections, let
  * in-flight requests finish, stop projection workers and close the database.
  */
-const main = async (): Promise<void> => {
+const main = (): void => {
   let config;
   try {
     config = loadConfig(Deno.env.toObject());
@@ -65,4 +65,4 @@ const main = async (): Promise<void> => {
   Deno.addSignalListener("SIGINT", () => shutdown("SIGINT"));
 };
 
-if (import.meta.main) await main();
+if (import.meta.main) main();
