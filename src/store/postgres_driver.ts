@@ -14,22 +14,45 @@ export interface PostgresOptions {
   idleInTransactionTimeoutMs?: number;
 }
 
-const wrap = (sql: Sql, root: postgres.Sql): Db => ({
+type Mode = "pool" | "transaction" | "reserved";
+
+const wrap = (sql: Sql, root: postgres.Sql, mode: Mode, depth = 0): Db => ({
   kind: "postgres",
+  // a plain array: postgres.js' Result subclass carries query text and parameters
   query: async <T>(q: Query) =>
-    (await sql.unsafe(q.text, q.values as postgres.ParameterOrJSON<never>[])) as unknown as T[],
-  transaction: <T>(fn: (tx: Db) => Promise<T>): Promise<T> => {
-    if ("savepoint" in sql) {
-      return (sql as postgres.TransactionSql).savepoint((tx) => fn(wrap(tx, root))) as Promise<T>;
+    Array.from(await sql.unsafe(q.text, q.values as postgres.ParameterOrJSON<never>[])) as T[],
+  transaction: async <T>(fn: (tx: Db) => Promise<T>): Promise<T> => {
+    if (mode === "pool") {
+      return await (sql as postgres.Sql).begin((tx) => fn(wrap(tx, root, "transaction"))) as T;
     }
-    return (sql as postgres.Sql).begin((tx) => fn(wrap(tx, root))) as Promise<T>;
+    if (mode === "transaction") {
+      return await (sql as postgres.TransactionSql).savepoint((tx) =>
+        fn(wrap(tx, root, "transaction"))
+      ) as T;
+    }
+    // a reserved connection has no begin(): drive the transaction by hand
+    const open = depth === 0 ? "begin" : `savepoint sp_${depth}`;
+    const commit = depth === 0 ? "commit" : `release savepoint sp_${depth}`;
+    const rollback = depth === 0 ? "rollback" : `rollback to savepoint sp_${depth}`;
+    await sql.unsafe(open);
+    try {
+      const out = await fn(wrap(sql, root, "reserved", depth + 1));
+      await sql.unsafe(commit);
+      return out;
+    } catch (err) {
+      await sql.unsafe(rollback).catch(() => {});
+      throw err;
+    }
   },
   exec: async (text: string) => {
     await sql.unsafe(text);
   },
   reserve: async () => {
     const reserved = await root.reserve();
-    return { ...wrap(reserved, root), release: () => Promise.resolve(reserved.release()) };
+    return {
+      ...wrap(reserved, root, "reserved"),
+      release: () => Promise.resolve(reserved.release()),
+    };
   },
   close: () => root.end({ timeout: 5 }),
 });
@@ -44,7 +67,7 @@ export const openPostgres = (url: string, options: PostgresOptions = {}): Db => 
       idle_in_transaction_session_timeout: options.idleInTransactionTimeoutMs ?? 60_000,
     },
   });
-  return wrap(root, root);
+  return wrap(root, root, "pool");
 };
 
 export type { ReservedDb };

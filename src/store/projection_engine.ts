@@ -171,8 +171,8 @@ export class ProjectionWorker {
         const [r] = await reserved.query<{ ok: boolean }>(
           sql`select pg_try_advisory_lock(hashtext(${projectionLockName(name)})) as ok`,
         );
-        // PGlite is one session, where advisory locks are re-entrant
-        locked = !!r?.ok && !heldInProcess.has(name);
+        // PGlite is one session, where advisory locks are re-entrant: guard in process
+        locked = !!r?.ok && !(reserved.kind === "pglite" && heldInProcess.has(name));
         if (!locked) {
           if (r?.ok) {
             await reserved.query(
