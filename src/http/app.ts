@@ -1,4 +1,4 @@
-import { OpenAPIHono } from "@hono/zod-openapi";
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
@@ -93,7 +93,21 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/", system);
   app.route("/", docs);
 
-  app.doc31("/openapi.json", { openapi: "3.1.0", info: API_INFO });
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/openapi.json",
+      tags: ["system"],
+      summary: "This API's OpenAPI 3.1 description",
+      responses: {
+        200: {
+          description: "OpenAPI document",
+          content: { "application/json": { schema: z.record(z.string(), z.unknown()) } },
+        },
+      },
+    }),
+    (c) => c.json(app.getOpenAPI31Document({ openapi: "3.1.0", info: API_INFO }), 200),
+  );
 
   app.notFound((c: Context) => {
     const path = new URL(c.req.url).pathname;

@@ -1,0 +1,47 @@
+import { loadConfig } from "../../src/config.ts";
+import { createApp } from "../../src/http/app.ts";
+import { createLogger } from "../../src/logger.ts";
+import { openRuntime, type Runtime } from "../../src/runtime.ts";
+import { UnavailableError } from "../../src/errors.ts";
+
+/** Captured log lines (parsed JSON) of an app under test. */
+export interface LogCapture {
+  lines: Record<string, unknown>[];
+  text(): string;
+}
+
+/** The app on an in-memory PGlite, with logs captured for inspection. */
+export const openTestApp = async (env: Record<string, string> = {}) => {
+  const lines: string[] = [];
+  const config = loadConfig({
+    DATABASE_URL: "memory://",
+    CHARTLOG_MASTER_KEY: btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32)))),
+    LOG_LEVEL: "debug",
+    ...env,
+  });
+  const log = createLogger(config.logLevel, { write: (l: string) => void lines.push(l) });
+  let runtime: Runtime | null = await openRuntime(config, log, { workers: false });
+  const app = createApp({
+    config,
+    log,
+    runtime: () => {
+      if (!runtime) throw new UnavailableError("the database is still opening");
+      return runtime;
+    },
+  });
+  const logs: LogCapture = {
+    get lines() {
+      return lines.map((l) => JSON.parse(l));
+    },
+    text: () => lines.join(""),
+  };
+  return {
+    app,
+    config,
+    logs,
+    runtime: runtime!,
+    /** Simulates the database not yet open. */
+    detach: () => (runtime = null),
+    close: () => runtime?.close() ?? Promise.resolve(),
+  };
+};
