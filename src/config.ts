@@ -31,14 +31,6 @@ const Env = z.object({
   CHARTLOG_MAX_BODY_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
   CHARTLOG_DB_POOL_MAX: z.coerce.number().int().min(1).max(500).default(10),
   CHARTLOG_IDLE_TX_TIMEOUT_MS: z.coerce.number().int().min(1000).default(60_000),
-}).superRefine((env, ctx) => {
-  if (env.CHARTLOG_ENV === "production" && !env.CHARTLOG_MASTER_KEY) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["CHARTLOG_MASTER_KEY"],
-      message: "is required when CHARTLOG_ENV=production",
-    });
-  }
 });
 
 export type Database =
@@ -64,11 +56,17 @@ export interface Config {
  * every bad variable (never echoing its value: it may be a secret).
  */
 export const loadConfig = (env: Record<string, string | undefined>): Config => {
-  const parsed = Env.safeParse(
-    Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== "")),
-  );
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
+  const given = Object.fromEntries(
+    Object.entries(env).filter(([, v]) => v !== undefined && v !== ""),
+  ) as Record<string, string>;
+  const parsed = Env.safeParse(given);
+  const lines = parsed.success
+    ? []
+    : parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
+  if (given.CHARTLOG_ENV === "production" && !given.CHARTLOG_MASTER_KEY) {
+    lines.push("CHARTLOG_MASTER_KEY: is required when CHARTLOG_ENV=production");
+  }
+  if (!parsed.success || lines.length > 0) {
     throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
   }
   const e = parsed.data;

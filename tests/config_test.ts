@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import { ConfigError, loadConfig } from "../src/config.ts";
+
+Deno.test("config: defaults with no environment at all", () => {
+  const c = loadConfig({});
+  assert.equal(c.port, 8080);
+  assert.equal(c.dataDir, "./data");
+  assert.deepEqual(c.database, { kind: "pglite", dataDir: "./data/pglite" });
+  assert.equal(c.env, "development");
+  assert.equal(c.masterKey, null);
+  assert.equal(c.logLevel, "info");
+  assert.deepEqual(c.corsOrigins, []);
+});
+
+Deno.test("config: database URLs", () => {
+  assert.deepEqual(loadConfig({ DATABASE_URL: "memory://" }).database, {
+    kind: "pglite",
+    dataDir: "memory://",
+  });
+  assert.deepEqual(loadConfig({ CHARTLOG_DATA_DIR: "/srv/cl" }).database, {
+    kind: "pglite",
+    dataDir: "/srv/cl/pglite",
+  });
+  assert.deepEqual(loadConfig({ DATABASE_URL: "postgres://u@db:5432/chartlog" }).database, {
+    kind: "postgres",
+    url: "postgres://u@db:5432/chartlog",
+  });
+});
+
+Deno.test("config: a bad variable is named, its value never echoed", () => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ PORT: "eighty" }, /PORT/],
+    [{ PORT: "70000" }, /PORT/],
+    [{ LOG_LEVEL: "loud" }, /LOG_LEVEL/],
+    [{ DATABASE_URL: "mysql://x" }, /DATABASE_URL/],
+    [{ CHARTLOG_MASTER_KEY: "c2hvcnQ=" }, /CHARTLOG_MASTER_KEY/],
+    [
+      { CHARTLOG_ENV: "production" },
+      /CHARTLOG_MASTER_KEY: is required when CHARTLOG_ENV=production/,
+    ],
+  ];
+  for (const [env, message] of cases) {
+    assert.throws(() => loadConfig(env), (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.match(e.message, message);
+      for (const v of Object.values(env)) {
+        if (v !== "production") assert.ok(!e.message.includes(v), `echoed ${v}`);
+      }
+      return true;
+    });
+  }
+  const key = btoa(String.fromCharCode(...new Uint8Array(32).fill(7)));
+  const prod = loadConfig({ CHARTLOG_ENV: "production", CHARTLOG_MASTER_KEY: key });
+  assert.equal(prod.masterKey?.length, 32);
+});
