@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { ConcurrencyError, UnknownEventTypeError, ValidationError } from "../src/errors.ts";
+import {
+  ConcurrencyError,
+  ConflictError,
+  UnknownEventTypeError,
+  ValidationError,
+} from "../src/errors.ts";
+import { shredSubject } from "../src/store/shred.ts";
 import { Catalog, defineEvent } from "../src/store/catalog.ts";
 import { EventStore } from "../src/store/event_store.ts";
 import { PhiCodec } from "../src/store/phi_codec.ts";
@@ -231,7 +237,19 @@ eachDriver(
       "Follow-up Zebra",
     );
 
-    assert.equal(await h.store.codec.destroy("patient-42"), true);
+    await shredSubject(h.store, "patient-42", "erasure request", { actorId: "admin-1" });
+    const [shredded] = await h.store.readStream("subject-patient-42");
+    assert.equal(shredded!.type, "SubjectKeyDestroyed");
+    assert.deepEqual(shredded!.data, { subjectId: "patient-42", reason: "erasure request" });
+    assert.equal(shredded!.metadata.actorId, "admin-1");
+    // sealing anything new for a shredded subject is refused
+    await assert.rejects(
+      h.store.append("note-3", "no_stream", [{
+        type: "NoteWritten",
+        data: { subjectId: "patient-42", title: "again", text: "x" },
+      }]),
+      ConflictError,
+    );
     const [after] = await h.store.readStream("note-1");
     assert.equal(after!.data.title, null);
     assert.equal(after!.data.text, null);

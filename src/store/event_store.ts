@@ -5,6 +5,7 @@ import { type Db, pgCode } from "./db.ts";
 import { eventHash } from "./hash_chain.ts";
 import { LOCK_APPEND } from "./locks.ts";
 import { applyEvent } from "./projection_engine.ts";
+import { subjectKeyShredder } from "./shred.ts";
 import type { PhiCodec } from "./phi_codec.ts";
 import { sql } from "./sql.ts";
 import type { AppendResult, ExpectedVersion, NewEvent, Projection, StoredEvent } from "./types.ts";
@@ -96,7 +97,10 @@ export class EventStore {
     this.db = opts.db;
     this.catalog = opts.catalog;
     this.codec = opts.codec;
-    this.#inline = (opts.projections ?? []).filter((p) => p.mode === "inline");
+    this.#inline = [
+      subjectKeyShredder(() => this),
+      ...(opts.projections ?? []).filter((p) => p.mode === "inline"),
+    ];
     this.#maxBatch = opts.maxBatchEvents ?? 1000;
     this.#now = opts.now ?? (() => new Date());
   }
@@ -284,7 +288,6 @@ export class EventStore {
     for (const { p, first } of accepted) {
       const outcome = outcomes[batch.indexOf(p)] as { ok: AppendResult };
       outcome.ok.positions = positions.slice(first, first + p.events.length);
-      if (this.#inline.length === 0) continue;
       for (const [i, e] of p.events.entries()) {
         const row = rows[first + i]!;
         const stored: StoredEvent = {

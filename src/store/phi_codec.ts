@@ -1,3 +1,4 @@
+import { ConflictError } from "../errors.ts";
 import type { Db } from "./db.ts";
 import { sql } from "./sql.ts";
 import type { EventDefinition } from "./catalog.ts";
@@ -78,7 +79,7 @@ export class PhiCodec {
       );
       key = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
     } else if (rows.length > 0 && create) {
-      throw new Error(`data key of subject ${subject} was destroyed`);
+      throw new ConflictError(`the data key of subject ${subject} was destroyed`);
     }
     this.#cache.set(subject, { key, at: Date.now() });
     return key;
@@ -147,15 +148,22 @@ export class PhiCodec {
   }
 
   /**
-   * Destroys the subject's data key (crypto-shredding). Irreversible. Other
-   * app instances may keep an unwrapped copy for up to a minute.
+   * Destroys the subject's data key (crypto-shredding). Irreversible. Use
+   * {@link shredSubject}, which records the act in the log in the same
+   * transaction. Other app instances may keep an unwrapped copy of the key
+   * in memory for up to a minute.
    */
-  async destroy(subject: string): Promise<boolean> {
-    const rows = await this.#db.query(sql`update subject_keys
+  async destroy(subject: string, db: Db = this.#db): Promise<boolean> {
+    const rows = await db.query(sql`update subject_keys
       set wrapped_key = null, destroyed_at = now()
       where subject_id = ${subject} and wrapped_key is not null returning subject_id`);
-    this.#cache.set(subject, { key: null, at: Date.now() });
+    this.forget(subject);
     return rows.length > 0;
+  }
+
+  /** Drops the cached key so the next use re-reads its row. */
+  forget(subject: string): void {
+    this.#cache.delete(subject);
   }
 }
 

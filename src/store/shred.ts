@@ -1,0 +1,39 @@
+import type { EventMetadata } from "../../events/metadata.ts";
+import type { EventStore } from "./event_store.ts";
+import type { AppendResult, Projection } from "./types.ts";
+
+/**
+ * Destroys a data subject's key when `SubjectKeyDestroyed` is appended, in
+ * the append's own transaction: the key is gone if and only if the log says
+ * so. Always installed as an inline projection by the event store.
+ */
+export const subjectKeyShredder = (store: () => EventStore): Projection => ({
+  name: "subject_key_shredder",
+  version: 1,
+  mode: "inline",
+  tables: [],
+  setup: "",
+  handlers: {
+    SubjectKeyDestroyed: async (db, e) => {
+      await store().codec.destroy(e.data.subjectId as string, db);
+    },
+  },
+});
+
+/**
+ * Crypto-shreds a data subject: records `SubjectKeyDestroyed` (with who and
+ * why in the metadata) and destroys the key. Every PHI field sealed for the
+ * subject then reads as erased; the log and its hash chain are untouched.
+ */
+export const shredSubject = async (
+  store: EventStore,
+  subjectId: string,
+  reason: string,
+  metadata: EventMetadata,
+): Promise<AppendResult> => {
+  const result = await store.append(`subject-${subjectId}`, "any", [
+    { type: "SubjectKeyDestroyed", data: { subjectId, reason } },
+  ], { ...metadata, reason });
+  store.codec.forget(subjectId);
+  return result;
+};
