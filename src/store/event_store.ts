@@ -353,8 +353,9 @@ export class EventStore {
           where global_position > ${afterPosition} order by global_position limit ${limit}`)
       : await db.query<EventRow>(sql`select ${COLUMNS} from events
           where (transaction_id, global_position) > (
-              coalesce((select transaction_id from events where global_position = ${afterPosition}),
-                '0'::xid8), ${afterPosition})
+              -- the transaction of the checkpoint's event (or of the last one before it)
+              coalesce((select transaction_id from events where global_position <= ${afterPosition}
+                order by global_position desc limit 1), '0'::xid8), ${afterPosition})
             and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
           order by transaction_id, global_position
           limit ${limit}`);
