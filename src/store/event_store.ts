@@ -158,7 +158,7 @@ export class EventStore {
         resolve,
         reject,
       });
-      this.#pump();
+      void this.#pump();
     });
   }
 
@@ -175,7 +175,14 @@ export class EventStore {
           size += this.#queue[n]!.events.length;
           n++;
         }
-        await this.#commit(this.#queue.splice(0, n));
+        const batch = this.#queue.splice(0, n);
+        try {
+          await this.#commit(batch);
+        } catch (err) {
+          // #commit settles every caller itself; this is a last resort so that
+          // no caller waits forever and the queue keeps moving
+          for (const p of batch) p.reject(err);
+        }
       }
     } finally {
       this.#running = false;
@@ -204,8 +211,10 @@ export class EventStore {
   }
 
   async #mapError(err: unknown, p: Pending): Promise<unknown> {
+    // unique (stream_id, stream_version): a writer outside this process got there first
     if (pgCode(err) === "23505" && String((err as Error).message).includes("stream")) {
-      return new ConcurrencyError(p.streamId, p.expected, await this.streamVersion(p.streamId));
+      const actual = await this.streamVersion(p.streamId).catch(() => -1);
+      return new ConcurrencyError(p.streamId, p.expected, actual);
     }
     return err;
   }
