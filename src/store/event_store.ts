@@ -366,7 +366,8 @@ export class EventStore {
               coalesce((select transaction_id from events where global_position <= ${afterPosition}
                 order by global_position desc limit 1), '0'::xid8), ${afterPosition})
             and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          order by transaction_id, global_position
+          -- qualified: a bare name would bind to the ::text output column and sort as text
+          order by events.transaction_id, events.global_position
           limit ${limit}`);
     return await this.#decode(rows, opts.unseal ?? true);
   }
