@@ -1,0 +1,51 @@
+/** Small helpers for the benchmark: timing, percentiles, env knobs and a plain-text table. */
+
+/** The q-quantile (0..1) of `values` by the nearest-rank method; NaN when empty. */
+export const percentile = (values: readonly number[], q: number): number => {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length, Math.max(1, Math.ceil(q * sorted.length)));
+  return sorted[rank - 1]!;
+};
+
+/** A positive integer from the environment, or `fallback` when unset. */
+export const envInt = (name: string, fallback: number): number => {
+  const raw = Deno.env.get(name);
+  if (raw === undefined || raw.trim() === "") return fallback;
+  const n = Number(raw.replaceAll("_", ""));
+  if (!Number.isInteger(n) || n <= 0) {
+    throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  }
+  return n;
+};
+
+/** Splits `total` into `parts` near-equal non-negative integers. */
+export const split = (total: number, parts: number): number[] =>
+  Array.from({ length: parts }, (_, i) => Math.floor(total / parts) + (i < total % parts ? 1 : 0));
+
+export const fmtInt = (n: number): string =>
+  Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "-";
+
+export const fmtMs = (n: number): string =>
+  !Number.isFinite(n) ? "-" : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2);
+
+export const fmtSec = (ms: number): string => `${(ms / 1000).toFixed(1)}s`;
+
+/** Renders rows as a pipe-separated text table with aligned columns. */
+export const table = (
+  headers: readonly string[],
+  rows: readonly (readonly string[])[],
+  rightAligned: ReadonlySet<number> = new Set(),
+): string => {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const cell = (s: string, i: number) =>
+    rightAligned.has(i) ? s.padStart(widths[i]!) : s.padEnd(widths[i]!);
+  const line = (cells: readonly string[]) =>
+    `| ${cells.map((c, i) => cell(c ?? "", i)).join(" | ")} |`;
+  const rule = `|${
+    widths.map((w, i) => rightAligned.has(i) ? `${"-".repeat(w + 1)}:` : "-".repeat(w + 2)).join(
+      "|",
+    )
+  }|`;
+  return [line(headers), rule, ...rows.map(line)].join("\n");
+};
