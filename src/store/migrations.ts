@@ -28,8 +28,8 @@ create table events (
   hash            text not null,
   unique (stream_id, stream_version)
 );
+-- followers page through the log in (transaction id, position) order
 create index events_transaction_order on events (transaction_id, global_position);
-create index events_type on events (type);
 
 -- The log is the audit trail: the database itself refuses to change it.
 create function events_append_only() returns trigger language plpgsql as $$

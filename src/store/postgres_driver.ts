@@ -20,7 +20,9 @@ const wrap = (sql: Sql, root: postgres.Sql, mode: Mode, depth = 0): Db => ({
   kind: "postgres",
   // a plain array: postgres.js' Result subclass carries query text and parameters
   query: async <T>(q: Query) =>
-    Array.from(await sql.unsafe(q.text, q.values as postgres.ParameterOrJSON<never>[])) as T[],
+    Array.from(
+      await sql.unsafe(q.text, q.values as postgres.ParameterOrJSON<never>[], { prepare: true }),
+    ) as T[],
   transaction: async <T>(fn: (tx: Db) => Promise<T>): Promise<T> => {
     if (mode === "pool") {
       return await (sql as postgres.Sql).begin((tx) => fn(wrap(tx, root, "transaction"))) as T;
