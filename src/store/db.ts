@@ -8,6 +8,13 @@ import type { Query } from "./sql.ts";
 export interface Db {
   readonly kind: "postgres" | "pglite";
   query<T = Record<string, unknown>>(q: Query): Promise<T[]>;
+  /**
+   * Runs the statements in order and returns each one's rows. Inside a
+   * transaction or on a reserved connection, postgres.js sends them together
+   * (one network round trip); the server still executes them one after the
+   * other, each with its own snapshot. If one fails, the batch rejects.
+   */
+  batch(queries: readonly Query[]): Promise<Record<string, unknown>[][]>;
   /** Runs `fn` in one transaction; rolls back if it throws. */
   transaction<T>(fn: (tx: Db) => Promise<T>): Promise<T>;
   /** Runs several statements without parameters (migrations, projection DDL). */

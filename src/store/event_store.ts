@@ -198,7 +198,7 @@ export class EventStore {
   async #commit(batch: Pending[]): Promise<void> {
     let outcomes: Outcome[];
     try {
-      outcomes = await this.db.transaction((tx) => this.#applyBatch(tx, batch));
+      outcomes = await this.#runBatch(batch);
     } catch (err) {
       if (batch.length === 1) {
         batch[0]!.reject(await this.#mapError(err, batch[0]!));
@@ -225,23 +225,48 @@ export class EventStore {
     return err;
   }
 
-  async #applyBatch(tx: Db, batch: Pending[]): Promise<Outcome[]> {
+  /**
+   * One group-commit transaction. On PostgreSQL it drives BEGIN and COMMIT
+   * itself on a reserved connection so that statements can be pipelined:
+   * BEGIN, the lock and the head lookup go out together, and so do the insert
+   * and COMMIT when no inline projection must see the new rows first. That
+   * is two network round trips per batch. PGlite, one session shared by every
+   * caller, needs its own transaction API to keep other queries out.
+   */
+  async #runBatch(batch: Pending[]): Promise<Outcome[]> {
+    if (this.db.kind !== "postgres") {
+      return await this.db.transaction((tx) => this.#applyBatch(tx, batch, false));
+    }
+    const conn = await this.db.reserve();
+    try {
+      return await this.#applyBatch(conn, batch, true);
+    } catch (err) {
+      await conn.query(sql`rollback`).catch(() => {});
+      throw err;
+    } finally {
+      await conn.release();
+    }
+  }
+
+  async #applyBatch(tx: Db, batch: Pending[], ownTransaction: boolean): Promise<Outcome[]> {
     const streams = [...new Set(batch.map((p) => p.streamId))];
     const heads = new Map<string, { version: number; hash: string }>();
     // Sent together (postgres.js pipelines them): the server runs them in
     // order, and the head lookup takes its snapshot only once the lock is held.
-    const [, headRows] = await Promise.all([
-      tx.query(sql`select pg_advisory_xact_lock(${LOCK_APPEND})`),
-      tx.query<{ stream_id: string; stream_version: number; hash: string }>(
-        // one backward index probe per stream for its last event
-        sql`select s.stream_id, e.stream_version, e.hash
-          from unnest(${streams}::text[]) as s(stream_id)
-          cross join lateral (select stream_version, hash from events
-            where events.stream_id = s.stream_id order by stream_version desc limit 1) as e`,
-      ),
+    const opened = await tx.batch([
+      ...(ownTransaction ? [sql`begin`] : []),
+      sql`select pg_advisory_xact_lock(${LOCK_APPEND})`,
+      // one backward index probe per stream for its last event
+      sql`select s.stream_id, e.stream_version, e.hash
+        from unnest(${streams}::text[]) as s(stream_id)
+        cross join lateral (select stream_version, hash from events
+          where events.stream_id = s.stream_id order by stream_version desc limit 1) as e`,
     ]);
-    for (const r of headRows) {
-      heads.set(r.stream_id, { version: Number(r.stream_version), hash: r.hash });
+    for (const r of opened.at(-1)!) {
+      heads.set(r.stream_id as string, {
+        version: Number(r.stream_version),
+        hash: r.hash as string,
+      });
     }
 
     const recordedAt = this.#now();
@@ -291,9 +316,12 @@ export class EventStore {
       heads.set(p.streamId, { version, hash: prevHash! });
       outcomes.push({ ok: { streamId: p.streamId, version, positions: [] } });
     }
-    if (rows.length === 0) return outcomes;
+    if (rows.length === 0) {
+      if (ownTransaction) await tx.query(sql`commit`);
+      return outcomes;
+    }
 
-    const inserted = await tx.query<{ global_position: string | number; transaction_id: string }>(
+    const insert =
       sql`insert into events (stream_id, stream_version, event_id, type, schema_version, data,
           metadata, recorded_at, prev_hash, hash)
         select x.stream_id, x.stream_version, x.event_id, x.type, x.schema_version, x.data,
@@ -302,8 +330,14 @@ export class EventStore {
           stream_id text, stream_version int, event_id uuid, type text, schema_version int,
           data jsonb, metadata jsonb, recorded_at timestamptz, prev_hash text, hash text)
         order by x.ord
-        returning global_position, transaction_id::text as transaction_id`,
+        returning global_position, transaction_id::text as transaction_id`;
+    const inline = accepted.some(({ p }) =>
+      p.events.some((e) => this.#inline.some((proj) => proj.handlers[e.type] ?? proj.anyEvent))
     );
+    const inserted =
+      (ownTransaction && !inline
+        ? (await tx.batch([insert, sql`commit`]))[0]!
+        : await tx.query(insert)) as { global_position: string | number; transaction_id: string }[];
     // identity values are assigned in insertion order, which follows `order by x.ord`
     const positions = inserted.map((r) => Number(r.global_position)).sort((a, b) => a - b);
     const txid = inserted[0]!.transaction_id;
@@ -331,6 +365,7 @@ export class EventStore {
         for (const proj of this.#inline) await applyEvent(tx, proj, stored);
       }
     }
+    if (ownTransaction && inline) await tx.query(sql`commit`);
     return outcomes;
   }
 

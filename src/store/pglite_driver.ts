@@ -7,6 +7,13 @@ type Conn = PGlite | Transaction;
 const wrap = (conn: Conn, root: PGlite, depth: number): Db => ({
   kind: "pglite",
   query: async <T>(q: Query) => (await conn.query<T>(q.text, q.values as unknown[])).rows as T[],
+  batch: async (queries: readonly Query[]) => {
+    const out: Record<string, unknown>[][] = [];
+    for (const q of queries) {
+      out.push((await conn.query<Record<string, unknown>>(q.text, q.values as unknown[])).rows);
+    }
+    return out;
+  },
   transaction: async <T>(fn: (tx: Db) => Promise<T>): Promise<T> => {
     if (conn instanceof PGlite) return await conn.transaction((tx) => fn(wrap(tx, root, 1)));
     // nested: a savepoint inside the open transaction

@@ -23,6 +23,19 @@ const wrap = (sql: Sql, root: postgres.Sql, mode: Mode, depth = 0): Db => ({
     Array.from(
       await sql.unsafe(q.text, q.values as postgres.ParameterOrJSON<never>[], { prepare: true }),
     ) as T[],
+  batch: async (queries: readonly Query[]) => {
+    const run = (q: Query) =>
+      sql.unsafe(q.text, q.values as postgres.ParameterOrJSON<never>[], { prepare: true })
+        .then((rows) => Array.from(rows) as Record<string, unknown>[]);
+    if (mode === "pool") {
+      // separate statements on a pool could land on different connections
+      const out: Record<string, unknown>[][] = [];
+      for (const q of queries) out.push(await run(q));
+      return out;
+    }
+    // issued without waiting: postgres.js pipelines them on this connection
+    return await Promise.all(queries.map(run));
+  },
   transaction: async <T>(fn: (tx: Db) => Promise<T>): Promise<T> => {
     if (mode === "pool") {
       return await (sql as postgres.Sql).begin((tx) => fn(wrap(tx, root, "transaction"))) as T;
