@@ -1,7 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
-import type { ContentfulStatusCode } from "hono/utils/http-status";
 import {
   ConcurrencyError,
   ConflictError,
@@ -86,7 +85,7 @@ export const problem = (
  */
 export const problemFor = (
   err: unknown,
-): { slug: ProblemSlug; detail?: string; errors?: FieldIssue[]; status?: number } => {
+): { slug: ProblemSlug; detail?: string; errors?: FieldIssue[] } => {
   if (err instanceof ValidationError) {
     return { slug: "validation", detail: err.message, errors: err.issues };
   }
@@ -98,9 +97,7 @@ export const problemFor = (
   if (err instanceof HTTPException) {
     const slug = (Object.keys(PROBLEMS) as ProblemSlug[])
       .find((s) => PROBLEMS[s].status === err.status);
-    return { slug: slug ?? "internal", status: err.status };
+    return { slug: slug ?? "internal" };
   }
   return { slug: "internal" };
 };
-
-export type { ContentfulStatusCode };

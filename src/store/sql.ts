@@ -56,9 +56,3 @@ export const sql = (strings: TemplateStringsArray, ...params: unknown[]): Query 
 
 /** A quoted identifier (table or column name) for use inside {@link sql}. */
 export const ident = (name: string): Identifier => new Identifier(name);
-
-/** Joins fragments with a separator fragment, e.g. `join(parts, sql\`, \`)`. */
-export const join = (parts: Query[], separator: Query): Query => {
-  const params = parts.flatMap((p, i) => (i === 0 ? [p] : [separator, p]));
-  return new Fragment(Array(params.length + 1).fill(""), params);
-};
