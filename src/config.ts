@@ -13,7 +13,7 @@ const Env = z.object({
     "must be a postgres:// URL, memory:// or pglite://<directory>",
   ).optional(),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
-  HOSTNAME: z.string().min(1).default("0.0.0.0"),
+  CHARTLOG_LISTEN_HOST: z.string().min(1).default("0.0.0.0"),
   CHARTLOG_ENV: z.enum(["development", "production", "test"]).default("development"),
   CHARTLOG_DATA_DIR: z.string().min(1).default("./data"),
   CHARTLOG_MASTER_KEY: z.string().refine(
@@ -81,7 +81,7 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
   return {
     env: e.CHARTLOG_ENV,
     port: e.PORT,
-    hostname: e.HOSTNAME,
+    hostname: e.CHARTLOG_LISTEN_HOST,
     dataDir: e.CHARTLOG_DATA_DIR,
     database,
     masterKey: e.CHARTLOG_MASTER_KEY
