@@ -1,5 +1,7 @@
 import { Catalog } from "../src/store/catalog.ts";
+import { authEvents } from "./auth.ts";
 import { subjectEvents } from "./subject.ts";
+import { userEvents } from "./user.ts";
 
 /** Every event type Chartlog writes. One file per stream category. */
-export const catalog = new Catalog([...subjectEvents]);
+export const catalog = new Catalog([...subjectEvents, ...userEvents, ...authEvents]);

@@ -1,5 +1,7 @@
 import type { Projection } from "../src/store/types.ts";
+import { sessions } from "./sessions.ts";
 import { streamSummary } from "./stream_summary.ts";
+import { users } from "./users.ts";
 
 /** Every read model the app maintains. */
-export const projections: readonly Projection[] = [streamSummary];
+export const projections: readonly Projection[] = [users, sessions, streamSummary];

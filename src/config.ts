@@ -31,6 +31,10 @@ const Env = z.object({
   CHARTLOG_MAX_BODY_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
   CHARTLOG_DB_POOL_MAX: z.coerce.number().int().min(1).max(500).default(10),
   CHARTLOG_IDLE_TX_TIMEOUT_MS: z.coerce.number().int().min(1000).default(60_000),
+  CHARTLOG_ACCESS_TOKEN_TTL_S: z.coerce.number().int().min(30).max(86_400).default(900),
+  CHARTLOG_SESSION_IDLE_TIMEOUT_S: z.coerce.number().int().min(60).max(86_400).default(900),
+  CHARTLOG_LOGIN_RATE_PER_MIN: z.coerce.number().int().min(1).default(20),
+  CHARTLOG_TRUST_PROXY: z.enum(["true", "false"]).default("false"),
 });
 
 export type Database =
@@ -49,6 +53,12 @@ export interface Config {
   maxBodyBytes: number;
   dbPoolMax: number;
   idleInTransactionTimeoutMs: number;
+  accessTokenTtlSec: number;
+  sessionIdleTimeoutSec: number;
+  /** Requests per minute per client address on /v1/auth routes. */
+  loginRatePerMin: number;
+  /** Take the client address from X-Forwarded-For (behind a reverse proxy). */
+  trustProxy: boolean;
 }
 
 /**
@@ -92,5 +102,9 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     maxBodyBytes: e.CHARTLOG_MAX_BODY_BYTES,
     dbPoolMax: e.CHARTLOG_DB_POOL_MAX,
     idleInTransactionTimeoutMs: e.CHARTLOG_IDLE_TX_TIMEOUT_MS,
+    accessTokenTtlSec: e.CHARTLOG_ACCESS_TOKEN_TTL_S,
+    sessionIdleTimeoutSec: e.CHARTLOG_SESSION_IDLE_TIMEOUT_S,
+    loginRatePerMin: e.CHARTLOG_LOGIN_RATE_PER_MIN,
+    trustProxy: e.CHARTLOG_TRUST_PROXY === "true",
   };
 };

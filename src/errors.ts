@@ -57,3 +57,21 @@ export class ForbiddenError extends ChartlogError {
 export class UnavailableError extends ChartlogError {
   override name = "UnavailableError";
 }
+
+/** Missing or invalid credentials (HTTP 401). */
+export class UnauthorizedError extends ChartlogError {
+  override name = "UnauthorizedError";
+}
+
+/** Too many attempts; try again after `retryAfterSec` (HTTP 429). */
+export class TooManyRequestsError extends ChartlogError {
+  override name = "TooManyRequestsError";
+  constructor(message: string, readonly retryAfterSec: number) {
+    super(message);
+  }
+}
+
+/** A precondition (If-Match) does not hold (HTTP 412). */
+export class PreconditionFailedError extends ChartlogError {
+  override name = "PreconditionFailedError";
+}

@@ -1,5 +1,7 @@
 import { catalog as appCatalog } from "../events/index.ts";
 import { projections as appProjections } from "../projections/index.ts";
+import { Sessions } from "./auth/sessions.ts";
+import { deriveJwtKey } from "./auth/tokens.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./logger.ts";
 import type { Catalog } from "./store/catalog.ts";
@@ -60,6 +62,7 @@ export const resolveMasterKey = async (
 export interface Runtime {
   db: Db;
   store: EventStore;
+  sessions: Sessions;
   projections: readonly Projection[];
   workers: ProjectionWorker[];
   close(): Promise<void>;
@@ -72,7 +75,13 @@ export interface Runtime {
 export const openRuntime = async (
   config: Config,
   log: Logger,
-  opts: { workers?: boolean; catalog?: Catalog; projections?: readonly Projection[] } = {},
+  opts: {
+    workers?: boolean;
+    catalog?: Catalog;
+    projections?: readonly Projection[];
+    /** The clock for events, sessions and tokens (tests move it). */
+    now?: () => Date;
+  } = {},
 ): Promise<Runtime> => {
   const masterKey = await resolveMasterKey(config, log);
   const db = await openDatabase(config);
@@ -85,14 +94,22 @@ export const openRuntime = async (
       catalog: opts.catalog ?? appCatalog,
       codec: new PhiCodec(db, masterKey),
       projections,
+      now: opts.now,
     });
     await setupProjections(store, projections);
     const workers = opts.workers === false ? [] : projections
       .filter((p) => p.mode === "async")
       .map((p) => new ProjectionWorker(store, p, log).start());
+    const sessions = new Sessions(store, {
+      jwtKey: await deriveJwtKey(masterKey),
+      accessTokenTtlSec: config.accessTokenTtlSec,
+      sessionIdleTimeoutSec: config.sessionIdleTimeoutSec,
+      now: opts.now,
+    });
     return {
       db,
       store,
+      sessions,
       projections,
       workers,
       close: async () => {

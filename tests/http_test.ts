@@ -34,7 +34,11 @@ Deno.test("http: health, readiness and request ids", async () => {
     assert.equal(body.status, "ready");
     assert.equal(body.database, "pglite");
     assert.equal(body.migration, 1);
-    assert.deepEqual(body.projections.map((p: { name: string }) => p.name), ["stream_summary"]);
+    assert.deepEqual(body.projections.map((p: { name: string }) => p.name), [
+      "users",
+      "sessions",
+      "stream_summary",
+    ]);
 
     t.detach();
     await assertProblem(await t.app.request("/ready"), 503, "/problems/unavailable");

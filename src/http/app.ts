@@ -8,6 +8,8 @@ import type { AppDeps, AppEnv } from "./env.ts";
 import { problem, problemFor } from "./problem.ts";
 import { requestId } from "./request_id.ts";
 import { system } from "./system.ts";
+import { authRoutes } from "./auth.ts";
+import { users } from "./users.ts";
 
 export const API_INFO = {
   title: "Chartlog API",
@@ -92,6 +94,13 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
 
   app.route("/", system);
   app.route("/", docs);
+  app.route("/", authRoutes(deps));
+  app.route("/", users);
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
+    type: "http",
+    scheme: "bearer",
+    bearerFormat: "JWT",
+  });
 
   app.openapi(
     createRoute({
@@ -139,7 +148,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
       );
       return problem(c, "internal", "an unexpected error occurred; quote the request id");
     }
-    return problem(c, p.slug, p.detail, p.errors ? { errors: p.errors } : {});
+    return problem(c, p.slug, p.detail, { errors: p.errors, headers: p.headers });
   });
 
   return app;

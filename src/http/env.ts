@@ -1,3 +1,4 @@
+import type { Actor } from "../auth/policy.ts";
 import type { Config } from "../config.ts";
 import type { Logger } from "../logger.ts";
 import type { Runtime } from "../runtime.ts";
@@ -17,5 +18,7 @@ export interface AppEnv {
   Variables: {
     requestId: string;
     deps: AppDeps;
+    /** Set by `authenticate()`. */
+    actor?: Actor;
   };
 }

@@ -7,6 +7,9 @@ import {
   type FieldIssue,
   ForbiddenError,
   NotFoundError,
+  PreconditionFailedError,
+  TooManyRequestsError,
+  UnauthorizedError,
   UnavailableError,
   ValidationError,
 } from "../errors.ts";
@@ -85,7 +88,12 @@ export const problem = (
  */
 export const problemFor = (
   err: unknown,
-): { slug: ProblemSlug; detail?: string; errors?: FieldIssue[] } => {
+): {
+  slug: ProblemSlug;
+  detail?: string;
+  errors?: FieldIssue[];
+  headers?: Record<string, string>;
+} => {
   if (err instanceof ValidationError) {
     return { slug: "validation", detail: err.message, errors: err.issues };
   }
@@ -93,6 +101,19 @@ export const problemFor = (
   if (err instanceof ConflictError) return { slug: "conflict", detail: err.message };
   if (err instanceof NotFoundError) return { slug: "not-found", detail: err.message };
   if (err instanceof ForbiddenError) return { slug: "forbidden", detail: err.message };
+  if (err instanceof UnauthorizedError) {
+    return { slug: "unauthorized", detail: err.message, headers: { "WWW-Authenticate": "Bearer" } };
+  }
+  if (err instanceof TooManyRequestsError) {
+    return {
+      slug: "rate-limited",
+      detail: err.message,
+      headers: { "Retry-After": String(err.retryAfterSec) },
+    };
+  }
+  if (err instanceof PreconditionFailedError) {
+    return { slug: "precondition-failed", detail: err.message };
+  }
   if (err instanceof UnavailableError) return { slug: "unavailable", detail: err.message };
   if (err instanceof HTTPException) {
     const slug = (Object.keys(PROBLEMS) as ProblemSlug[])

@@ -11,7 +11,10 @@ export interface LogCapture {
 }
 
 /** The app on an in-memory PGlite, with logs captured for inspection. */
-export const openTestApp = async (env: Record<string, string> = {}) => {
+export const openTestApp = async (
+  env: Record<string, string> = {},
+  opts: { now?: () => Date } = {},
+) => {
   const lines: string[] = [];
   const config = loadConfig({
     DATABASE_URL: "memory://",
@@ -20,7 +23,7 @@ export const openTestApp = async (env: Record<string, string> = {}) => {
     ...env,
   });
   const log = createLogger(config.logLevel, { write: (l: string) => void lines.push(l) });
-  let runtime: Runtime | null = await openRuntime(config, log, { workers: false });
+  let runtime: Runtime | null = await openRuntime(config, log, { workers: false, now: opts.now });
   const app = createApp({
     config,
     log,

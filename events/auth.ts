@@ -1,0 +1,91 @@
+import { z } from "zod";
+import { defineEvent } from "../src/store/catalog.ts";
+
+/**
+ * Authentication acts. Each is part of the audit trail (HIPAA: unique user
+ * ids, automatic logoff, audit of authentication events). They never carry a
+ * password, token or code: only ids, enums and sealed token digests.
+ */
+const sessionId = z.uuid();
+const userId = z.uuid();
+
+export const LOGIN_FAILURE_REASONS = [
+  "unknown_email",
+  "bad_password",
+  "locked",
+  "inactive",
+] as const;
+
+/** A session began: the user logged in. Stream `session-<id>`. */
+export const UserLoggedIn = defineEvent({
+  type: "UserLoggedIn",
+  version: 1,
+  schema: z.strictObject({ sessionId, userId, refreshTokenDigest: z.string() }),
+  // a digest of a secret is still sealed: it must not be searchable in the log
+  phi: { subject: (d) => `user-${d.userId}`, fields: ["refreshTokenDigest"] },
+});
+
+/** A failed login. Stream `user-<id>` when the account is known, else `login-<uuid>`. */
+export const LoginFailed = defineEvent({
+  type: "LoginFailed",
+  version: 1,
+  schema: z.strictObject({ userId: userId.nullable(), reason: z.enum(LOGIN_FAILURE_REASONS) }),
+});
+
+/** Too many failures: the account refuses logins until `until`. Stream `user-<id>`. */
+export const AccountLocked = defineEvent({
+  type: "AccountLocked",
+  version: 1,
+  schema: z.strictObject({ userId, until: z.iso.datetime(), failures: z.number().int() }),
+});
+
+/** The refresh token was rotated. Stream `session-<id>`. */
+export const SessionRefreshed = defineEvent({
+  type: "SessionRefreshed",
+  version: 1,
+  schema: z.strictObject({ sessionId, userId, refreshTokenDigest: z.string() }),
+  phi: { subject: (d) => `user-${d.userId}`, fields: ["refreshTokenDigest"] },
+});
+
+/** An already-rotated refresh token was presented: the session is revoked. */
+export const RefreshReuseDetected = defineEvent({
+  type: "RefreshReuseDetected",
+  version: 1,
+  schema: z.strictObject({ sessionId, userId }),
+});
+
+export const SESSION_END_REASONS = [
+  "logout",
+  "logout_all",
+  "refresh_reuse",
+  "idle_timeout",
+  "user_deactivated",
+] as const;
+
+/** A session ended. Stream `session-<id>`. */
+export const SessionEnded = defineEvent({
+  type: "SessionEnded",
+  version: 1,
+  schema: z.strictObject({ sessionId, userId, reason: z.enum(SESSION_END_REASONS) }),
+});
+
+/** The policy refused an actor an action. Stream `actor-<id>`. No PHI: ids only. */
+export const AccessDenied = defineEvent({
+  type: "AccessDenied",
+  version: 1,
+  schema: z.strictObject({
+    actorId: z.string(),
+    action: z.string(),
+    resourceId: z.string().nullable(),
+  }),
+});
+
+export const authEvents = [
+  UserLoggedIn,
+  LoginFailed,
+  AccountLocked,
+  SessionRefreshed,
+  RefreshReuseDetected,
+  SessionEnded,
+  AccessDenied,
+];

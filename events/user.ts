@@ -1,0 +1,82 @@
+import { z } from "zod";
+import { defineEvent } from "../src/store/catalog.ts";
+
+export const ROLES = [
+  "admin",
+  "clinical_ops",
+  "practitioner",
+  "reception",
+  "patient",
+  "auditor",
+  "analyst",
+] as const;
+export const Role = z.enum(ROLES);
+export type Role = z.infer<typeof Role>;
+
+const userId = z.uuid();
+/** Personal data of the user and the password hash are sealed under the user's own key. */
+const userPhi = (fields: string[]) => ({
+  subject: (d: { userId: string }) => `user-${d.userId}`,
+  fields,
+});
+
+/** A user account was created (by an admin or the bootstrap CLI). */
+export const UserRegistered = defineEvent({
+  type: "UserRegistered",
+  version: 1,
+  schema: z.strictObject({
+    userId,
+    email: z.string(),
+    name: z.string(),
+    role: Role,
+    patientId: z.uuid().nullable(),
+    passwordHash: z.string(),
+  }),
+  phi: userPhi(["email", "name", "passwordHash"]),
+});
+
+export const UserRoleChanged = defineEvent({
+  type: "UserRoleChanged",
+  version: 1,
+  schema: z.strictObject({ userId, role: Role, patientId: z.uuid().nullable() }),
+});
+
+export const UserDeactivated = defineEvent({
+  type: "UserDeactivated",
+  version: 1,
+  schema: z.strictObject({ userId }),
+});
+
+export const UserReactivated = defineEvent({
+  type: "UserReactivated",
+  version: 1,
+  schema: z.strictObject({ userId }),
+});
+
+export const UserPasswordChanged = defineEvent({
+  type: "UserPasswordChanged",
+  version: 1,
+  schema: z.strictObject({ userId, passwordHash: z.string() }),
+  phi: userPhi(["passwordHash"]),
+});
+
+export const UserProfileUpdated = defineEvent({
+  type: "UserProfileUpdated",
+  version: 1,
+  schema: z.strictObject({
+    userId,
+    name: z.string().optional(),
+    phone: z.string().nullable().optional(),
+    specialization: z.string().nullable().optional(),
+  }),
+  phi: userPhi(["name", "phone", "specialization"]),
+});
+
+export const userEvents = [
+  UserRegistered,
+  UserRoleChanged,
+  UserDeactivated,
+  UserReactivated,
+  UserPasswordChanged,
+  UserProfileUpdated,
+];

@@ -1,0 +1,56 @@
+import { sql } from "../src/store/sql.ts";
+import type { Projection } from "../src/store/types.ts";
+
+/**
+ * Login sessions and their refresh-token digests, inline: every request
+ * checks its session here, and a logout must take effect at once. A digest
+ * stays after rotation (marked rotated) so that presenting an old token is
+ * recognised as reuse.
+ */
+export const sessions: Projection = {
+  name: "sessions",
+  version: 1,
+  mode: "inline",
+  tables: ["sessions", "session_refresh_tokens"],
+  setup: `create table if not exists sessions (
+    id                uuid primary key,
+    user_id           uuid not null,
+    started_at        timestamptz not null,
+    last_activity_at  timestamptz not null,
+    ended_at          timestamptz,
+    end_reason        text,
+    version           integer not null
+  );
+  create index if not exists sessions_user on sessions (user_id) where ended_at is null;
+  create table if not exists session_refresh_tokens (
+    digest      text primary key,
+    session_id  uuid not null,
+    rotated     boolean not null
+  );`,
+  handlers: {
+    UserLoggedIn: async (db, e) => {
+      const at = e.recordedAt.toISOString();
+      await db.query(sql`insert into sessions (id, user_id, started_at, last_activity_at, version)
+        values (${e.data.sessionId}::uuid, ${e.data.userId}::uuid, ${at}::text::timestamptz,
+          ${at}::text::timestamptz, ${e.streamVersion})`);
+      await db.query(sql`insert into session_refresh_tokens (digest, session_id, rotated)
+        values (${e.data.refreshTokenDigest}, ${e.data.sessionId}::uuid, false)`);
+    },
+    SessionRefreshed: async (db, e) => {
+      await db.query(sql`update session_refresh_tokens set rotated = true
+        where session_id = ${e.data.sessionId}::uuid`);
+      await db.query(sql`insert into session_refresh_tokens (digest, session_id, rotated)
+        values (${e.data.refreshTokenDigest}, ${e.data.sessionId}::uuid, false)`);
+      await db.query(sql`update sessions set version = ${e.streamVersion},
+        last_activity_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        where id = ${e.data.sessionId}::uuid`);
+    },
+    SessionEnded: async (db, e) => {
+      await db.query(
+        sql`update sessions set ended_at = ${e.recordedAt.toISOString()}::text::timestamptz,
+        end_reason = ${e.data.reason}, version = ${e.streamVersion}
+        where id = ${e.data.sessionId}::uuid and ended_at is null`,
+      );
+    },
+  },
+};

@@ -1,0 +1,96 @@
+import { sql } from "../src/store/sql.ts";
+import type { Projection } from "../src/store/types.ts";
+
+/**
+ * Users and their credentials, inline so that login and the admin API read
+ * their own writes. `email` is unique (stored lower-case): a second
+ * registration with the same address is refused in the append's transaction.
+ * Lock-out state (consecutive failures, locked until) follows auth events.
+ */
+export const users: Projection = {
+  name: "users",
+  version: 1,
+  mode: "inline",
+  tables: ["users", "user_credentials"],
+  setup: `create table if not exists users (
+    id              uuid primary key,
+    email           text not null unique,
+    name            text,
+    role            text not null,
+    active          boolean not null,
+    patient_id      uuid unique,
+    phone           text,
+    specialization  text,
+    failed_logins   integer not null default 0,
+    locked_until    timestamptz,
+    version         integer not null,
+    created_at      timestamptz not null,
+    updated_at      timestamptz not null
+  );
+  create table if not exists user_credentials (
+    user_id        uuid primary key,
+    password_hash  text not null,
+    updated_at     timestamptz not null
+  );`,
+  handlers: {
+    UserRegistered: async (db, e) => {
+      const d = e.data;
+      const at = e.recordedAt.toISOString();
+      await db.query(sql`insert into users (id, email, name, role, active, patient_id, version,
+          created_at, updated_at)
+        values (${d.userId}::uuid, ${String(d.email).toLowerCase()}, ${d.name}, ${d.role}, true,
+          ${d.patientId}::uuid, ${e.streamVersion}, ${at}::text::timestamptz,
+          ${at}::text::timestamptz)`);
+      await db.query(sql`insert into user_credentials (user_id, password_hash, updated_at)
+        values (${d.userId}::uuid, ${d.passwordHash}, ${at}::text::timestamptz)`);
+    },
+    UserRoleChanged: async (db, e) => {
+      await db.query(
+        sql`update users set role = ${e.data.role}, patient_id = ${e.data.patientId}::uuid,
+        version = ${e.streamVersion}, updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        where id = ${e.data.userId}::uuid`,
+      );
+    },
+    UserDeactivated: async (db, e) => {
+      await db.query(sql`update users set active = false, version = ${e.streamVersion},
+        updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        where id = ${e.data.userId}::uuid`);
+    },
+    UserReactivated: async (db, e) => {
+      await db.query(sql`update users set active = true, failed_logins = 0, locked_until = null,
+        version = ${e.streamVersion}, updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        where id = ${e.data.userId}::uuid`);
+    },
+    UserPasswordChanged: async (db, e) => {
+      const at = e.recordedAt.toISOString();
+      await db.query(sql`update user_credentials set password_hash = ${e.data.passwordHash},
+        updated_at = ${at}::text::timestamptz where user_id = ${e.data.userId}::uuid`);
+      await db.query(sql`update users set version = ${e.streamVersion},
+        updated_at = ${at}::text::timestamptz where id = ${e.data.userId}::uuid`);
+    },
+    UserProfileUpdated: async (db, e) => {
+      const d = e.data;
+      await db.query(sql`update users set
+          name = case when ${"name" in d} then ${d.name ?? null} else name end,
+          phone = case when ${"phone" in d} then ${d.phone ?? null} else phone end,
+          specialization = case when ${"specialization" in d}
+            then ${d.specialization ?? null} else specialization end,
+          version = ${e.streamVersion},
+          updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        where id = ${d.userId}::uuid`);
+    },
+    LoginFailed: async (db, e) => {
+      if (e.data.reason !== "bad_password" || !e.data.userId) return;
+      await db.query(sql`update users set failed_logins = failed_logins + 1
+        where id = ${e.data.userId}::uuid`);
+    },
+    AccountLocked: async (db, e) => {
+      await db.query(sql`update users set failed_logins = 0,
+        locked_until = ${e.data.until}::text::timestamptz where id = ${e.data.userId}::uuid`);
+    },
+    UserLoggedIn: async (db, e) => {
+      await db.query(sql`update users set failed_logins = 0, locked_until = null
+        where id = ${e.data.userId}::uuid`);
+    },
+  },
+};

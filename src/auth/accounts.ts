@@ -1,0 +1,188 @@
+import type { EventMetadata } from "../../events/metadata.ts";
+import type { Role } from "../../events/user.ts";
+import { decideAll, fold, type UserCommand } from "../domain/user.ts";
+import {
+  ConflictError,
+  NotFoundError,
+  PreconditionFailedError,
+  ValidationError,
+} from "../errors.ts";
+import { pgCode } from "../store/db.ts";
+import type { EventStore } from "../store/event_store.ts";
+import { sql } from "../store/sql.ts";
+import { hashPassword, passwordProblem } from "./password.ts";
+
+/** A user as the API shows it: never a secret. */
+export interface UserView {
+  id: string;
+  email: string;
+  name: string | null;
+  role: Role;
+  active: boolean;
+  patientId: string | null;
+  phone: string | null;
+  specialization: string | null;
+  createdAt: string;
+  updatedAt: string;
+  version: number;
+}
+
+interface UserRow {
+  id: string;
+  email: string;
+  name: string | null;
+  role: Role;
+  active: boolean;
+  patient_id: string | null;
+  phone: string | null;
+  specialization: string | null;
+  created_at: Date | string;
+  updated_at: Date | string;
+  version: number;
+}
+
+const USER_COLUMNS = sql`id::text as id, email, name, role, active, patient_id::text as patient_id,
+  phone, specialization, created_at, updated_at, version`;
+
+const view = (r: UserRow): UserView => ({
+  id: r.id,
+  email: r.email,
+  name: r.name,
+  role: r.role,
+  active: r.active,
+  patientId: r.patient_id,
+  phone: r.phone,
+  specialization: r.specialization,
+  createdAt: new Date(r.created_at).toISOString(),
+  updatedAt: new Date(r.updated_at).toISOString(),
+  version: Number(r.version),
+});
+
+export const userStream = (id: string): string => `user-${id}`;
+
+/** Runs a user command: read the stream, decide, append at that version. */
+const handle = async (
+  store: EventStore,
+  userId: string,
+  cmds: UserCommand[],
+  metadata: EventMetadata,
+  ifMatch?: number,
+): Promise<void> => {
+  const events = await store.readStream(userStream(userId), { unseal: false });
+  const version = events.at(-1)?.streamVersion ?? 0;
+  if (ifMatch !== undefined && ifMatch !== version) {
+    throw new PreconditionFailedError(`user is at version ${version}`);
+  }
+  const out = decideAll(cmds, fold(events));
+  if (out.length === 0) return;
+  try {
+    await store.append(userStream(userId), version === 0 ? "no_stream" : version, out, metadata);
+  } catch (err) {
+    // the users projection's unique indexes: one account per email, one per patient
+    if (pgCode(err) === "23505") {
+      const msg = String((err as Error).message);
+      throw new ConflictError(
+        msg.includes("patient")
+          ? "that patient record already has a user"
+          : "that email is already registered",
+      );
+    }
+    throw err;
+  }
+};
+
+export interface RegisterInput {
+  email: string;
+  name: string;
+  role: Role;
+  password: string;
+  patientId?: string | null;
+}
+
+/** Creates a user; returns its view. Email is compared case-insensitively. */
+export const registerUser = async (
+  store: EventStore,
+  input: RegisterInput,
+  metadata: EventMetadata,
+): Promise<UserView> => {
+  const problem = passwordProblem(input.password);
+  if (problem) throw new ValidationError("weak password", [{ path: "password", message: problem }]);
+  const email = input.email.trim().toLowerCase();
+  const [taken] = await store.db.query(sql`select 1 from users where email = ${email}`);
+  if (taken) throw new ConflictError("that email is already registered");
+  const userId = crypto.randomUUID();
+  await handle(store, userId, [{
+    type: "RegisterUser",
+    userId,
+    email,
+    name: input.name,
+    role: input.role,
+    patientId: input.patientId ?? null,
+    passwordHash: await hashPassword(input.password),
+  }], metadata);
+  return (await getUser(store, userId))!;
+};
+
+export const getUser = async (store: EventStore, id: string): Promise<UserView | null> => {
+  const [r] = await store.db.query<UserRow>(
+    sql`select ${USER_COLUMNS} from users where id = ${id}::uuid`,
+  );
+  return r ? view(r) : null;
+};
+
+/** Users ordered by email; `cursor` is the last email of the previous page. */
+export const listUsers = async (
+  store: EventStore,
+  opts: { limit: number; cursor?: string; role?: Role },
+): Promise<{ items: UserView[]; nextCursor: string | null; total: number }> => {
+  const after = opts.cursor ? atob(opts.cursor) : null;
+  const roleFilter = opts.role ? sql`and role = ${opts.role}` : sql``;
+  const rows = await store.db.query<UserRow>(sql`select ${USER_COLUMNS} from users
+    where true ${roleFilter} ${after !== null ? sql`and email > ${after}` : sql``}
+    order by email limit ${opts.limit + 1}`);
+  const [c] = await store.db.query<{ n: number }>(
+    sql`select count(*)::int as n from users where true ${roleFilter}`,
+  );
+  const page = rows.slice(0, opts.limit);
+  return {
+    items: page.map(view),
+    nextCursor: rows.length > opts.limit ? btoa(page.at(-1)!.email) : null,
+    total: Number(c?.n ?? 0),
+  };
+};
+
+/** Admin changes: role (with patient link) and active flag, honouring If-Match. */
+export const updateUser = async (
+  store: EventStore,
+  id: string,
+  patch: { role?: Role; patientId?: string | null; active?: boolean },
+  metadata: EventMetadata,
+  ifMatch?: number,
+): Promise<UserView> => {
+  const current = await getUser(store, id);
+  if (!current) throw new NotFoundError("no such user");
+  const cmds: UserCommand[] = [];
+  if (patch.role !== undefined || patch.patientId !== undefined) {
+    const role = patch.role ?? current.role;
+    const patientId = patch.patientId !== undefined
+      ? patch.patientId
+      : role === "patient"
+      ? current.patientId
+      : null;
+    cmds.push({ type: "ChangeRole", role, patientId });
+  }
+  if (patch.active !== undefined) cmds.push({ type: "SetActive", active: patch.active });
+  await handle(store, id, cmds, metadata, ifMatch);
+  return (await getUser(store, id))!;
+};
+
+/** A user's own profile fields. */
+export const updateProfile = async (
+  store: EventStore,
+  id: string,
+  patch: { name?: string; phone?: string | null; specialization?: string | null },
+  metadata: EventMetadata,
+): Promise<UserView> => {
+  await handle(store, id, [{ type: "UpdateProfile", ...patch }], metadata);
+  return (await getUser(store, id))!;
+};

@@ -1,0 +1,227 @@
+import type { EventMetadata } from "../../events/metadata.ts";
+import type { Role } from "../../events/user.ts";
+import { ConcurrencyError, TooManyRequestsError, UnauthorizedError } from "../errors.ts";
+import type { EventStore } from "../store/event_store.ts";
+import { sql } from "../store/sql.ts";
+import { verifyAgainstDummy, verifyPassword } from "./password.ts";
+import type { Actor } from "./policy.ts";
+import { newRefreshToken, refreshDigest, signAccessToken, verifyAccessToken } from "./tokens.ts";
+
+/** Failed logins in a row that lock an account, and for how long. */
+export const LOCKOUT_FAILURES = 5;
+export const LOCKOUT_MS = 15 * 60_000;
+
+export interface SessionSettings {
+  jwtKey: Uint8Array;
+  accessTokenTtlSec: number;
+  sessionIdleTimeoutSec: number;
+  now?: () => Date;
+}
+
+export interface TokenPair {
+  accessToken: string;
+  tokenType: "Bearer";
+  expiresIn: number;
+  refreshToken: string;
+}
+
+const sessionStream = (id: string) => `session-${id}`;
+const authStream = (userId: string) => `auth-${userId}`;
+
+/** Same words for every credential failure: nothing tells which part was wrong. */
+const BAD_CREDENTIALS = "invalid email or password";
+
+/**
+ * Logins, refresh-token rotation with reuse detection, logout and the
+ * per-request session check. Every act is an event; secrets never are.
+ */
+export class Sessions {
+  readonly #now: () => Date;
+  constructor(readonly store: EventStore, readonly settings: SessionSettings) {
+    this.#now = settings.now ?? (() => new Date());
+  }
+
+  async #issue(
+    userId: string,
+    role: Role,
+    sessionId: string,
+  ): Promise<Omit<TokenPair, "refreshToken">> {
+    const ttl = this.settings.accessTokenTtlSec;
+    return {
+      accessToken: await signAccessToken(
+        this.settings.jwtKey,
+        { sub: userId, role, sid: sessionId },
+        ttl,
+        this.#now(),
+      ),
+      tokenType: "Bearer",
+      expiresIn: ttl,
+    };
+  }
+
+  /** Checks email and password; on success opens a session. */
+  async login(email: string, password: string, metadata: EventMetadata): Promise<TokenPair> {
+    const now = this.#now();
+    const [u] = await this.store.db.query<{
+      id: string;
+      role: Role;
+      active: boolean;
+      failed_logins: number;
+      locked_until: Date | string | null;
+      password_hash: string;
+    }>(
+      sql`select u.id::text as id, u.role, u.active, u.failed_logins, u.locked_until, c.password_hash
+      from users u join user_credentials c on c.user_id = u.id
+      where u.email = ${email.trim().toLowerCase()}`,
+    );
+    if (!u) {
+      await verifyAgainstDummy(password); // the same cost as a wrong password
+      await this.store.append(`login-${crypto.randomUUID()}`, "no_stream", [
+        { type: "LoginFailed", data: { userId: null, reason: "unknown_email" } },
+      ], metadata);
+      throw new UnauthorizedError(BAD_CREDENTIALS);
+    }
+    const lockedUntil = u.locked_until ? new Date(u.locked_until) : null;
+    if (lockedUntil && lockedUntil > now) {
+      await this.store.append(authStream(u.id), "any", [
+        { type: "LoginFailed", data: { userId: u.id, reason: "locked" } },
+      ], { ...metadata, actorId: u.id });
+      throw new TooManyRequestsError(
+        "too many failed logins; the account is locked for a while",
+        Math.ceil((lockedUntil.getTime() - now.getTime()) / 1000),
+      );
+    }
+    if (!(await verifyPassword(password, u.password_hash))) {
+      const failures = Number(u.failed_logins) + 1;
+      await this.store.append(authStream(u.id), "any", [
+        { type: "LoginFailed", data: { userId: u.id, reason: "bad_password" } },
+        ...(failures >= LOCKOUT_FAILURES
+          ? [{
+            type: "AccountLocked",
+            data: {
+              userId: u.id,
+              until: new Date(now.getTime() + LOCKOUT_MS).toISOString(),
+              failures,
+            },
+          }]
+          : []),
+      ], { ...metadata, actorId: u.id });
+      throw new UnauthorizedError(BAD_CREDENTIALS);
+    }
+    if (!u.active) {
+      await this.store.append(authStream(u.id), "any", [
+        { type: "LoginFailed", data: { userId: u.id, reason: "inactive" } },
+      ], { ...metadata, actorId: u.id });
+      throw new UnauthorizedError(BAD_CREDENTIALS);
+    }
+    const sessionId = crypto.randomUUID();
+    const refreshToken = newRefreshToken();
+    await this.store.append(sessionStream(sessionId), "no_stream", [{
+      type: "UserLoggedIn",
+      data: { sessionId, userId: u.id, refreshTokenDigest: refreshDigest(refreshToken) },
+    }], { ...metadata, actorId: u.id, actorRole: u.role });
+    return { ...(await this.#issue(u.id, u.role, sessionId)), refreshToken };
+  }
+
+  /**
+   * Rotates a refresh token. An already-rotated token revokes the whole
+   * session (it was copied); an idle session cannot be refreshed.
+   */
+  async refresh(refreshToken: string, metadata: EventMetadata): Promise<TokenPair> {
+    const [s] = await this.store.db.query<{
+      rotated: boolean;
+      session_id: string;
+      user_id: string;
+      ended_at: Date | string | null;
+      last_activity_at: Date | string;
+      version: number;
+      active: boolean;
+      role: Role;
+    }>(sql`select t.rotated, s.id::text as session_id, s.user_id::text as user_id, s.ended_at,
+        s.last_activity_at, s.version, u.active, u.role
+      from session_refresh_tokens t join sessions s on s.id = t.session_id
+      join users u on u.id = s.user_id
+      where t.digest = ${refreshDigest(refreshToken)}`);
+    if (!s || s.ended_at) throw new UnauthorizedError("invalid refresh token");
+    const meta = { ...metadata, actorId: s.user_id, actorRole: s.role };
+    const end = async (reason: string, extra: { type: string; data: unknown }[] = []) => {
+      await this.store.append(sessionStream(s.session_id), "any", [
+        ...extra,
+        { type: "SessionEnded", data: { sessionId: s.session_id, userId: s.user_id, reason } },
+      ], meta);
+    };
+    if (s.rotated) {
+      await end("refresh_reuse", [{
+        type: "RefreshReuseDetected",
+        data: { sessionId: s.session_id, userId: s.user_id },
+      }]);
+      throw new UnauthorizedError("refresh token reuse detected; the session is revoked");
+    }
+    if (!s.active) {
+      await end("user_deactivated");
+      throw new UnauthorizedError("invalid refresh token");
+    }
+    const idleMs = this.#now().getTime() - new Date(s.last_activity_at).getTime();
+    if (idleMs > this.settings.sessionIdleTimeoutSec * 1000) {
+      await end("idle_timeout");
+      throw new UnauthorizedError("the session timed out; log in again");
+    }
+    const next = newRefreshToken();
+    try {
+      await this.store.append(sessionStream(s.session_id), Number(s.version), [{
+        type: "SessionRefreshed",
+        data: {
+          sessionId: s.session_id,
+          userId: s.user_id,
+          refreshTokenDigest: refreshDigest(next),
+        },
+      }], meta);
+    } catch (err) {
+      // a concurrent refresh with the same token won the race
+      if (err instanceof ConcurrencyError) throw new UnauthorizedError("invalid refresh token");
+      throw err;
+    }
+    return { ...(await this.#issue(s.user_id, s.role, s.session_id)), refreshToken: next };
+  }
+
+  /**
+   * The actor behind an access token: signature and claims, then the live
+   * session and user (a logged-out session or deactivated user fails at once;
+   * the role is the current one, not the one in the token).
+   */
+  async authenticate(accessToken: string): Promise<Actor> {
+    const claims = await verifyAccessToken(this.settings.jwtKey, accessToken, this.#now());
+    const [r] = await this.store.db.query<
+      { role: Role; active: boolean; patient_id: string | null; ended_at: unknown }
+    >(
+      sql`select u.role, u.active, u.patient_id::text as patient_id, s.ended_at
+        from sessions s join users u on u.id = s.user_id
+        where s.id = ${claims.sid}::uuid and s.user_id = ${claims.sub}::uuid`,
+    );
+    if (!r || r.ended_at || !r.active) {
+      throw new UnauthorizedError("the session is no longer valid");
+    }
+    return { userId: claims.sub, role: r.role, sessionId: claims.sid, patientId: r.patient_id };
+  }
+
+  /** Ends this session. */
+  async logout(actor: Actor, metadata: EventMetadata): Promise<void> {
+    await this.store.append(sessionStream(actor.sessionId), "any", [{
+      type: "SessionEnded",
+      data: { sessionId: actor.sessionId, userId: actor.userId, reason: "logout" },
+    }], metadata);
+  }
+
+  /** Ends every open session of the user (every device). */
+  async logoutAll(actor: Actor, metadata: EventMetadata): Promise<number> {
+    const open = await this.store.db.query<{ id: string }>(sql`select id::text as id from sessions
+      where user_id = ${actor.userId}::uuid and ended_at is null`);
+    await Promise.all(open.map((s) =>
+      this.store.append(sessionStream(s.id), "any", [{
+        type: "SessionEnded",
+        data: { sessionId: s.id, userId: actor.userId, reason: "logout_all" },
+      }], metadata)
+    ));
+    return open.length;
+  }
+}

@@ -1,0 +1,81 @@
+import { createHash, randomBytes } from "node:crypto";
+import { jwtVerify, SignJWT } from "jose";
+import type { Role } from "../../events/user.ts";
+import { UnauthorizedError } from "../errors.ts";
+
+export const ISSUER = "chartlog";
+export const AUDIENCE = "chartlog-api";
+
+export interface AccessClaims {
+  sub: string;
+  role: Role;
+  sid: string;
+}
+
+/**
+ * The HMAC key for access tokens, derived from the master key with HKDF so
+ * there is no second secret to manage; rotating the master key logs
+ * everybody out.
+ */
+export const deriveJwtKey = async (masterKey: Uint8Array<ArrayBuffer>): Promise<Uint8Array> => {
+  const base = await crypto.subtle.importKey("raw", masterKey, "HKDF", false, ["deriveBits"]);
+  const bits = await crypto.subtle.deriveBits(
+    {
+      name: "HKDF",
+      hash: "SHA-256",
+      salt: new TextEncoder().encode("chartlog"),
+      info: new TextEncoder().encode("access-token/v1"),
+    },
+    base,
+    256,
+  );
+  return new Uint8Array(bits);
+};
+
+/** Signs a short-lived access token (HS256; iss, aud, sub, role, sid, jti). */
+export const signAccessToken = async (
+  key: Uint8Array,
+  claims: AccessClaims,
+  ttlSec: number,
+  now: Date,
+): Promise<string> =>
+  await new SignJWT({ role: claims.role, sid: claims.sid })
+    .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+    .setIssuer(ISSUER)
+    .setAudience(AUDIENCE)
+    .setSubject(claims.sub)
+    .setJti(crypto.randomUUID())
+    .setIssuedAt(Math.floor(now.getTime() / 1000))
+    .setExpirationTime(Math.floor(now.getTime() / 1000) + ttlSec)
+    .sign(key);
+
+/**
+ * Verifies signature, algorithm (HS256 only: `none` and key confusion are
+ * refused), issuer, audience and expiry. Any failure is one 401.
+ */
+export const verifyAccessToken = async (
+  key: Uint8Array,
+  token: string,
+  now: Date = new Date(),
+): Promise<AccessClaims> => {
+  try {
+    const { payload } = await jwtVerify(token, key, {
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      algorithms: ["HS256"],
+      requiredClaims: ["sub", "sid", "exp", "jti"],
+      currentDate: now,
+    });
+    if (typeof payload.sid !== "string" || typeof payload.role !== "string") throw new Error();
+    return { sub: payload.sub!, role: payload.role as Role, sid: payload.sid };
+  } catch {
+    throw new UnauthorizedError("invalid or expired access token");
+  }
+};
+
+/** A new opaque refresh token: 256 random bits, base64url. */
+export const newRefreshToken = (): string => randomBytes(32).toString("base64url");
+
+/** Refresh tokens are stored only as this digest. */
+export const refreshDigest = (token: string): string =>
+  createHash("sha256").update(token).digest("hex");

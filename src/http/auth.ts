@@ -1,0 +1,138 @@
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { deleteCookie, getCookie, setCookie } from "hono/cookie";
+import type { TokenPair } from "../auth/sessions.ts";
+import { UnauthorizedError } from "../errors.ts";
+import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
+import type { AppDeps, AppEnv } from "./env.ts";
+import { problemResponses } from "./problem.ts";
+import { clientIp, rateLimit } from "./rate_limit.ts";
+
+export const REFRESH_COOKIE = "chartlog_refresh";
+
+const Tokens = z.object({
+  accessToken: z.string().openapi({ description: "JWT (HS256), send as `Authorization: Bearer`" }),
+  tokenType: z.literal("Bearer"),
+  expiresIn: z.number().int().openapi({ description: "seconds" }),
+  refreshToken: z.string().openapi({
+    description: "opaque, single use; also set as an HttpOnly cookie",
+  }),
+}).openapi("Tokens");
+
+const LoginBody = z.strictObject({
+  email: z.string().min(3).max(320),
+  password: z.string().min(1).max(1024),
+}).openapi("LoginRequest");
+
+const RefreshBody = z.strictObject({ refreshToken: z.string().min(1).max(200).optional() })
+  .openapi("RefreshRequest");
+
+const withCookie = (c: Context<AppEnv>, tokens: TokenPair) => {
+  setCookie(c, REFRESH_COOKIE, tokens.refreshToken, {
+    httpOnly: true,
+    secure: true,
+    sameSite: "Strict",
+    path: "/v1/auth",
+    maxAge: c.var.deps.config.sessionIdleTimeoutSec,
+  });
+  c.header("Cache-Control", "no-store");
+  return c.json(tokens, 200);
+};
+
+/** Login, refresh-token rotation and logout. Rate limited per client address. */
+export const authRoutes = (deps: AppDeps) => {
+  const limit = rateLimit({
+    windowMs: 60_000,
+    max: deps.config.loginRatePerMin,
+    key: (c) => clientIp(c, { trustProxy: deps.config.trustProxy }),
+  });
+  const app = new OpenAPIHono<AppEnv>();
+  app.use("/v1/auth/*", limit);
+  return app
+    .openapi(
+      createRoute({
+        method: "post",
+        path: "/v1/auth/login",
+        tags: ["auth"],
+        summary: "Log in with email and password",
+        description: "After 5 failed attempts the account is locked for 15 minutes (429).",
+        request: {
+          body: { required: true, content: { "application/json": { schema: LoginBody } } },
+        },
+        responses: {
+          200: {
+            description: "a new session",
+            content: { "application/json": { schema: Tokens } },
+          },
+          ...problemResponses("unauthorized", "validation", "rate-limited"),
+        },
+      }),
+      async (c) => {
+        const { email, password } = c.req.valid("json");
+        const tokens = await c.var.deps.runtime().sessions.login(
+          email,
+          password,
+          requestMetadata(c),
+        );
+        return withCookie(c, tokens);
+      },
+    )
+    .openapi(
+      createRoute({
+        method: "post",
+        path: "/v1/auth/refresh",
+        tags: ["auth"],
+        summary: "Rotate the refresh token and get a new access token",
+        description: "The refresh token comes in the body or the HttpOnly cookie. Presenting an " +
+          "already-rotated token revokes the session. An idle session cannot be refreshed.",
+        request: {
+          body: { required: false, content: { "application/json": { schema: RefreshBody } } },
+        },
+        responses: {
+          200: { description: "rotated", content: { "application/json": { schema: Tokens } } },
+          ...problemResponses("unauthorized", "validation", "rate-limited"),
+        },
+      }),
+      async (c) => {
+        const token = c.req.valid("json")?.refreshToken ?? getCookie(c, REFRESH_COOKIE);
+        if (!token) throw new UnauthorizedError("no refresh token");
+        const tokens = await c.var.deps.runtime().sessions.refresh(token, requestMetadata(c));
+        return withCookie(c, tokens);
+      },
+    )
+    .openapi(
+      createRoute({
+        method: "post",
+        path: "/v1/auth/logout",
+        tags: ["auth"],
+        summary: "End this session",
+        security: [{ bearer: [] }],
+        middleware: [authenticate(), authorize("session.logout")] as const,
+        responses: { 204: { description: "logged out" }, ...problemResponses("unauthorized") },
+      }),
+      async (c) => {
+        await c.var.deps.runtime().sessions.logout(c.get("actor")!, requestMetadata(c));
+        deleteCookie(c, REFRESH_COOKIE, { path: "/v1/auth", secure: true });
+        return c.body(null, 204);
+      },
+    )
+    .openapi(
+      createRoute({
+        method: "post",
+        path: "/v1/auth/logout-all",
+        tags: ["auth"],
+        summary: "End every session of this user, on every device",
+        security: [{ bearer: [] }],
+        middleware: [authenticate(), authorize("session.logout")] as const,
+        responses: {
+          204: { description: "logged out everywhere" },
+          ...problemResponses("unauthorized"),
+        },
+      }),
+      async (c) => {
+        await c.var.deps.runtime().sessions.logoutAll(c.get("actor")!, requestMetadata(c));
+        deleteCookie(c, REFRESH_COOKIE, { path: "/v1/auth", secure: true });
+        return c.body(null, 204);
+      },
+    );
+};

@@ -1,0 +1,210 @@
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { ROLES } from "../../events/user.ts";
+import { getUser, listUsers, registerUser, updateProfile, updateUser } from "../auth/accounts.ts";
+import { NotFoundError } from "../errors.ts";
+import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
+import type { AppEnv } from "./env.ts";
+import { etag, ifMatchVersion } from "./etag.ts";
+import { problemResponses } from "./problem.ts";
+
+const RoleSchema = z.enum(ROLES).openapi("Role");
+
+export const UserSchema = z.object({
+  id: z.uuid(),
+  email: z.string(),
+  name: z.string().nullable(),
+  role: RoleSchema,
+  active: z.boolean(),
+  patientId: z.uuid().nullable(),
+  phone: z.string().nullable(),
+  specialization: z.string().nullable(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+}).openapi("User");
+
+const CreateUserBody = z.strictObject({
+  email: z.email().max(320),
+  name: z.string().trim().min(1).max(200),
+  role: RoleSchema,
+  password: z.string().min(12).max(1024),
+  patientId: z.uuid().nullable().optional().openapi({ description: "required for role patient" }),
+}).openapi("CreateUserRequest");
+
+const PatchUserBody = z.strictObject({
+  role: RoleSchema.optional(),
+  patientId: z.uuid().nullable().optional(),
+  active: z.boolean().optional(),
+}).openapi("PatchUserRequest");
+
+const PatchMeBody = z.strictObject({
+  name: z.string().trim().min(1).max(200).optional(),
+  phone: z.string().regex(/^\+[1-9]\d{1,14}$/, "E.164, e.g. +15551234567").nullable().optional(),
+  specialization: z.string().trim().max(200).nullable().optional(),
+}).openapi("PatchMeRequest");
+
+const UserList = z.object({
+  items: z.array(UserSchema),
+  nextCursor: z.string().nullable(),
+  total: z.number().int(),
+}).openapi("UserList");
+
+const IdParam = z.object({ id: z.uuid() });
+const json = <T extends z.ZodType>(schema: T) => ({ "application/json": { schema } });
+const bearer = [{ bearer: [] }];
+const strip = <T extends { version: number }>(u: T): Omit<T, "version"> => {
+  const { version: _v, ...rest } = u;
+  return rest;
+};
+
+/** User administration (admins) and the caller's own account. */
+export const users = new OpenAPIHono<AppEnv>()
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/v1/users",
+      tags: ["users"],
+      summary: "Create a user",
+      security: bearer,
+      middleware: [authenticate(), authorize("user.create")] as const,
+      request: { body: { required: true, content: json(CreateUserBody) } },
+      responses: {
+        201: { description: "created", content: json(UserSchema) },
+        ...problemResponses("unauthorized", "forbidden", "validation", "conflict"),
+      },
+    }),
+    async (c) => {
+      const user = await registerUser(
+        c.var.deps.runtime().store,
+        c.req.valid("json"),
+        requestMetadata(c),
+      );
+      c.header("Location", `/v1/users/${user.id}`);
+      c.header("ETag", etag(user.version));
+      return c.json(strip(user), 201);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/users",
+      tags: ["users"],
+      summary: "List users (by email)",
+      security: bearer,
+      middleware: [authenticate(), authorize("user.list")] as const,
+      request: {
+        query: z.object({
+          limit: z.coerce.number().int().min(1).max(100).default(50),
+          cursor: z.string().max(500).optional(),
+          role: RoleSchema.optional(),
+        }),
+      },
+      responses: {
+        200: { description: "a page of users", content: json(UserList) },
+        ...problemResponses("unauthorized", "forbidden", "validation"),
+      },
+    }),
+    async (c) => {
+      const page = await listUsers(c.var.deps.runtime().store, c.req.valid("query"));
+      return c.json({ ...page, items: page.items.map(strip) }, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/users/{id}",
+      tags: ["users"],
+      summary: "Read a user",
+      security: bearer,
+      middleware: [authenticate(), authorize("user.read")] as const,
+      request: { params: IdParam },
+      responses: {
+        200: { description: "the user", content: json(UserSchema) },
+        ...problemResponses("unauthorized", "forbidden", "not-found", "validation"),
+      },
+    }),
+    async (c) => {
+      const user = await getUser(c.var.deps.runtime().store, c.req.valid("param").id);
+      if (!user) throw new NotFoundError("no such user");
+      c.header("ETag", etag(user.version));
+      return c.json(strip(user), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "patch",
+      path: "/v1/users/{id}",
+      tags: ["users"],
+      summary: "Change a user's role or deactivate / reactivate them",
+      description:
+        "Honours `If-Match` (412 on mismatch). A deactivated user's tokens stop working at once.",
+      security: bearer,
+      middleware: [authenticate(), authorize("user.update")] as const,
+      request: { params: IdParam, body: { required: true, content: json(PatchUserBody) } },
+      responses: {
+        200: { description: "the user", content: json(UserSchema) },
+        ...problemResponses(
+          "unauthorized",
+          "forbidden",
+          "not-found",
+          "validation",
+          "conflict",
+          "precondition-failed",
+        ),
+      },
+    }),
+    async (c) => {
+      const user = await updateUser(
+        c.var.deps.runtime().store,
+        c.req.valid("param").id,
+        c.req.valid("json"),
+        requestMetadata(c),
+        ifMatchVersion(c),
+      );
+      c.header("ETag", etag(user.version));
+      return c.json(strip(user), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/me",
+      tags: ["users"],
+      summary: "The caller's own account",
+      security: bearer,
+      middleware: [authenticate(), authorize("me.read")] as const,
+      responses: {
+        200: { description: "the user", content: json(UserSchema) },
+        ...problemResponses("unauthorized"),
+      },
+    }),
+    async (c) => {
+      const user = (await getUser(c.var.deps.runtime().store, c.get("actor")!.userId))!;
+      c.header("ETag", etag(user.version));
+      return c.json(strip(user), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "patch",
+      path: "/v1/me",
+      tags: ["users"],
+      summary: "Update the caller's name, phone or specialization",
+      security: bearer,
+      middleware: [authenticate(), authorize("me.update")] as const,
+      request: { body: { required: true, content: json(PatchMeBody) } },
+      responses: {
+        200: { description: "the user", content: json(UserSchema) },
+        ...problemResponses("unauthorized", "validation"),
+      },
+    }),
+    async (c) => {
+      const user = await updateProfile(
+        c.var.deps.runtime().store,
+        c.get("actor")!.userId,
+        c.req.valid("json"),
+        requestMetadata(c),
+      );
+      c.header("ETag", etag(user.version));
+      return c.json(strip(user), 200);
+    },
+  );

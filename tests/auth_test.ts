@@ -1,0 +1,285 @@
+import assert from "node:assert/strict";
+import { SignJWT } from "jose";
+import { sql } from "../src/store/sql.ts";
+import { openTestApp } from "./support/app.ts";
+import { bearer, createUser, login, PASSWORD } from "./support/users.ts";
+
+/** A clock the tests move by hand. */
+const clock = () => {
+  let t = Date.parse("2026-11-24T12:00:00Z");
+  return { now: () => new Date(t), advance: (ms: number) => (t += ms) };
+};
+
+const me = (
+  app: { request: (p: string, i?: RequestInit) => Response | Promise<Response> },
+  token: string,
+) => app.request("/v1/me", { headers: bearer(token) });
+
+const assert401 = async (res: Response) => {
+  assert.equal(res.status, 401);
+  assert.equal(res.headers.get("content-type"), "application/problem+json");
+  assert.equal((await res.json()).type, "/problems/unauthorized");
+};
+
+const types = async (
+  t: { runtime: { db: { query: <T>(q: ReturnType<typeof sql>) => Promise<T[]> } } },
+) =>
+  (await t.runtime.db.query<{ type: string }>(
+    sql`select type from events order by global_position`,
+  ))
+    .map((r) => r.type);
+
+Deno.test("auth: login, /v1/me, and every kind of bad token is a 401", async () => {
+  const c = clock();
+  const t = await openTestApp({}, { now: c.now });
+  try {
+    const admin = await createUser(t.runtime, "admin");
+    const nurse = await createUser(t.runtime, "practitioner");
+    const { res, body } = await login(t.app, "ADMIN@clinic.test"); // email is case-insensitive
+    assert.equal(res.status, 200);
+    assert.equal(body.tokenType, "Bearer");
+    assert.equal(body.expiresIn, 900);
+    assert.match(
+      res.headers.get("set-cookie")!,
+      /chartlog_refresh=.+; Max-Age=900; Path=\/v1\/auth; HttpOnly; Secure; SameSite=Strict/,
+    );
+    assert.equal(res.headers.get("cache-control"), "no-store");
+
+    const ok = await me(t.app, body.accessToken);
+    assert.equal(ok.status, 200);
+    const user = await ok.json();
+    assert.equal(user.id, admin.id);
+    assert.equal(user.email, "admin@clinic.test");
+    assert.ok(!("passwordHash" in user) && !("version" in user));
+    assert.equal(ok.headers.get("etag"), '"1"');
+
+    // no token, garbage, wrong signature, alg none, wrong audience, expired
+    await assert401(await t.app.request("/v1/me"));
+    await assert401(await me(t.app, "not-a-jwt"));
+    const [, payload] = body.accessToken.split(".");
+    const forged = await new SignJWT(
+      JSON.parse(atob(payload.replace(/-/g, "+").replace(/_/g, "/"))),
+    )
+      .setProtectedHeader({ alg: "HS256" }).sign(crypto.getRandomValues(new Uint8Array(32)));
+    await assert401(await me(t.app, forged));
+    const none = `${
+      btoa(JSON.stringify({ alg: "none", typ: "JWT" })).replace(/=+$/, "")
+    }.${payload}.`;
+    await assert401(
+      await t.app.request("/v1/me", { headers: { authorization: `Bearer ${none}` } }),
+    );
+    const key = t.runtime.sessions.settings.jwtKey;
+    const claims = JSON.parse(atob(payload.replace(/-/g, "+").replace(/_/g, "/")));
+    const wrongAud = await new SignJWT({ ...claims, aud: "someone-else" })
+      .setProtectedHeader({ alg: "HS256" }).sign(key);
+    await assert401(await me(t.app, wrongAud));
+    const rightAud = await new SignJWT({ ...claims }).setProtectedHeader({ alg: "HS256" }).sign(
+      key,
+    );
+    assert.equal((await me(t.app, rightAud)).status, 200); // the control: same claims, our key
+    c.advance(16 * 60_000);
+    await assert401(await me(t.app, body.accessToken));
+
+    // a deactivated user's token stops working at once
+    const n = await login(t.app, nurse.email);
+    assert.equal((await me(t.app, n.body.accessToken)).status, 200);
+    const fresh = (await login(t.app, admin.email)).body.accessToken;
+    const off = await t.app.request(`/v1/users/${nurse.id}`, {
+      method: "PATCH",
+      headers: { ...bearer(fresh), "content-type": "application/json" },
+      body: JSON.stringify({ active: false }),
+    });
+    assert.equal(off.status, 200);
+    assert.equal((await off.json()).active, false);
+    await assert401(await me(t.app, n.body.accessToken));
+    const again = await login(t.app, nurse.email);
+    assert.equal(again.res.status, 401);
+    assert.equal(again.body.detail, "invalid email or password");
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("auth: refresh rotates; reuse revokes the session; logout; logout-all; idle timeout", async () => {
+  const c = clock();
+  const t = await openTestApp({}, { now: c.now });
+  const refresh = (body: unknown, headers: Record<string, string> = {}) =>
+    t.app.request("/v1/auth/refresh", {
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers },
+      body: JSON.stringify(body),
+    });
+  try {
+    const u = await createUser(t.runtime, "reception");
+    const first = (await login(t.app, u.email)).body;
+
+    c.advance(60_000);
+    const r1 = await refresh({ refreshToken: first.refreshToken });
+    assert.equal(r1.status, 200);
+    const second = await r1.json();
+    assert.notEqual(second.refreshToken, first.refreshToken);
+    assert.equal((await me(t.app, second.accessToken)).status, 200);
+
+    // the cookie works as well as the body
+    const r2 = await refresh({}, { cookie: `chartlog_refresh=${second.refreshToken}` });
+    assert.equal(r2.status, 200);
+    const third = await r2.json();
+
+    // presenting a rotated token again revokes the whole session
+    await assert401(await refresh({ refreshToken: first.refreshToken }));
+    await assert401(await refresh({ refreshToken: third.refreshToken }));
+    await assert401(await me(t.app, third.accessToken));
+    const evs = await types(t);
+    assert.ok(evs.includes("RefreshReuseDetected"));
+    assert.equal(evs.at(-1), "SessionEnded");
+
+    // logout ends this session only
+    const a = (await login(t.app, u.email)).body;
+    const b = (await login(t.app, u.email)).body;
+    const out = await t.app.request("/v1/auth/logout", {
+      method: "POST",
+      headers: bearer(a.accessToken),
+    });
+    assert.equal(out.status, 204);
+    await assert401(await me(t.app, a.accessToken));
+    await assert401(await refresh({ refreshToken: a.refreshToken }));
+    assert.equal((await me(t.app, b.accessToken)).status, 200);
+
+    // logout-all ends every device's session
+    const d = (await login(t.app, u.email)).body;
+    const all = await t.app.request("/v1/auth/logout-all", {
+      method: "POST",
+      headers: bearer(d.accessToken),
+    });
+    assert.equal(all.status, 204);
+    await assert401(await me(t.app, b.accessToken));
+    await assert401(await me(t.app, d.accessToken));
+    await assert401(await refresh({ refreshToken: b.refreshToken }));
+
+    // automatic logoff: idle longer than the timeout cannot be refreshed
+    const e = (await login(t.app, u.email)).body;
+    c.advance(14 * 60_000);
+    const stillOk = await refresh({ refreshToken: e.refreshToken });
+    assert.equal(stillOk.status, 200);
+    const f = await stillOk.json();
+    c.advance(15 * 60_000 + 1000);
+    await assert401(await refresh({ refreshToken: f.refreshToken }));
+    const [ended] = await t.runtime.db.query<{ reason: string }>(
+      sql`select data->>'reason' as reason from events where type = 'SessionEnded'
+        order by global_position desc limit 1`,
+    );
+    assert.equal(ended!.reason, "idle_timeout");
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("auth: 5 failed logins lock the account for 15 minutes (429 + Retry-After)", async () => {
+  const c = clock();
+  const t = await openTestApp({}, { now: c.now });
+  try {
+    const u = await createUser(t.runtime, "practitioner");
+    const unknown = await login(t.app, "nobody@clinic.test", "whatever-long-password");
+    assert.equal(unknown.res.status, 401);
+    assert.equal(unknown.body.detail, "invalid email or password");
+    for (let i = 0; i < 5; i++) {
+      const r = await login(t.app, u.email, "wrong password here");
+      assert.equal(r.res.status, 401);
+      assert.equal(r.body.detail, "invalid email or password");
+    }
+    const locked = await login(t.app, u.email); // even the right password
+    assert.equal(locked.res.status, 429);
+    assert.equal(locked.body.type, "/problems/rate-limited");
+    assert.equal(locked.res.headers.get("retry-after"), String(15 * 60));
+    c.advance(15 * 60_000 + 1000);
+    assert.equal((await login(t.app, u.email)).res.status, 200);
+
+    const evs = await t.runtime.db.query<{ type: string; reason: string | null }>(
+      sql`select type, data->>'reason' as reason from events
+        where type in ('LoginFailed', 'AccountLocked', 'UserLoggedIn') order by global_position`,
+    );
+    assert.deepEqual(evs.map((e) => e.reason ?? e.type), [
+      "unknown_email",
+      "bad_password",
+      "bad_password",
+      "bad_password",
+      "bad_password",
+      "bad_password",
+      "AccountLocked",
+      "locked",
+      "UserLoggedIn",
+    ]);
+    // failures carry who and from where, never what was typed
+    const [meta] = await t.runtime.db.query<{ m: Record<string, string> }>(
+      sql`select metadata as m from events where type = 'LoginFailed' order by global_position limit 1`,
+    );
+    assert.equal(meta!.m.userAgent, "chartlog-tests/1");
+    assert.ok(meta!.m.ip);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("auth: the per-address rate limiter answers 429 with Retry-After", async () => {
+  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "3" });
+  try {
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await login(t.app, "x@clinic.test", "not the password")).res.status, 401);
+    }
+    const { res, body } = await login(t.app, "x@clinic.test", "not the password");
+    assert.equal(res.status, 429);
+    assert.equal(body.type, "/problems/rate-limited");
+    assert.ok(Number(res.headers.get("retry-after")) > 0);
+    assert.equal((await t.app.request("/health")).status, 200); // other routes are not limited
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("auth: no password, token or refresh token reaches the logs or the event log", async () => {
+  const t = await openTestApp();
+  try {
+    const admin = await createUser(t.runtime, "admin");
+    const { body } = await login(t.app, admin.email);
+    const r = await t.app.request("/v1/auth/refresh", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ refreshToken: body.refreshToken }),
+    });
+    const rotated = await r.json();
+    const created = await t.app.request("/v1/users", {
+      method: "POST",
+      headers: { ...bearer(rotated.accessToken), "content-type": "application/json" },
+      body: JSON.stringify({
+        email: "new.person@clinic.test",
+        name: "Ophelia Quagmire",
+        role: "practitioner",
+        password: "another secret passphrase",
+      }),
+    });
+    assert.equal(created.status, 201);
+    await login(t.app, admin.email, "a wrong but long password");
+    const [dump] = await t.runtime.db.query<{ d: string }>(
+      sql`select string_agg(data::text || metadata::text, ' ') as d from events`,
+    );
+    const logs = t.logs.text();
+    const secrets = [
+      PASSWORD,
+      "another secret passphrase",
+      "a wrong but long password",
+      body.accessToken,
+      body.refreshToken,
+      rotated.accessToken,
+      rotated.refreshToken,
+      "Ophelia",
+      "new.person@clinic.test",
+      "scrypt$",
+    ];
+    for (const s of secrets) {
+      assert.ok(!dump!.d.includes(s), `event log holds ${s.slice(0, 12)}…`);
+      assert.ok(!logs.includes(s), `logs hold ${s.slice(0, 12)}…`);
+    }
+  } finally {
+    await t.close();
+  }
+});

@@ -1,0 +1,30 @@
+import type { Role } from "../../events/user.ts";
+import { registerUser } from "../../src/auth/accounts.ts";
+import type { Runtime } from "../../src/runtime.ts";
+
+export const PASSWORD = "correct horse battery staple";
+
+/** Creates a user straight through the account service (as the CLI does). */
+export const createUser = async (runtime: Runtime, role: Role, email = `${role}@clinic.test`) =>
+  await registerUser(runtime.store, {
+    email,
+    name: `Test ${role}`,
+    role,
+    password: PASSWORD,
+    patientId: role === "patient" ? crypto.randomUUID() : null,
+  }, { actorId: "test-setup" });
+
+type App = { request: (path: string, init?: RequestInit) => Response | Promise<Response> };
+
+/** Logs in over HTTP; returns the token pair and the response. */
+export const login = async (app: App, email: string, password = PASSWORD) => {
+  const res = await app.request("/v1/auth/login", {
+    method: "POST",
+    headers: { "content-type": "application/json", "user-agent": "chartlog-tests/1" },
+    body: JSON.stringify({ email, password }),
+  });
+  const body = res.status === 200 ? await res.json() : await res.json();
+  return { res, body };
+};
+
+export const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
