@@ -1,0 +1,85 @@
+import assert from "node:assert/strict";
+import { decide, decideAll, fold, type User } from "../src/domain/user.ts";
+import { ConflictError, NotFoundError, ValidationError } from "../src/errors.ts";
+
+const id = "6f1b0f7e-3c1a-4d53-9a57-1b1f0d6a9e01";
+const registered = [{
+  type: "UserRegistered",
+  data: {
+    userId: id,
+    email: "a@b.c",
+    name: "A",
+    role: "practitioner",
+    patientId: null,
+    passwordHash: "h",
+  },
+}];
+const given = (events: { type: string; data: Record<string, unknown> }[]): User => fold(events);
+
+Deno.test("user decider: register, and only once", () => {
+  const cmd = {
+    type: "RegisterUser" as const,
+    userId: id,
+    email: "a@b.c",
+    name: "A",
+    role: "practitioner" as const,
+    patientId: null,
+    passwordHash: "h",
+  };
+  assert.deepEqual(decide(cmd, given([])), [{
+    type: "UserRegistered",
+    data: {
+      userId: id,
+      email: "a@b.c",
+      name: "A",
+      role: "practitioner",
+      patientId: null,
+      passwordHash: "h",
+    },
+  }]);
+  assert.throws(() => decide(cmd, given(registered)), ConflictError);
+});
+
+Deno.test("user decider: a patient user needs exactly one patient link", () => {
+  const base = {
+    type: "RegisterUser" as const,
+    userId: id,
+    email: "p@b.c",
+    name: "P",
+    passwordHash: "h",
+  };
+  assert.throws(
+    () => decide({ ...base, role: "patient", patientId: null }, given([])),
+    ValidationError,
+  );
+  assert.throws(
+    () => decide({ ...base, role: "admin", patientId: id }, given([])),
+    ValidationError,
+  );
+  assert.equal(decide({ ...base, role: "patient", patientId: id }, given([])).length, 1);
+  assert.throws(
+    () => decide({ type: "ChangeRole", role: "patient", patientId: null }, given(registered)),
+    ValidationError,
+  );
+});
+
+Deno.test("user decider: role, activation and no-op commands", () => {
+  const s = given(registered);
+  assert.deepEqual(decide({ type: "ChangeRole", role: "practitioner", patientId: null }, s), []);
+  assert.deepEqual(decide({ type: "SetActive", active: true }, s), []);
+  assert.deepEqual(
+    decideAll([
+      { type: "ChangeRole", role: "clinical_ops", patientId: null },
+      { type: "SetActive", active: false },
+      { type: "SetActive", active: false },
+    ], s).map((e) => e.type),
+    ["UserRoleChanged", "UserDeactivated"],
+  );
+  const off = given([...registered, { type: "UserDeactivated", data: { userId: id } }]);
+  assert.equal(off.status, "inactive");
+  assert.deepEqual(decide({ type: "SetActive", active: true }, off).map((e) => e.type), [
+    "UserReactivated",
+  ]);
+  assert.deepEqual(decide({ type: "UpdateProfile" }, s), []);
+  assert.throws(() => decide({ type: "SetActive", active: false }, given([])), NotFoundError);
+});

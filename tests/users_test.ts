@@ -1,0 +1,189 @@
+import assert from "node:assert/strict";
+import { sql } from "../src/store/sql.ts";
+import { keyEnv, runCli } from "./support/cli.ts";
+import { openTestApp } from "./support/app.ts";
+import { createTestDatabase, postgresAvailable } from "./support/harness.ts";
+import { bearer, createUser, login } from "./support/users.ts";
+
+Deno.test("users: admin creates, lists, reads and changes users; bad input is a 422", async () => {
+  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "1000" });
+  try {
+    await createUser(t.runtime, "admin");
+    const token = (await login(t.app, "admin@clinic.test")).body.accessToken;
+    const post = (body: unknown) =>
+      t.app.request("/v1/users", {
+        method: "POST",
+        headers: { ...bearer(token), "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const valid = {
+      email: "Dr.Who@Clinic.Test",
+      name: "Dr Who",
+      role: "practitioner",
+      password: "twelve chars min",
+    };
+    const created = await post(valid);
+    assert.equal(created.status, 201);
+    const user = await created.json();
+    assert.equal(user.email, "dr.who@clinic.test");
+    assert.equal(created.headers.get("location"), `/v1/users/${user.id}`);
+    assert.equal(created.headers.get("etag"), '"1"');
+
+    // every bad field is named
+    const bad = await post({
+      email: "nope",
+      name: "",
+      role: "wizard",
+      password: "short",
+      extra: 1,
+    });
+    assert.equal(bad.status, 422);
+    const paths = (await bad.json()).errors.map((e: { path: string }) => e.path).sort();
+    for (const p of ["email", "name", "password", "role"]) assert.ok(paths.includes(p), p);
+    assert.ok(paths.some((p: string) => p === "" || p.includes("extra")), "unknown field reported");
+    assert.equal((await post({ ...valid, email: "p@clinic.test", role: "patient" })).status, 422);
+    assert.equal((await post(valid)).status, 409); // same email, any case
+    assert.equal((await post({ ...valid, email: "DR.WHO@clinic.test" })).status, 409);
+    const pid = crypto.randomUUID();
+    assert.equal(
+      (await post({ ...valid, email: "p1@clinic.test", role: "patient", patientId: pid })).status,
+      201,
+    );
+    assert.equal(
+      (await post({ ...valid, email: "p2@clinic.test", role: "patient", patientId: pid })).status,
+      409,
+    );
+
+    // keyset pages with a total
+    for (let i = 0; i < 5; i++) await post({ ...valid, email: `u${i}@clinic.test` });
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const q: string = `/v1/users?limit=3${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+      const page = await (await t.app.request(q, { headers: bearer(token) })).json();
+      assert.equal(page.total, 8); // admin, dr.who, p1, u0–u4
+      seen.push(...page.items.map((u: { email: string }) => u.email));
+      cursor = page.nextCursor;
+    } while (cursor);
+    assert.equal(seen.length, 8);
+    assert.deepEqual(seen, [...seen].sort());
+    const byRole = await (await t.app.request("/v1/users?role=patient", { headers: bearer(token) }))
+      .json();
+    assert.equal(byRole.total, 1);
+    assert.equal(
+      (await t.app.request("/v1/users?limit=101", { headers: bearer(token) })).status,
+      422,
+    );
+
+    // read, If-Match, 404
+    const got = await t.app.request(`/v1/users/${user.id}`, { headers: bearer(token) });
+    assert.equal(got.status, 200);
+    assert.equal((await got.json()).name, "Dr Who");
+    assert.equal(
+      (await t.app.request(`/v1/users/${crypto.randomUUID()}`, { headers: bearer(token) })).status,
+      404,
+    );
+    const patch = (body: unknown, ifMatch?: string) =>
+      t.app.request(`/v1/users/${user.id}`, {
+        method: "PATCH",
+        headers: {
+          ...bearer(token),
+          "content-type": "application/json",
+          ...(ifMatch ? { "if-match": ifMatch } : {}),
+        },
+        body: JSON.stringify(body),
+      });
+    assert.equal((await patch({ role: "clinical_ops" }, '"7"')).status, 412);
+    const changed = await patch({ role: "clinical_ops", active: false }, '"1"');
+    assert.equal(changed.status, 200);
+    assert.equal(changed.headers.get("etag"), '"3"'); // two events in one append
+    const body = await changed.json();
+    assert.equal(body.role, "clinical_ops");
+    assert.equal(body.active, false);
+    assert.equal((await patch({ role: "patient" })).status, 422);
+    assert.equal((await patch({ nickname: "x" })).status, 422);
+
+    // the caller's own profile
+    const meRes = await t.app.request("/v1/me", {
+      method: "PATCH",
+      headers: { ...bearer(token), "content-type": "application/json" },
+      body: JSON.stringify({ phone: "+15551234567", specialization: "dermatology" }),
+    });
+    assert.equal(meRes.status, 200);
+    assert.equal((await meRes.json()).specialization, "dermatology");
+    const badPhone = await t.app.request("/v1/me", {
+      method: "PATCH",
+      headers: { ...bearer(token), "content-type": "application/json" },
+      body: JSON.stringify({ phone: "555-1234" }),
+    });
+    assert.equal(badPhone.status, 422);
+    // the log keeps who did it
+    const [e] = await t.runtime.db.query<{ actor: string }>(sql`select metadata->>'actorId' as actor
+      from events where type = 'UserRoleChanged'`);
+    assert.ok(e!.actor);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test({
+  name: "users: `deno task user create` bootstraps a user from stdin",
+  ignore: !(await postgresAvailable()),
+  fn: async () => {
+    const db = await createTestDatabase();
+    const key = crypto.getRandomValues(new Uint8Array(32));
+    try {
+      const cmd = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../src/cli/user.ts", import.meta.url).pathname,
+          "create",
+          "--email",
+          "Boot@Clinic.Test",
+          "--role",
+          "admin",
+          "--name",
+          "Boot Strap",
+        ],
+        env: { DATABASE_URL: db.url, CHARTLOG_MASTER_KEY: keyEnv(key), LOG_LEVEL: "warn" },
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const w = cmd.stdin.getWriter();
+      await w.write(new TextEncoder().encode("a bootstrap passphrase\n"));
+      await w.close();
+      const out = await cmd.output();
+      const stdout = new TextDecoder().decode(out.stdout);
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      assert.match(stdout, /^created user [0-9a-f-]{36} \(admin\)/);
+      assert.ok(!stdout.includes("passphrase"));
+
+      const short = await runCli("user.ts", [
+        "create",
+        "--email",
+        "x@y.z",
+        "--role",
+        "admin",
+        "--name",
+        "X",
+      ], {
+        DATABASE_URL: db.url,
+        CHARTLOG_MASTER_KEY: keyEnv(key),
+      });
+      assert.equal(short.code, 1); // empty stdin: no password
+      assert.match(short.stderr, /password/);
+
+      const t = await openTestApp({ DATABASE_URL: db.url, CHARTLOG_MASTER_KEY: keyEnv(key) });
+      try {
+        const { res } = await login(t.app, "boot@clinic.test", "a bootstrap passphrase");
+        assert.equal(res.status, 200);
+      } finally {
+        await t.close();
+      }
+    } finally {
+      await db.drop();
+    }
+  },
+});
