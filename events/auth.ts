@@ -14,6 +14,8 @@ export const LOGIN_FAILURE_REASONS = [
   "bad_password",
   "locked",
   "inactive",
+  "mfa_required",
+  "bad_mfa_code",
 ] as const;
 
 /** A session began: the user logged in. Stream `session-<id>`. */
@@ -80,7 +82,51 @@ export const AccessDenied = defineEvent({
   }),
 });
 
+const userKey = { subject: (d: { userId: string }) => `user-${d.userId}` };
+
+/** TOTP enrolment began; the secret is sealed. Stream `auth-<userId>`. */
+export const MfaEnrollmentStarted = defineEvent({
+  type: "MfaEnrollmentStarted",
+  version: 1,
+  schema: z.strictObject({ userId, secret: z.string() }),
+  phi: { ...userKey, fields: ["secret"] },
+});
+
+/** A first valid code confirmed the enrolment; recovery-code digests are sealed. */
+export const MfaEnabled = defineEvent({
+  type: "MfaEnabled",
+  version: 1,
+  schema: z.strictObject({ userId, recoveryCodeDigests: z.array(z.string()).length(10) }),
+  phi: { ...userKey, fields: ["recoveryCodeDigests"] },
+});
+
+export const MfaDisabled = defineEvent({
+  type: "MfaDisabled",
+  version: 1,
+  schema: z.strictObject({ userId }),
+});
+
+/**
+ * A second factor was accepted: a TOTP time step (never accepted twice) or a
+ * recovery code (single use; its sealed digest says which).
+ */
+export const MfaVerified = defineEvent({
+  type: "MfaVerified",
+  version: 1,
+  schema: z.strictObject({
+    userId,
+    method: z.enum(["totp", "recovery_code"]),
+    step: z.number().int().nullable(),
+    recoveryCodeDigest: z.string().nullable(),
+  }),
+  phi: { ...userKey, fields: ["recoveryCodeDigest"] },
+});
+
 export const authEvents = [
+  MfaEnrollmentStarted,
+  MfaEnabled,
+  MfaDisabled,
+  MfaVerified,
   UserLoggedIn,
   LoginFailed,
   AccountLocked,

@@ -1,6 +1,11 @@
 import { sql } from "../src/store/sql.ts";
 import type { Projection } from "../src/store/types.ts";
 
+/** A second-factor code that was already used. */
+export class ReplayedCodeError extends Error {
+  override name = "ReplayedCodeError";
+}
+
 /**
  * Users and their credentials, inline so that login and the admin API read
  * their own writes. `email` is unique (stored lower-case): a second
@@ -9,9 +14,9 @@ import type { Projection } from "../src/store/types.ts";
  */
 export const users: Projection = {
   name: "users",
-  version: 1,
+  version: 2,
   mode: "inline",
-  tables: ["users", "user_credentials"],
+  tables: ["users", "user_credentials", "user_mfa"],
   setup: `create table if not exists users (
     id              uuid primary key,
     email           text not null unique,
@@ -22,10 +27,18 @@ export const users: Projection = {
     phone           text,
     specialization  text,
     failed_logins   integer not null default 0,
+    mfa_enabled     boolean not null default false,
     locked_until    timestamptz,
     version         integer not null,
     created_at      timestamptz not null,
     updated_at      timestamptz not null
+  );
+  create table if not exists user_mfa (
+    user_id          uuid primary key,
+    secret           text not null,
+    enabled          boolean not null,
+    recovery_digests jsonb not null default '[]',
+    last_step        bigint
   );
   create table if not exists user_credentials (
     user_id        uuid primary key,
@@ -80,13 +93,43 @@ export const users: Projection = {
         where id = ${d.userId}::uuid`);
     },
     LoginFailed: async (db, e) => {
-      if (e.data.reason !== "bad_password" || !e.data.userId) return;
+      // wrong passwords and wrong second-factor codes both count towards the lock
+      if (!["bad_password", "bad_mfa_code"].includes(e.data.reason as string)) return;
       await db.query(sql`update users set failed_logins = failed_logins + 1
         where id = ${e.data.userId}::uuid`);
     },
     AccountLocked: async (db, e) => {
       await db.query(sql`update users set failed_logins = 0,
         locked_until = ${e.data.until}::text::timestamptz where id = ${e.data.userId}::uuid`);
+    },
+    MfaEnrollmentStarted: async (db, e) => {
+      await db.query(sql`insert into user_mfa (user_id, secret, enabled)
+        values (${e.data.userId}::uuid, ${e.data.secret}, false)
+        on conflict (user_id) do update set secret = excluded.secret, enabled = false,
+          recovery_digests = '[]', last_step = null`);
+    },
+    MfaEnabled: async (db, e) => {
+      await db.query(sql`update user_mfa set enabled = true,
+        recovery_digests = ${JSON.stringify(e.data.recoveryCodeDigests)}::text::jsonb
+        where user_id = ${e.data.userId}::uuid`);
+      await db.query(sql`update users set mfa_enabled = true where id = ${e.data.userId}::uuid`);
+    },
+    MfaDisabled: async (db, e) => {
+      await db.query(sql`delete from user_mfa where user_id = ${e.data.userId}::uuid`);
+      await db.query(sql`update users set mfa_enabled = false where id = ${e.data.userId}::uuid`);
+    },
+    MfaVerified: async (db, e) => {
+      // refusing here refuses the append: a code is accepted once, atomically
+      const d = e.data;
+      const rows = d.method === "totp"
+        ? await db.query(sql`update user_mfa set last_step = ${d.step}
+            where user_id = ${d.userId}::uuid and coalesce(last_step, -1) < ${d.step}
+            returning user_id`)
+        : await db.query(sql`update user_mfa
+            set recovery_digests = recovery_digests - ${d.recoveryCodeDigest}::text
+            where user_id = ${d.userId}::uuid and recovery_digests ? ${d.recoveryCodeDigest}::text
+            returning user_id`);
+      if (rows.length === 0) throw new ReplayedCodeError();
     },
     UserLoggedIn: async (db, e) => {
       await db.query(sql`update users set failed_logins = 0, locked_until = null

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { type Role, ROLES } from "../events/user.ts";
 
 /** Start-up configuration could not be accepted; the message names the variable. */
 export class ConfigError extends Error {
@@ -35,6 +36,12 @@ const Env = z.object({
   CHARTLOG_SESSION_IDLE_TIMEOUT_S: z.coerce.number().int().min(60).max(86_400).default(900),
   CHARTLOG_LOGIN_RATE_PER_MIN: z.coerce.number().int().min(1).default(20),
   CHARTLOG_TRUST_PROXY: z.enum(["true", "false"]).default("false"),
+  CHARTLOG_MFA_REQUIRED_ROLES: z.string().refine(
+    (v) =>
+      v === "none" ||
+      v.split(",").map((r) => r.trim()).filter(Boolean).every((r) => ROLES.includes(r as Role)),
+    `must be "none" or a comma-separated list of roles (${ROLES.join(", ")})`,
+  ).default("admin"),
 });
 
 export type Database =
@@ -59,6 +66,8 @@ export interface Config {
   loginRatePerMin: number;
   /** Take the client address from X-Forwarded-For (behind a reverse proxy). */
   trustProxy: boolean;
+  /** Roles that must use a second factor; until they enrol they can only enrol. */
+  mfaRequiredRoles: Role[];
 }
 
 /**
@@ -106,5 +115,8 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     sessionIdleTimeoutSec: e.CHARTLOG_SESSION_IDLE_TIMEOUT_S,
     loginRatePerMin: e.CHARTLOG_LOGIN_RATE_PER_MIN,
     trustProxy: e.CHARTLOG_TRUST_PROXY === "true",
+    mfaRequiredRoles: e.CHARTLOG_MFA_REQUIRED_ROLES === "none"
+      ? []
+      : e.CHARTLOG_MFA_REQUIRED_ROLES.split(",").map((r) => r.trim()).filter(Boolean) as Role[],
   };
 };

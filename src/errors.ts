@@ -75,3 +75,8 @@ export class TooManyRequestsError extends ChartlogError {
 export class PreconditionFailedError extends ChartlogError {
   override name = "PreconditionFailedError";
 }
+
+/** Password accepted; a second factor (TOTP or recovery code) is needed (HTTP 401). */
+export class MfaRequiredError extends UnauthorizedError {
+  override name = "MfaRequiredError";
+}

@@ -102,6 +102,7 @@ export const openRuntime = async (
       .map((p) => new ProjectionWorker(store, p, log).start());
     const sessions = new Sessions(store, {
       jwtKey: await deriveJwtKey(masterKey),
+      mfaRequiredRoles: config.mfaRequiredRoles,
       accessTokenTtlSec: config.accessTokenTtlSec,
       sessionIdleTimeoutSec: config.sessionIdleTimeoutSec,
       now: opts.now,

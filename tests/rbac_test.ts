@@ -63,7 +63,11 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
     for (const role of ROLES) {
       const email = users.get(role)!.email;
       const token = (await login(t.app, email)).body.accessToken;
-      for (const row of matrix) {
+      // logging out ends sessions (logout-all: every one): walk those last
+      const walk = [...matrix].sort((a, b) =>
+        Number(a.action === "session.logout") - Number(b.action === "session.logout")
+      );
+      for (const row of walk) {
         for (const route of row.routes) {
           // logging out ends the session: do it on a session of its own
           const tok = row.action === "session.logout"
@@ -88,8 +92,8 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
           const allowed = row.allowed.includes(role);
           cells.push(`${role} ${route} ${res.status}`);
           if (allowed) {
+            // past the policy; the handler may still refuse the (empty) input
             assert.ok(![401, 403].includes(res.status), `${role} ${route}: ${res.status}`);
-            assert.ok(res.status < 300, `${role} ${route}: ${res.status}`);
           } else {
             assert.equal(res.status, 403, `${role} ${route}`);
             assert.equal((await res.json()).type, "/problems/forbidden");

@@ -22,6 +22,7 @@ export interface UserView {
   patientId: string | null;
   phone: string | null;
   specialization: string | null;
+  mfaEnabled: boolean;
   createdAt: string;
   updatedAt: string;
   version: number;
@@ -36,13 +37,14 @@ interface UserRow {
   patient_id: string | null;
   phone: string | null;
   specialization: string | null;
+  mfa_enabled: boolean;
   created_at: Date | string;
   updated_at: Date | string;
   version: number;
 }
 
 const USER_COLUMNS = sql`id::text as id, email, name, role, active, patient_id::text as patient_id,
-  phone, specialization, created_at, updated_at, version`;
+  phone, specialization, mfa_enabled, created_at, updated_at, version`;
 
 const view = (r: UserRow): UserView => ({
   id: r.id,
@@ -53,6 +55,7 @@ const view = (r: UserRow): UserView => ({
   patientId: r.patient_id,
   phone: r.phone,
   specialization: r.specialization,
+  mfaEnabled: r.mfa_enabled,
   createdAt: new Date(r.created_at).toISOString(),
   updatedAt: new Date(r.updated_at).toISOString(),
   version: Number(r.version),

@@ -6,6 +6,11 @@ export interface Actor {
   role: Role;
   sessionId: string;
   patientId: string | null;
+  /**
+   * The role must use a second factor and this user has not enrolled yet:
+   * until they do, they may only enrol (and read themselves, or log out).
+   */
+  mfaPending: boolean;
 }
 
 /** Everything the API lets someone do, named `<resource>.<verb>`. */
@@ -17,6 +22,7 @@ export const ACTIONS = [
   "me.read",
   "me.update",
   "session.logout",
+  "mfa.manage",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -44,10 +50,15 @@ export const RBAC: Readonly<Record<Action, readonly Role[]>> = {
   "me.read": ALL,
   "me.update": ALL,
   "session.logout": ALL,
+  "mfa.manage": ALL,
 };
+
+/** What an actor with {@link Actor.mfaPending} may still do. */
+const MFA_ENROLMENT: readonly Action[] = ["me.read", "mfa.manage", "session.logout"];
 
 /**
  * The one place that decides access. Handlers ask `can`; they never test
  * roles themselves.
  */
-export const can = (actor: Actor, action: Action): boolean => RBAC[action].includes(actor.role);
+export const can = (actor: Actor, action: Action): boolean =>
+  RBAC[action].includes(actor.role) && (!actor.mfaPending || MFA_ENROLMENT.includes(action));

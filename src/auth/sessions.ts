@@ -1,6 +1,13 @@
 import type { EventMetadata } from "../../events/metadata.ts";
 import type { Role } from "../../events/user.ts";
-import { ConcurrencyError, TooManyRequestsError, UnauthorizedError } from "../errors.ts";
+import { ReplayedCodeError } from "../../projections/users.ts";
+import {
+  ConcurrencyError,
+  MfaRequiredError,
+  TooManyRequestsError,
+  UnauthorizedError,
+} from "../errors.ts";
+import { secondFactorEvent } from "./mfa.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import { verifyAgainstDummy, verifyPassword } from "./password.ts";
@@ -13,6 +20,7 @@ export const LOCKOUT_MS = 15 * 60_000;
 
 export interface SessionSettings {
   jwtKey: Uint8Array;
+  mfaRequiredRoles: readonly Role[];
   accessTokenTtlSec: number;
   sessionIdleTimeoutSec: number;
   now?: () => Date;
@@ -41,6 +49,11 @@ export class Sessions {
     this.#now = settings.now ?? (() => new Date());
   }
 
+  /** The clock sessions and codes are judged by. */
+  now(): Date {
+    return this.#now();
+  }
+
   async #issue(
     userId: string,
     role: Role,
@@ -60,7 +73,12 @@ export class Sessions {
   }
 
   /** Checks email and password; on success opens a session. */
-  async login(email: string, password: string, metadata: EventMetadata): Promise<TokenPair> {
+  async login(
+    email: string,
+    password: string,
+    metadata: EventMetadata,
+    otp?: string,
+  ): Promise<TokenPair> {
     const now = this.#now();
     const [u] = await this.store.db.query<{
       id: string;
@@ -68,9 +86,11 @@ export class Sessions {
       active: boolean;
       failed_logins: number;
       locked_until: Date | string | null;
+      mfa_enabled: boolean;
       password_hash: string;
     }>(
-      sql`select u.id::text as id, u.role, u.active, u.failed_logins, u.locked_until, c.password_hash
+      sql`select u.id::text as id, u.role, u.active, u.failed_logins, u.locked_until,
+        u.mfa_enabled, c.password_hash
       from users u join user_credentials c on c.user_id = u.id
       where u.email = ${email.trim().toLowerCase()}`,
     );
@@ -91,10 +111,10 @@ export class Sessions {
         Math.ceil((lockedUntil.getTime() - now.getTime()) / 1000),
       );
     }
-    if (!(await verifyPassword(password, u.password_hash))) {
+    const fail = async (reason: "bad_password" | "bad_mfa_code") => {
       const failures = Number(u.failed_logins) + 1;
       await this.store.append(authStream(u.id), "any", [
-        { type: "LoginFailed", data: { userId: u.id, reason: "bad_password" } },
+        { type: "LoginFailed", data: { userId: u.id, reason } },
         ...(failures >= LOCKOUT_FAILURES
           ? [{
             type: "AccountLocked",
@@ -106,6 +126,9 @@ export class Sessions {
           }]
           : []),
       ], { ...metadata, actorId: u.id });
+    };
+    if (!(await verifyPassword(password, u.password_hash))) {
+      await fail("bad_password");
       throw new UnauthorizedError(BAD_CREDENTIALS);
     }
     if (!u.active) {
@@ -113,6 +136,25 @@ export class Sessions {
         { type: "LoginFailed", data: { userId: u.id, reason: "inactive" } },
       ], { ...metadata, actorId: u.id });
       throw new UnauthorizedError(BAD_CREDENTIALS);
+    }
+    if (u.mfa_enabled) {
+      if (!otp) {
+        await this.store.append(authStream(u.id), "any", [
+          { type: "LoginFailed", data: { userId: u.id, reason: "mfa_required" } },
+        ], { ...metadata, actorId: u.id });
+        throw new MfaRequiredError("send the authenticator code (or a recovery code) as `otp`");
+      }
+      const verified = await secondFactorEvent(this.store, u.id, otp, now);
+      const accepted = verified &&
+        await this.store.append(authStream(u.id), "any", [verified], { ...metadata, actorId: u.id })
+          .then(() => true, (err) => {
+            if (err instanceof ReplayedCodeError) return false; // raced another login with it
+            throw err;
+          });
+      if (!accepted) {
+        await fail("bad_mfa_code");
+        throw new UnauthorizedError("invalid second-factor code");
+      }
     }
     const sessionId = crypto.randomUUID();
     const refreshToken = newRefreshToken();
@@ -192,16 +234,28 @@ export class Sessions {
   async authenticate(accessToken: string): Promise<Actor> {
     const claims = await verifyAccessToken(this.settings.jwtKey, accessToken, this.#now());
     const [r] = await this.store.db.query<
-      { role: Role; active: boolean; patient_id: string | null; ended_at: unknown }
+      {
+        role: Role;
+        active: boolean;
+        patient_id: string | null;
+        ended_at: unknown;
+        mfa_enabled: boolean;
+      }
     >(
-      sql`select u.role, u.active, u.patient_id::text as patient_id, s.ended_at
+      sql`select u.role, u.active, u.patient_id::text as patient_id, s.ended_at, u.mfa_enabled
         from sessions s join users u on u.id = s.user_id
         where s.id = ${claims.sid}::uuid and s.user_id = ${claims.sub}::uuid`,
     );
     if (!r || r.ended_at || !r.active) {
       throw new UnauthorizedError("the session is no longer valid");
     }
-    return { userId: claims.sub, role: r.role, sessionId: claims.sid, patientId: r.patient_id };
+    return {
+      userId: claims.sub,
+      role: r.role,
+      sessionId: claims.sid,
+      patientId: r.patient_id,
+      mfaPending: !r.mfa_enabled && this.settings.mfaRequiredRoles.includes(r.role),
+    };
   }
 
   /** Ends this session. */

@@ -10,6 +10,7 @@ import { requestId } from "./request_id.ts";
 import { system } from "./system.ts";
 import { authRoutes } from "./auth.ts";
 import { users } from "./users.ts";
+import { mfa } from "./mfa.ts";
 
 export const API_INFO = {
   title: "Chartlog API",
@@ -96,6 +97,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/", docs);
   app.route("/", authRoutes(deps));
   app.route("/", users);
+  app.route("/", mfa);
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
     scheme: "bearer",

@@ -22,6 +22,9 @@ const Tokens = z.object({
 const LoginBody = z.strictObject({
   email: z.string().min(3).max(320),
   password: z.string().min(1).max(1024),
+  otp: z.string().min(6).max(32).optional().openapi({
+    description: "authenticator code or recovery code, when two-factor authentication is on",
+  }),
 }).openapi("LoginRequest");
 
 const RefreshBody = z.strictObject({ refreshToken: z.string().min(1).max(200).optional() })
@@ -64,15 +67,16 @@ export const authRoutes = (deps: AppDeps) => {
             description: "a new session",
             content: { "application/json": { schema: Tokens } },
           },
-          ...problemResponses("unauthorized", "validation", "rate-limited"),
+          ...problemResponses("unauthorized", "mfa-required", "validation", "rate-limited"),
         },
       }),
       async (c) => {
-        const { email, password } = c.req.valid("json");
+        const { email, password, otp } = c.req.valid("json");
         const tokens = await c.var.deps.runtime().sessions.login(
           email,
           password,
           requestMetadata(c),
+          otp,
         );
         return withCookie(c, tokens);
       },

@@ -6,6 +6,7 @@ import {
   ConflictError,
   type FieldIssue,
   ForbiddenError,
+  MfaRequiredError,
   NotFoundError,
   PreconditionFailedError,
   TooManyRequestsError,
@@ -22,6 +23,7 @@ export const PROBLEMS = {
   "validation": { status: 422, title: "Request validation failed" },
   "malformed-request": { status: 400, title: "Malformed request" },
   "unauthorized": { status: 401, title: "Authentication required" },
+  "mfa-required": { status: 401, title: "A second factor is required" },
   "forbidden": { status: 403, title: "Access denied" },
   "not-found": { status: 404, title: "Resource not found" },
   "method-not-allowed": { status: 405, title: "Method not allowed" },
@@ -101,6 +103,9 @@ export const problemFor = (
   if (err instanceof ConflictError) return { slug: "conflict", detail: err.message };
   if (err instanceof NotFoundError) return { slug: "not-found", detail: err.message };
   if (err instanceof ForbiddenError) return { slug: "forbidden", detail: err.message };
+  if (err instanceof MfaRequiredError) {
+    return { slug: "mfa-required", detail: err.message, headers: { "WWW-Authenticate": "Bearer" } };
+  }
   if (err instanceof UnauthorizedError) {
     return { slug: "unauthorized", detail: err.message, headers: { "WWW-Authenticate": "Bearer" } };
   }

@@ -18,6 +18,7 @@ export const UserSchema = z.object({
   patientId: z.uuid().nullable(),
   phone: z.string().nullable(),
   specialization: z.string().nullable(),
+  mfaEnabled: z.boolean(),
   createdAt: z.string(),
   updatedAt: z.string(),
 }).openapi("User");

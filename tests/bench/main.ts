@@ -20,7 +20,10 @@
  *   BENCH_SEED_BATCH    events per seeding append                (default 5000)
  *   BENCH_SEED_WRITERS  concurrent seeding appenders             (default 2)
  *   BENCH_READ_DIAG     1: always break the readAll time down (default: only below target)
- *   BENCH_ONLY          comma list of sections: ours-pg, pglite, emmett, read (default: all)
+ *   BENCH_ONLY          comma list of sections: ours-pg, pglite, emmett, read, auth
+ *                       (default: all)
+ *
+ * The auth section (logins, token checks) has knobs of its own: see auth_bench.ts.
  */
 import pg from "pg";
 import postgres from "postgres";
@@ -34,6 +37,7 @@ import { PhiCodec } from "../../src/store/phi_codec.ts";
 import type { Db } from "../../src/store/db.ts";
 import { testCatalog } from "../fixtures/test_events.ts";
 import { PG_ADMIN_URL } from "../support/harness.ts";
+import { authBench } from "./auth_bench.ts";
 import { diagnoseReadAll } from "./read_diag.ts";
 import { envInt, fmtInt, fmtMs, fmtSec, percentile, split, table } from "./stats.ts";
 
@@ -51,7 +55,7 @@ const cfg = {
   readDiag: Deno.env.get("BENCH_READ_DIAG") === "1",
 };
 const READ_TARGET = 100_000;
-const SECTIONS = ["ours-pg", "pglite", "emmett", "read"] as const;
+const SECTIONS = ["ours-pg", "pglite", "emmett", "read", "auth"] as const;
 type Section = (typeof SECTIONS)[number];
 const only = (Deno.env.get("BENCH_ONLY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
 for (const s of only) {
@@ -403,6 +407,10 @@ const main = async () => {
     console.log("\n[Chartlog readAll on PostgreSQL]");
     await scoped(readWorkload);
   }
+  if (enabled("auth")) {
+    console.log("\n[Auth: logins and access-token checks]");
+    await authBench({ newPgDatabase, defer, scoped, add: (r) => results.push(r), pool: cfg.pool });
+  }
 
   console.log("\n## Results\n");
   console.log(table(
@@ -424,7 +432,7 @@ const main = async () => {
       r.impl,
       fmtInt(r.m.events),
       fmtSec(r.m.ms),
-      fmtInt(rate(r.m)),
+      rate(r.m) < 100 ? rate(r.m).toFixed(2) : fmtInt(rate(r.m)), // logins: a few per second
       fmtMs(percentile(r.m.latencies, 0.5)),
       fmtMs(percentile(r.m.latencies, 0.99)),
       r.latencyOf ?? "append",

@@ -20,6 +20,8 @@ export const openTestApp = async (
     DATABASE_URL: "memory://",
     CHARTLOG_MASTER_KEY: btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32)))),
     LOG_LEVEL: "debug",
+    // tests of other things log admins in without a second factor
+    CHARTLOG_MFA_REQUIRED_ROLES: "none",
     ...env,
   });
   const log = createLogger(config.logLevel, { write: (l: string) => void lines.push(l) });
