@@ -418,7 +418,7 @@ export class EventStore {
           -- qualified: a bare name would bind to the ::text output column and sort as text
           order by events.transaction_id, events.global_position
           limit ${limit}`);
-    return await this.#decode(rows, opts.unseal ?? true);
+    return await this.#decode(rows, opts.unseal ?? true, db);
   }
 
   /** The highest global position written (committed or not yet visible). */
@@ -429,13 +429,15 @@ export class EventStore {
     return Number(r?.p ?? 0);
   }
 
-  async #decode(rows: EventRow[], unseal: boolean): Promise<StoredEvent[]> {
+  async #decode(rows: EventRow[], unseal: boolean, db?: Db): Promise<StoredEvent[]> {
     const out: StoredEvent[] = [];
     for (const r of rows) {
       // unseal first: ciphertexts are bound to the field names they were stored under
       let data = r.data;
       let erasedFields: string[] = [];
-      if (unseal) ({ data, erasedFields } = await this.codec.unsealPayload(data));
+      // key lookups go through the reader's connection: on PGlite, a rebuild's
+      // open transaction holds the only session
+      if (unseal) ({ data, erasedFields } = await this.codec.unsealPayload(data, db));
       const up = this.catalog.upcast(r.type, Number(r.schema_version), data);
       data = up.data;
       out.push({

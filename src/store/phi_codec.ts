@@ -45,10 +45,10 @@ export class PhiCodec {
   }
 
   /** The subject's data key; created on first use when `create` is set. */
-  async #key(subject: string, create: boolean): Promise<CryptoKey | null> {
+  async #key(subject: string, create: boolean, db: Db = this.#db): Promise<CryptoKey | null> {
     const hit = this.#cache.get(subject);
     if (hit && Date.now() - hit.at < KEY_CACHE_MS && (hit.key || !create)) return hit.key;
-    let rows = await this.#db.query<{ wrapped_key: string | null }>(
+    let rows = await db.query<{ wrapped_key: string | null }>(
       sql`select wrapped_key from subject_keys where subject_id = ${subject}`,
     );
     if (rows.length === 0 && create) {
@@ -62,9 +62,9 @@ export class PhiCodec {
         ),
       );
       // Two writers may race to create the key: the first insert wins, both read it back.
-      await this.#db.query(sql`insert into subject_keys (subject_id, wrapped_key)
+      await db.query(sql`insert into subject_keys (subject_id, wrapped_key)
         values (${subject}, ${b64(iv) + "." + b64(wrapped)}) on conflict do nothing`);
-      rows = await this.#db.query(
+      rows = await db.query(
         sql`select wrapped_key from subject_keys where subject_id = ${subject}`,
       );
     }
@@ -102,9 +102,9 @@ export class PhiCodec {
   }
 
   /** The plaintext, or {@link ERASED} when the subject's key was destroyed. */
-  async unseal(field: string, sealed: SealedValue): Promise<unknown> {
+  async unseal(field: string, sealed: SealedValue, db?: Db): Promise<unknown> {
     const { s, c } = sealed.$sealed;
-    const key = await this.#key(s, false);
+    const key = await this.#key(s, false, db);
     if (!key) return ERASED;
     const bytes = unb64(c);
     const pt = await crypto.subtle.decrypt(
@@ -132,13 +132,15 @@ export class PhiCodec {
   /** Opens every sealed top-level field; erased ones become null and are listed. */
   async unsealPayload(
     data: Record<string, unknown>,
+    /** Look keys up through this connection (e.g. the caller's open transaction). */
+    db?: Db,
   ): Promise<{ data: Record<string, unknown>; erasedFields: string[] }> {
     const erasedFields: string[] = [];
     let out = data;
     for (const [field, value] of Object.entries(data)) {
       if (!isSealed(value)) continue;
       if (out === data) out = { ...data };
-      const plain = await this.unseal(field, value);
+      const plain = await this.unseal(field, value, db);
       if (plain === ERASED) {
         out[field] = null;
         erasedFields.push(field);
