@@ -14,6 +14,7 @@ export const LOGIN_FAILURE_REASONS = [
   "bad_password",
   "locked",
   "inactive",
+  "pending_approval",
   "mfa_required",
   "bad_mfa_code",
 ] as const;

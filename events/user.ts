@@ -31,8 +31,17 @@ export const UserRegistered = defineEvent({
     role: Role,
     patientId: z.uuid().nullable(),
     passwordHash: z.string(),
+    /** Self sign-up: the account waits for an admin's approval. */
+    pending: z.boolean().optional(),
   }),
   phi: userPhi(["email", "name", "passwordHash"]),
+});
+
+/** An admin approved a self-registered (pending) account. */
+export const UserApproved = defineEvent({
+  type: "UserApproved",
+  version: 1,
+  schema: z.strictObject({ userId: z.uuid() }),
 });
 
 export const UserRoleChanged = defineEvent({
@@ -74,6 +83,7 @@ export const UserProfileUpdated = defineEvent({
 
 export const userEvents = [
   UserRegistered,
+  UserApproved,
   UserRoleChanged,
   UserDeactivated,
   UserReactivated,

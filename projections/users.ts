@@ -14,7 +14,7 @@ export class ReplayedCodeError extends Error {
  */
 export const users: Projection = {
   name: "users",
-  version: 2,
+  version: 3,
   mode: "inline",
   tables: ["users", "user_credentials", "user_mfa"],
   setup: `create table if not exists users (
@@ -23,6 +23,7 @@ export const users: Projection = {
     name            text,
     role            text not null,
     active          boolean not null,
+    pending         boolean not null default false,
     patient_id      uuid unique,
     phone           text,
     specialization  text,
@@ -49,9 +50,10 @@ export const users: Projection = {
     UserRegistered: async (db, e) => {
       const d = e.data;
       const at = e.recordedAt.toISOString();
-      await db.query(sql`insert into users (id, email, name, role, active, patient_id, version,
-          created_at, updated_at)
-        values (${d.userId}::uuid, ${String(d.email).toLowerCase()}, ${d.name}, ${d.role}, true,
+      await db.query(sql`insert into users (id, email, name, role, active, pending, patient_id,
+          version, created_at, updated_at)
+        values (${d.userId}::uuid, ${String(d.email).toLowerCase()}, ${d.name}, ${d.role},
+          ${!d.pending}, ${!!d.pending},
           ${d.patientId}::uuid, ${e.streamVersion}, ${at}::text::timestamptz,
           ${at}::text::timestamptz)`);
       await db.query(sql`insert into user_credentials (user_id, password_hash, updated_at)
@@ -64,8 +66,14 @@ export const users: Projection = {
         where id = ${e.data.userId}::uuid`,
       );
     },
+    UserApproved: async (db, e) => {
+      await db.query(sql`update users set active = true, pending = false, version = ${e.streamVersion},
+        updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        where id = ${e.data.userId}::uuid`);
+    },
     UserDeactivated: async (db, e) => {
-      await db.query(sql`update users set active = false, version = ${e.streamVersion},
+      await db.query(sql`update users set active = false, pending = false,
+        version = ${e.streamVersion},
         updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
         where id = ${e.data.userId}::uuid`);
     },

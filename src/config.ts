@@ -36,6 +36,7 @@ const Env = z.object({
   CHARTLOG_SESSION_IDLE_TIMEOUT_S: z.coerce.number().int().min(60).max(86_400).default(900),
   CHARTLOG_LOGIN_RATE_PER_MIN: z.coerce.number().int().min(1).default(20),
   CHARTLOG_TRUST_PROXY: z.enum(["true", "false"]).default("false"),
+  CHARTLOG_SIGNUP: z.enum(["on", "off"]).default("on"),
   CHARTLOG_MFA_REQUIRED_ROLES: z.string().refine(
     (v) =>
       v === "none" ||
@@ -66,6 +67,8 @@ export interface Config {
   loginRatePerMin: number;
   /** Take the client address from X-Forwarded-For (behind a reverse proxy). */
   trustProxy: boolean;
+  /** Self sign-up of (pending) practitioners. */
+  signup: boolean;
   /** Roles that must use a second factor; until they enrol they can only enrol. */
   mfaRequiredRoles: Role[];
 }
@@ -115,6 +118,7 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     sessionIdleTimeoutSec: e.CHARTLOG_SESSION_IDLE_TIMEOUT_S,
     loginRatePerMin: e.CHARTLOG_LOGIN_RATE_PER_MIN,
     trustProxy: e.CHARTLOG_TRUST_PROXY === "true",
+    signup: e.CHARTLOG_SIGNUP === "on",
     mfaRequiredRoles: e.CHARTLOG_MFA_REQUIRED_ROLES === "none"
       ? []
       : e.CHARTLOG_MFA_REQUIRED_ROLES.split(",").map((r) => r.trim()).filter(Boolean) as Role[],

@@ -15,6 +15,7 @@ const PUBLIC = new Set([
   "GET /problems/:slug",
   "POST /v1/auth/login",
   "POST /v1/auth/refresh",
+  "POST /v1/auth/signup",
 ]);
 
 /** The README's RBAC table: action → routes and the roles allowed. */

@@ -187,3 +187,73 @@ Deno.test({
     }
   },
 });
+
+Deno.test("users: self sign-up creates a pending practitioner an admin must approve", async () => {
+  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "1000" });
+  try {
+    await createUser(t.runtime, "admin");
+    const admin = (await login(t.app, "admin@clinic.test")).body.accessToken;
+    const signup = (body: unknown) =>
+      t.app.request("/v1/auth/signup", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const res = await signup({
+      email: "new.doc@clinic.test",
+      name: "New Doc",
+      password: "a long passphrase",
+    });
+    assert.equal(res.status, 201);
+    const { id, pending } = await res.json();
+    assert.equal(pending, true);
+    assert.equal(
+      (await signup({
+        email: "x@clinic.test",
+        name: "X",
+        password: "a long passphrase",
+        role: "admin",
+      })).status,
+      422,
+    );
+    assert.equal(
+      (await signup({ email: "NEW.doc@clinic.test", name: "Again", password: "a long passphrase" }))
+        .status,
+      409,
+    );
+
+    const before = await login(t.app, "new.doc@clinic.test", "a long passphrase");
+    assert.equal(before.res.status, 401);
+    assert.match(before.body.detail, /approval/);
+    const wrong = await login(t.app, "new.doc@clinic.test", "not the passphrase");
+    assert.equal(wrong.body.detail, "invalid email or password"); // nothing said without the password
+
+    const view = await (await t.app.request(`/v1/users/${id}`, { headers: bearer(admin) })).json();
+    assert.deepEqual([view.role, view.active, view.pending], ["practitioner", false, true]);
+    const approve = await t.app.request(`/v1/users/${id}`, {
+      method: "PATCH",
+      headers: { ...bearer(admin), "content-type": "application/json" },
+      body: JSON.stringify({ active: true }),
+    });
+    assert.equal(approve.status, 200);
+    assert.deepEqual([(await approve.json()).pending], [false]);
+    assert.equal((await login(t.app, "new.doc@clinic.test", "a long passphrase")).res.status, 200);
+    const [e] = await t.runtime.db.query<{ type: string; actor: string }>(sql`select type,
+      metadata->>'actorId' as actor from events where type = 'UserApproved'`);
+    assert.ok(e!.actor);
+  } finally {
+    await t.close();
+  }
+  const off = await openTestApp({ CHARTLOG_SIGNUP: "off" });
+  try {
+    const res = await off.app.request("/v1/auth/signup", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ email: "a@clinic.test", name: "A", password: "a long passphrase" }),
+    });
+    assert.equal(res.status, 403);
+    assert.equal((await off.runtime.db.query(sql`select 1 from users`)).length, 0);
+  } finally {
+    await off.close();
+  }
+});

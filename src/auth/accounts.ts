@@ -19,6 +19,8 @@ export interface UserView {
   name: string | null;
   role: Role;
   active: boolean;
+  /** Self-registered, waiting for an admin's approval. */
+  pending: boolean;
   patientId: string | null;
   phone: string | null;
   specialization: string | null;
@@ -34,6 +36,7 @@ interface UserRow {
   name: string | null;
   role: Role;
   active: boolean;
+  pending: boolean;
   patient_id: string | null;
   phone: string | null;
   specialization: string | null;
@@ -43,7 +46,8 @@ interface UserRow {
   version: number;
 }
 
-const USER_COLUMNS = sql`id::text as id, email, name, role, active, patient_id::text as patient_id,
+const USER_COLUMNS = sql`id::text as id, email, name, role, active, pending,
+  patient_id::text as patient_id,
   phone, specialization, mfa_enabled, created_at, updated_at, version`;
 
 const view = (r: UserRow): UserView => ({
@@ -52,6 +56,7 @@ const view = (r: UserRow): UserView => ({
   name: r.name,
   role: r.role,
   active: r.active,
+  pending: r.pending,
   patientId: r.patient_id,
   phone: r.phone,
   specialization: r.specialization,
@@ -100,6 +105,8 @@ export interface RegisterInput {
   role: Role;
   password: string;
   patientId?: string | null;
+  /** Self sign-up: inactive until an admin approves. */
+  pending?: boolean;
 }
 
 /** Creates a user; returns its view. Email is compared case-insensitively. */
@@ -122,6 +129,7 @@ export const registerUser = async (
     role: input.role,
     patientId: input.patientId ?? null,
     passwordHash: await hashPassword(input.password),
+    ...(input.pending ? { pending: true } : {}),
   }], metadata);
   return (await getUser(store, userId))!;
 };

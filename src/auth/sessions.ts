@@ -87,10 +87,11 @@ export class Sessions {
       failed_logins: number;
       locked_until: Date | string | null;
       mfa_enabled: boolean;
+      pending: boolean;
       password_hash: string;
     }>(
       sql`select u.id::text as id, u.role, u.active, u.failed_logins, u.locked_until,
-        u.mfa_enabled, c.password_hash
+        u.mfa_enabled, u.pending, c.password_hash
       from users u join user_credentials c on c.user_id = u.id
       where u.email = ${email.trim().toLowerCase()}`,
     );
@@ -130,6 +131,13 @@ export class Sessions {
     if (!(await verifyPassword(password, u.password_hash))) {
       await fail("bad_password");
       throw new UnauthorizedError(BAD_CREDENTIALS);
+    }
+    if (u.pending) {
+      // the password was right, so saying why is no help to a guesser
+      await this.store.append(authStream(u.id), "any", [
+        { type: "LoginFailed", data: { userId: u.id, reason: "pending_approval" } },
+      ], { ...metadata, actorId: u.id });
+      throw new UnauthorizedError("the account awaits an administrator's approval");
     }
     if (!u.active) {
       await this.store.append(authStream(u.id), "any", [

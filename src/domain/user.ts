@@ -5,7 +5,12 @@ import type { NewEvent, StoredEvent } from "../store/types.ts";
 /** A user as its own events describe it. */
 export type User =
   | { status: "none" }
-  | { status: "active" | "inactive"; userId: string; role: Role; patientId: string | null };
+  | {
+    status: "pending" | "active" | "inactive";
+    userId: string;
+    role: Role;
+    patientId: string | null;
+  };
 
 export type UserCommand =
   | {
@@ -16,6 +21,7 @@ export type UserCommand =
     role: Role;
     patientId: string | null;
     passwordHash: string;
+    pending?: boolean;
   }
   | { type: "ChangeRole"; role: Role; patientId: string | null }
   | { type: "SetActive"; active: boolean }
@@ -50,7 +56,7 @@ export const evolve = (s: User, e: Pick<StoredEvent, "type" | "data">): User => 
   switch (e.type) {
     case "UserRegistered":
       return {
-        status: "active",
+        status: d.pending ? "pending" : "active",
         userId: d.userId as string,
         role: d.role as Role,
         patientId: (d.patientId as string | null) ?? null,
@@ -62,6 +68,7 @@ export const evolve = (s: User, e: Pick<StoredEvent, "type" | "data">): User => 
     case "UserDeactivated":
       return s.status === "none" ? s : { ...s, status: "inactive" };
     case "UserReactivated":
+    case "UserApproved":
       return s.status === "none" ? s : { ...s, status: "active" };
     default:
       return s;
@@ -104,6 +111,8 @@ export const decide = (cmd: UserCommand, s: User): NewEvent[] => {
       }];
     case "SetActive":
       if (cmd.active === (s.status === "active")) return [];
+      // activating a self-registered account is its approval
+      if (cmd.active && s.status === "pending") return [{ type: "UserApproved", data: { userId } }];
       return [{ type: cmd.active ? "UserReactivated" : "UserDeactivated", data: { userId } }];
     case "ChangePassword":
       return [{ type: "UserPasswordChanged", data: { userId, passwordHash: cmd.passwordHash } }];

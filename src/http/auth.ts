@@ -2,7 +2,8 @@ import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { TokenPair } from "../auth/sessions.ts";
-import { UnauthorizedError } from "../errors.ts";
+import { registerUser } from "../auth/accounts.ts";
+import { ForbiddenError, UnauthorizedError } from "../errors.ts";
 import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppDeps, AppEnv } from "./env.ts";
 import { problemResponses } from "./problem.ts";
@@ -26,6 +27,12 @@ const LoginBody = z.strictObject({
     description: "authenticator code or recovery code, when two-factor authentication is on",
   }),
 }).openapi("LoginRequest");
+
+const SignupBody = z.strictObject({
+  email: z.email().max(320),
+  name: z.string().trim().min(1).max(200),
+  password: z.string().min(12).max(1024),
+}).openapi("SignupRequest");
 
 const RefreshBody = z.strictObject({ refreshToken: z.string().min(1).max(200).optional() })
   .openapi("RefreshRequest");
@@ -52,6 +59,40 @@ export const authRoutes = (deps: AppDeps) => {
   const app = new OpenAPIHono<AppEnv>();
   app.use("/v1/auth/*", limit);
   return app
+    .openapi(
+      createRoute({
+        method: "post",
+        path: "/v1/auth/signup",
+        tags: ["auth"],
+        summary: "Sign up as a practitioner (pending until an admin approves)",
+        description: 'An admin approves with `PATCH /v1/users/{id} {"active": true}`. ' +
+          "Answers 403 when `CHARTLOG_SIGNUP=off`.",
+        request: {
+          body: { required: true, content: { "application/json": { schema: SignupBody } } },
+        },
+        responses: {
+          201: {
+            description: "registered, pending approval",
+            content: {
+              "application/json": {
+                schema: z.object({ id: z.uuid(), pending: z.literal(true) }),
+              },
+            },
+          },
+          ...problemResponses("forbidden", "validation", "conflict", "rate-limited"),
+        },
+      }),
+      async (c) => {
+        if (!c.var.deps.config.signup) throw new ForbiddenError("self sign-up is switched off");
+        const body = c.req.valid("json");
+        const user = await registerUser(
+          c.var.deps.runtime().store,
+          { ...body, role: "practitioner", pending: true },
+          requestMetadata(c),
+        );
+        return c.json({ id: user.id, pending: true as const }, 201);
+      },
+    )
     .openapi(
       createRoute({
         method: "post",

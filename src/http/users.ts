@@ -15,6 +15,7 @@ export const UserSchema = z.object({
   name: z.string().nullable(),
   role: RoleSchema,
   active: z.boolean(),
+  pending: z.boolean().openapi({ description: "self-registered, awaiting approval" }),
   patientId: z.uuid().nullable(),
   phone: z.string().nullable(),
   specialization: z.string().nullable(),
@@ -135,7 +136,7 @@ export const users = new OpenAPIHono<AppEnv>()
       method: "patch",
       path: "/v1/users/{id}",
       tags: ["users"],
-      summary: "Change a user's role or deactivate / reactivate them",
+      summary: "Change a user's role, deactivate / reactivate them, or approve a sign-up",
       description:
         "Honours `If-Match` (412 on mismatch). A deactivated user's tokens stop working at once.",
       security: bearer,
