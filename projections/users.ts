@@ -67,9 +67,11 @@ export const users: Projection = {
       );
     },
     UserApproved: async (db, e) => {
-      await db.query(sql`update users set active = true, pending = false, version = ${e.streamVersion},
+      await db.query(
+        sql`update users set active = true, pending = false, version = ${e.streamVersion},
         updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
-        where id = ${e.data.userId}::uuid`);
+        where id = ${e.data.userId}::uuid`,
+      );
     },
     UserDeactivated: async (db, e) => {
       await db.query(sql`update users set active = false, pending = false,

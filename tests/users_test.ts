@@ -257,3 +257,43 @@ Deno.test("users: self sign-up creates a pending practitioner an admin must appr
     await off.close();
   }
 });
+
+Deno.test("users: changing the password checks the old one and ends the other sessions", async () => {
+  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "1000" });
+  try {
+    const u = await createUser(t.runtime, "practitioner");
+    const a = (await login(t.app, u.email)).body.accessToken;
+    const b = (await login(t.app, u.email)).body.accessToken;
+    const change = (body: unknown) =>
+      t.app.request("/v1/me/password", {
+        method: "POST",
+        headers: { ...bearer(a), "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const wrong = await change({
+      currentPassword: "not it at all",
+      newPassword: "a brand new passphrase",
+    });
+    assert.equal(wrong.status, 422);
+    assert.equal((await wrong.json()).errors[0].path, "currentPassword");
+    assert.equal(
+      (await change({ currentPassword: "correct horse battery staple", newPassword: "short" }))
+        .status,
+      422,
+    );
+    assert.equal(
+      (await change({
+        currentPassword: "correct horse battery staple",
+        newPassword: "a brand new passphrase",
+      }))
+        .status,
+      204,
+    );
+    assert.equal((await t.app.request("/v1/me", { headers: bearer(a) })).status, 200);
+    assert.equal((await t.app.request("/v1/me", { headers: bearer(b) })).status, 401);
+    assert.equal((await login(t.app, u.email)).res.status, 401);
+    assert.equal((await login(t.app, u.email, "a brand new passphrase")).res.status, 200);
+  } finally {
+    await t.close();
+  }
+});

@@ -10,7 +10,7 @@ import {
 import { pgCode } from "../store/db.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
-import { hashPassword, passwordProblem } from "./password.ts";
+import { hashPassword, passwordProblem, verifyPassword } from "./password.ts";
 
 /** A user as the API shows it: never a secret. */
 export interface UserView {
@@ -196,4 +196,36 @@ export const updateProfile = async (
 ): Promise<UserView> => {
   await handle(store, id, [{ type: "UpdateProfile", ...patch }], metadata);
   return (await getUser(store, id))!;
+};
+
+/**
+ * Changes the caller's password after checking the current one. The caller's
+ * other sessions are ended by the HTTP layer (a changed password should log
+ * out every other device).
+ */
+export const changePassword = async (
+  store: EventStore,
+  id: string,
+  current: string,
+  next: string,
+  metadata: EventMetadata,
+): Promise<void> => {
+  const [row] = await store.db.query<{ password_hash: string }>(
+    sql`select password_hash from user_credentials where user_id = ${id}::uuid`,
+  );
+  if (!row || !(await verifyPassword(current, row.password_hash))) {
+    throw new ValidationError("the current password is wrong", [
+      { path: "currentPassword", message: "does not match" },
+    ]);
+  }
+  const problem = passwordProblem(next);
+  if (problem) {
+    throw new ValidationError("weak password", [{ path: "newPassword", message: problem }]);
+  }
+  await handle(
+    store,
+    id,
+    [{ type: "ChangePassword", passwordHash: await hashPassword(next) }],
+    metadata,
+  );
 };

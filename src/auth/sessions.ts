@@ -19,7 +19,7 @@ export const LOCKOUT_FAILURES = 5;
 export const LOCKOUT_MS = 15 * 60_000;
 
 export interface SessionSettings {
-  jwtKey: Uint8Array;
+  jwtKey: CryptoKey;
   mfaRequiredRoles: readonly Role[];
   accessTokenTtlSec: number;
   sessionIdleTimeoutSec: number;
@@ -274,10 +274,10 @@ export class Sessions {
     }], metadata);
   }
 
-  /** Ends every open session of the user (every device). */
-  async logoutAll(actor: Actor, metadata: EventMetadata): Promise<number> {
-    const open = await this.store.db.query<{ id: string }>(sql`select id::text as id from sessions
-      where user_id = ${actor.userId}::uuid and ended_at is null`);
+  /** Ends every open session of the user (every device), or all but `except`. */
+  async logoutAll(actor: Actor, metadata: EventMetadata, except?: string): Promise<number> {
+    const open = (await this.store.db.query<{ id: string }>(sql`select id::text as id from sessions
+      where user_id = ${actor.userId}::uuid and ended_at is null`)).filter((s) => s.id !== except);
     await Promise.all(open.map((s) =>
       this.store.append(sessionStream(s.id), "any", [{
         type: "SessionEnded",

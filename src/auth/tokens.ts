@@ -17,7 +17,7 @@ export interface AccessClaims {
  * there is no second secret to manage; rotating the master key logs
  * everybody out.
  */
-export const deriveJwtKey = async (masterKey: Uint8Array<ArrayBuffer>): Promise<Uint8Array> => {
+export const deriveJwtKey = async (masterKey: Uint8Array<ArrayBuffer>): Promise<CryptoKey> => {
   const base = await crypto.subtle.importKey("raw", masterKey, "HKDF", false, ["deriveBits"]);
   const bits = await crypto.subtle.deriveBits(
     {
@@ -29,12 +29,16 @@ export const deriveJwtKey = async (masterKey: Uint8Array<ArrayBuffer>): Promise<
     base,
     256,
   );
-  return new Uint8Array(bits);
+  // imported once: jose would otherwise import raw key bytes on every call
+  return await crypto.subtle.importKey("raw", bits, { name: "HMAC", hash: "SHA-256" }, false, [
+    "sign",
+    "verify",
+  ]);
 };
 
 /** Signs a short-lived access token (HS256; iss, aud, sub, role, sid, jti). */
 export const signAccessToken = async (
-  key: Uint8Array,
+  key: CryptoKey,
   claims: AccessClaims,
   ttlSec: number,
   now: Date,
@@ -54,7 +58,7 @@ export const signAccessToken = async (
  * refused), issuer, audience and expiry. Any failure is one 401.
  */
 export const verifyAccessToken = async (
-  key: Uint8Array,
+  key: CryptoKey,
   token: string,
   now: Date = new Date(),
 ): Promise<AccessClaims> => {

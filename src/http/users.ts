@@ -1,6 +1,13 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import { ROLES } from "../../events/user.ts";
-import { getUser, listUsers, registerUser, updateProfile, updateUser } from "../auth/accounts.ts";
+import {
+  changePassword,
+  getUser,
+  listUsers,
+  registerUser,
+  updateProfile,
+  updateUser,
+} from "../auth/accounts.ts";
 import { NotFoundError } from "../errors.ts";
 import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
@@ -43,6 +50,11 @@ const PatchMeBody = z.strictObject({
   phone: z.string().regex(/^\+[1-9]\d{1,14}$/, "E.164, e.g. +15551234567").nullable().optional(),
   specialization: z.string().trim().max(200).nullable().optional(),
 }).openapi("PatchMeRequest");
+
+const PasswordBody = z.strictObject({
+  currentPassword: z.string().min(1).max(1024),
+  newPassword: z.string().min(12).max(1024),
+}).openapi("ChangePasswordRequest");
 
 const UserList = z.object({
   items: z.array(UserSchema),
@@ -208,5 +220,29 @@ export const users = new OpenAPIHono<AppEnv>()
       );
       c.header("ETag", etag(user.version));
       return c.json(strip(user), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/v1/me/password",
+      tags: ["users"],
+      summary: "Change the caller's password; every other session of theirs ends",
+      security: bearer,
+      middleware: [authenticate(), authorize("me.update")] as const,
+      request: { body: { required: true, content: json(PasswordBody) } },
+      responses: {
+        204: { description: "changed" },
+        ...problemResponses("unauthorized", "validation"),
+      },
+    }),
+    async (c) => {
+      const { store, sessions } = c.var.deps.runtime();
+      const actor = c.get("actor")!;
+      const body = c.req.valid("json");
+      const meta = requestMetadata(c);
+      await changePassword(store, actor.userId, body.currentPassword, body.newPassword, meta);
+      await sessions.logoutAll(actor, meta, actor.sessionId);
+      return c.body(null, 204);
     },
   );
