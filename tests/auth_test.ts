@@ -100,42 +100,66 @@ Deno.test("auth: login, /v1/me, and every kind of bad token is a 401", async () 
   }
 });
 
-Deno.test("auth: refresh rotates; reuse revokes the session; logout; logout-all; idle timeout", async () => {
+/** An app with a movable clock, one reception user, and a refresh helper. */
+const sessionsFixture = async () => {
   const c = clock();
-  const t = await openTestApp({}, { now: c.now });
+  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "1000" }, { now: c.now });
+  const u = await createUser(t.runtime, "reception");
   const refresh = (body: unknown, headers: Record<string, string> = {}) =>
     t.app.request("/v1/auth/refresh", {
       method: "POST",
       headers: { "content-type": "application/json", ...headers },
       body: JSON.stringify(body),
     });
-  try {
-    const u = await createUser(t.runtime, "reception");
-    const first = (await login(t.app, u.email)).body;
+  return { c, t, u, refresh, login: async () => (await login(t.app, u.email)).body };
+};
 
+Deno.test("auth: refresh rotates the token, from the body or the cookie", async () => {
+  const { c, t, refresh, login } = await sessionsFixture();
+  try {
+    const first = await login();
     c.advance(60_000);
     const r1 = await refresh({ refreshToken: first.refreshToken });
     assert.equal(r1.status, 200);
     const second = await r1.json();
     assert.notEqual(second.refreshToken, first.refreshToken);
+    assert.notEqual(second.accessToken, first.accessToken);
     assert.equal((await me(t.app, second.accessToken)).status, 200);
-
-    // the cookie works as well as the body
+    assert.match(
+      r1.headers.get("set-cookie")!,
+      new RegExp(`chartlog_refresh=${second.refreshToken}`),
+    );
     const r2 = await refresh({}, { cookie: `chartlog_refresh=${second.refreshToken}` });
     assert.equal(r2.status, 200);
-    const third = await r2.json();
+    await assert401(await refresh({}));
+    assert.ok((await types(t)).includes("SessionRefreshed"));
+  } finally {
+    await t.close();
+  }
+});
 
-    // presenting a rotated token again revokes the whole session
+Deno.test("auth: presenting a rotated refresh token revokes the whole session", async () => {
+  const { t, refresh, login } = await sessionsFixture();
+  try {
+    const first = await login();
+    const second = await (await refresh({ refreshToken: first.refreshToken })).json();
     await assert401(await refresh({ refreshToken: first.refreshToken }));
-    await assert401(await refresh({ refreshToken: third.refreshToken }));
-    await assert401(await me(t.app, third.accessToken));
+    // the thief's copy and the owner's current token are both dead now
+    await assert401(await refresh({ refreshToken: second.refreshToken }));
+    await assert401(await me(t.app, second.accessToken));
     const evs = await types(t);
     assert.ok(evs.includes("RefreshReuseDetected"));
     assert.equal(evs.at(-1), "SessionEnded");
+  } finally {
+    await t.close();
+  }
+});
 
-    // logout ends this session only
-    const a = (await login(t.app, u.email)).body;
-    const b = (await login(t.app, u.email)).body;
+Deno.test("auth: logout ends this session only", async () => {
+  const { t, refresh, login } = await sessionsFixture();
+  try {
+    const a = await login();
+    const b = await login();
     const out = await t.app.request("/v1/auth/logout", {
       method: "POST",
       headers: bearer(a.accessToken),
@@ -144,9 +168,16 @@ Deno.test("auth: refresh rotates; reuse revokes the session; logout; logout-all;
     await assert401(await me(t.app, a.accessToken));
     await assert401(await refresh({ refreshToken: a.refreshToken }));
     assert.equal((await me(t.app, b.accessToken)).status, 200);
+  } finally {
+    await t.close();
+  }
+});
 
-    // logout-all ends every device's session
-    const d = (await login(t.app, u.email)).body;
+Deno.test("auth: logout-all ends the sessions of every device", async () => {
+  const { t, refresh, login } = await sessionsFixture();
+  try {
+    const b = await login();
+    const d = await login();
     const all = await t.app.request("/v1/auth/logout-all", {
       method: "POST",
       headers: bearer(d.accessToken),
@@ -155,12 +186,18 @@ Deno.test("auth: refresh rotates; reuse revokes the session; logout; logout-all;
     await assert401(await me(t.app, b.accessToken));
     await assert401(await me(t.app, d.accessToken));
     await assert401(await refresh({ refreshToken: b.refreshToken }));
+  } finally {
+    await t.close();
+  }
+});
 
-    // automatic logoff: idle longer than the timeout cannot be refreshed
-    const e = (await login(t.app, u.email)).body;
+Deno.test("auth: a session idle longer than the timeout cannot be refreshed", async () => {
+  const { c, t, refresh, login } = await sessionsFixture();
+  try {
+    const e = await login();
     c.advance(14 * 60_000);
     const stillOk = await refresh({ refreshToken: e.refreshToken });
-    assert.equal(stillOk.status, 200);
+    assert.equal(stillOk.status, 200); // activity (a refresh) restarts the idle clock
     const f = await stillOk.json();
     c.advance(15 * 60_000 + 1000);
     await assert401(await refresh({ refreshToken: f.refreshToken }));
