@@ -1,4 +1,4 @@
-import type { Role } from "../../events/user.ts";
+import { type Role, ROLES } from "../../events/user.ts";
 
 /** Who is asking: from a verified access token and the current users row. */
 export interface Actor {
@@ -26,15 +26,7 @@ export const ACTIONS = [
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
-const ALL: readonly Role[] = [
-  "admin",
-  "clinical_ops",
-  "practitioner",
-  "reception",
-  "patient",
-  "auditor",
-  "analyst",
-];
+const ALL: readonly Role[] = ROLES;
 
 /**
  * The role × action matrix. The README prints it and the RBAC test walks it
