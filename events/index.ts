@@ -1,7 +1,13 @@
 import { Catalog } from "../src/store/catalog.ts";
 import { authEvents } from "./auth.ts";
+import { patientEvents } from "./patient.ts";
 import { subjectEvents } from "./subject.ts";
 import { userEvents } from "./user.ts";
 
 /** Every event type Chartlog writes. One file per stream category. */
-export const catalog = new Catalog([...subjectEvents, ...userEvents, ...authEvents]);
+export const catalog = new Catalog([
+  ...subjectEvents,
+  ...userEvents,
+  ...authEvents,
+  ...patientEvents,
+]);

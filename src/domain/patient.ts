@@ -1,0 +1,162 @@
+import { z } from "zod";
+import { GENDERS, type PatientDemographics } from "../../events/patient.ts";
+import { ConflictError, type FieldIssue, NotFoundError, ValidationError } from "../errors.ts";
+import type { NewEvent, StoredEvent } from "../store/types.ts";
+
+const E164 = /^\+[1-9]\d{1,14}$/;
+const e164 = z.string().trim().regex(E164, "must be E.164, e.g. +15551234567");
+const name = z.string().trim().min(1).max(100);
+
+/**
+ * A patient as the API takes it (camelCase, unknown fields refused). Date
+ * rules that need today's date are checked by {@link checkDates}.
+ */
+export const PatientInput = z.strictObject({
+  mrn: z.string().trim().regex(/^[A-Za-z0-9-]{1,32}$/, "1–32 letters, digits or dashes"),
+  firstName: name,
+  middleName: name.nullable().optional(),
+  lastName: name,
+  dateOfBirth: z.iso.date("must be a date, YYYY-MM-DD"),
+  gender: z.enum(GENDERS),
+  phone: e164.nullable().optional(),
+  email: z.email().max(320).transform((s) => s.toLowerCase()).nullable().optional(),
+  address: z.strictObject({
+    line1: z.string().trim().min(1).max(200),
+    line2: z.string().trim().max(200).nullable().optional(),
+    city: z.string().trim().min(1).max(100),
+    state: z.string().regex(/^[A-Z]{2}$/, "two capital letters, e.g. CA"),
+    zip: z.string().regex(/^\d{5}(-\d{4})?$/, "12345 or 12345-6789"),
+  }).nullable().optional(),
+  emergencyContact: z.strictObject({
+    name: z.string().trim().min(1).max(200),
+    phone: e164,
+    relation: z.string().trim().min(1).max(100),
+  }).nullable().optional(),
+  insurance: z.strictObject({
+    payer: z.string().trim().min(1).max(200),
+    memberId: z.string().trim().min(1).max(100),
+    groupNumber: z.string().trim().max(100).nullable().optional(),
+  }).nullable().optional(),
+});
+export type PatientInput = z.infer<typeof PatientInput>;
+
+/** The stored shape: every optional field present, absent ones null. */
+export const normalize = (p: PatientInput): PatientDemographics => ({
+  mrn: p.mrn,
+  firstName: p.firstName,
+  middleName: p.middleName ?? null,
+  lastName: p.lastName,
+  dateOfBirth: p.dateOfBirth,
+  gender: p.gender,
+  phone: p.phone ?? null,
+  email: p.email ?? null,
+  address: p.address ? { ...p.address, line2: p.address.line2 ?? null } : null,
+  emergencyContact: p.emergencyContact ?? null,
+  insurance: p.insurance ? { ...p.insurance, groupNumber: p.insurance.groupNumber ?? null } : null,
+});
+
+/** Whole years between a date of birth and `today` (both YYYY-MM-DD). */
+export const age = (dateOfBirth: string, today: string): number => {
+  const [by, bm, bd] = dateOfBirth.split("-").map(Number) as [number, number, number];
+  const [ty, tm, td] = today.split("-").map(Number) as [number, number, number];
+  return ty - by - (tm < bm || (tm === bm && td < bd) ? 1 : 0);
+};
+
+export const fullName = (p: Pick<PatientDemographics, "firstName" | "middleName" | "lastName">) =>
+  [p.firstName, p.middleName, p.lastName].filter(Boolean).join(" ");
+
+/** A date of birth is not in the future and no more than 150 years ago. */
+export const checkDates = (dateOfBirth: string, today: string): FieldIssue[] => {
+  if (dateOfBirth > today) return [{ path: "dateOfBirth", message: "is in the future" }];
+  if (age(dateOfBirth, today) > 150) return [{ path: "dateOfBirth", message: "age over 150" }];
+  return [];
+};
+
+export type Patient =
+  | { status: "none" }
+  | { status: "active" | "deleted"; patientId: string; data: PatientDemographics };
+
+export type PatientCommand =
+  | { type: "RegisterPatient"; patientId: string; data: PatientDemographics; today: string }
+  | { type: "UpdatePatient"; changes: Partial<PatientDemographics>; today: string }
+  | { type: "DeletePatient"; reason: string }
+  | { type: "RestorePatient" };
+
+export const evolve = (s: Patient, e: Pick<StoredEvent, "type" | "data">): Patient => {
+  const d = e.data as Record<string, unknown>;
+  switch (e.type) {
+    case "PatientRegistered": {
+      const { patientId, ...data } = d;
+      return {
+        status: "active",
+        patientId: patientId as string,
+        data: data as PatientDemographics,
+      };
+    }
+    case "PatientUpdated":
+      return s.status === "none"
+        ? s
+        : { ...s, data: { ...s.data, ...(d.changes as Partial<PatientDemographics>) } };
+    case "PatientDeleted":
+      return s.status === "none" ? s : { ...s, status: "deleted" };
+    case "PatientRestored":
+      return s.status === "none" ? s : { ...s, status: "active" };
+    default:
+      return s;
+  }
+};
+
+export const fold = (events: readonly Pick<StoredEvent, "type" | "data">[]): Patient =>
+  events.reduce(evolve, { status: "none" } as Patient);
+
+const assertNever = (x: never): never => {
+  throw new Error(`unhandled command ${JSON.stringify(x)}`);
+};
+
+const sameValue = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+/** Pure: the events a command produces on a patient, or a typed error. */
+export const decide = (cmd: PatientCommand, s: Patient): NewEvent[] => {
+  if (cmd.type === "RegisterPatient") {
+    if (s.status !== "none") throw new ConflictError("patient exists");
+    const issues = checkDates(cmd.data.dateOfBirth, cmd.today);
+    if (issues.length) throw new ValidationError("invalid patient", issues);
+    return [{ type: "PatientRegistered", data: { patientId: cmd.patientId, ...cmd.data } }];
+  }
+  if (s.status === "none") throw new NotFoundError("no such patient");
+  const patientId = s.patientId;
+  switch (cmd.type) {
+    case "UpdatePatient": {
+      if (s.status === "deleted") throw new ConflictError("a deleted patient cannot be edited");
+      if (cmd.changes.mrn !== undefined && cmd.changes.mrn !== s.data.mrn) {
+        throw new ValidationError("invalid patient", [
+          { path: "mrn", message: "cannot change; register the record under its MRN" },
+        ]);
+      }
+      const changes = Object.fromEntries(
+        Object.entries(cmd.changes).filter(([k, v]) =>
+          !sameValue(v, s.data[k as keyof PatientDemographics])
+        ),
+      );
+      if (Object.keys(changes).length === 0) return [];
+      const merged = { ...s.data, ...changes };
+      const issues = checkDates(merged.dateOfBirth, cmd.today);
+      if (issues.length) throw new ValidationError("invalid patient", issues);
+      return [{ type: "PatientUpdated", data: { patientId, changes } }];
+    }
+    case "DeletePatient":
+      if (!cmd.reason.trim()) {
+        throw new ValidationError("a reason is required", [{
+          path: "reason",
+          message: "required",
+        }]);
+      }
+      if (s.status === "deleted") throw new ConflictError("the patient is already deleted");
+      return [{ type: "PatientDeleted", data: { patientId, reason: cmd.reason.trim() } }];
+    case "RestorePatient":
+      if (s.status !== "deleted") throw new ConflictError("the patient is not deleted");
+      return [{ type: "PatientRestored", data: { patientId } }];
+    default:
+      return assertNever(cmd);
+  }
+};
