@@ -84,7 +84,45 @@ export const MrnReserved = defineEvent({
   schema: z.strictObject({ patientId }),
 });
 
+/** A practitioner joined the patient's care team. Stream `careteam-<patientId>`. */
+export const CareTeamMemberAdded = defineEvent({
+  type: "CareTeamMemberAdded",
+  version: 1,
+  schema: z.strictObject({ patientId, practitionerId: z.uuid() }),
+});
+
+export const CareTeamMemberRemoved = defineEvent({
+  type: "CareTeamMemberRemoved",
+  version: 1,
+  schema: z.strictObject({ patientId, practitionerId: z.uuid() }),
+});
+
+/** Reads of PHI: each successful one is an event. Stream `access-<actorId>`. */
+export const PatientViewed = defineEvent({
+  type: "PatientViewed",
+  version: 1,
+  schema: z.strictObject({ patientId, asOf: z.iso.datetime().nullable() }),
+});
+
+/** A search or list: the ids it returned, never the query text (it may hold PHI). */
+export const PatientsSearched = defineEvent({
+  type: "PatientsSearched",
+  version: 1,
+  schema: z.strictObject({ patientIds: z.array(z.uuid()), total: z.number().int() }),
+});
+
+export const PatientHistoryViewed = defineEvent({
+  type: "PatientHistoryViewed",
+  version: 1,
+  schema: z.strictObject({ patientId }),
+});
+
 export const patientEvents = [
+  CareTeamMemberAdded,
+  CareTeamMemberRemoved,
+  PatientViewed,
+  PatientsSearched,
+  PatientHistoryViewed,
   PatientRegistered,
   PatientUpdated,
   PatientDeleted,

@@ -1,7 +1,8 @@
 import type { Projection } from "../src/store/types.ts";
+import { patients } from "./patients.ts";
 import { sessions } from "./sessions.ts";
 import { streamSummary } from "./stream_summary.ts";
 import { users } from "./users.ts";
 
 /** Every read model the app maintains. */
-export const projections: readonly Projection[] = [users, sessions, streamSummary];
+export const projections: readonly Projection[] = [users, sessions, patients, streamSummary];

@@ -1,7 +1,7 @@
 import { catalog as appCatalog } from "../events/index.ts";
 import { projections as appProjections } from "../projections/index.ts";
 import { Sessions } from "./auth/sessions.ts";
-import { deriveJwtKey } from "./auth/tokens.ts";
+import { deriveIndexKey, deriveJwtKey } from "./auth/tokens.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./logger.ts";
 import type { Catalog } from "./store/catalog.ts";
@@ -63,6 +63,8 @@ export interface Runtime {
   db: Db;
   store: EventStore;
   sessions: Sessions;
+  /** Keys digests used as index stream ids (e.g. MRN reservations). */
+  indexKey: Uint8Array;
   projections: readonly Projection[];
   workers: ProjectionWorker[];
   close(): Promise<void>;
@@ -111,6 +113,7 @@ export const openRuntime = async (
       db,
       store,
       sessions,
+      indexKey: await deriveIndexKey(masterKey),
       projections,
       workers,
       close: async () => {

@@ -37,6 +37,7 @@ Deno.test("http: health, readiness and request ids", async () => {
     assert.deepEqual(body.projections.map((p: { name: string }) => p.name), [
       "users",
       "sessions",
+      "patients",
       "stream_summary",
     ]);
 

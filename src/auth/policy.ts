@@ -13,6 +13,15 @@ export interface Actor {
   mfaPending: boolean;
 }
 
+/** How an actor stands to one patient. */
+export type Relation = "self" | "care_team" | "encounter_practitioner" | "active_grant" | "proxy";
+
+/** A patient-scoped resource: whose record it is and the actor's relations to it. */
+export interface PatientResource {
+  patientId: string;
+  relations: readonly Relation[];
+}
+
 /** Everything the API lets someone do, named `<resource>.<verb>`. */
 export const ACTIONS = [
   "user.create",
@@ -23,26 +32,59 @@ export const ACTIONS = [
   "me.update",
   "session.logout",
   "mfa.manage",
+  "patient.create",
+  "patient.list",
+  "patient.read",
+  "patient.update",
+  "patient.delete",
+  "patient.restore",
+  "patient.see_deleted",
+  "patient.history",
+  "patient.read_as_of",
+  "careteam.manage",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
+/** A cell of the matrix: always, never, or only with a relation to the patient. */
+export type Grant = "yes" | "no" | "related";
+
 const ALL: readonly Role[] = ROLES;
+const row = (yes: readonly Role[], related: readonly Role[] = []) =>
+  Object.fromEntries(
+    ROLES.map((r) => [r, yes.includes(r) ? "yes" : related.includes(r) ? "related" : "no"]),
+  ) as Record<Role, Grant>;
 
 /**
  * The role × action matrix. The README prints it and the RBAC test walks it
- * over every route, so the three cannot drift apart. Relations to a patient
- * (care team, encounter, grant, proxy, self) refine it for patient records
- * once those exist.
+ * over every route, so the three cannot drift apart. "related" needs one of
+ * the role's {@link RELATIONS} to the patient in question.
  */
-export const RBAC: Readonly<Record<Action, readonly Role[]>> = {
-  "user.create": ["admin"],
-  "user.list": ["admin"],
-  "user.read": ["admin"],
-  "user.update": ["admin"],
-  "me.read": ALL,
-  "me.update": ALL,
-  "session.logout": ALL,
-  "mfa.manage": ALL,
+export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
+  "user.create": row(["admin"]),
+  "user.list": row(["admin"]),
+  "user.read": row(["admin"]),
+  "user.update": row(["admin"]),
+  "me.read": row(ALL),
+  "me.update": row(ALL),
+  "session.logout": row(ALL),
+  "mfa.manage": row(ALL),
+  "patient.create": row(["admin", "clinical_ops", "reception"]),
+  // practitioners' lists hold only the patients they have a relation to
+  "patient.list": row(["admin", "clinical_ops", "reception", "practitioner"]),
+  "patient.read": row(["admin", "clinical_ops", "reception"], ["practitioner", "patient"]),
+  "patient.update": row(["admin", "clinical_ops", "reception"], ["practitioner"]),
+  "patient.delete": row(["admin", "clinical_ops"]),
+  "patient.restore": row(["admin"]),
+  "patient.see_deleted": row(["admin"]),
+  "patient.history": row(["admin", "clinical_ops", "auditor"]),
+  "patient.read_as_of": row(["admin", "auditor"]),
+  "careteam.manage": row(["admin", "clinical_ops"]),
+};
+
+/** Which relations count, per role, where the matrix says "related". */
+export const RELATIONS: Readonly<Partial<Record<Role, readonly Relation[]>>> = {
+  practitioner: ["care_team", "encounter_practitioner", "active_grant"],
+  patient: ["self", "proxy"],
 };
 
 /** What an actor with {@link Actor.mfaPending} may still do. */
@@ -50,7 +92,18 @@ const MFA_ENROLMENT: readonly Action[] = ["me.read", "mfa.manage", "session.logo
 
 /**
  * The one place that decides access. Handlers ask `can`; they never test
- * roles themselves.
+ * roles themselves. A "related" grant needs the patient resource; without
+ * one (or without a qualifying relation) the answer is no.
  */
-export const can = (actor: Actor, action: Action): boolean =>
-  RBAC[action].includes(actor.role) && (!actor.mfaPending || MFA_ENROLMENT.includes(action));
+export const can = (actor: Actor, action: Action, resource?: PatientResource): boolean => {
+  if (actor.mfaPending && !MFA_ENROLMENT.includes(action)) return false;
+  const grant = RBAC[action][actor.role];
+  if (grant === "yes") return true;
+  if (grant === "no" || !resource) return false;
+  const allowed = RELATIONS[actor.role] ?? [];
+  return resource.relations.some((r) => allowed.includes(r));
+};
+
+/** Which patients a list may show this actor: all, or only related ones. */
+export const listScope = (actor: Actor): "all" | "related" =>
+  actor.role === "practitioner" ? "related" : "all";

@@ -36,6 +36,23 @@ export const deriveJwtKey = async (masterKey: Uint8Array<ArrayBuffer>): Promise<
   ]);
 };
 
+/** Raw bytes for keyed digests of identifiers (HKDF from the master key, its own label). */
+export const deriveIndexKey = async (masterKey: Uint8Array<ArrayBuffer>): Promise<Uint8Array> => {
+  const base = await crypto.subtle.importKey("raw", masterKey, "HKDF", false, ["deriveBits"]);
+  return new Uint8Array(
+    await crypto.subtle.deriveBits(
+      {
+        name: "HKDF",
+        hash: "SHA-256",
+        salt: new TextEncoder().encode("chartlog"),
+        info: new TextEncoder().encode("index-digest/v1"),
+      },
+      base,
+      256,
+    ),
+  );
+};
+
 /** Signs a short-lived access token (HS256; iss, aud, sub, role, sid, jti). */
 export const signAccessToken = async (
   key: CryptoKey,

@@ -11,6 +11,7 @@ import { system } from "./system.ts";
 import { authRoutes } from "./auth.ts";
 import { users } from "./users.ts";
 import { mfa } from "./mfa.ts";
+import { patients } from "./patients.ts";
 
 export const API_INFO = {
   title: "Chartlog API",
@@ -98,6 +99,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/", authRoutes(deps));
   app.route("/", users);
   app.route("/", mfa);
+  app.route("/", patients);
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
     scheme: "bearer",

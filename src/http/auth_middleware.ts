@@ -1,6 +1,6 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { EventMetadata } from "../../events/metadata.ts";
-import { type Action, can } from "../auth/policy.ts";
+import { type Action, can, type PatientResource } from "../auth/policy.ts";
 import { ForbiddenError, UnauthorizedError } from "../errors.ts";
 import type { AppEnv } from "./env.ts";
 import { clientIp } from "./rate_limit.ts";
@@ -34,16 +34,34 @@ export const authenticate = (): MiddlewareHandler<AppEnv> =>
  * Asks the policy whether the actor may perform `action`. A refusal is a 403
  * and an `AccessDenied` event (actor, action, resource id; never PHI).
  */
-export const authorize = (action: Action): MiddlewareHandler<AppEnv> =>
+export const authorize = (
+  action: Action | ((c: Context<AppEnv>) => Action),
+  resource?: (c: Context<AppEnv>) => Promise<PatientResource | undefined>,
+): MiddlewareHandler<AppEnv> =>
   async function authorize(c, next) {
     const actor = c.get("actor");
     if (!actor) throw new UnauthorizedError("a bearer access token is required");
-    if (!can(actor, action)) {
-      await c.var.deps.runtime().store.append(`actor-${actor.userId}`, "any", [{
-        type: "AccessDenied",
-        data: { actorId: actor.userId, action, resourceId: c.req.param("id") ?? null },
-      }], requestMetadata(c));
-      throw new ForbiddenError(`not allowed: ${action}`);
-    }
+    const act = typeof action === "function" ? action(c) : action;
+    if (!(await allowed(c, act, resource))) await deny(c, act);
     await next();
   };
+
+/**
+ * Whether the actor may perform `action` (on the resource, when given).
+ * Also usable inside a handler for a second, conditional check.
+ */
+export const allowed = async (
+  c: Context<AppEnv>,
+  action: Action,
+  resource?: (c: Context<AppEnv>) => Promise<PatientResource | undefined>,
+): Promise<boolean> => can(c.get("actor")!, action, resource ? await resource(c) : undefined);
+
+/** Refuses with 403 and an `AccessDenied` event, as `authorize` does. */
+export const deny = async (c: Context<AppEnv>, action: Action): Promise<never> => {
+  const actor = c.get("actor")!;
+  await c.var.deps.runtime().store.append(`actor-${actor.userId}`, "any", [{
+    type: "AccessDenied",
+    data: { actorId: actor.userId, action, resourceId: c.req.param("id") ?? null },
+  }], requestMetadata(c));
+  throw new ForbiddenError(`not allowed: ${action}`);
+};

@@ -1,0 +1,128 @@
+import { ValidationError } from "../errors.ts";
+import type { EventStore } from "../store/event_store.ts";
+import { ident, type Query, sql } from "../store/sql.ts";
+
+export const ORDERINGS = [
+  "last_name",
+  "-last_name",
+  "first_name",
+  "-first_name",
+  "date_of_birth",
+  "-date_of_birth",
+  "created_at",
+  "-created_at",
+] as const;
+export type Ordering = (typeof ORDERINGS)[number];
+
+export interface PatientQuery {
+  search?: string;
+  gender?: string;
+  city?: string;
+  state?: string;
+  ordering: Ordering;
+  limit: number;
+  cursor?: string;
+  includeDeleted: boolean;
+  /** Only patients on this practitioner's care team. */
+  careTeamOf?: string;
+}
+
+export interface PatientSummary {
+  id: string;
+  mrn: string;
+  firstName: string;
+  lastName: string;
+  dateOfBirth: string;
+  gender: string;
+  city: string | null;
+  state: string | null;
+  deleted: boolean;
+}
+
+interface Row {
+  id: string;
+  mrn: string;
+  first_name: string;
+  last_name: string;
+  date_of_birth: string;
+  gender: string;
+  city: string | null;
+  state: string | null;
+  deleted: boolean;
+  sort_key: string;
+}
+
+const likePrefix = (s: string) => s.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`) + "%";
+
+/**
+ * Patients matching the filters, in the requested order, one keyset page at
+ * a time (the cursor is the last row's sort key and id), with the total.
+ */
+export const searchPatients = async (
+  store: EventStore,
+  q: PatientQuery,
+): Promise<{ items: PatientSummary[]; nextCursor: string | null; total: number }> => {
+  const desc = q.ordering.startsWith("-");
+  const column = q.ordering.replace(/^-/, "");
+  // a text sort key that orders like the column (ISO dates and timestamps do)
+  const key = column === "created_at"
+    ? sql`to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')`
+    : column === "date_of_birth"
+    ? sql`to_char(date_of_birth, 'YYYY-MM-DD')`
+    : sql`lower(${ident(column)})`;
+  const filters: Query[] = [];
+  if (!q.includeDeleted) filters.push(sql`and not deleted`);
+  if (q.gender) filters.push(sql`and gender = ${q.gender}`);
+  if (q.city) filters.push(sql`and lower(city) = ${q.city.toLowerCase()}`);
+  if (q.state) filters.push(sql`and state = ${q.state.toUpperCase()}`);
+  if (q.careTeamOf) {
+    filters.push(sql`and id in (select patient_id from care_team
+      where practitioner_id = ${q.careTeamOf}::uuid)`);
+  }
+  if (q.search) {
+    const p = likePrefix(q.search.trim());
+    filters.push(sql`and (lower(first_name) like ${p} or lower(last_name) like ${p}
+      or lower(mrn) like ${p} or email like ${p})`);
+  }
+  const where = filters.reduce((acc, f) => sql`${acc} ${f}`, sql`where true`);
+  let after = sql``;
+  if (q.cursor) {
+    let c: { k: string; id: string };
+    try {
+      c = JSON.parse(atob(q.cursor));
+      if (typeof c.k !== "string" || typeof c.id !== "string") throw new Error();
+    } catch {
+      throw new ValidationError("invalid cursor", [{ path: "cursor", message: "not one of ours" }]);
+    }
+    after = desc
+      ? sql`and (${key}, id) < (${c.k}, ${c.id}::uuid)`
+      : sql`and (${key}, id) > (${c.k}, ${c.id}::uuid)`;
+  }
+  const order = desc ? sql`order by sort_key desc, id desc` : sql`order by sort_key, id`;
+  const rows = await store.db.query<Row>(sql`select id::text as id, mrn, first_name, last_name,
+      to_char(date_of_birth, 'YYYY-MM-DD') as date_of_birth, gender, city, state, deleted,
+      ${key} as sort_key
+    from patients ${where} ${after} ${order} limit ${q.limit + 1}`);
+  const [count] = await store.db.query<{ n: number }>(
+    sql`select count(*)::int as n from patients ${where}`,
+  );
+  const page = rows.slice(0, q.limit);
+  const last = page.at(-1);
+  return {
+    items: page.map((r) => ({
+      id: r.id,
+      mrn: r.mrn,
+      firstName: r.first_name,
+      lastName: r.last_name,
+      dateOfBirth: r.date_of_birth,
+      gender: r.gender,
+      city: r.city,
+      state: r.state,
+      deleted: r.deleted,
+    })),
+    nextCursor: rows.length > q.limit && last
+      ? btoa(JSON.stringify({ k: last.sort_key, id: last.id }))
+      : null,
+    total: Number(count?.n ?? 0),
+  };
+};

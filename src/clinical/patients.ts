@@ -1,0 +1,207 @@
+import { createHmac } from "node:crypto";
+import type { EventMetadata } from "../../events/metadata.ts";
+import type { PatientDemographics } from "../../events/patient.ts";
+import type { Actor, Relation } from "../auth/policy.ts";
+import {
+  age,
+  decide,
+  fold,
+  fullName,
+  normalize,
+  type Patient,
+  type PatientCommand,
+  type PatientInput,
+} from "../domain/patient.ts";
+import {
+  ConcurrencyError,
+  ConflictError,
+  NotFoundError,
+  PreconditionFailedError,
+  UnavailableError,
+} from "../errors.ts";
+import type { EventStore } from "../store/event_store.ts";
+import { sql } from "../store/sql.ts";
+import type { NewEvent, StoredEvent } from "../store/types.ts";
+
+export const patientStream = (id: string) => `patient-${id}`;
+
+/**
+ * The MRN reservation stream. Its id is a keyed digest of the MRN, so the
+ * MRN (an identifier, hence PHI) never appears in a stream id.
+ */
+export const mrnStream = (indexKey: Uint8Array, mrn: string) =>
+  `mrn-${createHmac("sha256", indexKey).update(mrn.trim().toUpperCase()).digest("hex")}`;
+
+/** Today's date (UTC) as the deciders take it. */
+export const today = (now: Date) => now.toISOString().slice(0, 10);
+
+export interface PatientView extends PatientDemographics {
+  id: string;
+  fullName: string;
+  age: number;
+  deleted: boolean;
+  createdAt: string;
+  updatedAt: string;
+  version: number;
+}
+
+const view = (s: Patient, events: StoredEvent[], now: Date): PatientView | null => {
+  if (s.status === "none") return null;
+  return {
+    id: s.patientId,
+    ...s.data,
+    fullName: fullName(s.data),
+    age: age(s.data.dateOfBirth, today(now)),
+    deleted: s.status === "deleted",
+    createdAt: events[0]!.recordedAt.toISOString(),
+    updatedAt: events.at(-1)!.recordedAt.toISOString(),
+    version: events.at(-1)!.streamVersion,
+  };
+};
+
+/** The record folded from its events; with `asOf`, as it stood then. */
+export const loadPatient = async (
+  store: EventStore,
+  id: string,
+  now: Date,
+  asOf?: Date,
+): Promise<PatientView | null> => {
+  const events = await store.readStream(patientStream(id), asOf ? { asOf } : {});
+  return view(fold(events), events, now);
+};
+
+const handle = async (
+  store: EventStore,
+  id: string,
+  cmd: PatientCommand,
+  metadata: EventMetadata,
+  ifMatch?: number,
+): Promise<number> => {
+  const events = await store.readStream(patientStream(id));
+  const version = events.at(-1)?.streamVersion ?? 0;
+  if (ifMatch !== undefined && ifMatch !== version) {
+    throw new PreconditionFailedError(`the patient is at version ${version}`);
+  }
+  const out = decide(cmd, fold(events));
+  if (out.length === 0) return version;
+  const r = await store.append(patientStream(id), version, out, metadata);
+  return r.version;
+};
+
+/**
+ * Registers a patient. The MRN is claimed first in its own stream with
+ * "no_stream": of two concurrent registrations with one MRN exactly one
+ * wins. A claim whose patient never got written (a crash in between) is
+ * reclaimed.
+ */
+export const registerPatient = async (
+  store: EventStore,
+  indexKey: Uint8Array,
+  input: PatientInput,
+  metadata: EventMetadata,
+  now: Date,
+): Promise<PatientView> => {
+  const data = normalize(input);
+  const patientId = crypto.randomUUID();
+  const cmd: PatientCommand = { type: "RegisterPatient", patientId, data, today: today(now) };
+  const registered = decide(cmd, { status: "none" }); // validates before anything is claimed
+  const claim: NewEvent = { type: "MrnReserved", data: { patientId } };
+  const stream = mrnStream(indexKey, data.mrn);
+  try {
+    await store.append(stream, "no_stream", [claim], metadata);
+  } catch (err) {
+    if (!(err instanceof ConcurrencyError)) throw err;
+    const claims = await store.readStream(stream);
+    const holder = claims.at(-1)!.data.patientId as string;
+    if ((await store.streamVersion(patientStream(holder))) > 0) {
+      throw new ConflictError("a patient with that MRN already exists");
+    }
+    await store.append(stream, claims.length, [claim], metadata).catch((e) => {
+      throw e instanceof ConcurrencyError
+        ? new ConflictError("a patient with that MRN already exists")
+        : e;
+    });
+  }
+  await store.append(patientStream(patientId), "no_stream", registered, metadata);
+  return (await loadPatient(store, patientId, now))!;
+};
+
+export const updatePatient = async (
+  store: EventStore,
+  id: string,
+  changes: Partial<PatientDemographics>,
+  metadata: EventMetadata,
+  now: Date,
+  ifMatch?: number,
+): Promise<PatientView> => {
+  await handle(store, id, { type: "UpdatePatient", changes, today: today(now) }, metadata, ifMatch);
+  return (await loadPatient(store, id, now))!;
+};
+
+export const deletePatient = (
+  store: EventStore,
+  id: string,
+  reason: string,
+  metadata: EventMetadata,
+  ifMatch?: number,
+) => handle(store, id, { type: "DeletePatient", reason }, metadata, ifMatch);
+
+export const restorePatient = (store: EventStore, id: string, metadata: EventMetadata) =>
+  handle(store, id, { type: "RestorePatient" }, metadata);
+
+/** The actor's relations to a patient, for the policy. */
+export const relationsTo = async (
+  store: EventStore,
+  actor: Actor,
+  patientId: string,
+): Promise<Relation[]> => {
+  const out: Relation[] = [];
+  if (actor.patientId === patientId) out.push("self");
+  if (actor.role === "practitioner") {
+    const [r] = await store.db.query(sql`select 1 from care_team
+      where patient_id = ${patientId}::uuid and practitioner_id = ${actor.userId}::uuid`);
+    if (r) out.push("care_team");
+  }
+  return out;
+};
+
+/** Adds or removes a practitioner on the patient's care team. */
+export const changeCareTeam = async (
+  store: EventStore,
+  patientId: string,
+  practitionerId: string,
+  add: boolean,
+  metadata: EventMetadata,
+): Promise<void> => {
+  if ((await store.streamVersion(patientStream(patientId))) === 0) {
+    throw new NotFoundError("no such patient");
+  }
+  const [p] = await store.db.query<{ role: string }>(
+    sql`select role from users where id = ${practitionerId}::uuid and active`,
+  );
+  if (p?.role !== "practitioner") throw new NotFoundError("no such active practitioner");
+  const [member] = await store.db.query(sql`select 1 from care_team
+    where patient_id = ${patientId}::uuid and practitioner_id = ${practitionerId}::uuid`);
+  if (add === !!member) return;
+  await store.append(`careteam-${patientId}`, "any", [{
+    type: add ? "CareTeamMemberAdded" : "CareTeamMemberRemoved",
+    data: { patientId, practitionerId },
+  }], metadata);
+};
+
+/**
+ * Records a read of PHI. If the event cannot be written the read fails
+ * (503): an unaudited PHI read is the one thing we must never do.
+ */
+export const auditRead = async (
+  store: EventStore,
+  actor: Actor,
+  event: NewEvent,
+  metadata: EventMetadata,
+): Promise<void> => {
+  try {
+    await store.append(`access-${actor.userId}`, "any", [event], metadata);
+  } catch {
+    throw new UnavailableError("the read could not be audited, so it is refused");
+  }
+};
