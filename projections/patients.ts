@@ -54,7 +54,9 @@ export const patients: Projection = {
       const has = (k: string) => k in c;
       const address = c.address as { city?: string; state?: string } | null | undefined;
       await db.query(sql`update patients set
-          first_name = case when ${has("firstName")} then ${c.firstName ?? null} else first_name end,
+          first_name = case when ${has("firstName")} then ${
+        c.firstName ?? null
+      } else first_name end,
           last_name = case when ${has("lastName")} then ${c.lastName ?? null} else last_name end,
           email = case when ${has("email")} then ${c.email ?? null} else email end,
           date_of_birth = case when ${has("dateOfBirth")}

@@ -25,6 +25,9 @@ import type { NewEvent, StoredEvent } from "../store/types.ts";
 
 export const patientStream = (id: string) => `patient-${id}`;
 
+/** How long an MRN claim without its patient is honoured before it may be reclaimed. */
+export const CLAIM_GRACE_MS = 5 * 60_000;
+
 /**
  * The MRN reservation stream. Its id is a keyed digest of the MRN, so the
  * MRN (an identifier, hence PHI) never appears in a stream id.
@@ -91,8 +94,8 @@ const handle = async (
 /**
  * Registers a patient. The MRN is claimed first in its own stream with
  * "no_stream": of two concurrent registrations with one MRN exactly one
- * wins. A claim whose patient never got written (a crash in between) is
- * reclaimed.
+ * wins. A claim whose patient was never written (a crash between the two
+ * appends) is reclaimed after {@link CLAIM_GRACE_MS}.
  */
 export const registerPatient = async (
   store: EventStore,
@@ -112,10 +115,13 @@ export const registerPatient = async (
   } catch (err) {
     if (!(err instanceof ConcurrencyError)) throw err;
     const claims = await store.readStream(stream);
-    const holder = claims.at(-1)!.data.patientId as string;
-    if ((await store.streamVersion(patientStream(holder))) > 0) {
-      throw new ConflictError("a patient with that MRN already exists");
-    }
+    const last = claims.at(-1)!;
+    const holder = last.data.patientId as string;
+    // a claim is abandoned only if its registration never followed within the
+    // grace period (a crash in between); a younger one may still be in flight
+    const abandoned = now.getTime() - last.recordedAt.getTime() > CLAIM_GRACE_MS &&
+      (await store.streamVersion(patientStream(holder))) === 0;
+    if (!abandoned) throw new ConflictError("a patient with that MRN already exists");
     await store.append(stream, claims.length, [claim], metadata).catch((e) => {
       throw e instanceof ConcurrencyError
         ? new ConflictError("a patient with that MRN already exists")

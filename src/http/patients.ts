@@ -71,8 +71,8 @@ const PatientSummary = z.object({
   deleted: z.boolean(),
 }).openapi("PatientSummary");
 
-const PatientInputDoc = PatientInput.openapi("PatientInput");
-const PatientPatchDoc = PatientInput.partial().openapi("PatientPatch");
+const PatientInputDoc = PatientInput;
+const PatientPatchDoc = PatientInput.partial();
 
 /** The patient resource of this request for the policy: id and the actor's relations. */
 const patientResource = async (c: Context<AppEnv>): Promise<PatientResource | undefined> => {
