@@ -65,6 +65,8 @@ export interface Runtime {
   sessions: Sessions;
   /** Keys digests used as index stream ids (e.g. MRN reservations). */
   indexKey: Uint8Array;
+  /** Every PHI read appends an access event. Off only in benchmarks, never by configuration. */
+  auditReads: boolean;
   projections: readonly Projection[];
   workers: ProjectionWorker[];
   close(): Promise<void>;
@@ -83,6 +85,8 @@ export const openRuntime = async (
     projections?: readonly Projection[];
     /** The clock for events, sessions and tokens (tests move it). */
     now?: () => Date;
+    /** Benchmarks only: skip access events to measure what they cost. */
+    auditReads?: boolean;
   } = {},
 ): Promise<Runtime> => {
   const masterKey = await resolveMasterKey(config, log);
@@ -114,6 +118,7 @@ export const openRuntime = async (
       store,
       sessions,
       indexKey: await deriveIndexKey(masterKey),
+      auditReads: opts.auditReads ?? true,
       projections,
       workers,
       close: async () => {

@@ -181,7 +181,7 @@ export const patients = new OpenAPIHono<AppEnv>()
         includeDeleted,
         ...(listScope(actor) === "related" ? { careTeamOf: actor.userId } : {}),
       });
-      await auditRead(store, actor, {
+      await auditRead(c.var.deps.runtime(), actor, {
         type: "PatientsSearched",
         data: { patientIds: page.items.map((p) => p.id), total: page.total },
       }, requestMetadata(c));
@@ -218,7 +218,7 @@ export const patients = new OpenAPIHono<AppEnv>()
       const { id } = c.req.valid("param");
       const { asOf } = c.req.valid("query");
       const p = await visible(c, id, asOf ? new Date(asOf) : undefined);
-      await auditRead(c.var.deps.runtime().store, c.get("actor")!, {
+      await auditRead(c.var.deps.runtime(), c.get("actor")!, {
         type: "PatientViewed",
         data: { patientId: id, asOf: asOf ? new Date(asOf).toISOString() : null },
       }, requestMetadata(c));
@@ -401,7 +401,7 @@ export const patients = new OpenAPIHono<AppEnv>()
       const { store } = c.var.deps.runtime();
       const events = await store.readStream(patientStream(id));
       if (events.length === 0) throw new NotFoundError("no such patient");
-      await auditRead(store, c.get("actor")!, {
+      await auditRead(c.var.deps.runtime(), c.get("actor")!, {
         type: "PatientHistoryViewed",
         data: { patientId: id },
       }, requestMetadata(c));
