@@ -1,5 +1,6 @@
 import { Catalog } from "../src/store/catalog.ts";
 import { authEvents } from "./auth.ts";
+import { encounterEvents } from "./encounter.ts";
 import { patientEvents } from "./patient.ts";
 import { subjectEvents } from "./subject.ts";
 import { userEvents } from "./user.ts";
@@ -10,4 +11,5 @@ export const catalog = new Catalog([
   ...userEvents,
   ...authEvents,
   ...patientEvents,
+  ...encounterEvents,
 ]);

@@ -1,8 +1,15 @@
 import type { Projection } from "../src/store/types.ts";
+import { encounters } from "./encounters.ts";
 import { patients } from "./patients.ts";
 import { sessions } from "./sessions.ts";
 import { streamSummary } from "./stream_summary.ts";
 import { users } from "./users.ts";
 
 /** Every read model the app maintains. */
-export const projections: readonly Projection[] = [users, sessions, patients, streamSummary];
+export const projections: readonly Projection[] = [
+  users,
+  sessions,
+  patients,
+  encounters,
+  streamSummary,
+];

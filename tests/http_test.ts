@@ -38,6 +38,7 @@ Deno.test("http: health, readiness and request ids", async () => {
       "users",
       "sessions",
       "patients",
+      "encounters",
       "stream_summary",
     ]);
 

@@ -42,6 +42,10 @@ export const ACTIONS = [
   "patient.history",
   "patient.read_as_of",
   "careteam.manage",
+  "encounter.create",
+  "encounter.list",
+  "encounter.read",
+  "encounter.update",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -79,6 +83,11 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "patient.history": row(["admin", "clinical_ops", "auditor"]),
   "patient.read_as_of": row(["admin", "auditor"]),
   "careteam.manage": row(["admin", "clinical_ops"]),
+  // encounters carry clinical content (the reason): reception and analysts stay out
+  "encounter.create": row(["admin", "clinical_ops"], ["practitioner"]),
+  "encounter.list": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
+  "encounter.read": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
+  "encounter.update": row(["admin", "clinical_ops"], ["practitioner"]),
 };
 
 /** Which relations count, per role, where the matrix says "related". */

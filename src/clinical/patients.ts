@@ -164,9 +164,13 @@ export const relationsTo = async (
   const out: Relation[] = [];
   if (actor.patientId === patientId) out.push("self");
   if (actor.role === "practitioner") {
-    const [r] = await store.db.query(sql`select 1 from care_team
-      where patient_id = ${patientId}::uuid and practitioner_id = ${actor.userId}::uuid`);
-    if (r) out.push("care_team");
+    const [r] = await store.db.query<{ team: boolean; encounter: boolean }>(sql`select
+      exists (select 1 from care_team where patient_id = ${patientId}::uuid
+        and practitioner_id = ${actor.userId}::uuid) as team,
+      exists (select 1 from encounters where patient_id = ${patientId}::uuid
+        and practitioner_id = ${actor.userId}::uuid) as encounter`);
+    if (r?.team) out.push("care_team");
+    if (r?.encounter) out.push("encounter_practitioner");
   }
   return out;
 };

@@ -12,6 +12,7 @@ import { authRoutes } from "./auth.ts";
 import { users } from "./users.ts";
 import { mfa } from "./mfa.ts";
 import { patients } from "./patients.ts";
+import { encounters } from "./encounters.ts";
 
 export const API_INFO = {
   title: "Chartlog API",
@@ -100,6 +101,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/", users);
   app.route("/", mfa);
   app.route("/", patients);
+  app.route("/", encounters);
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
     scheme: "bearer",

@@ -1,0 +1,103 @@
+import type { EventMetadata } from "../../events/metadata.ts";
+import { decide, type EncounterStatus, fold } from "../domain/encounter.ts";
+import { ConflictError, NotFoundError, PreconditionFailedError } from "../errors.ts";
+import type { EventStore } from "../store/event_store.ts";
+import { sql } from "../store/sql.ts";
+import { patientStream } from "./patients.ts";
+import { fold as foldPatient } from "../domain/patient.ts";
+
+export const encounterStream = (id: string) => `encounter-${id}`;
+
+export interface EncounterView {
+  id: string;
+  patientId: string;
+  practitionerId: string;
+  startsAt: string;
+  reason: string | null;
+  status: EncounterStatus;
+  createdAt: string;
+  updatedAt: string;
+  version: number;
+}
+
+export const loadEncounter = async (
+  store: EventStore,
+  id: string,
+): Promise<EncounterView | null> => {
+  const events = await store.readStream(encounterStream(id));
+  const s = fold(events);
+  if (s.status === "none") return null;
+  return {
+    id: s.encounterId,
+    patientId: s.patientId,
+    practitionerId: s.practitionerId,
+    startsAt: new Date(s.startsAt).toISOString(),
+    reason: s.reason,
+    status: s.status,
+    createdAt: events[0]!.recordedAt.toISOString(),
+    updatedAt: events.at(-1)!.recordedAt.toISOString(),
+    version: events.at(-1)!.streamVersion,
+  };
+};
+
+/** The patient an encounter belongs to (for the policy), or undefined. */
+export const encounterPatient = async (
+  store: EventStore,
+  id: string,
+): Promise<string | undefined> => {
+  const [r] = await store.db.query<{ p: string }>(
+    sql`select patient_id::text as p from encounters where id = ${id}::uuid`,
+  );
+  return r?.p;
+};
+
+/** Plans an encounter for an active patient with an active practitioner. */
+export const planEncounter = async (
+  store: EventStore,
+  input: { patientId: string; practitionerId: string; startsAt: string; reason: string },
+  metadata: EventMetadata,
+): Promise<EncounterView> => {
+  const patient = foldPatient(
+    await store.readStream(patientStream(input.patientId), { unseal: false }),
+  );
+  if (patient.status === "none") throw new NotFoundError("no such patient");
+  if (patient.status === "deleted") throw new ConflictError("the patient is deleted");
+  const [p] = await store.db.query<{ role: string }>(
+    sql`select role from users where id = ${input.practitionerId}::uuid and active`,
+  );
+  if (p?.role !== "practitioner") throw new NotFoundError("no such active practitioner");
+  const encounterId = crypto.randomUUID();
+  const events = decide({ type: "PlanEncounter", encounterId, ...input }, { status: "none" });
+  await store.append(encounterStream(encounterId), "no_stream", events, metadata);
+  return (await loadEncounter(store, encounterId))!;
+};
+
+/** Moves an encounter along; an illegal transition is a 409, a stale If-Match a 412. */
+export const changeEncounterStatus = async (
+  store: EventStore,
+  id: string,
+  to: EncounterStatus,
+  metadata: EventMetadata,
+  ifMatch?: number,
+): Promise<EncounterView> => {
+  const events = await store.readStream(encounterStream(id), { unseal: false });
+  const version = events.at(-1)?.streamVersion ?? 0;
+  if (ifMatch !== undefined && ifMatch !== version) {
+    throw new PreconditionFailedError(`the encounter is at version ${version}`);
+  }
+  const out = decide({ type: "ChangeStatus", to }, fold(events));
+  if (out.length) await store.append(encounterStream(id), version, out, metadata);
+  return (await loadEncounter(store, id))!;
+};
+
+/** A patient's encounters, soonest first. */
+export const listEncounters = async (
+  store: EventStore,
+  patientId: string,
+): Promise<EncounterView[]> => {
+  const rows = await store.db.query<{ id: string }>(sql`select id::text as id from encounters
+    where patient_id = ${patientId}::uuid order by starts_at, id`);
+  const out: EncounterView[] = [];
+  for (const r of rows) out.push((await loadEncounter(store, r.id))!);
+  return out;
+};

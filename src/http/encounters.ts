@@ -1,0 +1,187 @@
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { ENCOUNTER_STATUSES } from "../../events/encounter.ts";
+import type { PatientResource } from "../auth/policy.ts";
+import {
+  changeEncounterStatus,
+  encounterPatient,
+  listEncounters,
+  loadEncounter,
+  planEncounter,
+} from "../clinical/encounters.ts";
+import { auditRead, relationsTo } from "../clinical/patients.ts";
+import { NotFoundError } from "../errors.ts";
+import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
+import type { AppEnv } from "./env.ts";
+import { etag, ifMatchVersion } from "./etag.ts";
+import { problemResponses } from "./problem.ts";
+
+const json = <T extends z.ZodType>(schema: T) => ({ "application/json": { schema } });
+const bearer = [{ bearer: [] }];
+
+const EncounterSchema = z.object({
+  id: z.uuid(),
+  patientId: z.uuid(),
+  practitionerId: z.uuid(),
+  startsAt: z.string(),
+  reason: z.string().nullable(),
+  status: z.enum(ENCOUNTER_STATUSES),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+}).openapi("Encounter");
+
+const PlanBody = z.strictObject({
+  practitionerId: z.uuid(),
+  startsAt: z.iso.datetime({ offset: true }),
+  reason: z.string().trim().min(1).max(1000),
+}).openapi("PlanEncounterRequest");
+
+const resourceOf = async (c: Context<AppEnv>, patientId: string | undefined) => {
+  if (!patientId) return undefined;
+  const relations = await relationsTo(c.var.deps.runtime().store, c.get("actor")!, patientId);
+  return { patientId, relations } satisfies PatientResource;
+};
+/** The patient in the path (`/v1/patients/:id/...`). */
+const byPatient = (c: Context<AppEnv>) => {
+  const id = c.req.param("id");
+  return resourceOf(c, id && z.uuid().safeParse(id).success ? id : undefined);
+};
+/** The patient the encounter in the path belongs to (`/v1/encounters/:id`). */
+const byEncounter = async (c: Context<AppEnv>) => {
+  const id = c.req.param("id");
+  if (!id || !z.uuid().safeParse(id).success) return undefined;
+  return resourceOf(c, await encounterPatient(c.var.deps.runtime().store, id));
+};
+
+const show = (c: Context<AppEnv>, e: { version: number }) => {
+  c.header("ETag", etag(e.version));
+  c.header("Cache-Control", "no-store");
+  const { version: _v, ...rest } = e;
+  return rest;
+};
+
+/** Encounters: planned for a patient, read (audited), moved through their statuses. */
+export const encounters = new OpenAPIHono<AppEnv>()
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/v1/patients/{id}/encounters",
+      tags: ["encounters"],
+      summary: "Plan an encounter for a patient",
+      security: bearer,
+      middleware: [authenticate(), authorize("encounter.create", byPatient)] as const,
+      request: {
+        params: z.object({ id: z.uuid() }),
+        body: { required: true, content: json(PlanBody) },
+      },
+      responses: {
+        201: { description: "planned", content: json(EncounterSchema) },
+        ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "conflict"),
+      },
+    }),
+    async (c) => {
+      const e = await planEncounter(
+        c.var.deps.runtime().store,
+        { patientId: c.req.valid("param").id, ...c.req.valid("json") },
+        requestMetadata(c),
+      );
+      c.header("Location", `/v1/encounters/${e.id}`);
+      return c.json(show(c, e) as never, 201);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/patients/{id}/encounters",
+      tags: ["encounters"],
+      summary: "A patient's encounters (audited)",
+      security: bearer,
+      middleware: [authenticate(), authorize("encounter.list", byPatient)] as const,
+      request: { params: z.object({ id: z.uuid() }) },
+      responses: {
+        200: {
+          description: "soonest first",
+          content: json(z.object({ items: z.array(EncounterSchema) })),
+        },
+        ...problemResponses("unauthorized", "forbidden", "validation", "unavailable"),
+      },
+    }),
+    async (c) => {
+      const patientId = c.req.valid("param").id;
+      const runtime = c.var.deps.runtime();
+      const items = (await listEncounters(runtime.store, patientId)).map(({ version: _v, ...e }) =>
+        e
+      );
+      await auditRead(runtime, c.get("actor")!, {
+        type: "EncountersListed",
+        data: { patientId, encounterIds: items.map((e) => e.id) },
+      }, requestMetadata(c));
+      c.header("Cache-Control", "no-store");
+      return c.json({ items }, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/encounters/{id}",
+      tags: ["encounters"],
+      summary: "Read an encounter (audited)",
+      security: bearer,
+      middleware: [authenticate(), authorize("encounter.read", byEncounter)] as const,
+      request: { params: z.object({ id: z.uuid() }) },
+      responses: {
+        200: { description: "the encounter", content: json(EncounterSchema) },
+        ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "unavailable"),
+      },
+    }),
+    async (c) => {
+      const runtime = c.var.deps.runtime();
+      const e = await loadEncounter(runtime.store, c.req.valid("param").id);
+      if (!e) throw new NotFoundError("no such encounter");
+      await auditRead(runtime, c.get("actor")!, {
+        type: "EncounterViewed",
+        data: { encounterId: e.id, patientId: e.patientId },
+      }, requestMetadata(c));
+      return c.json(show(c, e) as never, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "patch",
+      path: "/v1/encounters/{id}",
+      tags: ["encounters"],
+      summary: "Change an encounter's status",
+      description: "planned → in_progress → finished, or cancelled from any state that is not " +
+        "finished; anything else is 409. Honours If-Match.",
+      security: bearer,
+      middleware: [authenticate(), authorize("encounter.update", byEncounter)] as const,
+      request: {
+        params: z.object({ id: z.uuid() }),
+        body: {
+          required: true,
+          content: json(z.strictObject({ status: z.enum(ENCOUNTER_STATUSES) })),
+        },
+      },
+      responses: {
+        200: { description: "the encounter", content: json(EncounterSchema) },
+        ...problemResponses(
+          "unauthorized",
+          "forbidden",
+          "not-found",
+          "validation",
+          "conflict",
+          "precondition-failed",
+        ),
+      },
+    }),
+    async (c) => {
+      const e = await changeEncounterStatus(
+        c.var.deps.runtime().store,
+        c.req.valid("param").id,
+        c.req.valid("json").status,
+        requestMetadata(c),
+        ifMatchVersion(c),
+      );
+      return c.json(show(c, e) as never, 200);
+    },
+  );
