@@ -20,10 +20,11 @@
  *   BENCH_SEED_BATCH    events per seeding append                (default 5000)
  *   BENCH_SEED_WRITERS  concurrent seeding appenders             (default 2)
  *   BENCH_READ_DIAG     1: always break the readAll time down (default: only below target)
- *   BENCH_ONLY          comma list of sections: ours-pg, pglite, emmett, read, auth
- *                       (default: all)
+ *   BENCH_ONLY          comma list of sections: ours-pg, pglite, emmett, read, auth,
+ *                       patients (default: all)
  *
- * The auth section (logins, token checks) has knobs of its own: see auth_bench.ts.
+ * The auth section (logins, token checks) has knobs of its own: see auth_bench.ts;
+ * so has the patients section (audited PHI reads over HTTP): see patients_bench.ts.
  */
 import pg from "pg";
 import postgres from "postgres";
@@ -38,6 +39,7 @@ import type { Db } from "../../src/store/db.ts";
 import { testCatalog } from "../fixtures/test_events.ts";
 import { PG_ADMIN_URL } from "../support/harness.ts";
 import { authBench } from "./auth_bench.ts";
+import { patientsBench } from "./patients_bench.ts";
 import { diagnoseReadAll } from "./read_diag.ts";
 import { envInt, fmtInt, fmtMs, fmtSec, percentile, split, table } from "./stats.ts";
 
@@ -55,7 +57,7 @@ const cfg = {
   readDiag: Deno.env.get("BENCH_READ_DIAG") === "1",
 };
 const READ_TARGET = 100_000;
-const SECTIONS = ["ours-pg", "pglite", "emmett", "read", "auth"] as const;
+const SECTIONS = ["ours-pg", "pglite", "emmett", "read", "auth", "patients"] as const;
 type Section = (typeof SECTIONS)[number];
 const only = (Deno.env.get("BENCH_ONLY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
 for (const s of only) {
@@ -411,6 +413,17 @@ const main = async () => {
     console.log("\n[Auth: logins and access-token checks]");
     await authBench({ newPgDatabase, defer, scoped, add: (r) => results.push(r), pool: cfg.pool });
   }
+  let patientsSummary: string[] = [];
+  if (enabled("patients")) {
+    console.log("\n[Patients: audited PHI reads over the HTTP app]");
+    patientsSummary = await patientsBench({
+      newPgDatabase,
+      defer,
+      scoped,
+      add: (r) => results.push(r),
+      pool: cfg.pool,
+    });
+  }
 
   console.log("\n## Results\n");
   console.log(table(
@@ -471,6 +484,7 @@ const main = async () => {
         (read.note?.startsWith("PARTIAL") ? ` (${read.note})` : ""),
     );
   }
+  for (const line of patientsSummary) console.log(line);
   console.log(`\nload average at end: ${loadavg()}`);
   console.log(`total run time ${fmtSec(performance.now() - started)}`);
 };
