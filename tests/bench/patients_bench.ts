@@ -1,0 +1,649 @@
+/**
+ * The `patients` section of `deno task bench`: what auditing every PHI read
+ * costs. On a fresh PostgreSQL database it seeds patients through
+ * registerPatient, logs one clinical_ops user in, then drives the HTTP app
+ * with concurrent clients: reads of single patients (GET /v1/patients/:id)
+ * and prefix searches (GET /v1/patients?search=..&limit=20), once through a
+ * normal runtime (each request appends a PatientViewed / PatientsSearched
+ * event) and once through a runtime over the same database opened with
+ * `auditReads: false`. Prints figures; never asserts on time.
+ *
+ * Requests go to the Hono app in process (`app.request`): routing,
+ * validation, authentication, policy, handler and JSON (de)serialisation all
+ * run, but no socket or HTTP parsing does: on 2 cores an HTTP client in the
+ * same process would take CPU from the server and blur what auditing costs.
+ *
+ * Knobs (positive integers):
+ *
+ *   BENCH_PATIENTS         patients seeded                          (default 100000)
+ *   BENCH_PATIENT_SEEDERS  concurrent registerPatient callers       (default 64)
+ *   BENCH_PATIENT_READS    requests per measured workload, in total (default 4000)
+ *   BENCH_PATIENT_CLIENTS  concurrent clients                       (default 32)
+ *   BENCH_PATIENT_DIAG     sequential samples per step of the read breakdown (default 300)
+ *
+ * The PostgreSQL pool is BENCH_POOL, as in the other sections.
+ */
+import type { EventMetadata } from "../../events/metadata.ts";
+import { registerUser } from "../../src/auth/accounts.ts";
+import { loadPatient, patientStream, registerPatient } from "../../src/clinical/patients.ts";
+import { searchPatients } from "../../src/clinical/patient_search.ts";
+import { fold, type PatientInput } from "../../src/domain/patient.ts";
+import { loadConfig } from "../../src/config.ts";
+import { createApp } from "../../src/http/app.ts";
+import { createLogger } from "../../src/logger.ts";
+import { openRuntime, type Runtime } from "../../src/runtime.ts";
+import { sql } from "../../src/store/sql.ts";
+import { envInt, fmtInt, fmtMs, fmtSec, percentile, split, table } from "./stats.ts";
+
+const cfg = {
+  patients: envInt("BENCH_PATIENTS", 100_000),
+  seeders: envInt("BENCH_PATIENT_SEEDERS", 64),
+  reads: envInt("BENCH_PATIENT_READS", 4000),
+  clients: envInt("BENCH_PATIENT_CLIENTS", 32),
+  diag: envInt("BENCH_PATIENT_DIAG", 300),
+};
+/** Audited throughput over unaudited throughput, per workload, should be at least this. */
+const RATIO_TARGET = 0.5;
+
+/** A results-table row; `m.events` counts requests. */
+export interface PatientsRow {
+  workload: string;
+  backend: string;
+  impl: string;
+  m: { events: number; appends: number; ms: number; latencies: number[] };
+  latencyOf: string;
+  note: string;
+}
+
+/** What main.ts lends the section: its database, cleanup and results plumbing. */
+export interface PatientsBenchDeps {
+  /** A fresh PostgreSQL database URL, dropped by a cleanup registered with `defer`. */
+  newPgDatabase: () => Promise<string>;
+  /** Registers a cleanup, run newest first when the enclosing `scoped` ends. */
+  defer: (label: string, fn: () => Promise<void>) => void;
+  /** Runs `fn`; what it registered with `defer` is released when it ends, however it ends. */
+  scoped: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** Adds a row to the results table. */
+  add: (row: PatientsRow) => void;
+  /** PostgreSQL pool size. */
+  pool: number;
+}
+
+const PASSWORD = "correct horse battery staple";
+const USER_AGENT = "chartlog-bench/1";
+/** What `app.request` hands Hono as the connection (Deno.serve would). */
+const CONN = { remoteAddr: { hostname: "127.0.0.1", port: 40_000, transport: "tcp" } };
+
+// ---------------------------------------------------------------------------
+// Deterministic synthetic patients
+
+/** mulberry32: a small seeded PRNG, so every run seeds and asks for the same things. */
+const prng = (seed: number) => () => {
+  seed = (seed + 0x6d2b79f5) | 0;
+  let t = seed;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+};
+
+const FIRST = [
+  "James",
+  "Mary",
+  "Robert",
+  "Patricia",
+  "John",
+  "Jennifer",
+  "Michael",
+  "Linda",
+  "David",
+  "Elizabeth",
+  "William",
+  "Barbara",
+  "Richard",
+  "Susan",
+  "Joseph",
+  "Jessica",
+  "Thomas",
+  "Sarah",
+  "Charles",
+  "Karen",
+  "Christopher",
+  "Lisa",
+  "Daniel",
+  "Nancy",
+  "Matthew",
+  "Betty",
+  "Anthony",
+  "Sandra",
+  "Mark",
+  "Ashley",
+  "Donald",
+  "Kimberly",
+  "Steven",
+  "Emily",
+  "Andrew",
+  "Donna",
+  "Paul",
+  "Michelle",
+  "Joshua",
+  "Carol",
+  "Kenneth",
+  "Amanda",
+  "Kevin",
+  "Melissa",
+  "Brian",
+  "Deborah",
+  "George",
+  "Stephanie",
+  "Timothy",
+  "Rebecca",
+  "Ronald",
+  "Laura",
+  "Edward",
+  "Helen",
+  "Jason",
+  "Olivia",
+  "Ursula",
+  "Quentin",
+  "Yolanda",
+  "Xavier",
+  "Ivan",
+  "Victor",
+  "Zoe",
+  "Omar",
+  "Ada",
+];
+const LAST = [
+  "Smith",
+  "Johnson",
+  "Williams",
+  "Brown",
+  "Jones",
+  "Garcia",
+  "Miller",
+  "Davis",
+  "Rodriguez",
+  "Martinez",
+  "Hernandez",
+  "Lopez",
+  "Gonzalez",
+  "Wilson",
+  "Anderson",
+  "Thomas",
+  "Taylor",
+  "Moore",
+  "Jackson",
+  "Martin",
+  "Lee",
+  "Perez",
+  "Thompson",
+  "White",
+  "Harris",
+  "Sanchez",
+  "Clark",
+  "Ramirez",
+  "Lewis",
+  "Robinson",
+  "Walker",
+  "Young",
+  "Allen",
+  "King",
+  "Wright",
+  "Scott",
+  "Torres",
+  "Nguyen",
+  "Hill",
+  "Flores",
+  "Green",
+  "Adams",
+  "Nelson",
+  "Baker",
+  "Hall",
+  "Rivera",
+  "Campbell",
+  "Mitchell",
+  "Carter",
+  "Roberts",
+  "Okafor",
+  "Ivanova",
+  "Quigley",
+  "Underwood",
+  "Vasquez",
+  "Yamamoto",
+  "Zimmerman",
+  "Eriksen",
+  "Fitzgerald",
+  "Oyelaran",
+  "Kowalski",
+  "Duarte",
+  "Petrov",
+  "Lovelace",
+];
+const CITIES: [string, string][] = [
+  ["Springfield", "IL"],
+  ["Portland", "OR"],
+  ["Austin", "TX"],
+  ["Denver", "CO"],
+  ["Madison", "WI"],
+  ["Burlington", "VT"],
+  ["Tucson", "AZ"],
+  ["Raleigh", "NC"],
+];
+const GENDERS = ["M", "F", "O", "U"] as const;
+
+const pick = <T>(r: () => number, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+const digits = (r: () => number, n: number) =>
+  Array.from({ length: n }, () => Math.floor(r() * 10)).join("");
+
+/** Patient number `i` (0-based): valid input with every optional block filled in. */
+const patientInput = (r: () => number, i: number): PatientInput => {
+  const firstName = pick(r, FIRST), lastName = pick(r, LAST);
+  const [city, state] = pick(r, CITIES);
+  const y = 1930 + Math.floor(r() * 90), m = 1 + Math.floor(r() * 12), d = 1 + Math.floor(r() * 28);
+  return {
+    // digits only: the letter prefixes searched for never match an MRN
+    mrn: String(i + 1).padStart(8, "0"),
+    firstName,
+    lastName,
+    dateOfBirth: `${y}-${String(m).padStart(2, "0")}-${String(d).padStart(2, "0")}`,
+    gender: pick(r, GENDERS),
+    phone: `+1555${digits(r, 7)}`,
+    email: `${firstName}.${lastName}${i + 1}@example.org`.toLowerCase(),
+    address: { line1: `${1 + Math.floor(r() * 9999)} Main St`, city, state, zip: digits(r, 5) },
+    emergencyContact: {
+      name: `${pick(r, FIRST)} ${lastName}`,
+      phone: `+1555${digits(r, 7)}`,
+      relation: "spouse",
+    },
+    insurance: { payer: "Acme Health", memberId: `M${digits(r, 9)}`, groupNumber: null },
+  };
+};
+
+/** Every 2-letter prefix of a seeded name, lower case: each search finds someone. */
+const PREFIXES = [...new Set([...FIRST, ...LAST].map((n) => n.slice(0, 2).toLowerCase()))];
+
+// ---------------------------------------------------------------------------
+// Timing
+
+interface Timed {
+  n: number;
+  ms: number;
+  latencies: number[];
+}
+
+/** `total` calls of `op(i)` over `callers` loops, each awaiting its call before the next. */
+const timed = async (
+  total: number,
+  callers: number,
+  op: (i: number) => Promise<unknown>,
+): Promise<Timed> => {
+  const latencies: number[] = [];
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    split(total, callers).map(async (count) => {
+      for (let k = 0; k < count; k++) {
+        const i = next++;
+        const s = performance.now();
+        await op(i);
+        latencies.push(performance.now() - s);
+      }
+    }),
+  );
+  return { n: total, ms: performance.now() - t0, latencies };
+};
+
+const perSec = (t: Timed) => t.n / (t.ms / 1000);
+
+// ---------------------------------------------------------------------------
+
+const openPatientsRuntime = async (
+  deps: PatientsBenchDeps,
+  env: Record<string, string>,
+  auditReads: boolean,
+): Promise<Runtime> => {
+  const config = loadConfig(env);
+  const runtime = await openRuntime(config, createLogger("silent"), {
+    workers: false,
+    auditReads,
+  });
+  deps.defer(`close patients runtime (audit ${auditReads ? "on" : "off"})`, () => runtime.close());
+  return runtime;
+};
+
+const countEvents = async (runtime: Runtime, type: string): Promise<number> => {
+  const [r] = await runtime.db.query<{ n: number }>(
+    sql`select count(*)::int as n from events where type = ${type}`,
+  );
+  return Number(r?.n ?? 0);
+};
+
+/** Registers `n` patients with `seeders` concurrent callers; returns their ids in order. */
+const seed = async (runtime: Runtime, n: number, seeders: number): Promise<string[]> => {
+  const ids: string[] = new Array(n);
+  const meta: EventMetadata = { actorId: "bench-seed", userAgent: USER_AGENT };
+  let next = 0, done = 0, lastReport = performance.now();
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: Math.min(seeders, n) }, async () => {
+    while (next < n) {
+      const i = next++;
+      // one generator per patient: the same data whatever the interleaving
+      const p = await registerPatient(
+        runtime.store,
+        runtime.indexKey,
+        patientInput(prng(0x5eed + i), i),
+        meta,
+        new Date(),
+      );
+      ids[i] = p.id;
+      done++;
+      const now = performance.now();
+      if (now - lastReport > 15_000) {
+        lastReport = now;
+        console.log(
+          `    ${fmtInt(done)} / ${fmtInt(n)} after ${fmtSec(now - t0)} ` +
+            `(${fmtInt(done / ((now - t0) / 1000))}/s)`,
+        );
+      }
+    }
+  }));
+  return ids;
+};
+
+type App = ReturnType<typeof createApp>;
+
+interface Workload {
+  name: string;
+  latencyOf: string;
+  type: "PatientViewed" | "PatientsSearched";
+  /** Request `i` of run `run`; resolves to an error description or null. */
+  request: (app: App, token: string, run: number, i: number) => Promise<string | null>;
+}
+
+const get = (app: App, token: string, path: string) =>
+  app.request(path, {
+    headers: { authorization: `Bearer ${token}`, "user-agent": USER_AGENT },
+  }, CONN);
+
+const workloads = (ids: readonly string[]): Workload[] => [
+  {
+    name: "GET /v1/patients/:id",
+    latencyOf: "request",
+    type: "PatientViewed",
+    request: async (app, token, run, i) => {
+      const r = prng(run * 1_000_003 + i);
+      const id = ids[Math.floor(r() * ids.length)]!;
+      const res = await get(app, token, `/v1/patients/${id}`);
+      const body = await res.json();
+      if (res.status !== 200) return `status ${res.status}`;
+      return body.id === id ? null : "wrong patient";
+    },
+  },
+  {
+    name: "GET /v1/patients?search=xx&limit=20",
+    latencyOf: "request",
+    type: "PatientsSearched",
+    request: async (app, token, run, i) => {
+      const r = prng(run * 1_000_003 + i);
+      const prefix = pick(r, PREFIXES);
+      const res = await get(app, token, `/v1/patients?search=${prefix}&limit=20`);
+      const body = await res.json();
+      if (res.status !== 200) return `status ${res.status}`;
+      return body.items.length > 0 ? null : `no match for ${prefix}`;
+    },
+  },
+];
+
+/** Untimed warm-up, then `cfg.reads` timed requests; with auditing on, checks the event count. */
+const measure = async (
+  w: Workload,
+  runtime: Runtime,
+  app: App,
+  token: string,
+  run: number,
+): Promise<{ t: Timed; note: string }> => {
+  const errors = new Map<string, number>();
+  const op = async (i: number) => {
+    const e = await w.request(app, token, run, i);
+    if (e) errors.set(e, (errors.get(e) ?? 0) + 1);
+  };
+  // warm-up: JIT, pool connections, plan caches (its own random ids)
+  await timed(Math.max(cfg.clients * 4, 200), cfg.clients, (i) => op(1_000_000 + i));
+  errors.clear();
+  const before = await countEvents(runtime, w.type);
+  const t = await timed(cfg.reads, cfg.clients, op);
+  const grew = (await countEvents(runtime, w.type)) - before;
+  const expected = runtime.auditReads ? cfg.reads : 0;
+  const audit = grew === expected
+    ? (runtime.auditReads ? "audit events ok" : "no audit events, as expected")
+    : `AUDIT MISMATCH: ${w.type} grew by ${fmtInt(grew)}, expected ${fmtInt(expected)}`;
+  const errs = errors.size === 0
+    ? "all responses ok"
+    : [...errors].map(([e, k]) => `${k} x ${e}`).join(", ").replace(/^/, "ERRORS: ");
+  return { t, note: `${audit}; ${errs}` };
+};
+
+/**
+ * Where a read's time goes: sequential, one call at a time, on random
+ * patients (mostly not read before: the codec's key cache is cold for them),
+ * through the unaudited runtime; plus the audit append alone.
+ */
+const breakdown = async (runtime: Runtime, app: App, token: string, ids: readonly string[]) => {
+  const n = cfg.diag;
+  const r = prng(0xd1a9);
+  const fresh = () => ids[Math.floor(r() * ids.length)]!;
+  const now = new Date();
+  const { store } = runtime;
+  const actor = await runtime.sessions.authenticate(token);
+  /** `n` sequential calls of `fn` after a few untimed ones. */
+  const seq = async (fn: () => Promise<unknown>) => {
+    for (let k = 0; k < Math.min(20, n); k++) await fn();
+    return (await timed(n, 1, fn)).latencies;
+  };
+  const steps: [string, () => Promise<number[]>][] = [
+    [
+      "sessions.authenticate (JWT + 1 query)",
+      () => seq(() => runtime.sessions.authenticate(token)),
+    ],
+    [
+      "readStream, sealed (1 query, no unseal)",
+      () => seq(() => store.readStream(patientStream(fresh()), { unseal: false })),
+    ],
+    [
+      "readStream + unseal, key not cached",
+      () => seq(() => store.readStream(patientStream(fresh()))),
+    ],
+    ["readStream + unseal, key cached", async () => {
+      // the second read of each patient: its key is in the codec's cache
+      const latencies: number[] = [];
+      for (let k = 0; k < n; k++) {
+        const stream = patientStream(fresh());
+        await store.readStream(stream);
+        const s = performance.now();
+        await store.readStream(stream);
+        latencies.push(performance.now() - s);
+      }
+      return latencies;
+    }],
+    ["fold alone (in memory)", async () => {
+      const events = await store.readStream(patientStream(fresh()));
+      const latencies: number[] = [];
+      for (let k = 0; k < n; k++) {
+        const s = performance.now();
+        fold(events);
+        latencies.push(performance.now() - s);
+      }
+      return latencies;
+    }],
+    [
+      "loadPatient (read + unseal + fold + view)",
+      () => seq(() => loadPatient(store, fresh(), now)),
+    ],
+    [
+      "GET /v1/patients/:id, audit off",
+      () => seq(async () => await (await get(app, token, `/v1/patients/${fresh()}`)).json()),
+    ],
+    [
+      "searchPatients (page + count queries)",
+      () =>
+        seq(() =>
+          searchPatients(store, {
+            search: pick(r, PREFIXES),
+            ordering: "last_name",
+            limit: 20,
+            includeDeleted: false,
+          })
+        ),
+    ],
+    [
+      "audit append alone (1 commit each)",
+      () =>
+        seq(() =>
+          store.append(`access-${actor.userId}`, "any", [{
+            type: "PatientViewed",
+            data: { patientId: fresh(), asOf: null },
+          }], { actorId: actor.userId, actorRole: actor.role, userAgent: USER_AGENT })
+        ),
+    ],
+  ];
+  const rows: string[][] = [];
+  for (const [label, run] of steps) {
+    const latencies = await run();
+    rows.push([label, fmtMs(percentile(latencies, 0.5)), fmtMs(percentile(latencies, 0.99))]);
+  }
+  console.log(`\n  where a read's time goes (sequential, ${fmtInt(n)} samples each):\n`);
+  console.log(
+    table(["step", "p50 ms", "p99 ms"], rows, new Set([1, 2])).split("\n").map((l) => `  ${l}`)
+      .join("\n"),
+  );
+};
+
+/**
+ * The patients section. Returns summary lines (the audited/unaudited ratios)
+ * for main.ts to print after the results table.
+ */
+export const patientsBench = async (deps: PatientsBenchDeps): Promise<string[]> => {
+  console.log(JSON.stringify(cfg));
+  return await deps.scoped(async () => {
+    const url = await deps.newPgDatabase();
+    const env = {
+      DATABASE_URL: url,
+      CHARTLOG_MASTER_KEY: btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32)))),
+      CHARTLOG_ENV: "test",
+      CHARTLOG_DB_POOL_MAX: String(deps.pool),
+      CHARTLOG_MFA_REQUIRED_ROLES: "none",
+      CHARTLOG_LOGIN_RATE_PER_MIN: "100000",
+      CHARTLOG_ACCESS_TOKEN_TTL_S: "3600",
+      CHARTLOG_SESSION_IDLE_TIMEOUT_S: "3600",
+      LOG_LEVEL: "silent",
+    };
+    const config = loadConfig(env);
+    const appFor = (runtime: Runtime) =>
+      createApp({ config, log: createLogger("silent"), runtime: () => runtime });
+
+    // Seed through a runtime of its own, closed before measuring: the
+    // measured runtimes start with empty key caches.
+    const n = cfg.patients;
+    console.log(`  seeding ${fmtInt(n)} patients (${cfg.seeders} concurrent registerPatient)...`);
+    const { ids, seedMs, vacuumMs, sizes } = await deps.scoped(async () => {
+      const runtime = await openPatientsRuntime(deps, env, true);
+      const t0 = performance.now();
+      const ids = await seed(runtime, n, cfg.seeders);
+      const seedMs = performance.now() - t0;
+      const v0 = performance.now();
+      for (const t of ["events", "patients", "subject_keys"]) {
+        await runtime.db.exec(`vacuum (analyze) ${t}`);
+      }
+      const vacuumMs = performance.now() - v0;
+      const [sizes] = await runtime.db.query<{ events: string; patients: string; keys: string }>(
+        sql`select pg_size_pretty(pg_total_relation_size('events')) as events,
+          pg_size_pretty(pg_total_relation_size('patients')) as patients,
+          pg_size_pretty(pg_total_relation_size('subject_keys')) as keys`,
+      );
+      return { ids, seedMs, vacuumMs, sizes: sizes! };
+    });
+    const seedRate = n / (seedMs / 1000);
+    console.log(
+      `  seeded ${fmtInt(n)} patients in ${fmtSec(seedMs)} (${fmtInt(seedRate)} patients/s, ` +
+        `2 appends each), vacuum analyze ${fmtSec(vacuumMs)}; sizes: events ${sizes.events}, ` +
+        `patients ${sizes.patients}, subject_keys ${sizes.keys}`,
+    );
+
+    const ws = workloads(ids);
+    const results = new Map<string, { on?: Timed; off?: Timed }>();
+    let token = "";
+    for (const auditReads of [true, false]) {
+      const label = auditReads ? "audit on" : "audit off";
+      console.log(`\n  [${label}]`);
+      await deps.scoped(async () => {
+        const runtime = await openPatientsRuntime(deps, env, auditReads);
+        const app = appFor(runtime);
+        if (!token) {
+          const u = await registerUser(runtime.store, {
+            email: "ops@clinic.test",
+            name: "Bench clinical ops",
+            role: "clinical_ops",
+            password: PASSWORD,
+            patientId: null,
+          }, { actorId: "bench-setup" });
+          const res = await app.request("/v1/auth/login", {
+            method: "POST",
+            headers: { "content-type": "application/json", "user-agent": USER_AGENT },
+            body: JSON.stringify({ email: u.email, password: PASSWORD }),
+          }, CONN);
+          const body = await res.json();
+          if (res.status !== 200) throw new Error(`login failed: ${res.status} ${body.title}`);
+          token = body.accessToken;
+        }
+        for (const [k, w] of ws.entries()) {
+          const { t, note } = await measure(w, runtime, app, token, 2 * k + (auditReads ? 0 : 1));
+          const r = results.get(w.name) ?? {};
+          r[auditReads ? "on" : "off"] = t;
+          results.set(w.name, r);
+          const workload = `${w.name} x${fmtInt(cfg.reads)}, ${cfg.clients} clients, ${label}`;
+          deps.add({
+            workload,
+            backend: "PostgreSQL",
+            impl: "Chartlog",
+            m: { events: t.n, appends: 0, ms: t.ms, latencies: t.latencies },
+            latencyOf: w.latencyOf,
+            note: `req/s; ${fmtInt(n)} patients; ${note}`,
+          });
+          console.log(
+            `  ${workload}: ${fmtInt(perSec(t))} req/s, p50 ${
+              fmtMs(percentile(t.latencies, 0.5))
+            } ms, p99 ${fmtMs(percentile(t.latencies, 0.99))} ms (${fmtSec(t.ms)}); ${note}`,
+          );
+        }
+        if (!auditReads) await breakdown(runtime, app, token, ids);
+      });
+    }
+
+    const rows = [...results].map(([name, { on, off }]) => {
+      const ratio = perSec(on!) / perSec(off!);
+      return [
+        name,
+        fmtInt(perSec(on!)),
+        fmtInt(perSec(off!)),
+        ratio.toFixed(2),
+        ratio >= RATIO_TARGET ? "meets target" : "BELOW target",
+      ];
+    });
+    return [
+      `\n## Patients: what auditing reads costs (${fmtInt(n)} patients, seeded in ${
+        fmtSec(seedMs)
+      }, ${fmtInt(seedRate)}/s)\n`,
+      table(
+        [
+          "workload",
+          "audited req/s",
+          "unaudited req/s",
+          "audited/unaudited",
+          `target ≥ ${RATIO_TARGET}`,
+        ],
+        rows,
+        new Set([1, 2, 3]),
+      ),
+    ];
+  });
+};
