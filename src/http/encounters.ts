@@ -13,11 +13,9 @@ import { auditRead, relationsTo } from "../clinical/patients.ts";
 import { NotFoundError } from "../errors.ts";
 import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
-import { etag, ifMatchVersion } from "./etag.ts";
+import { ifMatchVersion } from "./etag.ts";
 import { problemResponses } from "./problem.ts";
-
-const json = <T extends z.ZodType>(schema: T) => ({ "application/json": { schema } });
-const bearer = [{ bearer: [] }];
+import { bearer, json, versioned } from "./route_kit.ts";
 
 const EncounterSchema = z.object({
   id: z.uuid(),
@@ -53,13 +51,6 @@ const byEncounter = async (c: Context<AppEnv>) => {
   return resourceOf(c, await encounterPatient(c.var.deps.runtime().store, id));
 };
 
-const show = (c: Context<AppEnv>, e: { version: number }) => {
-  c.header("ETag", etag(e.version));
-  c.header("Cache-Control", "no-store");
-  const { version: _v, ...rest } = e;
-  return rest;
-};
-
 /** Encounters: planned for a patient, read (audited), moved through their statuses. */
 export const encounters = new OpenAPIHono<AppEnv>()
   .openapi(
@@ -86,7 +77,7 @@ export const encounters = new OpenAPIHono<AppEnv>()
         requestMetadata(c),
       );
       c.header("Location", `/v1/encounters/${e.id}`);
-      return c.json(show(c, e) as never, 201);
+      return c.json(versioned(c, e) as never, 201);
     },
   )
   .openapi(
@@ -142,7 +133,7 @@ export const encounters = new OpenAPIHono<AppEnv>()
         type: "EncounterViewed",
         data: { encounterId: e.id, patientId: e.patientId },
       }, requestMetadata(c));
-      return c.json(show(c, e) as never, 200);
+      return c.json(versioned(c, e) as never, 200);
     },
   )
   .openapi(
@@ -182,6 +173,6 @@ export const encounters = new OpenAPIHono<AppEnv>()
         requestMetadata(c),
         ifMatchVersion(c),
       );
-      return c.json(show(c, e) as never, 200);
+      return c.json(versioned(c, e) as never, 200);
     },
   );

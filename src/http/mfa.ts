@@ -4,10 +4,9 @@ import { confirmEnrollment, disableMfa, startEnrollment } from "../auth/mfa.ts";
 import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
 import { problemResponses } from "./problem.ts";
+import { bearer, json } from "./route_kit.ts";
 
 const Code = z.strictObject({ code: z.string().min(6).max(32) }).openapi("MfaCode");
-const json = <T extends z.ZodType>(schema: T) => ({ "application/json": { schema } });
-const bearer = [{ bearer: [] }];
 
 /** TOTP enrolment, confirmation and removal for the caller's own account. */
 export const mfa = new OpenAPIHono<AppEnv>()

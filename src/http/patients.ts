@@ -19,11 +19,10 @@ import { normalize, PatientInput } from "../domain/patient.ts";
 import { NotFoundError, ValidationError } from "../errors.ts";
 import { allowed, authenticate, authorize, deny, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
-import { etag, ifMatchVersion } from "./etag.ts";
+import { ifMatchVersion } from "./etag.ts";
 import { problemResponses } from "./problem.ts";
+import { bearer, json, versioned } from "./route_kit.ts";
 
-const json = <T extends z.ZodType>(schema: T) => ({ "application/json": { schema } });
-const bearer = [{ bearer: [] }];
 const IdParam = z.object({ id: z.uuid() });
 
 const Address = z.object({
@@ -93,13 +92,6 @@ const visible = async (c: Context<AppEnv>, id: string, asOf?: Date) => {
   return p;
 };
 
-const show = (c: Context<AppEnv>, p: { version: number }) => {
-  c.header("ETag", etag(p.version));
-  c.header("Cache-Control", "no-store");
-  const { version: _v, ...rest } = p;
-  return rest;
-};
-
 /** Patients: registration, search, reads (each one audited), edits, soft delete, care team. */
 export const patients = new OpenAPIHono<AppEnv>()
   .openapi(
@@ -129,7 +121,7 @@ export const patients = new OpenAPIHono<AppEnv>()
         now(c),
       );
       c.header("Location", `/v1/patients/${p.id}`);
-      return c.json(show(c, p) as never, 201);
+      return c.json(versioned(c, p) as never, 201);
     },
   )
   .openapi(
@@ -222,7 +214,7 @@ export const patients = new OpenAPIHono<AppEnv>()
         type: "PatientViewed",
         data: { patientId: id, asOf: asOf ? new Date(asOf).toISOString() : null },
       }, requestMetadata(c));
-      return c.json(show(c, p) as never, 200);
+      return c.json(versioned(c, p) as never, 200);
     },
   )
   .openapi(
@@ -257,7 +249,7 @@ export const patients = new OpenAPIHono<AppEnv>()
         now(c),
         ifMatchVersion(c),
       );
-      return c.json(show(c, p) as never, 200);
+      return c.json(versioned(c, p) as never, 200);
     },
   )
   .openapi(
@@ -298,7 +290,7 @@ export const patients = new OpenAPIHono<AppEnv>()
         now(c),
         ifMatchVersion(c),
       );
-      return c.json(show(c, p) as never, 200);
+      return c.json(versioned(c, p) as never, 200);
     },
   )
   .openapi(
@@ -367,7 +359,7 @@ export const patients = new OpenAPIHono<AppEnv>()
       const { id } = c.req.valid("param");
       const { store } = c.var.deps.runtime();
       await restorePatient(store, id, requestMetadata(c));
-      return c.json(show(c, (await loadPatient(store, id, now(c)))!) as never, 200);
+      return c.json(versioned(c, (await loadPatient(store, id, now(c)))!) as never, 200);
     },
   )
   .openapi(

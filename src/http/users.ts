@@ -11,8 +11,9 @@ import {
 import { NotFoundError } from "../errors.ts";
 import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
-import { etag, ifMatchVersion } from "./etag.ts";
+import { ifMatchVersion } from "./etag.ts";
 import { problemResponses } from "./problem.ts";
+import { bearer, json, versioned } from "./route_kit.ts";
 
 const RoleSchema = z.enum(ROLES).openapi("Role");
 
@@ -63,8 +64,6 @@ const UserList = z.object({
 }).openapi("UserList");
 
 const IdParam = z.object({ id: z.uuid() });
-const json = <T extends z.ZodType>(schema: T) => ({ "application/json": { schema } });
-const bearer = [{ bearer: [] }];
 const strip = <T extends { version: number }>(u: T): Omit<T, "version"> => {
   const { version: _v, ...rest } = u;
   return rest;
@@ -93,8 +92,7 @@ export const users = new OpenAPIHono<AppEnv>()
         requestMetadata(c),
       );
       c.header("Location", `/v1/users/${user.id}`);
-      c.header("ETag", etag(user.version));
-      return c.json(strip(user), 201);
+      return c.json(versioned(c, user), 201);
     },
   )
   .openapi(
@@ -139,8 +137,7 @@ export const users = new OpenAPIHono<AppEnv>()
     async (c) => {
       const user = await getUser(c.var.deps.runtime().store, c.req.valid("param").id);
       if (!user) throw new NotFoundError("no such user");
-      c.header("ETag", etag(user.version));
-      return c.json(strip(user), 200);
+      return c.json(versioned(c, user), 200);
     },
   )
   .openapi(
@@ -174,8 +171,7 @@ export const users = new OpenAPIHono<AppEnv>()
         requestMetadata(c),
         ifMatchVersion(c),
       );
-      c.header("ETag", etag(user.version));
-      return c.json(strip(user), 200);
+      return c.json(versioned(c, user), 200);
     },
   )
   .openapi(
@@ -193,8 +189,7 @@ export const users = new OpenAPIHono<AppEnv>()
     }),
     async (c) => {
       const user = (await getUser(c.var.deps.runtime().store, c.get("actor")!.userId))!;
-      c.header("ETag", etag(user.version));
-      return c.json(strip(user), 200);
+      return c.json(versioned(c, user), 200);
     },
   )
   .openapi(
@@ -218,8 +213,7 @@ export const users = new OpenAPIHono<AppEnv>()
         c.req.valid("json"),
         requestMetadata(c),
       );
-      c.header("ETag", etag(user.version));
-      return c.json(strip(user), 200);
+      return c.json(versioned(c, user), 200);
     },
   )
   .openapi(
