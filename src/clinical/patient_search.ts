@@ -98,7 +98,10 @@ export const searchPatients = async (
       ? sql`and (${key}, id) < (${c.k}, ${c.id}::uuid)`
       : sql`and (${key}, id) > (${c.k}, ${c.id}::uuid)`;
   }
-  const order = desc ? sql`order by sort_key desc, id desc` : sql`order by sort_key, id`;
+  // patients.id (uuid), as the cursor compares it: a bare `id` is the ::text output column
+  const order = desc
+    ? sql`order by sort_key desc, patients.id desc`
+    : sql`order by sort_key, patients.id`;
   const rows = await store.db.query<Row>(sql`select id::text as id, mrn, first_name, last_name,
       to_char(date_of_birth, 'YYYY-MM-DD') as date_of_birth, gender, city, state, deleted,
       ${key} as sort_key

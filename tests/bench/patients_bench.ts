@@ -6,7 +6,8 @@
  * and prefix searches (GET /v1/patients?search=..&limit=20), once through a
  * normal runtime (each request appends a PatientViewed / PatientsSearched
  * event) and once through a runtime over the same database opened with
- * `auditReads: false`. Prints figures; never asserts on time.
+ * `auditReads: false`, alternating on/off/off/on in halves. The audited run
+ * must add exactly one access event per request. Prints figures; never asserts on time.
  *
  * Requests go to the Hono app in process (`app.request`): routing,
  * validation, authentication, policy, handler and JSON (de)serialisation all
@@ -394,33 +395,68 @@ const workloads = (ids: readonly string[]): Workload[] => [
   },
 ];
 
-/** Untimed warm-up, then `cfg.reads` timed requests; with auditing on, checks the event count. */
-const measure = async (
+type Which = "on" | "off";
+interface Side {
+  runtime: Runtime;
+  app: App;
+}
+
+/**
+ * One workload through both runtimes: an untimed warm-up of each, then
+ * `cfg.reads` timed requests per runtime in halves ordered on, off, off, on
+ * (ABBA), so that a drift in background load weighs on both alike. Every
+ * timed phase checks the access-event count: audited phases must add exactly
+ * one event per request, unaudited ones none.
+ */
+const measurePair = async (
   w: Workload,
-  runtime: Runtime,
-  app: App,
+  sides: Record<Which, Side>,
   token: string,
-  run: number,
-): Promise<{ t: Timed; note: string }> => {
-  const errors = new Map<string, number>();
-  const op = async (i: number) => {
-    const e = await w.request(app, token, run, i);
-    if (e) errors.set(e, (errors.get(e) ?? 0) + 1);
+  k: number,
+): Promise<Record<Which, { t: Timed; note: string }>> => {
+  const acc = {
+    on: { n: 0, ms: 0, latencies: [] as number[], grew: 0, errors: new Map<string, number>() },
+    off: { n: 0, ms: 0, latencies: [] as number[], grew: 0, errors: new Map<string, number>() },
   };
-  // warm-up: JIT, pool connections, plan caches (its own random ids)
-  await timed(Math.max(cfg.clients * 4, 200), cfg.clients, (i) => op(1_000_000 + i));
-  errors.clear();
-  const before = await countEvents(runtime, w.type);
-  const t = await timed(cfg.reads, cfg.clients, op);
-  const grew = (await countEvents(runtime, w.type)) - before;
-  const expected = runtime.auditReads ? cfg.reads : 0;
-  const audit = grew === expected
-    ? (runtime.auditReads ? "audit events ok" : "no audit events, as expected")
-    : `AUDIT MISMATCH: ${w.type} grew by ${fmtInt(grew)}, expected ${fmtInt(expected)}`;
-  const errs = errors.size === 0
-    ? "all responses ok"
-    : [...errors].map(([e, k]) => `${k} x ${e}`).join(", ").replace(/^/, "ERRORS: ");
-  return { t, note: `${audit}; ${errs}` };
+  // each (runtime, phase) draws its own random sequence: no run reads pages another warmed
+  const op = (which: Which, errors: Map<string, number> | null) => async (i: number) => {
+    const e = await w.request(sides[which].app, token, 2 * k + (which === "on" ? 0 : 1), i);
+    if (e && errors) errors.set(e, (errors.get(e) ?? 0) + 1);
+  };
+  // warm-up: JIT, every pool connection, plan caches
+  for (const which of ["on", "off"] as const) {
+    await timed(Math.max(cfg.clients * 4, 200), cfg.clients, (i) => op(which, null)(1e6 + i));
+  }
+  const [a, b] = split(cfg.reads, 2) as [number, number];
+  // [runtime, requests, first request index]
+  const plan: [Which, number, number][] = [
+    ["on", a, 0],
+    ["off", a, 0],
+    ["off", b, a],
+    ["on", b, a],
+  ];
+  const counter = sides.on.runtime; // either: one database
+  for (const [which, count, offset] of plan) {
+    const x = acc[which];
+    const before = await countEvents(counter, w.type);
+    const t = await timed(count, cfg.clients, (i) => op(which, x.errors)(offset + i));
+    x.grew += (await countEvents(counter, w.type)) - before;
+    x.n += t.n;
+    x.ms += t.ms;
+    x.latencies.push(...t.latencies);
+  }
+  const result = (which: Which) => {
+    const x = acc[which];
+    const expected = which === "on" ? x.n : 0;
+    const audit = x.grew === expected
+      ? (which === "on" ? "audit events ok" : "no audit events, as expected")
+      : `AUDIT MISMATCH: ${w.type} grew by ${fmtInt(x.grew)}, expected ${fmtInt(expected)}`;
+    const errs = x.errors.size === 0
+      ? "all responses ok"
+      : "ERRORS: " + [...x.errors].map(([e, c]) => `${c} x ${e}`).join(", ");
+    return { t: { n: x.n, ms: x.ms, latencies: x.latencies }, note: `${audit}; ${errs}` };
+  };
+  return { on: result("on"), off: result("off") };
 };
 
 /**
@@ -569,62 +605,59 @@ export const patientsBench = async (deps: PatientsBenchDeps): Promise<string[]> 
         `patients ${sizes.patients}, subject_keys ${sizes.keys}`,
     );
 
-    const ws = workloads(ids);
-    const results = new Map<string, { on?: Timed; off?: Timed }>();
-    let token = "";
-    for (const auditReads of [true, false]) {
-      const label = auditReads ? "audit on" : "audit off";
-      console.log(`\n  [${label}]`);
-      await deps.scoped(async () => {
-        const runtime = await openPatientsRuntime(deps, env, auditReads);
-        const app = appFor(runtime);
-        if (!token) {
-          const u = await registerUser(runtime.store, {
-            email: "ops@clinic.test",
-            name: "Bench clinical ops",
-            role: "clinical_ops",
-            password: PASSWORD,
-            patientId: null,
-          }, { actorId: "bench-setup" });
-          const res = await app.request("/v1/auth/login", {
-            method: "POST",
-            headers: { "content-type": "application/json", "user-agent": USER_AGENT },
-            body: JSON.stringify({ email: u.email, password: PASSWORD }),
-          }, CONN);
-          const body = await res.json();
-          if (res.status !== 200) throw new Error(`login failed: ${res.status} ${body.title}`);
-          token = body.accessToken;
-        }
-        for (const [k, w] of ws.entries()) {
-          const { t, note } = await measure(w, runtime, app, token, 2 * k + (auditReads ? 0 : 1));
-          const r = results.get(w.name) ?? {};
-          r[auditReads ? "on" : "off"] = t;
-          results.set(w.name, r);
-          const workload = `${w.name} x${fmtInt(cfg.reads)}, ${cfg.clients} clients, ${label}`;
-          deps.add({
-            workload,
-            backend: "PostgreSQL",
-            impl: "Chartlog",
-            m: { events: t.n, appends: 0, ms: t.ms, latencies: t.latencies },
-            latencyOf: w.latencyOf,
-            note: `req/s; ${fmtInt(n)} patients; ${note}`,
-          });
-          console.log(
-            `  ${workload}: ${fmtInt(perSec(t))} req/s, p50 ${
-              fmtMs(percentile(t.latencies, 0.5))
-            } ms, p99 ${fmtMs(percentile(t.latencies, 0.99))} ms (${fmtSec(t.ms)}); ${note}`,
-          );
-        }
-        if (!auditReads) await breakdown(runtime, app, token, ids);
-      });
+    // Both runtimes open side by side over the one database, each with a cold
+    // key cache; each workload alternates between them (see measurePair).
+    const on = await openPatientsRuntime(deps, env, true);
+    const off = await openPatientsRuntime(deps, env, false);
+    const apps = { on: appFor(on), off: appFor(off) };
+    const u = await registerUser(on.store, {
+      email: "ops@clinic.test",
+      name: "Bench clinical ops",
+      role: "clinical_ops",
+      password: PASSWORD,
+      patientId: null,
+    }, { actorId: "bench-setup" });
+    const res = await apps.on.request("/v1/auth/login", {
+      method: "POST",
+      headers: { "content-type": "application/json", "user-agent": USER_AGENT },
+      body: JSON.stringify({ email: u.email, password: PASSWORD }),
+    }, CONN);
+    const login = await res.json();
+    if (res.status !== 200) throw new Error(`login failed: ${res.status} ${login.title}`);
+    const token: string = login.accessToken; // one session, valid through either runtime
+
+    const results = new Map<string, { on: Timed; off: Timed }>();
+    const sides = { on: { runtime: on, app: apps.on }, off: { runtime: off, app: apps.off } };
+    for (const [k, w] of workloads(ids).entries()) {
+      console.log(`\n  [${w.name}]`);
+      const pair = await measurePair(w, sides, token, k);
+      for (const which of ["on", "off"] as const) {
+        const { t, note } = pair[which];
+        const workload = `${w.name} x${fmtInt(t.n)}, ${cfg.clients} clients, audit ${which}`;
+        deps.add({
+          workload,
+          backend: "PostgreSQL",
+          impl: "Chartlog",
+          m: { events: t.n, appends: 0, ms: t.ms, latencies: t.latencies },
+          latencyOf: w.latencyOf,
+          note: `req/s; ${fmtInt(n)} patients; ${note}`,
+        });
+        console.log(
+          `  ${workload}: ${fmtInt(perSec(t))} req/s, p50 ${
+            fmtMs(percentile(t.latencies, 0.5))
+          } ms, p99 ${fmtMs(percentile(t.latencies, 0.99))} ms (${fmtSec(t.ms)}); ${note}`,
+        );
+      }
+      results.set(w.name, { on: pair.on.t, off: pair.off.t });
     }
+    await breakdown(off, apps.off, token, ids);
 
     const rows = [...results].map(([name, { on, off }]) => {
-      const ratio = perSec(on!) / perSec(off!);
+      const ratio = perSec(on) / perSec(off);
       return [
         name,
-        fmtInt(perSec(on!)),
-        fmtInt(perSec(off!)),
+        fmtInt(perSec(on)),
+        fmtInt(perSec(off)),
         ratio.toFixed(2),
         ratio >= RATIO_TARGET ? "meets target" : "BELOW target",
       ];
