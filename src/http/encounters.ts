@@ -15,7 +15,7 @@ import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
 import { ifMatchVersion } from "./etag.ts";
 import { problemResponses } from "./problem.ts";
-import { bearer, json, versioned } from "./route_kit.ts";
+import { bearer, json, versioned, VERSIONED_WRITE_PROBLEMS } from "./route_kit.ts";
 
 const EncounterSchema = z.object({
   id: z.uuid(),
@@ -155,14 +155,7 @@ export const encounters = new OpenAPIHono<AppEnv>()
       },
       responses: {
         200: { description: "the encounter", content: json(EncounterSchema) },
-        ...problemResponses(
-          "unauthorized",
-          "forbidden",
-          "not-found",
-          "validation",
-          "conflict",
-          "precondition-failed",
-        ),
+        ...problemResponses(...VERSIONED_WRITE_PROBLEMS),
       },
     }),
     async (c) => {

@@ -21,7 +21,7 @@ import { allowed, authenticate, authorize, deny, requestMetadata } from "./auth_
 import type { AppEnv } from "./env.ts";
 import { ifMatchVersion } from "./etag.ts";
 import { problemResponses } from "./problem.ts";
-import { bearer, json, versioned } from "./route_kit.ts";
+import { bearer, json, versioned, VERSIONED_WRITE_PROBLEMS } from "./route_kit.ts";
 
 const IdParam = z.object({ id: z.uuid() });
 
@@ -228,14 +228,7 @@ export const patients = new OpenAPIHono<AppEnv>()
       request: { params: IdParam, body: { required: true, content: json(PatientInputDoc) } },
       responses: {
         200: { description: "the patient", content: json(PatientSchema) },
-        ...problemResponses(
-          "unauthorized",
-          "forbidden",
-          "not-found",
-          "validation",
-          "conflict",
-          "precondition-failed",
-        ),
+        ...problemResponses(...VERSIONED_WRITE_PROBLEMS),
       },
     }),
     async (c) => {
@@ -263,14 +256,7 @@ export const patients = new OpenAPIHono<AppEnv>()
       request: { params: IdParam, body: { required: true, content: json(PatientPatchDoc) } },
       responses: {
         200: { description: "the patient", content: json(PatientSchema) },
-        ...problemResponses(
-          "unauthorized",
-          "forbidden",
-          "not-found",
-          "validation",
-          "conflict",
-          "precondition-failed",
-        ),
+        ...problemResponses(...VERSIONED_WRITE_PROBLEMS),
       },
     }),
     async (c) => {
@@ -311,14 +297,7 @@ export const patients = new OpenAPIHono<AppEnv>()
       },
       responses: {
         204: { description: "deleted (the record stays in the log)" },
-        ...problemResponses(
-          "unauthorized",
-          "forbidden",
-          "not-found",
-          "validation",
-          "conflict",
-          "precondition-failed",
-        ),
+        ...problemResponses(...VERSIONED_WRITE_PROBLEMS),
       },
     }),
     async (c) => {

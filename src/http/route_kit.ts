@@ -1,4 +1,5 @@
 import type { z } from "@hono/zod-openapi";
+import type { ProblemSlug } from "./problem.ts";
 import type { Context } from "hono";
 import type { AppEnv } from "./env.ts";
 import { etag } from "./etag.ts";
@@ -22,3 +23,13 @@ export const versioned = <T extends { version: number }>(
   const { version: _v, ...rest } = resource;
   return rest;
 };
+
+/** The problems a write to a versioned resource can answer (If-Match included). */
+export const VERSIONED_WRITE_PROBLEMS: ProblemSlug[] = [
+  "unauthorized",
+  "forbidden",
+  "not-found",
+  "validation",
+  "conflict",
+  "precondition-failed",
+];

@@ -13,7 +13,7 @@ import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
 import { ifMatchVersion } from "./etag.ts";
 import { problemResponses } from "./problem.ts";
-import { bearer, json, versioned } from "./route_kit.ts";
+import { bearer, json, versioned, VERSIONED_WRITE_PROBLEMS } from "./route_kit.ts";
 
 const RoleSchema = z.enum(ROLES).openapi("Role");
 
@@ -153,14 +153,7 @@ export const users = new OpenAPIHono<AppEnv>()
       request: { params: IdParam, body: { required: true, content: json(PatchUserBody) } },
       responses: {
         200: { description: "the user", content: json(UserSchema) },
-        ...problemResponses(
-          "unauthorized",
-          "forbidden",
-          "not-found",
-          "validation",
-          "conflict",
-          "precondition-failed",
-        ),
+        ...problemResponses(...VERSIONED_WRITE_PROBLEMS),
       },
     }),
     async (c) => {

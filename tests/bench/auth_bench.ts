@@ -23,7 +23,17 @@ import { loadConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/logger.ts";
 import { openRuntime, type Runtime } from "../../src/runtime.ts";
 import { sql } from "../../src/store/sql.ts";
-import { envInt, fmtInt, fmtMs, fmtSec, percentile, split } from "./stats.ts";
+import {
+  envInt,
+  fmtInt,
+  fmtMs,
+  fmtSec,
+  percentile,
+  perSec,
+  split,
+  type Timed,
+  timed,
+} from "./stats.ts";
 
 const cfg = {
   // scrypt makes a login cost ~1/3 s: 24 keeps the section under a minute on 2 cores
@@ -60,36 +70,6 @@ export interface AuthBenchDeps {
 
 const PASSWORD = "correct horse battery staple";
 const META: EventMetadata = { ip: "127.0.0.1", userAgent: "chartlog-bench/1" };
-
-interface Timed {
-  n: number;
-  ms: number;
-  latencies: number[];
-}
-
-/** `total` calls of `op(i)` over `callers` loops, each awaiting its call before the next. */
-const timed = async (
-  total: number,
-  callers: number,
-  op: (i: number) => Promise<unknown>,
-): Promise<Timed> => {
-  const latencies: number[] = [];
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    split(total, callers).map(async (count) => {
-      for (let k = 0; k < count; k++) {
-        const i = next++;
-        const s = performance.now();
-        await op(i);
-        latencies.push(performance.now() - s);
-      }
-    }),
-  );
-  return { n: total, ms: performance.now() - t0, latencies };
-};
-
-const perSec = (t: Timed) => t.n / (t.ms / 1000);
 
 const report = (
   row: (r: AuthRow) => void,

@@ -34,7 +34,18 @@ import { createApp } from "../../src/http/app.ts";
 import { createLogger } from "../../src/logger.ts";
 import { openRuntime, type Runtime } from "../../src/runtime.ts";
 import { sql } from "../../src/store/sql.ts";
-import { envInt, fmtInt, fmtMs, fmtSec, percentile, split, table } from "./stats.ts";
+import {
+  envInt,
+  fmtInt,
+  fmtMs,
+  fmtSec,
+  percentile,
+  perSec,
+  split,
+  table,
+  type Timed,
+  timed,
+} from "./stats.ts";
 
 const cfg = {
   patients: envInt("BENCH_PATIENTS", 100_000),
@@ -265,36 +276,6 @@ const PREFIXES = [...new Set([...FIRST, ...LAST].map((n) => n.slice(0, 2).toLowe
 
 // ---------------------------------------------------------------------------
 // Timing
-
-interface Timed {
-  n: number;
-  ms: number;
-  latencies: number[];
-}
-
-/** `total` calls of `op(i)` over `callers` loops, each awaiting its call before the next. */
-const timed = async (
-  total: number,
-  callers: number,
-  op: (i: number) => Promise<unknown>,
-): Promise<Timed> => {
-  const latencies: number[] = [];
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    split(total, callers).map(async (count) => {
-      for (let k = 0; k < count; k++) {
-        const i = next++;
-        const s = performance.now();
-        await op(i);
-        latencies.push(performance.now() - s);
-      }
-    }),
-  );
-  return { n: total, ms: performance.now() - t0, latencies };
-};
-
-const perSec = (t: Timed) => t.n / (t.ms / 1000);
 
 // ---------------------------------------------------------------------------
 

@@ -49,3 +49,33 @@ export const table = (
   }|`;
   return [line(headers), rule, ...rows.map(line)].join("\n");
 };
+
+export interface Timed {
+  n: number;
+  ms: number;
+  latencies: number[];
+}
+
+/** `total` calls of `op(i)` over `callers` loops, each awaiting its call before the next. */
+export const timed = async (
+  total: number,
+  callers: number,
+  op: (i: number) => Promise<unknown>,
+): Promise<Timed> => {
+  const latencies: number[] = [];
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    split(total, callers).map(async (count) => {
+      for (let k = 0; k < count; k++) {
+        const i = next++;
+        const s = performance.now();
+        await op(i);
+        latencies.push(performance.now() - s);
+      }
+    }),
+  );
+  return { n: total, ms: performance.now() - t0, latencies };
+};
+
+export const perSec = (t: Timed) => t.n / (t.ms / 1000);
