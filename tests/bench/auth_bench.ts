@@ -23,17 +23,7 @@ import { loadConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/logger.ts";
 import { openRuntime, type Runtime } from "../../src/runtime.ts";
 import { sql } from "../../src/store/sql.ts";
-import {
-  envInt,
-  fmtInt,
-  fmtMs,
-  fmtSec,
-  percentile,
-  perSec,
-  split,
-  type Timed,
-  timed,
-} from "./stats.ts";
+import { envInt, fmtInt, fmtMs, fmtSec, percentile, perSec, type Timed, timed } from "./stats.ts";
 
 const cfg = {
   // scrypt makes a login cost ~1/3 s: 24 keeps the section under a minute on 2 cores
