@@ -1,6 +1,7 @@
 import { Catalog } from "../src/store/catalog.ts";
 import { authEvents } from "./auth.ts";
 import { encounterEvents } from "./encounter.ts";
+import { mediaEvents } from "./media.ts";
 import { patientEvents } from "./patient.ts";
 import { subjectEvents } from "./subject.ts";
 import { userEvents } from "./user.ts";
@@ -12,4 +13,5 @@ export const catalog = new Catalog([
   ...authEvents,
   ...patientEvents,
   ...encounterEvents,
+  ...mediaEvents,
 ]);

@@ -1,5 +1,6 @@
 import type { Projection } from "../src/store/types.ts";
 import { encounters } from "./encounters.ts";
+import { media } from "./media.ts";
 import { patients } from "./patients.ts";
 import { sessions } from "./sessions.ts";
 import { streamSummary } from "./stream_summary.ts";
@@ -11,5 +12,6 @@ export const projections: readonly Projection[] = [
   sessions,
   patients,
   encounters,
+  media,
   streamSummary,
 ];

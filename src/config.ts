@@ -43,6 +43,13 @@ const Env = z.object({
       v.split(",").map((r) => r.trim()).filter(Boolean).every((r) => ROLES.includes(r as Role)),
     `must be "none" or a comma-separated list of roles (${ROLES.join(", ")})`,
   ).default("admin"),
+  CHARTLOG_MEDIA_MAX_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
+  CHARTLOG_MEDIA_MAX_PIXELS: z.coerce.number().int().positive().default(50_000_000),
+  CHARTLOG_BLOB_DIR: z.string().min(1).optional(),
+  CHARTLOG_CLAMD_URL: z.string().refine(
+    (v) => /^tcp:\/\/[^/:]+:\d+\/?$/.test(v) || /^unix:\/\/\/./.test(v),
+    "must be tcp://host:port or unix:///path/to/clamd.socket",
+  ).optional(),
 });
 
 export type Database =
@@ -71,6 +78,14 @@ export interface Config {
   signup: boolean;
   /** Roles that must use a second factor; until they enrol they can only enrol. */
   mfaRequiredRoles: Role[];
+  /** Largest file an upload may carry, enforced while the body streams in. */
+  mediaMaxBytes: number;
+  /** Largest image (width × height) the pipeline decodes. */
+  mediaMaxPixels: number;
+  /** Where encrypted media blobs live (default `<data dir>/blobs`). */
+  blobDir: string;
+  /** clamd to scan uploads with; without one, media record `not_scanned`. */
+  clamdUrl: string | null;
 }
 
 /**
@@ -122,5 +137,9 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     mfaRequiredRoles: e.CHARTLOG_MFA_REQUIRED_ROLES === "none"
       ? []
       : e.CHARTLOG_MFA_REQUIRED_ROLES.split(",").map((r) => r.trim()).filter(Boolean) as Role[],
+    mediaMaxBytes: e.CHARTLOG_MEDIA_MAX_BYTES,
+    mediaMaxPixels: e.CHARTLOG_MEDIA_MAX_PIXELS,
+    blobDir: e.CHARTLOG_BLOB_DIR ?? `${e.CHARTLOG_DATA_DIR}/blobs`,
+    clamdUrl: e.CHARTLOG_CLAMD_URL ?? null,
   };
 };

@@ -80,3 +80,28 @@ export class PreconditionFailedError extends ChartlogError {
 export class MfaRequiredError extends UnauthorizedError {
   override name = "MfaRequiredError";
 }
+
+/** Why an upload was refused; each is also recorded in an `UploadRejected` event. */
+export const REJECTION_REASONS = [
+  "too_large",
+  "type_not_allowed",
+  "type_mismatch",
+  "corrupt",
+  "too_many_pixels",
+  "malware",
+  "encounter_cancelled",
+  "forbidden",
+] as const;
+export type RejectionReason = (typeof REJECTION_REASONS)[number];
+
+/**
+ * An upload the pipeline refuses. The HTTP status follows the reason:
+ * too_large 413, type_not_allowed and type_mismatch 415, encounter_cancelled
+ * 409, forbidden 403, the rest 422. The message names no content.
+ */
+export class UploadRejectedError extends ChartlogError {
+  override name = "UploadRejectedError";
+  constructor(readonly reason: RejectionReason, message: string) {
+    super(message);
+  }
+}

@@ -6,6 +6,8 @@ import type { Config } from "./config.ts";
 import type { Logger } from "./logger.ts";
 import type { Catalog } from "./store/catalog.ts";
 import type { Db } from "./store/db.ts";
+import { BlobStore } from "./media/blob_store.ts";
+import { type Scanner, scannerFromUrl } from "./media/scanner.ts";
 import { EventStore } from "./store/event_store.ts";
 import { migrate } from "./store/migrations.ts";
 import { openPglite } from "./store/pglite_driver.ts";
@@ -68,6 +70,10 @@ export interface Runtime {
   /** Every PHI read appends an access event. Off only in benchmarks, never by configuration. */
   auditReads: boolean;
   projections: readonly Projection[];
+  /** Encrypted media files. */
+  blobs: BlobStore;
+  /** The malware scanner uploads go through; null when none is configured. */
+  scanner: Scanner | null;
   workers: ProjectionWorker[];
   close(): Promise<void>;
 }
@@ -95,10 +101,11 @@ export const openRuntime = async (
     const applied = await migrate(db);
     if (applied.length > 0) log.info({ applied }, "migrations applied");
     const projections = opts.projections ?? appProjections;
+    const codec = new PhiCodec(db, masterKey);
     const store = new EventStore({
       db,
       catalog: opts.catalog ?? appCatalog,
-      codec: new PhiCodec(db, masterKey),
+      codec,
       projections,
       now: opts.now,
     });
@@ -113,11 +120,14 @@ export const openRuntime = async (
       sessionIdleTimeoutSec: config.sessionIdleTimeoutSec,
       now: opts.now,
     });
+    const indexKey = await deriveIndexKey(masterKey);
     return {
       db,
       store,
       sessions,
-      indexKey: await deriveIndexKey(masterKey),
+      indexKey,
+      blobs: new BlobStore(config.blobDir, codec, indexKey),
+      scanner: scannerFromUrl(config.clamdUrl ?? undefined),
       auditReads: opts.auditReads ?? true,
       projections,
       workers,

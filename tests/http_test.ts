@@ -39,6 +39,7 @@ Deno.test("http: health, readiness and request ids", async () => {
       "sessions",
       "patients",
       "encounters",
+      "media",
       "stream_summary",
     ]);
 

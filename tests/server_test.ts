@@ -47,6 +47,7 @@ Deno.test("server: with no environment in an empty directory it serves /health o
         "--allow-read",
         "--allow-write",
         "--allow-sys",
+        "--allow-ffi", // imagescript's native codecs
         MAIN,
       ],
       cwd: dir,

@@ -46,6 +46,14 @@ export const ACTIONS = [
   "encounter.list",
   "encounter.read",
   "encounter.update",
+  "media.upload",
+  "media.list",
+  "media.read",
+  "media.delete",
+  "media.restore",
+  "media.see_deleted",
+  "media.stats",
+  "media.categories",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -88,6 +96,15 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "encounter.list": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
   "encounter.read": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
   "encounter.update": row(["admin", "clinical_ops"], ["practitioner"]),
+  // photos and documents are clinical content too; a patient may read their own
+  "media.upload": row(["admin", "clinical_ops"], ["practitioner"]),
+  "media.list": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
+  "media.read": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
+  "media.delete": row(["admin", "clinical_ops"], ["practitioner"]),
+  "media.restore": row(["admin"]),
+  "media.see_deleted": row(["admin"]),
+  "media.stats": row(["admin", "clinical_ops"]),
+  "media.categories": row(ALL),
 };
 
 /** Which relations count, per role, where the matrix says "related". */

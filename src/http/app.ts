@@ -13,6 +13,7 @@ import { users } from "./users.ts";
 import { mfa } from "./mfa.ts";
 import { patients } from "./patients.ts";
 import { encounters } from "./encounters.ts";
+import { media } from "./media.ts";
 
 export const API_INFO = {
   title: "Chartlog API",
@@ -86,14 +87,13 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
       }),
     );
   }
-  app.use(
-    "*",
-    bodyLimit({
-      maxSize: deps.config.maxBodyBytes,
-      onError: (c) =>
-        problem(c, "payload-too-large", `the body exceeds ${deps.config.maxBodyBytes} bytes`),
-    }),
-  );
+  const limit = bodyLimit({
+    maxSize: deps.config.maxBodyBytes,
+    onError: (c) =>
+      problem(c, "payload-too-large", `the body exceeds ${deps.config.maxBodyBytes} bytes`),
+  });
+  // uploads stream their body and enforce the media limit themselves, while reading
+  app.use("*", (c, next) => (isUpload(c.req.method, c.req.path) ? next() : limit(c, next)));
 
   app.route("/", system);
   app.route("/", docs);
@@ -102,6 +102,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/", mfa);
   app.route("/", patients);
   app.route("/", encounters);
+  app.route("/", media);
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
     scheme: "bearer",
@@ -159,3 +160,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
 
   return app;
 };
+
+/** The upload routes, which read a large multipart body as a stream. */
+const isUpload = (method: string, path: string) =>
+  method === "POST" && /^\/v1\/(encounters\/[^/]+\/media|patients\/[^/]+\/documents)$/.test(path);

@@ -34,18 +34,18 @@ const PlanBody = z.strictObject({
   reason: z.string().trim().min(1).max(1000),
 }).openapi("PlanEncounterRequest");
 
-const resourceOf = async (c: Context<AppEnv>, patientId: string | undefined) => {
+export const resourceOf = async (c: Context<AppEnv>, patientId: string | undefined) => {
   if (!patientId) return undefined;
   const relations = await relationsTo(c.var.deps.runtime().store, c.get("actor")!, patientId);
   return { patientId, relations } satisfies PatientResource;
 };
 /** The patient in the path (`/v1/patients/:id/...`). */
-const byPatient = (c: Context<AppEnv>) => {
+export const byPatient = (c: Context<AppEnv>) => {
   const id = c.req.param("id");
   return resourceOf(c, id && z.uuid().safeParse(id).success ? id : undefined);
 };
 /** The patient the encounter in the path belongs to (`/v1/encounters/:id`). */
-const byEncounter = async (c: Context<AppEnv>) => {
+export const byEncounter = async (c: Context<AppEnv>) => {
   const id = c.req.param("id");
   if (!id || !z.uuid().safeParse(id).success) return undefined;
   return resourceOf(c, await encounterPatient(c.var.deps.runtime().store, id));

@@ -12,6 +12,7 @@ import {
   TooManyRequestsError,
   UnauthorizedError,
   UnavailableError,
+  UploadRejectedError,
   ValidationError,
 } from "../errors.ts";
 
@@ -32,6 +33,8 @@ export const PROBLEMS = {
   "precondition-failed": { status: 412, title: "Precondition failed" },
   "payload-too-large": { status: 413, title: "Payload too large" },
   "unsupported-media-type": { status: 415, title: "Unsupported media type" },
+  "corrupt-media": { status: 422, title: "The file is damaged or too large to decode" },
+  "malware-detected": { status: 422, title: "The file carries malware" },
   "rate-limited": { status: 429, title: "Too many requests" },
   "internal": { status: 500, title: "Internal server error" },
   "unavailable": { status: 503, title: "Service unavailable" },
@@ -120,10 +123,25 @@ export const problemFor = (
     return { slug: "precondition-failed", detail: err.message };
   }
   if (err instanceof UnavailableError) return { slug: "unavailable", detail: err.message };
+  if (err instanceof UploadRejectedError) {
+    return { slug: UPLOAD_PROBLEMS[err.reason], detail: err.message };
+  }
   if (err instanceof HTTPException) {
     const slug = (Object.keys(PROBLEMS) as ProblemSlug[])
       .find((s) => PROBLEMS[s].status === err.status);
     return { slug: slug ?? "internal" };
   }
   return { slug: "internal" };
+};
+
+/** The problem each reason for refusing an upload answers with. */
+const UPLOAD_PROBLEMS: Record<UploadRejectedError["reason"], ProblemSlug> = {
+  too_large: "payload-too-large",
+  type_not_allowed: "unsupported-media-type",
+  type_mismatch: "unsupported-media-type",
+  corrupt: "corrupt-media",
+  too_many_pixels: "corrupt-media",
+  malware: "malware-detected",
+  encounter_cancelled: "conflict",
+  forbidden: "forbidden",
 };

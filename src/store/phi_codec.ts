@@ -115,6 +115,50 @@ export class PhiCodec {
     return JSON.parse(dec.decode(pt));
   }
 
+  /**
+   * Encrypts bytes (a file) with the subject's data key: 12-byte IV, then
+   * ciphertext and tag. `context` is bound as AAD, so a blob cannot be
+   * passed off as another.
+   */
+  async encryptBytes(
+    subject: string,
+    context: string,
+    bytes: Uint8Array<ArrayBuffer>,
+  ): Promise<Uint8Array<ArrayBuffer>> {
+    const key = (await this.#key(subject, true))!;
+    const iv = crypto.getRandomValues(new Uint8Array(12));
+    const ct = await crypto.subtle.encrypt(
+      { name: "AES-GCM", iv, additionalData: enc.encode(`${subject}:${context}`) },
+      key,
+      bytes,
+    );
+    const out = new Uint8Array(12 + ct.byteLength);
+    out.set(iv);
+    out.set(new Uint8Array(ct), 12);
+    return out;
+  }
+
+  /** The plaintext of {@link encryptBytes}, or {@link ERASED} once the subject was shredded. */
+  async decryptBytes(
+    subject: string,
+    context: string,
+    sealed: Uint8Array<ArrayBuffer>,
+  ): Promise<Uint8Array<ArrayBuffer> | typeof ERASED> {
+    const key = await this.#key(subject, false);
+    if (!key) return ERASED;
+    return new Uint8Array(
+      await crypto.subtle.decrypt(
+        {
+          name: "AES-GCM",
+          iv: sealed.subarray(0, 12),
+          additionalData: enc.encode(`${subject}:${context}`),
+        },
+        key,
+        sealed.subarray(12),
+      ),
+    );
+  }
+
   /** Seals the PHI fields `def` declares; other fields pass through. */
   async sealPayload(
     def: EventDefinition,

@@ -16,7 +16,9 @@ export const openTestApp = async (
   opts: { now?: () => Date } = {},
 ) => {
   const lines: string[] = [];
+  const blobDir = await Deno.makeTempDir({ prefix: "chartlog_blobs_" });
   const config = loadConfig({
+    CHARTLOG_BLOB_DIR: blobDir,
     DATABASE_URL: "memory://",
     CHARTLOG_MASTER_KEY: btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32)))),
     LOG_LEVEL: "debug",
@@ -47,6 +49,9 @@ export const openTestApp = async (
     runtime: runtime!,
     /** Simulates the database not yet open. */
     detach: () => (runtime = null),
-    close: () => runtime?.close() ?? Promise.resolve(),
+    close: async () => {
+      await runtime?.close();
+      await Deno.remove(blobDir, { recursive: true }).catch(() => {});
+    },
   };
 };

@@ -1,0 +1,66 @@
+import { sql } from "../src/store/sql.ts";
+import type { Projection } from "../src/store/types.ts";
+
+/**
+ * Media by patient and encounter, inline so an upload is listed at once:
+ * what lists, filters, statistics and `deno task gc` need. File names,
+ * notes and the DICOM header stay sealed in the log; of the DICOM header
+ * only modality and study date are kept here, for lists.
+ */
+export const media: Projection = {
+  name: "media",
+  version: 1,
+  mode: "inline",
+  tables: ["media"],
+  setup: `create table if not exists media (
+    id             uuid primary key,
+    patient_id     uuid not null,
+    encounter_id   uuid,
+    uploader_id    uuid not null,
+    kind           text not null,
+    category       text not null,
+    content_type   text not null,
+    size           bigint not null,
+    sha256         text not null,
+    blob           text not null,
+    thumb_blob     text,
+    scan_status    text not null,
+    modality       text,
+    study_date     text,
+    deleted        boolean not null default false,
+    version        integer not null,
+    created_at     timestamptz not null,
+    updated_at     timestamptz not null
+  );
+  create index if not exists media_patient on media (patient_id, created_at desc, id desc);
+  create index if not exists media_encounter on media (encounter_id, created_at desc, id desc);
+  create index if not exists media_blob on media (blob);
+  create index if not exists media_thumb_blob on media (thumb_blob);`,
+  handlers: {
+    MediaUploaded: async (db, e) => {
+      const d = e.data as Record<string, unknown>;
+      const thumb = d.thumbnail as { blob: string } | null;
+      const dicom = d.dicom as Record<string, string | null> | null;
+      const scan = d.scan as { status: string };
+      const at = e.recordedAt.toISOString();
+      await db.query(sql`insert into media (id, patient_id, encounter_id, uploader_id, kind,
+          category, content_type, size, sha256, blob, thumb_blob, scan_status, modality,
+          study_date, version, created_at, updated_at)
+        values (${d.mediaId}::uuid, ${d.patientId}::uuid, ${d.encounterId}::uuid,
+          ${d.uploaderId}::uuid, ${d.kind}, ${d.category}, ${d.contentType}, ${d.size},
+          ${d.sha256}, ${d.blob}, ${thumb?.blob ?? null}, ${scan.status},
+          ${dicom?.modality ?? null}, ${dicom?.studyDate ?? null}, ${e.streamVersion},
+          ${at}::text::timestamptz, ${at}::text::timestamptz)`);
+    },
+    MediaDeleted: async (db, e) => {
+      await db.query(sql`update media set deleted = true, version = ${e.streamVersion},
+        updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        where id = ${e.data.mediaId}::uuid`);
+    },
+    MediaRestored: async (db, e) => {
+      await db.query(sql`update media set deleted = false, version = ${e.streamVersion},
+        updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        where id = ${e.data.mediaId}::uuid`);
+    },
+  },
+};

@@ -1,0 +1,273 @@
+import type { EventMetadata } from "../../events/metadata.ts";
+import type { z } from "zod";
+import { type MediaKind, MediaUploaded } from "../../events/media.ts";
+import { ConflictError, NotFoundError, ValidationError } from "../errors.ts";
+import type { EventStore } from "../store/event_store.ts";
+import { sql } from "../store/sql.ts";
+import type { StoredEvent } from "../store/types.ts";
+
+export const mediaStream = (id: string) => `media-${id}`;
+
+/** One photo or document as its events tell it (PHI unsealed). */
+export interface MediaRecord {
+  id: string;
+  patientId: string;
+  encounterId: string | null;
+  kind: MediaKind;
+  category: string;
+  contentType: string;
+  size: number;
+  sha256: string;
+  blob: string;
+  width: number | null;
+  height: number | null;
+  thumbnail: { blob: string; size: number; sha256: string; width: number; height: number } | null;
+  scanStatus: "clean" | "not_scanned";
+  dicomPatientMismatch: boolean;
+  filename: string | null;
+  notes: string | null;
+  dicom: Record<string, string | null> | null;
+  uploaderId: string;
+  deleted: boolean;
+  createdAt: string;
+  updatedAt: string;
+  version: number;
+}
+
+type Uploaded = z.infer<typeof MediaUploaded.schema>;
+
+const fold = (events: StoredEvent[]): MediaRecord | null => {
+  let m: MediaRecord | null = null;
+  for (const e of events) {
+    if (e.type === "MediaUploaded") {
+      const d = e.data as unknown as Uploaded;
+      m = {
+        id: d.mediaId,
+        patientId: d.patientId,
+        encounterId: d.encounterId,
+        kind: d.kind,
+        category: d.category,
+        contentType: d.contentType,
+        size: d.size,
+        sha256: d.sha256,
+        blob: d.blob,
+        width: d.width,
+        height: d.height,
+        thumbnail: d.thumbnail,
+        scanStatus: d.scan.status,
+        dicomPatientMismatch: d.dicomPatientMismatch,
+        filename: d.filename,
+        notes: d.notes,
+        dicom: d.dicom,
+        uploaderId: d.uploaderId,
+        deleted: false,
+        createdAt: e.recordedAt.toISOString(),
+        updatedAt: e.recordedAt.toISOString(),
+        version: e.streamVersion,
+      };
+    } else if (m !== null && (e.type === "MediaDeleted" || e.type === "MediaRestored")) {
+      const before: MediaRecord = m;
+      m = {
+        ...before,
+        deleted: e.type === "MediaDeleted",
+        updatedAt: e.recordedAt.toISOString(),
+        version: e.streamVersion,
+      };
+    }
+  }
+  return m;
+};
+
+/** The media item from its stream; `unseal: false` skips the sealed fields (and the key lookups). */
+export const loadMedia = async (
+  store: EventStore,
+  id: string,
+  opts: { unseal?: boolean } = {},
+): Promise<MediaRecord | null> =>
+  fold(await store.readStream(mediaStream(id), { unseal: opts.unseal ?? true }));
+
+/** The patient a media item belongs to (for the policy), or undefined. */
+export const mediaPatient = async (store: EventStore, id: string): Promise<string | undefined> => {
+  const [r] = await store.db.query<{ p: string }>(
+    sql`select patient_id::text as p from media where id = ${id}::uuid`,
+  );
+  return r?.p;
+};
+
+/** An uploader's display name (users are staff; their names are not patient PHI). */
+export const userName = async (store: EventStore, id: string): Promise<string | null> => {
+  const [r] = await store.db.query<{ name: string | null }>(
+    sql`select name from users where id = ${id}::uuid`,
+  );
+  return r?.name ?? null;
+};
+
+export interface MediaListItem {
+  id: string;
+  patientId: string;
+  encounterId: string | null;
+  kind: MediaKind;
+  category: string;
+  contentType: string;
+  size: number;
+  sha256: string;
+  scanStatus: string;
+  uploaderId: string;
+  dicom: { modality: string | null; studyDate: string | null } | null;
+  deleted: boolean;
+  createdAt: string;
+}
+
+export interface MediaQuery {
+  patientId: string;
+  encounterId?: string;
+  category?: string;
+  kind?: MediaKind;
+  includeDeleted: boolean;
+  limit: number;
+  cursor?: string;
+}
+
+const encodeCursor = (at: string, id: string) => btoa(JSON.stringify([at, id]));
+const decodeCursor = (cursor: string): [string, string] => {
+  try {
+    const v = JSON.parse(atob(cursor));
+    if (
+      Array.isArray(v) && v.length === 2 && !Number.isNaN(Date.parse(v[0])) &&
+      /^[0-9a-f-]{36}$/.test(v[1])
+    ) return v as [string, string];
+  } catch { /* fall through */ }
+  throw new ValidationError("bad cursor", [{ path: "cursor", message: "not a cursor we issued" }]);
+};
+
+/** A page of a patient's (or an encounter's) media, newest first, with the next cursor. */
+export const listMedia = async (
+  store: EventStore,
+  q: MediaQuery,
+): Promise<{ items: MediaListItem[]; nextCursor: string | null }> => {
+  const after = q.cursor ? decodeCursor(q.cursor) : null;
+  const rows = await store.db.query<{
+    id: string;
+    patient_id: string;
+    encounter_id: string | null;
+    kind: MediaKind;
+    category: string;
+    content_type: string;
+    size: string;
+    sha256: string;
+    scan_status: string;
+    uploader_id: string;
+    modality: string | null;
+    study_date: string | null;
+    deleted: boolean;
+    created_at: string;
+  }>(sql`select media.id::text as id, patient_id::text as patient_id,
+      encounter_id::text as encounter_id, kind, category, content_type, size::text as size, sha256,
+      scan_status, uploader_id::text as uploader_id, modality, study_date, deleted,
+      to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as created_at
+    from media
+    where patient_id = ${q.patientId}::uuid
+      ${q.encounterId ? sql`and encounter_id = ${q.encounterId}::uuid` : sql``}
+      ${q.category ? sql`and category = ${q.category}` : sql``}
+      ${q.kind ? sql`and kind = ${q.kind}` : sql``}
+      ${q.includeDeleted ? sql`` : sql`and not deleted`}
+      ${
+    after
+      ? sql`and (media.created_at, media.id) < (${after[0]}::text::timestamptz, ${after[1]}::uuid)`
+      : sql``
+  }
+    order by media.created_at desc, media.id desc
+    limit ${q.limit + 1}`);
+  const page = rows.slice(0, q.limit);
+  const last = page.at(-1);
+  return {
+    items: page.map((r) => ({
+      id: r.id,
+      patientId: r.patient_id,
+      encounterId: r.encounter_id,
+      kind: r.kind,
+      category: r.category,
+      contentType: r.content_type,
+      size: Number(r.size),
+      sha256: r.sha256,
+      scanStatus: r.scan_status,
+      uploaderId: r.uploader_id,
+      dicom: r.content_type === "application/dicom"
+        ? { modality: r.modality, studyDate: r.study_date }
+        : null,
+      deleted: r.deleted,
+      createdAt: r.created_at,
+    })),
+    nextCursor: rows.length > q.limit && last ? encodeCursor(last.created_at, last.id) : null,
+  };
+};
+
+/** Soft delete: hidden from lists, 404 to all but admins; the blob stays. */
+export const deleteMedia = async (
+  store: EventStore,
+  id: string,
+  reason: string,
+  metadata: EventMetadata,
+): Promise<void> => {
+  const m = await loadMedia(store, id, { unseal: false });
+  if (!m) throw new NotFoundError("no such media");
+  if (m.deleted) throw new ConflictError("the media item is already deleted");
+  await store.append(mediaStream(id), m.version, [{
+    type: "MediaDeleted",
+    data: { mediaId: id, patientId: m.patientId, reason },
+  }], metadata);
+};
+
+export const restoreMedia = async (
+  store: EventStore,
+  id: string,
+  metadata: EventMetadata,
+): Promise<void> => {
+  const m = await loadMedia(store, id, { unseal: false });
+  if (!m) throw new NotFoundError("no such media");
+  if (!m.deleted) throw new ConflictError("the media item is not deleted");
+  await store.append(mediaStream(id), m.version, [{
+    type: "MediaRestored",
+    data: { mediaId: id, patientId: m.patientId },
+  }], metadata);
+};
+
+export interface StatsRow {
+  kind: MediaKind;
+  category: string;
+  count: number;
+  bytes: number;
+  deletedCount: number;
+  deletedBytes: number;
+}
+
+/** Count and bytes by kind and category; deleted items counted apart. */
+export const mediaStats = async (
+  store: EventStore,
+): Promise<{ categories: StatsRow[]; total: Omit<StatsRow, "kind" | "category"> }> => {
+  const rows = await store.db.query<Record<string, string>>(sql`select kind, category,
+      count(*) filter (where not deleted)::text as count,
+      coalesce(sum(size) filter (where not deleted), 0)::text as bytes,
+      count(*) filter (where deleted)::text as deleted_count,
+      coalesce(sum(size) filter (where deleted), 0)::text as deleted_bytes
+    from media group by kind, category order by kind, category`);
+  const categories = rows.map((r) => ({
+    kind: r.kind as MediaKind,
+    category: r.category!,
+    count: Number(r.count),
+    bytes: Number(r.bytes),
+    deletedCount: Number(r.deleted_count),
+    deletedBytes: Number(r.deleted_bytes),
+  }));
+  const sum = (k: "count" | "bytes" | "deletedCount" | "deletedBytes") =>
+    categories.reduce((a, r) => a + r[k], 0);
+  return {
+    categories,
+    total: {
+      count: sum("count"),
+      bytes: sum("bytes"),
+      deletedCount: sum("deletedCount"),
+      deletedBytes: sum("deletedBytes"),
+    },
+  };
+};

@@ -1,0 +1,48 @@
+import type { Db } from "../store/db.ts";
+import { sql } from "../store/sql.ts";
+import type { BlobStore } from "./blob_store.ts";
+
+/** Files younger than this may belong to an upload whose event is still to come. */
+export const GC_GRACE_MS = 60 * 60_000;
+
+export interface GcReport {
+  scanned: number;
+  referenced: number;
+  orphans: { path: string; bytes: number }[];
+  removed: number;
+  bytesFreed: number;
+}
+
+/**
+ * Removes blobs no media event names (left by an upload that failed or
+ * crashed before its event), and unfinished temporary files, once older
+ * than the grace period. Blobs of deleted media stay: soft delete keeps the
+ * file. With `dryRun` it only reports.
+ */
+export const collectGarbage = async (
+  db: Db,
+  blobs: BlobStore,
+  opts: { now?: Date; graceMs?: number; dryRun?: boolean } = {},
+): Promise<GcReport> => {
+  const cutoff = (opts.now ?? new Date()).getTime() - (opts.graceMs ?? GC_GRACE_MS);
+  const rows = await db.query<{ blob: string | null; thumb_blob: string | null }>(
+    sql`select blob, thumb_blob from media`,
+  );
+  const live = new Set(rows.flatMap((r) => [r.blob, r.thumb_blob]).filter(Boolean));
+  const report: GcReport = { scanned: 0, referenced: 0, orphans: [], removed: 0, bytesFreed: 0 };
+  for await (const f of blobs.list()) {
+    report.scanned++;
+    if (f.address && live.has(f.address)) {
+      report.referenced++;
+      continue;
+    }
+    if (f.mtime.getTime() > cutoff) continue;
+    const { size } = await Deno.stat(f.path);
+    report.orphans.push({ path: f.path, bytes: size });
+    if (opts.dryRun) continue;
+    await Deno.remove(f.path);
+    report.removed++;
+    report.bytesFreed += size;
+  }
+  return report;
+};

@@ -1,0 +1,407 @@
+/**
+ * Images in: size read from the headers (no decode), a pixel limit enforced
+ * before anything is decoded, then a decode and re-encode to the same format
+ * that leaves every metadata block behind (EXIF with GPS, XMP, ICC, PNG text
+ * chunks), plus a JPEG thumbnail.
+ *
+ * PNG and JPEG decode with imagescript; WebP with @jsquash/webp (libwebp in
+ * WebAssembly, loaded from the package's own files, nothing fetched). Its
+ * libwebp is 1.1.0, older than the CVE-2023-4863 fix; an overflow stays in
+ * the WebAssembly sandbox, and each image gets a fresh instance.
+ * imagescript loads a native Node-API addon for its encoders, so a process
+ * importing this module needs `--allow-ffi` as well as `--allow-read` and
+ * `--allow-env`.
+ *
+ * EXIF orientation is not applied: the re-encoded pixels keep the sensor's
+ * orientation and, with EXIF gone, viewers show them that way. A photo taken
+ * with the phone upright may therefore appear rotated.
+ */
+import { Image, type JPEGQuality, type WEBPQuality } from "imagescript";
+import webpFactory from "@jsquash/webp/codec/dec/webp_dec.js";
+import { UploadRejectedError } from "../errors.ts";
+import { hasBytesAt, imageEnd, type ImageType, sniff, type SniffedType } from "./sniff.ts";
+
+/** Width and height in pixels. */
+export interface Dimensions {
+  width: number;
+  height: number;
+}
+
+/** Options of {@link processImage}. */
+export interface ProcessImageOptions {
+  /** Largest width × height accepted, checked from the headers before decoding. */
+  maxPixels: number;
+  /** Longest side of the thumbnail; default 256. Smaller images are not upscaled. */
+  thumbnailSize?: number;
+  /** Quality (1-100) of a re-encoded JPEG; default 90. */
+  jpegQuality?: number;
+  /** Quality (1-100) of a re-encoded lossy WebP; default 90. Lossless stays lossless. */
+  webpQuality?: number;
+}
+
+/** The outcome of {@link processImage}. */
+export interface ProcessedImage {
+  /** The re-encoded image, same format as the input, without metadata. */
+  bytes: Uint8Array;
+  contentType: ImageType;
+  width: number;
+  height: number;
+  /** A JPEG whose longest side is at most `thumbnailSize`, aspect ratio kept. */
+  thumbnail: Uint8Array;
+  /** Milliseconds (performance.now()) spent in each step. */
+  timings: { decode: number; encode: number; thumbnail: number };
+}
+
+const DEFAULT_THUMBNAIL_SIZE = 256;
+const DEFAULT_QUALITY = 90;
+const THUMBNAIL_QUALITY = 80;
+
+const corrupt = (message = "the image header is unreadable") =>
+  new UploadRejectedError("corrupt", message);
+
+const u16be = (b: Uint8Array, o: number) => (b[o]! << 8) | b[o + 1]!;
+const u32be = (b: Uint8Array, o: number) =>
+  ((b[o]! << 24) >>> 0) + (b[o + 1]! << 16) + u16be(b, o + 2);
+const u16le = (b: Uint8Array, o: number) => b[o]! | (b[o + 1]! << 8);
+const u24le = (b: Uint8Array, o: number) => u16le(b, o) + (b[o + 2]! << 16);
+const u32le = (b: Uint8Array, o: number) => u24le(b, o) + ((b[o + 3]! << 24) >>> 0);
+const fourcc = (b: Uint8Array, o: number) => String.fromCharCode(...b.subarray(o, o + 4));
+
+const checked = (width: number, height: number): Dimensions => {
+  if (width < 1 || height < 1 || width > 0x7fffffff || height > 0x7fffffff) throw corrupt();
+  return { width, height };
+};
+
+// ---------------------------------------------------------------------------
+// Headers
+
+/** Start-of-frame markers C0..CF, except DHT (C4), JPG (C8) and DAC (CC). */
+const isSof = (m: number) => m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc;
+
+/** Walks JPEG segments up to the first SOFn and reads its size. */
+const jpegDimensions = (b: Uint8Array): Dimensions => {
+  if (!hasBytesAt(b, 0, [0xff, 0xd8])) throw corrupt();
+  let pos = 2;
+  while (pos < b.length) {
+    if (b[pos] !== 0xff) throw corrupt();
+    while (b[pos] === 0xff) pos++;
+    const marker = b[pos++];
+    if (marker === undefined || marker === 0xd9 || marker === 0xda) break;
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) continue;
+    if (pos + 2 > b.length) break;
+    const length = u16be(b, pos);
+    if (length < 2) break;
+    if (isSof(marker)) {
+      if (length < 7 || pos + 7 > b.length) break;
+      // precision (1 byte), then height and width; height 0 (DNL) is refused.
+      return checked(u16be(b, pos + 5), u16be(b, pos + 3));
+    }
+    pos += length;
+  }
+  throw corrupt();
+};
+
+/** PNG: the IHDR chunk must come first and be 13 bytes long. */
+const pngDimensions = (b: Uint8Array): Dimensions => {
+  if (b.length < 24 || u32be(b, 8) !== 13 || fourcc(b, 12) !== "IHDR") throw corrupt();
+  return checked(u32be(b, 16), u32be(b, 20));
+};
+
+interface WebpHeader extends Dimensions {
+  animated: boolean;
+  lossless: boolean;
+}
+
+/** VP8 (lossy) key frame header at `o`: tag, start code 9D 01 2A, 14-bit sizes. */
+const vp8Dimensions = (b: Uint8Array, o: number): Dimensions => {
+  if (o + 10 > b.length || (b[o]! & 1) !== 0 || !hasBytesAt(b, o + 3, [0x9d, 0x01, 0x2a])) {
+    throw corrupt();
+  }
+  return checked(u16le(b, o + 6) & 0x3fff, u16le(b, o + 8) & 0x3fff);
+};
+
+/** VP8L (lossless) header at `o`: signature 0x2F, then width-1 and height-1 in 14 bits each. */
+const vp8lDimensions = (b: Uint8Array, o: number): Dimensions => {
+  if (o + 5 > b.length || b[o] !== 0x2f) throw corrupt();
+  const bits = u32le(b, o + 1);
+  return checked((bits & 0x3fff) + 1, ((bits >>> 14) & 0x3fff) + 1);
+};
+
+/** The RIFF chunks of a WebP file: four-character code and payload offset. */
+function* webpChunks(b: Uint8Array): Generator<{ id: string; at: number }> {
+  let pos = 12;
+  while (pos + 8 <= b.length) {
+    const size = u32le(b, pos + 4);
+    yield { id: fourcc(b, pos), at: pos + 8 };
+    pos += 8 + size + (size & 1);
+  }
+}
+
+/**
+ * WebP: the first chunk is VP8, VP8L or VP8X (extended: canvas size, flags).
+ * For a still VP8X image the embedded bitstream must have the canvas size,
+ * so a small canvas cannot hide a huge frame from the pixel limit.
+ */
+const webpHeader = (b: Uint8Array): WebpHeader => {
+  if (b.length < 30 || fourcc(b, 0) !== "RIFF" || fourcc(b, 8) !== "WEBP") throw corrupt();
+  const first = fourcc(b, 12);
+  if (first === "VP8 ") return { ...vp8Dimensions(b, 20), animated: false, lossless: false };
+  if (first === "VP8L") return { ...vp8lDimensions(b, 20), animated: false, lossless: true };
+  if (first !== "VP8X") throw corrupt();
+  const canvas = checked(u24le(b, 24) + 1, u24le(b, 27) + 1);
+  if ((b[20]! & 0x02) !== 0) return { ...canvas, animated: true, lossless: false };
+  for (const chunk of webpChunks(b)) {
+    if (chunk.id !== "VP8 " && chunk.id !== "VP8L") continue;
+    const lossless = chunk.id === "VP8L";
+    const frame = lossless ? vp8lDimensions(b, chunk.at) : vp8Dimensions(b, chunk.at);
+    if (frame.width !== canvas.width || frame.height !== canvas.height) throw corrupt();
+    return { ...canvas, animated: false, lossless };
+  }
+  throw corrupt();
+};
+
+const asImageType = (type: SniffedType): ImageType => {
+  if (type === "image/jpeg" || type === "image/png" || type === "image/webp") return type;
+  throw new UploadRejectedError("type_not_allowed", `${type} is not an image type`);
+};
+
+/**
+ * Width and height from the headers alone; nothing is decoded.
+ *
+ * @throws UploadRejectedError "corrupt" when the headers are unreadable,
+ *   "type_not_allowed" when `type` is not an image type.
+ * @example
+ * ```ts
+ * const { width, height } = imageDimensions(bytes, "image/png");
+ * ```
+ */
+export const imageDimensions = (bytes: Uint8Array, type: SniffedType): Dimensions => {
+  switch (asImageType(type)) {
+    case "image/jpeg":
+      return jpegDimensions(bytes);
+    case "image/png":
+      return pngDimensions(bytes);
+    case "image/webp": {
+      const { width, height } = webpHeader(bytes);
+      return { width, height };
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------
+// Decoding
+
+/**
+ * The Emscripten factory of @jsquash/webp's decoder, typed here: the
+ * package's own declarations lean on a global namespace that does not resolve.
+ */
+type WebpDecoderFactory = (options: {
+  noInitialRun: boolean;
+  instantiateWasm: (
+    imports: WebAssembly.Imports,
+    done: (instance: WebAssembly.Instance) => void,
+  ) => WebAssembly.Exports;
+}) => Promise<{ decode(data: BufferSource): ImageData | null }>;
+const createWebpDecoder = webpFactory as unknown as WebpDecoderFactory;
+
+let webpWasm: Promise<WebAssembly.Module> | null = null;
+
+/** Compiles libwebp's decoder once, from the package's own .wasm file (read, never fetched). */
+const webpModule = (): Promise<WebAssembly.Module> =>
+  webpWasm ??= Deno.readFile(
+    new URL(import.meta.resolve("@jsquash/webp/codec/dec/webp_dec.wasm")),
+  ).then((wasm) => WebAssembly.compile(wasm)).catch((e) => {
+    webpWasm = null;
+    throw e;
+  });
+
+/**
+ * Decodes a WebP in a fresh instance of the decoder, so no heap state (or a
+ * heap corrupted by a hostile file) outlives one image, and the memory a
+ * large image grew is released with it. An instance costs about a millisecond.
+ */
+const decodeWebp = async (bytes: Uint8Array, module: WebAssembly.Module): Promise<Image> => {
+  const decoder = await createWebpDecoder({
+    noInitialRun: true,
+    instantiateWasm: (imports, done) => {
+      const instance = new WebAssembly.Instance(module, imports);
+      done(instance);
+      return instance.exports;
+    },
+  });
+  const data = decoder.decode(bytes as Uint8Array<ArrayBuffer>);
+  if (!data) throw new Error("WebP decoding failed");
+  const image = new Image(data.width, data.height);
+  image.bitmap.set(data.data);
+  return image;
+};
+
+/** Decodes; a failure of the decoder on these bytes is "corrupt", a missing decoder is not. */
+const decode = async (bytes: Uint8Array, type: ImageType): Promise<Image> => {
+  const webp = type === "image/webp" ? await webpModule() : null;
+  try {
+    return webp ? await decodeWebp(bytes, webp) : await Image.decode(bytes);
+  } catch {
+    throw corrupt("the image could not be decoded");
+  }
+};
+
+// ---------------------------------------------------------------------------
+// Encoding
+
+/** The only PNG chunks kept: image data, no text, time or EXIF. */
+const PNG_KEEP = new Set(["IHDR", "PLTE", "tRNS", "IDAT", "IEND"]);
+
+/** imagescript writes "Creation Time" and "Software" text chunks; drop them. */
+const stripPngChunks = (png: Uint8Array): Uint8Array => {
+  const parts: Uint8Array[] = [png.subarray(0, 8)];
+  for (let pos = 8; pos + 12 <= png.length;) {
+    const end = pos + 12 + u32be(png, pos);
+    if (PNG_KEEP.has(fourcc(png, pos + 4))) parts.push(png.subarray(pos, end));
+    pos = end;
+  }
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+  return out;
+};
+
+const quality = (q: number | undefined) =>
+  Math.min(100, Math.max(1, Math.round(q ?? DEFAULT_QUALITY)));
+
+const encode = async (
+  image: Image,
+  type: ImageType,
+  lossless: boolean,
+  opts: ProcessImageOptions,
+): Promise<Uint8Array> => {
+  switch (type) {
+    case "image/jpeg":
+      return await image.encodeJPEG(quality(opts.jpegQuality) as JPEGQuality);
+    case "image/png":
+      return stripPngChunks(await image.encode());
+    case "image/webp":
+      return await image.encodeWEBP(lossless ? null : quality(opts.webpQuality) as WEBPQuality);
+  }
+};
+
+/** Thumbnail size: longest side `size`, aspect kept, never larger than the source. */
+export const thumbnailDimensions = (width: number, height: number, size: number): Dimensions => {
+  const scale = Math.min(1, size / Math.max(width, height));
+  return {
+    width: Math.max(1, Math.round(width * scale)),
+    height: Math.max(1, Math.round(height * scale)),
+  };
+};
+
+/**
+ * Box-filter downscale, flattened onto white (JPEG has no alpha). Every
+ * source pixel lands in exactly one target pixel, so large reductions do not
+ * alias the way imagescript's nearest-neighbour resize does.
+ */
+const shrinkOntoWhite = (src: Image, width: number, height: number): Image => {
+  const { bitmap, width: sw, height: sh } = src;
+  const out = new Image(width, height);
+  const col = Uint32Array.from({ length: sw }, (_, x) => Math.floor((x * width) / sw));
+  const sums = new Float64Array(width * 3);
+  const counts = new Uint32Array(width);
+  let y = 0;
+  for (let ty = 0; ty < height; ty++) {
+    sums.fill(0);
+    counts.fill(0);
+    for (; y < sh && Math.floor((y * height) / sh) === ty; y++) {
+      for (let x = 0, i = y * sw * 4; x < sw; x++, i += 4) {
+        const a = bitmap[i + 3]!, white = 255 * (255 - a), tx = col[x]!, t = tx * 3;
+        sums[t] = sums[t]! + bitmap[i]! * a + white;
+        sums[t + 1] = sums[t + 1]! + bitmap[i + 1]! * a + white;
+        sums[t + 2] = sums[t + 2]! + bitmap[i + 2]! * a + white;
+        counts[tx] = counts[tx]! + 1;
+      }
+    }
+    for (let tx = 0, o = ty * width * 4; tx < width; tx++, o += 4) {
+      const n = counts[tx]! * 255 || 1;
+      out.bitmap[o] = sums[tx * 3]! / n;
+      out.bitmap[o + 1] = sums[tx * 3 + 1]! / n;
+      out.bitmap[o + 2] = sums[tx * 3 + 2]! / n;
+      out.bitmap[o + 3] = 255;
+    }
+  }
+  return out;
+};
+
+const thumbnail = (image: Image, size: number): Promise<Uint8Array> => {
+  const { width, height } = thumbnailDimensions(image.width, image.height, size);
+  return shrinkOntoWhite(image, width, height).encodeJPEG(THUMBNAIL_QUALITY);
+};
+
+// ---------------------------------------------------------------------------
+
+const checkOptions = (opts: ProcessImageOptions) => {
+  if (!(opts.maxPixels > 0)) throw new RangeError("maxPixels must be positive");
+  if (opts.thumbnailSize !== undefined && !(opts.thumbnailSize >= 1)) {
+    throw new RangeError("thumbnailSize must be at least 1");
+  }
+};
+
+/** The header of an image: its size and, for WebP, animation and losslessness. */
+const header = (bytes: Uint8Array, type: ImageType): WebpHeader =>
+  type === "image/webp"
+    ? webpHeader(bytes)
+    : { ...imageDimensions(bytes, type), animated: false, lossless: false };
+
+/**
+ * Checks, decodes and re-encodes an image, and makes its thumbnail.
+ *
+ * In order: the bytes must be `type` (else "type_mismatch"); the headers give
+ * the size, and more than `maxPixels` is refused ("too_many_pixels") before
+ * any decoding; animated WebP is refused ("type_not_allowed"); a structure
+ * that does not reach its end marker (JPEG EOI, PNG IEND, WebP RIFF size) or
+ * fails to decode to the header's size is "corrupt". The output is encoded
+ * afresh, so EXIF (GPS), XMP, ICC profiles, comments and anything appended
+ * after the image are gone. JPEG input gives JPEG, PNG gives PNG, WebP gives
+ * WebP (lossless when the input was lossless).
+ *
+ * @example
+ * ```ts
+ * const img = await processImage(bytes, "image/jpeg", { maxPixels: 50_000_000 });
+ * await store(img.bytes, img.thumbnail);
+ * ```
+ */
+export const processImage = async (
+  bytes: Uint8Array,
+  type: SniffedType,
+  opts: ProcessImageOptions,
+): Promise<ProcessedImage> => {
+  checkOptions(opts);
+  const imageType = asImageType(type);
+  if (sniff(bytes) !== imageType) {
+    throw new UploadRejectedError("type_mismatch", `the bytes are not ${imageType}`);
+  }
+  const { width, height, animated, lossless } = header(bytes, imageType);
+  if (width * height > opts.maxPixels) {
+    throw new UploadRejectedError(
+      "too_many_pixels",
+      `the image has more than ${opts.maxPixels} pixels`,
+    );
+  }
+  if (animated) throw new UploadRejectedError("type_not_allowed", "animated WebP is not accepted");
+  if (imageEnd(bytes, imageType) === null) throw corrupt("the image is truncated or damaged");
+
+  const t0 = performance.now();
+  const image = await decode(bytes, imageType);
+  if (image.width !== width || image.height !== height) {
+    throw corrupt("the image size is inconsistent");
+  }
+  const t1 = performance.now();
+  const out = await encode(image, imageType, lossless, opts);
+  const t2 = performance.now();
+  const thumb = await thumbnail(image, opts.thumbnailSize ?? DEFAULT_THUMBNAIL_SIZE);
+  const t3 = performance.now();
+  return {
+    bytes: out,
+    contentType: imageType,
+    width,
+    height,
+    thumbnail: thumb,
+    timings: { decode: t1 - t0, encode: t2 - t1, thumbnail: t3 - t2 },
+  };
+};
