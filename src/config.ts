@@ -46,6 +46,7 @@ const Env = z.object({
   CHARTLOG_MEDIA_MAX_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
   CHARTLOG_MEDIA_MAX_PIXELS: z.coerce.number().int().positive().default(50_000_000),
   CHARTLOG_BLOB_DIR: z.string().min(1).optional(),
+  CHARTLOG_IMAGE_WORKERS: z.coerce.number().int().min(1).max(64).default(2),
   CHARTLOG_CLAMD_URL: z.string().refine(
     (v) => /^tcp:\/\/[^/:]+:\d+\/?$/.test(v) || /^unix:\/\/\/./.test(v),
     "must be tcp://host:port or unix:///path/to/clamd.socket",
@@ -82,6 +83,8 @@ export interface Config {
   mediaMaxBytes: number;
   /** Largest image (width × height) the pipeline decodes. */
   mediaMaxPixels: number;
+  /** Workers that decode images; at most this many are decoded at once. */
+  imageWorkers: number;
   /** Where encrypted media blobs live (default `<data dir>/blobs`). */
   blobDir: string;
   /** clamd to scan uploads with; without one, media record `not_scanned`. */
@@ -140,6 +143,7 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     mediaMaxBytes: e.CHARTLOG_MEDIA_MAX_BYTES,
     mediaMaxPixels: e.CHARTLOG_MEDIA_MAX_PIXELS,
     blobDir: e.CHARTLOG_BLOB_DIR ?? `${e.CHARTLOG_DATA_DIR}/blobs`,
+    imageWorkers: e.CHARTLOG_IMAGE_WORKERS,
     clamdUrl: e.CHARTLOG_CLAMD_URL ?? null,
   };
 };

@@ -7,6 +7,7 @@ import type { Logger } from "./logger.ts";
 import type { Catalog } from "./store/catalog.ts";
 import type { Db } from "./store/db.ts";
 import { BlobStore } from "./media/blob_store.ts";
+import { ImagePool } from "./media/image_pool.ts";
 import { type Scanner, scannerFromUrl } from "./media/scanner.ts";
 import { EventStore } from "./store/event_store.ts";
 import { migrate } from "./store/migrations.ts";
@@ -72,6 +73,8 @@ export interface Runtime {
   projections: readonly Projection[];
   /** Encrypted media files. */
   blobs: BlobStore;
+  /** Workers that decode and re-encode uploaded images. */
+  images: ImagePool;
   /** The malware scanner uploads go through; null when none is configured. */
   scanner: Scanner | null;
   workers: ProjectionWorker[];
@@ -121,17 +124,20 @@ export const openRuntime = async (
       now: opts.now,
     });
     const indexKey = await deriveIndexKey(masterKey);
+    const images = new ImagePool(config.imageWorkers);
     return {
       db,
       store,
       sessions,
       indexKey,
       blobs: new BlobStore(config.blobDir, codec, indexKey),
+      images,
       scanner: scannerFromUrl(config.clamdUrl ?? undefined),
       auditReads: opts.auditReads ?? true,
       projections,
       workers,
       close: async () => {
+        images.close();
         await Promise.all(workers.map((w) => w.stop()));
         await db.close();
       },

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { Image } from "imagescript";
 import { UploadRejectedError } from "../src/errors.ts";
-import { imageDimensions, processImage, thumbnailDimensions } from "../src/media/image.ts";
+import {
+  imageDimensions,
+  jpegOrientation,
+  processImage,
+  thumbnailDimensions,
+} from "../src/media/image.ts";
 import { isPolyglot, sniff } from "../src/media/sniff.ts";
 
 // ---------------------------------------------------------------------------
@@ -317,4 +322,61 @@ Deno.test("processImage: a VP8X canvas cannot hide a bigger frame from the pixel
   const file = concat("RIFF", u32be(size).reverse(), "WEBP", vp8x);
   assert.equal(sniff(file), "image/webp");
   await rejects(() => processImage(file, "image/webp", { maxPixels: 100 }), "corrupt");
+});
+
+/** A JPEG with an APP1 EXIF block holding only an orientation tag. */
+const withOrientation = (jpeg: Uint8Array, orientation: number, littleEndian: boolean) => {
+  const tiff = new Uint8Array(26);
+  const v = new DataView(tiff.buffer);
+  tiff.set(littleEndian ? [0x49, 0x49] : [0x4d, 0x4d]);
+  v.setUint16(2, 42, littleEndian);
+  v.setUint32(4, 8, littleEndian); // IFD0 right after the header
+  v.setUint16(8, 1, littleEndian); // one entry
+  v.setUint16(10, 0x0112, littleEndian); // Orientation
+  v.setUint16(12, 3, littleEndian); // SHORT
+  v.setUint32(14, 1, littleEndian);
+  v.setUint16(18, orientation, littleEndian);
+  const payload = new Uint8Array([0x45, 0x78, 0x69, 0x66, 0, 0, ...tiff]);
+  const len = payload.length + 2;
+  return new Uint8Array([
+    0xff,
+    0xd8,
+    0xff,
+    0xe1,
+    len >> 8,
+    len & 255,
+    ...payload,
+    ...jpeg.slice(2),
+  ]);
+};
+
+Deno.test("image: EXIF orientation is applied before the metadata goes", async () => {
+  // stored sideways: red on the left half, blue on the right
+  const img = new Image(40, 20);
+  for (let y = 1; y <= 20; y++) {
+    for (let x = 1; x <= 40; x++) img.setPixelAt(x, y, x <= 20 ? 0xff0000ff : 0x0000ffff);
+  }
+  const jpeg = await img.encodeJPEG(95);
+  const isRed = (c: number) => Image.colorToRGBA(c)[0]! > 200 && Image.colorToRGBA(c)[2]! < 60;
+  const isBlue = (c: number) => Image.colorToRGBA(c)[2]! > 200 && Image.colorToRGBA(c)[0]! < 60;
+  for (const le of [true, false]) {
+    assert.equal(jpegOrientation(withOrientation(jpeg, 6, le)), 6);
+    // 6: turn 90° clockwise: the left (red) comes out on top
+    const cw = await processImage(withOrientation(jpeg, 6, le), "image/jpeg", { maxPixels: 1e6 });
+    assert.deepEqual([cw.width, cw.height], [20, 40]);
+    const up = await Image.decode(cw.bytes);
+    assert.deepEqual([up.width, up.height], [20, 40]);
+    assert.ok(isRed(up.getPixelAt(10, 5)) && isBlue(up.getPixelAt(10, 35)));
+    // 8: 90° counter-clockwise: red at the bottom
+    const ccw = await Image.decode(
+      (await processImage(withOrientation(jpeg, 8, le), "image/jpeg", { maxPixels: 1e6 })).bytes,
+    );
+    assert.ok(isBlue(ccw.getPixelAt(10, 5)) && isRed(ccw.getPixelAt(10, 35)));
+    // 2: mirrored: blue on the left
+    const mirrored = await Image.decode(
+      (await processImage(withOrientation(jpeg, 2, le), "image/jpeg", { maxPixels: 1e6 })).bytes,
+    );
+    assert.ok(isBlue(mirrored.getPixelAt(5, 10)) && isRed(mirrored.getPixelAt(35, 10)));
+  }
+  assert.equal(jpegOrientation(jpeg), 1);
 });

@@ -244,6 +244,7 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
         blobs: runtime.blobs,
         scanner: runtime.scanner,
         maxPixels: config.mediaMaxPixels,
+        images: runtime.images,
       },
       target,
       parsed,

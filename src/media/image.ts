@@ -12,9 +12,9 @@
  * importing this module needs `--allow-ffi` as well as `--allow-read` and
  * `--allow-env`.
  *
- * EXIF orientation is not applied: the re-encoded pixels keep the sensor's
- * orientation and, with EXIF gone, viewers show them that way. A photo taken
- * with the phone upright may therefore appear rotated.
+ * A JPEG's EXIF orientation is applied to the pixels before the EXIF block
+ * is dropped, so a photo taken with the phone upright stays upright.
+ * (Orientation in WebP or PNG metadata is rare and not applied.)
  */
 import { Image, type JPEGQuality, type WEBPQuality } from "imagescript";
 import webpFactory from "@jsquash/webp/codec/dec/webp_dec.js";
@@ -335,6 +335,76 @@ const thumbnail = (image: Image, size: number): Promise<Uint8Array> => {
 
 // ---------------------------------------------------------------------------
 
+/**
+ * The EXIF orientation (1–8) of a JPEG, from IFD0 of its APP1 "Exif"
+ * segment; 1 when there is none or it cannot be read.
+ */
+export const jpegOrientation = (b: Uint8Array): number => {
+  let o = 2;
+  while (o + 4 <= b.length && b[o] === 0xff) {
+    const marker = b[o + 1]!;
+    if (marker === 0xda || marker === 0xd9) break; // image data: no metadata after this
+    const len = u16be(b, o + 2);
+    const start = o + 4;
+    if (marker === 0xe1 && len >= 16 && fourcc(b, start) === "Exif" && b[start + 4] === 0) {
+      return tiffOrientation(b.subarray(start + 6, o + 2 + len));
+    }
+    o += 2 + len;
+  }
+  return 1;
+};
+
+const tiffOrientation = (t: Uint8Array): number => {
+  if (t.length < 8) return 1;
+  const le = t[0] === 0x49 && t[1] === 0x49; // "II"; "MM" is big-endian
+  if (!le && !(t[0] === 0x4d && t[1] === 0x4d)) return 1;
+  const u16 = (o: number) => (le ? u16le(t, o) : u16be(t, o));
+  const u32 = (o: number) => (le ? u32le(t, o) : u32be(t, o));
+  const ifd = u32(4);
+  if (ifd + 2 > t.length) return 1;
+  const n = u16(ifd);
+  for (let i = 0; i < n; i++) {
+    const e = ifd + 2 + i * 12;
+    if (e + 12 > t.length) return 1;
+    if (u16(e) === 0x0112) {
+      const v = u16(e + 8);
+      return v >= 1 && v <= 8 ? v : 1;
+    }
+  }
+  return 1;
+};
+
+/**
+ * Turns pixels stored in EXIF orientation `o` upright. Written out rather
+ * than with imagescript's rotate, whose 90° turns scramble images that are
+ * not square (1.3.1).
+ */
+const applyOrientation = (src: Image, o: number): Image => {
+  if (o < 2 || o > 8) return src;
+  const w = src.width;
+  const h = src.height;
+  const swap = o >= 5;
+  const out = new Image(swap ? h : w, swap ? w : h);
+  const from = new Uint32Array(src.bitmap.buffer, src.bitmap.byteOffset, w * h);
+  const to = new Uint32Array(out.bitmap.buffer, out.bitmap.byteOffset, w * h);
+  const ow = out.width;
+  // for each output pixel (x, y), the stored pixel it shows
+  const source: (x: number, y: number) => number = [
+    (x: number, y: number) => y * w + x,
+    (x: number, y: number) => y * w + (w - 1 - x), // 2: mirrored
+    (x: number, y: number) => (h - 1 - y) * w + (w - 1 - x), // 3: upside down
+    (x: number, y: number) => (h - 1 - y) * w + x, // 4: flipped
+    (x: number, y: number) => x * w + y, // 5: transposed
+    (x: number, y: number) => (h - 1 - x) * w + y, // 6: turn 90° clockwise
+    (x: number, y: number) => (h - 1 - x) * w + (w - 1 - y), // 7: transverse
+    (x: number, y: number) => x * w + (w - 1 - y), // 8: turn 90° counter-clockwise
+  ][o - 1]!;
+  for (let y = 0; y < out.height; y++) {
+    for (let x = 0; x < ow; x++) to[y * ow + x] = from[source(x, y)]!;
+  }
+  return out;
+};
+
 const checkOptions = (opts: ProcessImageOptions) => {
   if (!(opts.maxPixels > 0)) throw new RangeError("maxPixels must be positive");
   if (opts.thumbnailSize !== undefined && !(opts.thumbnailSize >= 1)) {
@@ -387,10 +457,13 @@ export const processImage = async (
   if (imageEnd(bytes, imageType) === null) throw corrupt("the image is truncated or damaged");
 
   const t0 = performance.now();
-  const image = await decode(bytes, imageType);
-  if (image.width !== width || image.height !== height) {
+  const decoded = await decode(bytes, imageType);
+  if (decoded.width !== width || decoded.height !== height) {
     throw corrupt("the image size is inconsistent");
   }
+  const image = imageType === "image/jpeg"
+    ? applyOrientation(decoded, jpegOrientation(bytes))
+    : decoded;
   const t1 = performance.now();
   const out = await encode(image, imageType, lossless, opts);
   const t2 = performance.now();
@@ -399,8 +472,8 @@ export const processImage = async (
   return {
     bytes: out,
     contentType: imageType,
-    width,
-    height,
+    width: image.width, // turned upright: a sideways photo's sides swap
+    height: image.height,
     thumbnail: thumb,
     timings: { decode: t1 - t0, encode: t2 - t1, thumbnail: t3 - t2 },
   };

@@ -8,6 +8,7 @@ import type { BlobStore } from "./blob_store.ts";
 import { ALLOW_LISTS, claimedType } from "./categories.ts";
 import { type DicomSummary, parseDicom } from "./dicom.ts";
 import { imageDimensions, processImage } from "./image.ts";
+import type { ImagePool } from "./image_pool.ts";
 import { type ParsedUpload, sanitizeFilename } from "./multipart.ts";
 import type { Scanner } from "./scanner.ts";
 import { isPolyglot, sniff } from "./sniff.ts";
@@ -28,6 +29,8 @@ export interface PipelineDeps {
   blobs: BlobStore;
   scanner: Scanner | null;
   maxPixels: number;
+  /** Where images are decoded; without a pool, on the caller's thread. */
+  images?: ImagePool;
 }
 
 /** Milliseconds per step of one upload (also sent as `Server-Timing`). */
@@ -164,12 +167,26 @@ export const ingest = async (
   const fields = uploadFields(target.kind, upload.fields);
   const type = await timed(timings, "sniff", () => checkType(target.kind, fields.category, file));
 
+  // the scan comes first: no decoder sees bytes a scanner calls malware
+  const scan = await timed(timings, "scan", async () => {
+    if (!deps.scanner) return { status: "not_scanned" as const, scanner: null };
+    const r = await deps.scanner.scan(file.bytes);
+    if (r.status === "infected") {
+      throw new UploadRejectedError("malware", "the file was found to carry malware");
+    }
+    return { status: "clean" as const, scanner: deps.scanner.name };
+  });
+
   let stored = file.bytes as Uint8Array<ArrayBuffer>;
   let dims: { width: number; height: number } | null = null;
   let thumb: Uint8Array<ArrayBuffer> | null = null;
   let dicom: DicomSummary | null = null;
   if (type.startsWith("image/")) {
-    const img = await processImage(file.bytes, type, { maxPixels: deps.maxPixels });
+    const opts = { maxPixels: deps.maxPixels };
+    // a pool takes the upload's buffer: nothing below reads file.bytes for images
+    const img = deps.images
+      ? await deps.images.process(file.bytes, type, opts)
+      : await processImage(file.bytes, type, opts);
     Object.assign(timings, img.timings);
     stored = img.bytes as Uint8Array<ArrayBuffer>;
     dims = { width: img.width, height: img.height };
@@ -180,16 +197,7 @@ export const ingest = async (
     checkPdf(file.bytes);
   }
 
-  const scan = await timed(timings, "scan", async () => {
-    if (!deps.scanner) return { status: "not_scanned" as const, scanner: null };
-    const r = await deps.scanner.scan(file.bytes);
-    if (r.status === "infected") {
-      throw new UploadRejectedError("malware", "the file was found to carry malware");
-    }
-    return { status: "clean" as const, scanner: deps.scanner.name };
-  });
-
-  const sha256 = stored === file.bytes
+  const sha256 = !type.startsWith("image/")
     ? file.sha256
     : await timed(timings, "hash", () => sha256Hex(stored));
   const main = await deps.blobs.put(target.patientId, sha256, stored);

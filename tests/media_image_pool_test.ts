@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import { Image } from "imagescript";
+import { UploadRejectedError } from "../src/errors.ts";
+import { ImagePool } from "../src/media/image_pool.ts";
+
+const jpeg = async (w: number, h: number) => {
+  const img = new Image(w, h);
+  img.fill((x, y) => Image.rgbaToColor(x % 256, y % 256, 128, 255));
+  return await img.encodeJPEG(85);
+};
+
+Deno.test("image pool: jobs queue behind one worker and each gets its own image back", async () => {
+  const pool = new ImagePool(1);
+  try {
+    const sizes = [[64, 48], [300, 200], [20, 90]] as const;
+    const inputs = await Promise.all(sizes.map(([w, h]) => jpeg(w, h)));
+    const results = await Promise.all(
+      inputs.map((b) => pool.process(b, "image/jpeg", { maxPixels: 1_000_000 })),
+    );
+    assert.deepEqual(results.map((r) => [r.width, r.height]), sizes.map(([w, h]) => [w, h]));
+    for (const r of results) {
+      const back = await Image.decode(r.bytes);
+      assert.equal(back.width * back.height, r.width * r.height);
+    }
+    // the inputs were handed over to the worker, not copied
+    assert.ok(inputs.every((b) => b.byteLength === 0));
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("image pool: a refusal in the worker arrives as the same UploadRejectedError", async () => {
+  const pool = new ImagePool(2);
+  try {
+    const whole = await jpeg(100, 100);
+    await assert.rejects(
+      pool.process(whole.slice(0, 400), "image/jpeg", { maxPixels: 1_000_000 }),
+      (e) => e instanceof UploadRejectedError && e.reason === "corrupt",
+    );
+    await assert.rejects(
+      pool.process(whole, "image/jpeg", { maxPixels: 100 }),
+      (e) => e instanceof UploadRejectedError && e.reason === "too_many_pixels",
+    );
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("image pool: closing fails what is queued, and later calls", async () => {
+  const pool = new ImagePool(1);
+  const jobs = [await jpeg(200, 200), await jpeg(200, 200)].map((b) =>
+    pool.process(b, "image/jpeg", { maxPixels: 1_000_000 })
+  );
+  pool.close();
+  for (const j of jobs) await assert.rejects(j, /closed/);
+  await assert.rejects(pool.process(new Uint8Array(4), "image/jpeg", { maxPixels: 1 }), /closed/);
+});
