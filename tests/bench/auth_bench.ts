@@ -23,7 +23,19 @@ import { loadConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/logger.ts";
 import { openRuntime, type Runtime } from "../../src/runtime.ts";
 import { sql } from "../../src/store/sql.ts";
-import { envInt, fmtInt, fmtMs, fmtSec, percentile, perSec, type Timed, timed } from "./stats.ts";
+import {
+  type BenchRow,
+  envInt,
+  fmtInt,
+  fmtMs,
+  fmtSec,
+  percentile,
+  perSec,
+  type SectionDeps,
+  type Timed,
+  timed,
+} from "./stats.ts";
+import { PASSWORD } from "../support/users.ts";
 
 const cfg = {
   // scrypt makes a login cost ~1/3 s: 24 keeps the section under a minute on 2 cores
@@ -34,36 +46,11 @@ const cfg = {
   authCallers: envInt("BENCH_AUTH_CALLERS", 32),
 };
 
-/** A results-table row; `m.events` counts operations (logins, verifications, calls). */
-export interface AuthRow {
-  workload: string;
-  backend: string;
-  impl: string;
-  m: { events: number; appends: number; ms: number; latencies: number[] };
-  latencyOf: string;
-  note: string;
-}
-
-/** What main.ts lends the section: its database, cleanup and results plumbing. */
-export interface AuthBenchDeps {
-  /** A fresh PostgreSQL database URL, dropped by a cleanup registered with `defer`. */
-  newPgDatabase: () => Promise<string>;
-  /** Registers a cleanup, run newest first when the enclosing `scoped` ends. */
-  defer: (label: string, fn: () => Promise<void>) => void;
-  /** Runs `fn`; what it registered with `defer` is released when it ends, however it ends. */
-  scoped: <T>(fn: () => Promise<T>) => Promise<T>;
-  /** Adds a row to the results table. */
-  add: (row: AuthRow) => void;
-  /** PostgreSQL pool size. */
-  pool: number;
-}
-
-const PASSWORD = "correct horse battery staple";
 const META: EventMetadata = { ip: "127.0.0.1", userAgent: "chartlog-bench/1" };
 
 const report = (
-  row: (r: AuthRow) => void,
-  r: Omit<AuthRow, "m" | "impl">,
+  row: (r: BenchRow) => void,
+  r: Omit<BenchRow, "m" | "impl">,
   t: Timed,
   unit: string,
 ) => {
@@ -93,7 +80,7 @@ const cheapHash = (password: string): string => {
 };
 
 /** HS256 access-token verification alone: no database. */
-const jwtWorkload = async (row: (r: AuthRow) => void) => {
+const jwtWorkload = async (row: (r: BenchRow) => void) => {
   const key = await deriveJwtKey(crypto.getRandomValues(new Uint8Array(32)));
   const now = new Date();
   const token = await signAccessToken(
@@ -122,7 +109,7 @@ const runtimeWorkloads = async (
   runtime: Runtime,
   backend: string,
   poolNote: string,
-  row: (r: AuthRow) => void,
+  row: (r: BenchRow) => void,
 ) => {
   const { store, sessions } = runtime;
   const register = (email: string) =>
@@ -209,7 +196,7 @@ const runtimeWorkloads = async (
   );
 };
 
-const open = async (deps: AuthBenchDeps, databaseUrl: string): Promise<Runtime> => {
+const open = async (deps: SectionDeps, databaseUrl: string): Promise<Runtime> => {
   const config = loadConfig({
     DATABASE_URL: databaseUrl,
     CHARTLOG_MASTER_KEY: btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32)))),
@@ -223,7 +210,7 @@ const open = async (deps: AuthBenchDeps, databaseUrl: string): Promise<Runtime> 
 };
 
 /** The auth section: JWT verification alone, then logins and authenticate on each backend. */
-export const authBench = async (deps: AuthBenchDeps): Promise<void> => {
+export const authBench = async (deps: SectionDeps): Promise<void> => {
   console.log(JSON.stringify(cfg));
   await jwtWorkload(deps.add);
 

@@ -21,10 +21,11 @@
  *   BENCH_SEED_WRITERS  concurrent seeding appenders             (default 2)
  *   BENCH_READ_DIAG     1: always break the readAll time down (default: only below target)
  *   BENCH_ONLY          comma list of sections: ours-pg, pglite, emmett, read, auth,
- *                       patients (default: all)
+ *                       patients, media (default: all)
  *
  * The auth section (logins, token checks) has knobs of its own: see auth_bench.ts;
- * so has the patients section (audited PHI reads over HTTP): see patients_bench.ts.
+ * so has the patients section (audited PHI reads over HTTP): see patients_bench.ts;
+ * so has the media section (photo uploads over HTTP): see media_bench.ts.
  */
 import pg from "pg";
 import postgres from "postgres";
@@ -39,6 +40,7 @@ import type { Db } from "../../src/store/db.ts";
 import { testCatalog } from "../fixtures/test_events.ts";
 import { PG_ADMIN_URL } from "../support/harness.ts";
 import { authBench } from "./auth_bench.ts";
+import { mediaBench } from "./media_bench.ts";
 import { patientsBench } from "./patients_bench.ts";
 import { diagnoseReadAll } from "./read_diag.ts";
 import { envInt, fmtInt, fmtMs, fmtSec, percentile, split, table } from "./stats.ts";
@@ -57,7 +59,7 @@ const cfg = {
   readDiag: Deno.env.get("BENCH_READ_DIAG") === "1",
 };
 const READ_TARGET = 100_000;
-const SECTIONS = ["ours-pg", "pglite", "emmett", "read", "auth", "patients"] as const;
+const SECTIONS = ["ours-pg", "pglite", "emmett", "read", "auth", "patients", "media"] as const;
 type Section = (typeof SECTIONS)[number];
 const only = (Deno.env.get("BENCH_ONLY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
 for (const s of only) {
@@ -424,6 +426,17 @@ const main = async () => {
       pool: cfg.pool,
     });
   }
+  let mediaSummary: string[] = [];
+  if (enabled("media")) {
+    console.log("\n[Media: photo uploads over the HTTP app]");
+    mediaSummary = await mediaBench({
+      newPgDatabase,
+      defer,
+      scoped,
+      add: (r) => results.push(r),
+      pool: cfg.pool,
+    });
+  }
 
   console.log("\n## Results\n");
   console.log(table(
@@ -485,6 +498,7 @@ const main = async () => {
     );
   }
   for (const line of patientsSummary) console.log(line);
+  for (const line of mediaSummary) console.log(line);
   console.log(`\nload average at end: ${loadavg()}`);
   console.log(`total run time ${fmtSec(performance.now() - started)}`);
 };

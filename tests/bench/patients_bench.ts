@@ -35,17 +35,21 @@ import { createLogger } from "../../src/logger.ts";
 import { openRuntime, type Runtime } from "../../src/runtime.ts";
 import { sql } from "../../src/store/sql.ts";
 import {
+  BENCH_CONN,
+  BENCH_USER_AGENT,
   envInt,
   fmtInt,
   fmtMs,
   fmtSec,
   percentile,
   perSec,
+  type SectionDeps,
   split,
   table,
   type Timed,
   timed,
 } from "./stats.ts";
+import { PASSWORD } from "../support/users.ts";
 
 const cfg = {
   patients: envInt("BENCH_PATIENTS", 100_000),
@@ -56,35 +60,6 @@ const cfg = {
 };
 /** Audited throughput over unaudited throughput, per workload, should be at least this. */
 const RATIO_TARGET = 0.5;
-
-/** A results-table row; `m.events` counts requests. */
-export interface PatientsRow {
-  workload: string;
-  backend: string;
-  impl: string;
-  m: { events: number; appends: number; ms: number; latencies: number[] };
-  latencyOf: string;
-  note: string;
-}
-
-/** What main.ts lends the section: its database, cleanup and results plumbing. */
-export interface PatientsBenchDeps {
-  /** A fresh PostgreSQL database URL, dropped by a cleanup registered with `defer`. */
-  newPgDatabase: () => Promise<string>;
-  /** Registers a cleanup, run newest first when the enclosing `scoped` ends. */
-  defer: (label: string, fn: () => Promise<void>) => void;
-  /** Runs `fn`; what it registered with `defer` is released when it ends, however it ends. */
-  scoped: <T>(fn: () => Promise<T>) => Promise<T>;
-  /** Adds a row to the results table. */
-  add: (row: PatientsRow) => void;
-  /** PostgreSQL pool size. */
-  pool: number;
-}
-
-const PASSWORD = "correct horse battery staple";
-const USER_AGENT = "chartlog-bench/1";
-/** What `app.request` hands Hono as the connection (Deno.serve would). */
-const CONN = { remoteAddr: { hostname: "127.0.0.1", port: 40_000, transport: "tcp" } };
 
 // ---------------------------------------------------------------------------
 // Deterministic synthetic patients
@@ -280,7 +255,7 @@ const PREFIXES = [...new Set([...FIRST, ...LAST].map((n) => n.slice(0, 2).toLowe
 // ---------------------------------------------------------------------------
 
 const openPatientsRuntime = async (
-  deps: PatientsBenchDeps,
+  deps: SectionDeps,
   env: Record<string, string>,
   auditReads: boolean,
 ): Promise<Runtime> => {
@@ -303,7 +278,7 @@ const countEvents = async (runtime: Runtime, type: string): Promise<number> => {
 /** Registers `n` patients with `seeders` concurrent callers; returns their ids in order. */
 const seed = async (runtime: Runtime, n: number, seeders: number): Promise<string[]> => {
   const ids: string[] = new Array(n);
-  const meta: EventMetadata = { actorId: "bench-seed", userAgent: USER_AGENT };
+  const meta: EventMetadata = { actorId: "bench-seed", userAgent: BENCH_USER_AGENT };
   let next = 0, done = 0, lastReport = performance.now();
   const t0 = performance.now();
   await Promise.all(Array.from({ length: Math.min(seeders, n) }, async () => {
@@ -344,8 +319,8 @@ interface Workload {
 
 const get = (app: App, token: string, path: string) =>
   app.request(path, {
-    headers: { authorization: `Bearer ${token}`, "user-agent": USER_AGENT },
-  }, CONN);
+    headers: { authorization: `Bearer ${token}`, "user-agent": BENCH_USER_AGENT },
+  }, BENCH_CONN);
 
 const workloads = (ids: readonly string[]): Workload[] => [
   {
@@ -519,7 +494,7 @@ const breakdown = async (runtime: Runtime, app: App, token: string, ids: readonl
           store.append(`access-${actor.userId}`, "any", [{
             type: "PatientViewed",
             data: { patientId: fresh(), asOf: null },
-          }], { actorId: actor.userId, actorRole: actor.role, userAgent: USER_AGENT })
+          }], { actorId: actor.userId, actorRole: actor.role, userAgent: BENCH_USER_AGENT })
         ),
     ],
   ];
@@ -539,7 +514,7 @@ const breakdown = async (runtime: Runtime, app: App, token: string, ids: readonl
  * The patients section. Returns summary lines (the audited/unaudited ratios)
  * for main.ts to print after the results table.
  */
-export const patientsBench = async (deps: PatientsBenchDeps): Promise<string[]> => {
+export const patientsBench = async (deps: SectionDeps): Promise<string[]> => {
   console.log(JSON.stringify(cfg));
   return await deps.scoped(async () => {
     const url = await deps.newPgDatabase();
@@ -600,9 +575,9 @@ export const patientsBench = async (deps: PatientsBenchDeps): Promise<string[]> 
     }, { actorId: "bench-setup" });
     const res = await apps.on.request("/v1/auth/login", {
       method: "POST",
-      headers: { "content-type": "application/json", "user-agent": USER_AGENT },
+      headers: { "content-type": "application/json", "user-agent": BENCH_USER_AGENT },
       body: JSON.stringify({ email: u.email, password: PASSWORD }),
-    }, CONN);
+    }, BENCH_CONN);
     const login = await res.json();
     if (res.status !== 200) throw new Error(`login failed: ${res.status} ${login.title}`);
     const token: string = login.accessToken; // one session, valid through either runtime

@@ -79,3 +79,32 @@ export const timed = async (
 };
 
 export const perSec = (t: Timed) => t.n / (t.ms / 1000);
+
+/** A results-table row; `m.events` counts the section's operations (appends, requests, uploads). */
+export interface BenchRow {
+  workload: string;
+  backend: string;
+  impl: string;
+  m: { events: number; appends: number; ms: number; latencies: number[] };
+  latencyOf: string;
+  note: string;
+}
+
+/** What main.ts lends a section: its database, cleanup and results plumbing. */
+export interface SectionDeps {
+  /** A fresh PostgreSQL database URL, dropped by a cleanup registered with `defer`. */
+  newPgDatabase: () => Promise<string>;
+  /** Registers a cleanup, run newest first when the enclosing `scoped` ends. */
+  defer: (label: string, fn: () => Promise<void>) => void;
+  /** Runs `fn`; what it registered with `defer` is released when it ends, however it ends. */
+  scoped: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** Adds a row to the results table. */
+  add: (row: BenchRow) => void;
+  /** PostgreSQL pool size. */
+  pool: number;
+}
+
+/** The user agent of benchmark requests and events. */
+export const BENCH_USER_AGENT = "chartlog-bench/1";
+/** What `app.request` hands Hono as the connection (Deno.serve would). */
+export const BENCH_CONN = { remoteAddr: { hostname: "127.0.0.1", port: 40_000, transport: "tcp" } };
