@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Image } from "imagescript";
 import { UploadRejectedError } from "../src/errors.ts";
 import {
+  decodeJpeg,
   imageDimensions,
   jpegOrientation,
   processImage,
@@ -379,4 +380,14 @@ Deno.test("image: EXIF orientation is applied before the metadata goes", async (
     assert.ok(isBlue(mirrored.getPixelAt(5, 10)) && isRed(mirrored.getPixelAt(35, 10)));
   }
   assert.equal(jpegOrientation(jpeg), 1);
+});
+
+Deno.test("image: the fast JPEG path decodes to exactly what imagescript's Image.decode gives", async () => {
+  const img = new Image(123, 77);
+  img.fill((x, y) => Image.rgbaToColor((x * 7) % 256, (y * 13) % 256, (x * y) % 256, 255));
+  const jpeg = await img.encodeJPEG(88);
+  const ours = await decodeJpeg(jpeg);
+  const theirs = await Image.decode(jpeg);
+  assert.deepEqual([ours.width, ours.height], [123, 77]);
+  assert.deepEqual(ours.bitmap, theirs.bitmap);
 });

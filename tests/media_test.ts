@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { Image } from "imagescript";
 import { registerUser } from "../src/auth/accounts.ts";
 import { collectGarbage } from "../src/media/gc.ts";
+import { shredSubject } from "../src/store/shred.ts";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
 import { eicarBytes, startClamd } from "./support/clamd.ts";
@@ -240,6 +241,19 @@ for (const driver of await drivers()) {
         sql`select data::text as d from events where type = 'MediaUploaded'`,
       )).map((r) => r.d).join("");
       assert.equal(data.includes("left heel ulcer") || data.includes("wound"), false);
+
+      // crypto-shredding the patient shreds their files too: the blobs stay on disk, unreadable
+      await shredSubject(t.runtime.store, `patient-${patient.id}`, "erasure request", {
+        actorId: "test",
+      });
+      assert.equal(await t.runtime.blobs.get(patient.id, row.blob), null);
+      const gone = await request("practitioner", "GET", `/v1/media/${m.id}/content`);
+      assert.equal(gone.status, 404);
+      assert.equal((await gone.json()).detail, "the file was erased");
+      const meta = await (await request("practitioner", "GET", `/v1/media/${m.id}`)).json();
+      assert.equal(meta.filename, null);
+      assert.equal(meta.notes, null);
+      assert.equal(meta.sha256, m.sha256); // the facts stay
     } finally {
       await t.close();
     }
