@@ -689,3 +689,25 @@ for (const driver of await drivers()) {
     }
   });
 }
+
+Deno.test("media: a blob an upload reuses is young again, so gc cannot take it before the event", async () => {
+  const t = await openTestApp();
+  try {
+    const patientId = crypto.randomUUID();
+    const bytes = enc.encode("the same report, uploaded twice");
+    const first = await t.runtime.blobs.put(patientId, sha(bytes), bytes);
+    const old = new Date(Date.now() - 3 * 60 * 60_000);
+    await Deno.utime(t.runtime.blobs.path(first.address), old, old);
+    // an orphan three hours old: gc would take it ...
+    const dry = await collectGarbage(t.runtime.db, t.runtime.blobs, { dryRun: true });
+    assert.equal(dry.orphans.length, 1);
+    // ... until an upload of the same bytes for the same patient reuses it
+    const again = await t.runtime.blobs.put(patientId, sha(bytes), bytes);
+    assert.equal(again.address, first.address);
+    assert.equal(again.encryptMs, 0); // stored once
+    assert.equal((await collectGarbage(t.runtime.db, t.runtime.blobs)).removed, 0);
+    assert.deepEqual(await t.runtime.blobs.get(patientId, first.address), bytes);
+  } finally {
+    await t.close();
+  }
+});

@@ -43,7 +43,12 @@ export class BlobStore {
     const address = this.address(patientId, sha256);
     const final = this.path(address);
     const t0 = performance.now();
-    if (await exists(final)) return { address, encryptMs: 0, writeMs: 0 }; // stored before
+    if (await exists(final)) {
+      // stored before: renew its age so gc cannot take it before this upload's event names it
+      const now = new Date();
+      await Deno.utime(final, now, now);
+      return { address, encryptMs: 0, writeMs: 0 };
+    }
     const sealed = await this.codec.encryptBytes(`patient-${patientId}`, `blob:${address}`, bytes);
     const t1 = performance.now();
     await Deno.mkdir(`${this.root}/tmp`, { recursive: true });

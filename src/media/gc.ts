@@ -37,7 +37,9 @@ export const collectGarbage = async (
       continue;
     }
     if (f.mtime.getTime() > cutoff) continue;
-    const { size } = await Deno.stat(f.path);
+    // looked at again just before removing: an upload that reuses the blob renews its age
+    const { size, mtime } = await Deno.stat(f.path);
+    if ((mtime?.getTime() ?? 0) > cutoff) continue;
     report.orphans.push({ path: f.path, bytes: size });
     if (opts.dryRun) continue;
     await Deno.remove(f.path);

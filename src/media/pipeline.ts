@@ -146,9 +146,9 @@ const timed = async <T>(timings: StepTimings, step: keyof StepTimings, f: () => 
 };
 
 /**
- * Everything after the body was read: type, decode and re-encode (images)
- * or header parse (DICOM), malware scan, encryption to blobs, and last the
- * `MediaUploaded` event. A failure before the event leaves no event (at
+ * Everything after the body was read: fields and type, the malware scan,
+ * decode and re-encode (images, in the worker pool) or header parse (DICOM),
+ * encryption to blobs, and last the `MediaUploaded` event. A failure before the event leaves no event (at
  * most an orphan blob for `deno task gc`); the event never names a blob
  * that is not on disk.
  */
