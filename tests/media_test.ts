@@ -623,6 +623,27 @@ for (const driver of await drivers()) {
   });
 }
 
+Deno.test("media: a configured scanner that cannot be reached fails the upload closed (503), storing nothing", async () => {
+  const { t, request, patient, count, rejections, blobFiles } = await clinic({
+    CHARTLOG_CLAMD_URL: "tcp://127.0.0.1:1", // nothing listens there
+  });
+  try {
+    const res = await request(
+      "admin",
+      "POST",
+      `/v1/patients/${patient.id}/documents`,
+      form(pdf(), "fine.pdf", { category: "other" }),
+    );
+    assert.equal(res.status, 503);
+    assert.equal((await res.json()).type, "/problems/unavailable");
+    assert.equal(await count("MediaUploaded"), 0);
+    assert.deepEqual(await rejections(), []); // not refused for its content: it was never judged
+    assert.deepEqual(await blobFiles(), []);
+  } finally {
+    await t.close();
+  }
+});
+
 Deno.test("media: EICAR is refused by a real clamd; clean files are marked clean", async () => {
   const clamd = await startClamd();
   if (!clamd) return; // clamd not installed here (CI fails instead of skipping)
