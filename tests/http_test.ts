@@ -47,6 +47,7 @@ Deno.test("http: health, readiness and request ids", async () => {
     await assertProblem(await t.app.request("/ready"), 503, "/problems/unavailable");
     assert.equal((await t.app.request("/health")).status, 200);
     await t.runtime.close();
+    await t.close(); // detached: what is left is its temporary blob directory
   } catch (err) {
     await t.close();
     throw err;

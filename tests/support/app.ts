@@ -1,6 +1,6 @@
-import { loadConfig } from "../../src/config.ts";
+import { type Config, loadConfig } from "../../src/config.ts";
 import { createApp } from "../../src/http/app.ts";
-import { createLogger } from "../../src/logger.ts";
+import { createLogger, type Logger } from "../../src/logger.ts";
 import { openRuntime, type Runtime } from "../../src/runtime.ts";
 import { UnavailableError } from "../../src/errors.ts";
 
@@ -17,17 +17,28 @@ export const openTestApp = async (
 ) => {
   const lines: string[] = [];
   const blobDir = await Deno.makeTempDir({ prefix: "chartlog_blobs_" });
-  const config = loadConfig({
-    CHARTLOG_BLOB_DIR: blobDir,
-    DATABASE_URL: "memory://",
-    CHARTLOG_MASTER_KEY: btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32)))),
-    LOG_LEVEL: "debug",
-    // tests of other things log admins in without a second factor
-    CHARTLOG_MFA_REQUIRED_ROLES: "none",
-    ...env,
-  });
-  const log = createLogger(config.logLevel, { write: (l: string) => void lines.push(l) });
-  let runtime: Runtime | null = await openRuntime(config, log, { workers: false, now: opts.now });
+  const removeBlobs = () => Deno.remove(blobDir, { recursive: true }).catch(() => {});
+  let config: Config;
+  let log: Logger;
+  let runtime: Runtime | null;
+  try {
+    config = loadConfig({
+      CHARTLOG_BLOB_DIR: blobDir,
+      DATABASE_URL: "memory://",
+      CHARTLOG_MASTER_KEY: btoa(
+        String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))),
+      ),
+      LOG_LEVEL: "debug",
+      // tests of other things log admins in without a second factor
+      CHARTLOG_MFA_REQUIRED_ROLES: "none",
+      ...env,
+    });
+    log = createLogger(config.logLevel, { write: (l: string) => void lines.push(l) });
+    runtime = await openRuntime(config, log, { workers: false, now: opts.now });
+  } catch (err) {
+    await removeBlobs(); // a refused configuration leaves no temporary directory behind
+    throw err;
+  }
   const app = createApp({
     config,
     log,
@@ -50,8 +61,11 @@ export const openTestApp = async (
     /** Simulates the database not yet open. */
     detach: () => (runtime = null),
     close: async () => {
-      await runtime?.close();
-      await Deno.remove(blobDir, { recursive: true }).catch(() => {});
+      try {
+        await runtime?.close();
+      } finally {
+        await removeBlobs();
+      }
     },
   };
 };
