@@ -46,6 +46,7 @@ const Env = z.object({
   CHARTLOG_MEDIA_MAX_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
   CHARTLOG_MEDIA_MAX_PIXELS: z.coerce.number().int().positive().default(50_000_000),
   CHARTLOG_BLOB_DIR: z.string().min(1).optional(),
+  CHARTLOG_UPLOAD_TIMEOUT_S: z.coerce.number().int().min(1).max(3600).default(300),
   CHARTLOG_IMAGE_WORKERS: z.coerce.number().int().min(1).max(64).default(2),
   CHARTLOG_CLAMD_URL: z.string().refine(
     (v) => /^tcp:\/\/[^/:]+:\d+\/?$/.test(v) || /^unix:\/\/\/./.test(v),
@@ -83,6 +84,8 @@ export interface Config {
   mediaMaxBytes: number;
   /** Largest image (width × height) the pipeline decodes. */
   mediaMaxPixels: number;
+  /** How long an upload's body may take to arrive (408 after). */
+  uploadTimeoutSec: number;
   /** Workers that decode images; at most this many are decoded at once. */
   imageWorkers: number;
   /** Where encrypted media blobs live (default `<data dir>/blobs`). */
@@ -144,6 +147,7 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     mediaMaxPixels: e.CHARTLOG_MEDIA_MAX_PIXELS,
     blobDir: e.CHARTLOG_BLOB_DIR ?? `${e.CHARTLOG_DATA_DIR}/blobs`,
     imageWorkers: e.CHARTLOG_IMAGE_WORKERS,
+    uploadTimeoutSec: e.CHARTLOG_UPLOAD_TIMEOUT_S,
     clamdUrl: e.CHARTLOG_CLAMD_URL ?? null,
   };
 };

@@ -81,6 +81,11 @@ export class MfaRequiredError extends UnauthorizedError {
   override name = "MfaRequiredError";
 }
 
+/** The client took too long to send its request (HTTP 408). */
+export class RequestTimeoutError extends ChartlogError {
+  override name = "RequestTimeoutError";
+}
+
 /** Why an upload was refused; each is also recorded in an `UploadRejected` event. */
 export const REJECTION_REASONS = [
   "too_large",

@@ -450,6 +450,40 @@ Deno.test("media: an 11 MB body is refused with 413 while it streams, not after"
   }
 });
 
+Deno.test("media: a client that stops sending gets 408 when the upload deadline passes", async () => {
+  const { t, patient, count } = await clinic({ CHARTLOG_UPLOAD_TIMEOUT_S: "1" });
+  try {
+    const token = (await login(t.app, "admin@clinic.test")).body.accessToken;
+    const boundary = "----stalled";
+    let cancelled = false;
+    const body = new ReadableStream<Uint8Array>({
+      start(ctl) {
+        ctl.enqueue(enc.encode(
+          `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.pdf"\r\n\r\n%PDF-1.4\n`,
+        ));
+        // and then nothing more, ever
+      },
+      cancel() {
+        cancelled = true;
+      },
+    });
+    const res = await t.app.request(
+      new Request(`http://localhost/v1/patients/${patient.id}/documents`, {
+        method: "POST",
+        headers: { ...bearer(token), "content-type": `multipart/form-data; boundary=${boundary}` },
+        body,
+        duplex: "half",
+      } as RequestInit),
+    );
+    assert.equal(res.status, 408);
+    assert.equal((await res.json()).type, "/problems/request-timeout");
+    assert.ok(cancelled, "the stalled body was cancelled");
+    assert.equal(await count("MediaUploaded"), 0);
+  } finally {
+    await t.close();
+  }
+});
+
 for (const driver of await drivers()) {
   Deno.test(`media [${driver}]: documents — PDF, text and DICOM (summary sealed, mismatch flagged), lists, filters, paging`, async () => {
     const { t, request, patient, enc: encounter, count } = await clinic({}, driver);

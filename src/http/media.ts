@@ -12,7 +12,13 @@ import {
   restoreMedia,
   userName,
 } from "../clinical/media.ts";
-import { ConflictError, NotFoundError, UploadRejectedError, ValidationError } from "../errors.ts";
+import {
+  ConflictError,
+  NotFoundError,
+  RequestTimeoutError,
+  UploadRejectedError,
+  ValidationError,
+} from "../errors.ts";
 import { ALLOW_LISTS, DOCUMENT_CATEGORIES, PHOTO_CATEGORIES } from "../media/categories.ts";
 import { parseMultipart, sanitizeFilename } from "../media/multipart.ts";
 import { ingest, recordRejection, type StepTimings } from "../media/pipeline.ts";
@@ -218,10 +224,19 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
       new UploadRejectedError("too_large", `the file exceeds ${config.mediaMaxBytes} bytes`),
     );
   }
+  // a deadline for the body: a client that trickles bytes cannot hold an upload open for ever
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(), config.uploadTimeoutSec * 1000);
   try {
     const parsed = await parseMultipart(c.req.raw.body, contentType, {
       maxFileBytes: config.mediaMaxBytes,
+      signal: deadline.signal,
+    }).catch((err) => {
+      throw deadline.signal.aborted
+        ? new RequestTimeoutError(`the upload took longer than ${config.uploadTimeoutSec} s`)
+        : err;
     });
+    clearTimeout(timer);
     bytesRead = parsed.file?.size ?? 0;
     category = parsed.fields.category?.trim().slice(0, 50) || null;
     if (parsed.file) detectedType = sniff(parsed.file.bytes);
@@ -261,6 +276,8 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
       await reject(err);
     }
     throw err;
+  } finally {
+    clearTimeout(timer);
   }
 };
 
@@ -304,6 +321,7 @@ const uploadDoc = (kind: MediaKind) => {
         "not-found",
         "conflict",
         "payload-too-large",
+        "request-timeout",
         "unsupported-media-type",
         "validation",
         "corrupt-media",

@@ -9,6 +9,7 @@ import {
   MfaRequiredError,
   NotFoundError,
   PreconditionFailedError,
+  RequestTimeoutError,
   TooManyRequestsError,
   UnauthorizedError,
   UnavailableError,
@@ -28,6 +29,7 @@ export const PROBLEMS = {
   "forbidden": { status: 403, title: "Access denied" },
   "not-found": { status: 404, title: "Resource not found" },
   "method-not-allowed": { status: 405, title: "Method not allowed" },
+  "request-timeout": { status: 408, title: "The request took too long to arrive" },
   "conflict": { status: 409, title: "Conflict with the current state" },
   "concurrency-conflict": { status: 409, title: "The resource was changed by someone else" },
   "precondition-failed": { status: 412, title: "Precondition failed" },
@@ -123,6 +125,7 @@ export const problemFor = (
     return { slug: "precondition-failed", detail: err.message };
   }
   if (err instanceof UnavailableError) return { slug: "unavailable", detail: err.message };
+  if (err instanceof RequestTimeoutError) return { slug: "request-timeout", detail: err.message };
   if (err instanceof UploadRejectedError) {
     return { slug: UPLOAD_PROBLEMS[err.reason], detail: err.message };
   }

@@ -42,6 +42,11 @@ export interface MultipartOptions {
   maxFields?: number;
   /** The only part name that may carry a file; default "file". */
   fileField?: string;
+  /**
+   * Gives up reading when aborted (e.g. a deadline for slow clients): the
+   * body is cancelled and the signal's reason thrown.
+   */
+  signal?: AbortSignal;
 }
 
 /** The request body is not multipart/form-data at all. */
@@ -494,7 +499,7 @@ class FileSink implements PartSink {
   }
 }
 
-type Limits = Required<MultipartOptions>;
+type Limits = Required<Omit<MultipartOptions, "signal">>;
 
 /** Routes parts to field or file sinks and enforces the per-form rules. */
 class FormCollector {
@@ -573,10 +578,12 @@ const delimiterOf = (contentType: string): Needle => {
 const pump = async (
   reader: ReadableStreamDefaultReader<Uint8Array>,
   scanner: MultipartScanner,
+  signal?: AbortSignal,
 ): Promise<number> => {
   let ms = 0;
   for (;;) {
     const { done, value } = await reader.read();
+    signal?.throwIfAborted();
     const t0 = performance.now();
     if (done) scanner.end();
     else if (value instanceof Uint8Array) scanner.push(value);
@@ -616,10 +623,14 @@ export const parseMultipart = async (
   opts: MultipartOptions,
 ): Promise<ParsedUpload> => {
   const reader = body.getReader();
+  // cancelling ends a read that is waiting on a stalled client; pump then throws the reason
+  const abort = () => void reader.cancel().catch(() => {});
+  opts.signal?.addEventListener("abort", abort, { once: true });
   try {
+    opts.signal?.throwIfAborted();
     const form = new FormCollector(resolveLimits(opts));
     const scanner = new MultipartScanner(delimiterOf(contentType), (head) => form.open(head));
-    let parse = await pump(reader, scanner);
+    let parse = await pump(reader, scanner, opts.signal);
     const t0 = performance.now();
     const file = form.uploadedFile();
     parse += performance.now() - t0;
@@ -628,6 +639,8 @@ export const parseMultipart = async (
   } catch (err) {
     await reader.cancel().catch(() => {});
     throw err;
+  } finally {
+    opts.signal?.removeEventListener("abort", abort);
   }
 };
 
