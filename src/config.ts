@@ -49,7 +49,7 @@ const Env = z.object({
   CHARTLOG_UPLOAD_TIMEOUT_S: z.coerce.number().int().min(1).max(3600).default(300),
   CHARTLOG_IMAGE_WORKERS: z.coerce.number().int().min(1).max(64).default(2),
   CHARTLOG_CLAMD_URL: z.string().refine(
-    (v) => /^tcp:\/\/[^/:]+:\d+\/?$/.test(v) || /^unix:\/\/\/./.test(v),
+    (v) => /^tcp:\/\/(\[[0-9a-fA-F:.]+\]|[^/:[\]]+):\d+\/?$/.test(v) || /^unix:\/\/\/./.test(v),
     "must be tcp://host:port or unix:///path/to/clamd.socket",
   ).optional(),
 });

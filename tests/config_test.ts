@@ -53,3 +53,21 @@ Deno.test("config: a bad variable is named, its value never echoed", () => {
   const prod = loadConfig({ CHARTLOG_ENV: "production", CHARTLOG_MASTER_KEY: key });
   assert.equal(prod.masterKey?.length, 32);
 });
+
+Deno.test("config: media settings, their defaults and a bad clamd URL", () => {
+  const c = loadConfig({});
+  assert.equal(c.mediaMaxBytes, 10 * 1024 * 1024);
+  assert.equal(c.mediaMaxPixels, 50_000_000);
+  assert.equal(c.blobDir, "./data/blobs");
+  assert.equal(c.clamdUrl, null); // no scanner: uploads are recorded not_scanned
+  assert.equal(c.imageWorkers, 2);
+  assert.equal(c.uploadTimeoutSec, 300);
+  for (const url of ["tcp://clamav:3310", "tcp://[::1]:3310", "unix:///run/clamav/clamd.ctl"]) {
+    assert.equal(loadConfig({ CHARTLOG_CLAMD_URL: url }).clamdUrl, url);
+  }
+  for (const url of ["http://clamav:3310", "tcp://clamav", "unix://relative.sock"]) {
+    assert.throws(() => loadConfig({ CHARTLOG_CLAMD_URL: url }), /CHARTLOG_CLAMD_URL/);
+  }
+  assert.throws(() => loadConfig({ CHARTLOG_IMAGE_WORKERS: "0" }), /CHARTLOG_IMAGE_WORKERS/);
+  assert.equal(loadConfig({ CHARTLOG_BLOB_DIR: "/srv/blobs" }).blobDir, "/srv/blobs");
+});
