@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { dicomListSummary, type DicomSummary, isoDate, parseDicom } from "../src/media/dicom.ts";
+import { type DicomSummary, isoDate, parseDicom } from "../src/media/dicom.ts";
 import { type RejectionReason, UploadRejectedError } from "../src/errors.ts";
 import {
   buildDicom,
@@ -188,8 +188,4 @@ Deno.test("dicom: rejections never echo the content", () => {
     assert.equal(err.message, MESSAGE);
     assert.doesNotMatch(JSON.stringify({ ...err, message: err.message }), /TESTPATIENT|MRN/);
   }
-});
-
-Deno.test("dicom: the list summary keeps modality and study date", () => {
-  assert.deepEqual(dicomListSummary(EXPECTED), { modality: "CR", studyDate: "2024-01-31" });
 });

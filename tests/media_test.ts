@@ -69,6 +69,22 @@ const form = (file: Uint8Array | null, name: string, fields: Record<string, stri
   return f;
 };
 
+/** Sends a multipart body as a stream, the way a socket delivers it. */
+const streamUpload = (
+  app: { request: (r: Request) => Response | Promise<Response> },
+  path: string,
+  token: string,
+  { boundary, body }: { boundary: string; body: ReadableStream<Uint8Array> },
+) =>
+  app.request(
+    new Request(`http://localhost${path}`, {
+      method: "POST",
+      headers: { ...bearer(token), "content-type": `multipart/form-data; boundary=${boundary}` },
+      body,
+      duplex: "half",
+    } as RequestInit),
+  );
+
 /**
  * A clinic: users of each role, a patient with an encounter, and a caller;
  * on PGlite in memory, or on a fresh PostgreSQL database dropped at close.
@@ -432,14 +448,10 @@ Deno.test("media: an 11 MB body is refused with 413 while it streams, not after"
         cancelled = true;
       },
     });
-    const res = await t.app.request(
-      new Request(`http://localhost/v1/patients/${patient.id}/documents`, {
-        method: "POST",
-        headers: { ...bearer(token), "content-type": `multipart/form-data; boundary=${boundary}` },
-        body,
-        duplex: "half",
-      } as RequestInit),
-    );
+    const res = await streamUpload(t.app, `/v1/patients/${patient.id}/documents`, token, {
+      boundary,
+      body,
+    });
     assert.equal(res.status, 413);
     assert.equal((await res.json()).type, "/problems/payload-too-large");
     assert.ok(cancelled, "the body stream was cancelled");
@@ -467,14 +479,10 @@ Deno.test("media: a client that stops sending gets 408 when the upload deadline 
         cancelled = true;
       },
     });
-    const res = await t.app.request(
-      new Request(`http://localhost/v1/patients/${patient.id}/documents`, {
-        method: "POST",
-        headers: { ...bearer(token), "content-type": `multipart/form-data; boundary=${boundary}` },
-        body,
-        duplex: "half",
-      } as RequestInit),
-    );
+    const res = await streamUpload(t.app, `/v1/patients/${patient.id}/documents`, token, {
+      boundary,
+      body,
+    });
     assert.equal(res.status, 408);
     assert.equal((await res.json()).type, "/problems/request-timeout");
     assert.ok(cancelled, "the stalled body was cancelled");
@@ -631,9 +639,13 @@ for (const driver of await drivers()) {
         (await request("clinical_ops", "POST", `/v1/media/${note.id}/restore`)).status,
         403,
       );
+      const viewsBefore = await count("MediaViewed");
       const restored = await request("admin", "POST", `/v1/media/${note.id}/restore`);
       assert.equal(restored.status, 200);
-      assert.equal((await restored.json()).deleted, false);
+      const back = await restored.json();
+      assert.equal(back.deleted, false);
+      assert.equal(back.filename, "note.txt"); // sealed fields in the answer: audited as a read
+      assert.equal(await count("MediaViewed"), viewsBefore + 1);
       assert.equal((await list("practitioner")).items.length, 4);
 
       const cats = await (await request("reception", "GET", "/v1/media/categories")).json();
@@ -648,7 +660,7 @@ for (const driver of await drivers()) {
       assert.equal(viewed!.m.ip, "10.0.0.9");
       assert.equal(viewed!.m.userAgent, "tests/patient");
       assert.match(viewed!.stream_id, /^access-/);
-      assert.equal(await count("MediaViewed"), 1);
+      assert.equal(await count("MediaViewed"), 2); // the admin's look at the deleted item, the restore
       assert.equal(await count("MediaDeleted"), 1);
       assert.equal(await count("MediaRestored"), 1);
     } finally {

@@ -1,6 +1,7 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { CONTENT_TYPES, MEDIA_KINDS, type MediaKind, SCAN_STATUSES } from "../../events/media.ts";
+import { encounterPatient } from "../clinical/encounters.ts";
 import { auditRead } from "../clinical/patients.ts";
 import {
   deleteMedia,
@@ -60,21 +61,22 @@ const MediaSchema = z.object({
   updatedAt: z.string(),
 }).openapi("Media");
 
-const MediaListItem = z.object({
-  id: z.uuid(),
-  patientId: z.uuid(),
-  encounterId: z.uuid().nullable(),
-  kind: z.enum(MEDIA_KINDS),
-  category: z.string(),
-  contentType: z.enum(CONTENT_TYPES),
-  size: z.number().int(),
-  sha256: z.string(),
-  scanStatus: z.enum(SCAN_STATUSES),
+const MediaListItem = MediaSchema.pick({
+  id: true,
+  patientId: true,
+  encounterId: true,
+  kind: true,
+  category: true,
+  contentType: true,
+  size: true,
+  sha256: true,
+  scanStatus: true,
+  deleted: true,
+  createdAt: true,
+}).extend({
   uploaderId: z.uuid(),
   dicom: z.object({ modality: z.string().nullable(), studyDate: z.string().nullable() })
-    .nullable(),
-  deleted: z.boolean(),
-  createdAt: z.string(),
+    .nullable().openapi({ description: "DICOM only: the rest of the header is in /v1/media/{id}" }),
 }).openapi("MediaListItem");
 
 const ListQuery = z.object({
@@ -171,36 +173,31 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
   }
   const target = await resolveTarget(c, kind);
   const metadata = requestMetadata(c);
-  // the policy first: who may not upload here learns nothing about what exists
-  const resource = target ? await resourceOf(c, target.patientId) : undefined;
-  if (!(await allowed(c, "media.upload", () => Promise.resolve(resource)))) {
-    await recordRejection(runtime.store, actor, {
-      patientId: target?.patientId ?? null,
-      encounterId: target?.encounterId ?? null,
-      kind,
-      category: null,
-      reason: "forbidden",
-      detectedType: null,
-      bytesRead: 0,
-    }, metadata);
-    await deny(c, "media.upload");
-  }
-  if (!target) throw new NotFoundError(kind === "photo" ? "no such encounter" : "no such patient");
   let bytesRead = 0;
   let category: string | null = null;
   let detectedType: (typeof CONTENT_TYPES)[number] | null = null;
-  const reject = async (err: UploadRejectedError): Promise<never> => {
-    await recordRejection(runtime.store, actor, {
-      patientId: target.patientId,
-      encounterId: target.encounterId,
+  /** Records a refusal with what is known of the upload so far. */
+  const record = (reason: UploadRejectedError["reason"]) =>
+    recordRejection(runtime.store, actor, {
+      patientId: target?.patientId ?? null,
+      encounterId: target?.encounterId ?? null,
       kind,
       category,
-      reason: err.reason,
+      reason,
       detectedType,
       bytesRead,
     }, metadata);
+  const reject = async (err: UploadRejectedError): Promise<never> => {
+    await record(err.reason);
     throw err;
   };
+  // the policy first: who may not upload here learns nothing about what exists
+  const resource = target ? await resourceOf(c, target.patientId) : undefined;
+  if (!(await allowed(c, "media.upload", () => Promise.resolve(resource)))) {
+    await record("forbidden");
+    await deny(c, "media.upload");
+  }
+  if (!target) throw new NotFoundError(kind === "photo" ? "no such encounter" : "no such patient");
 
   if (target.patientDeleted) throw new ConflictError("the patient is deleted");
   if (target.encounterStatus === "cancelled") {
@@ -243,10 +240,7 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
     // a document may name one of the patient's encounters
     const encounterId = parsed.fields.encounterId?.trim().toLowerCase();
     if (kind === "document" && encounterId && z.uuid().safeParse(encounterId).success) {
-      const [e] = await runtime.store.db.query<{ patient_id: string }>(
-        sql`select patient_id::text as patient_id from encounters where id = ${encounterId}::uuid`,
-      );
-      if (e?.patient_id !== target.patientId) {
+      if ((await encounterPatient(runtime.store, encounterId)) !== target.patientId) {
         throw new ValidationError("no such encounter for this patient", [{
           path: "encounterId",
           message: "not an encounter of this patient",
@@ -368,11 +362,9 @@ const list = (by: "patient" | "encounter") => async (c: Context<AppEnv>) => {
   }
   let patientId = id;
   if (by === "encounter") {
-    const [e] = await runtime.store.db.query<{ p: string }>(
-      sql`select patient_id::text as p from encounters where id = ${id}::uuid`,
-    );
-    if (!e) throw new NotFoundError("no such encounter");
-    patientId = e.p;
+    const owner = await encounterPatient(runtime.store, id);
+    if (!owner) throw new NotFoundError("no such encounter");
+    patientId = owner;
   }
   const page = await listMedia(runtime.store, {
     patientId,
@@ -619,14 +611,27 @@ media
       middleware: [authenticate(), authorize("media.restore")] as const,
       request: { params: IdParam },
       responses: {
-        200: { description: "restored", content: json(MediaSchema) },
-        ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "conflict"),
+        200: { description: "restored (audited as a read)", content: json(MediaSchema) },
+        ...problemResponses(
+          "unauthorized",
+          "forbidden",
+          "not-found",
+          "validation",
+          "conflict",
+          "unavailable",
+        ),
       },
     }),
     async (c) => {
-      const store = c.var.deps.runtime().store;
+      const runtime = c.var.deps.runtime();
       const { id } = c.req.valid("param");
-      await restoreMedia(store, id, requestMetadata(c));
-      return c.json(await view(c, (await loadMedia(store, id))!), 200);
+      await restoreMedia(runtime.store, id, requestMetadata(c));
+      const m = (await loadMedia(runtime.store, id))!;
+      // the answer shows the sealed fields: that is a read like any other
+      await auditRead(runtime, c.get("actor")!, {
+        type: "MediaViewed",
+        data: { mediaId: m.id, patientId: m.patientId },
+      }, requestMetadata(c));
+      return c.json(await view(c, m), 200);
     },
   );

@@ -207,11 +207,3 @@ export const parseDicom = (bytes: Uint8Array, opts: ParseDicomOptions = {}): Dic
   if (!identifiesSomething(summary)) throw corrupt();
   return summary;
 };
-
-/** The fields a list of media shows (still PHI: a study date is a date of care). */
-export const dicomListSummary = (
-  s: DicomSummary,
-): { modality: string | null; studyDate: string | null } => ({
-  modality: s.modality,
-  studyDate: s.studyDate,
-});

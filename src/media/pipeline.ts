@@ -7,7 +7,7 @@ import type { EventStore } from "../store/event_store.ts";
 import type { BlobStore } from "./blob_store.ts";
 import { ALLOW_LISTS, claimedType } from "./categories.ts";
 import { type DicomSummary, parseDicom } from "./dicom.ts";
-import { imageDimensions, processImage } from "./image.ts";
+import { imageDimensions } from "./image.ts";
 import type { ImagePool } from "./image_pool.ts";
 import { type ParsedUpload, sanitizeFilename } from "./multipart.ts";
 import type { Scanner } from "./scanner.ts";
@@ -29,8 +29,8 @@ export interface PipelineDeps {
   blobs: BlobStore;
   scanner: Scanner | null;
   maxPixels: number;
-  /** Where images are decoded; without a pool, on the caller's thread. */
-  images?: ImagePool;
+  /** Where images are decoded, off the event loop. */
+  images: ImagePool;
 }
 
 /** Milliseconds per step of one upload (also sent as `Server-Timing`). */
@@ -53,14 +53,13 @@ export type StepTimings = Partial<
 
 export interface Ingested {
   mediaId: string;
-  dicomPatientMismatch: boolean;
   timings: StepTimings;
 }
 
 const MAX_NOTES = 2000;
 
 /** The multipart fields of an upload, checked; every bad one is named. */
-export const uploadFields = (
+const uploadFields = (
   kind: MediaKind,
   fields: Record<string, string>,
 ): { category: string; notes: string | null; encounterId: string | null } => {
@@ -182,11 +181,8 @@ export const ingest = async (
   let thumb: Uint8Array<ArrayBuffer> | null = null;
   let dicom: DicomSummary | null = null;
   if (type.startsWith("image/")) {
-    const opts = { maxPixels: deps.maxPixels };
-    // a pool takes the upload's buffer: nothing below reads file.bytes for images
-    const img = deps.images
-      ? await deps.images.process(file.bytes, type, opts)
-      : await processImage(file.bytes, type, opts);
+    // the pool takes the upload's buffer: nothing below reads file.bytes for images
+    const img = await deps.images.process(file.bytes, type, { maxPixels: deps.maxPixels });
     Object.assign(timings, img.timings);
     stored = img.bytes as Uint8Array<ArrayBuffer>;
     dims = { width: img.width, height: img.height };
@@ -242,7 +238,7 @@ export const ingest = async (
         dicom: dicom as Record<string, string | null> | null,
       },
     }], metadata));
-  return { mediaId, dicomPatientMismatch, timings };
+  return { mediaId, timings };
 };
 
 /**
