@@ -183,7 +183,12 @@ Deno.test("patients: If-Match, PUT and PATCH, soft delete and restore", async ()
       403,
     );
     assert.equal((await call("clinical_ops", "POST", `${path}/restore`)).status, 403);
-    assert.equal((await call("admin", "POST", `${path}/restore`)).status, 200);
+    const viewed = () => t.runtime.db.query(sql`select 1 from events where type = 'PatientViewed'`);
+    const viewsBefore = (await viewed()).length;
+    const restored = await call("admin", "POST", `${path}/restore`);
+    assert.equal(restored.status, 200);
+    assert.equal((await restored.json()).deleted, false);
+    assert.equal((await viewed()).length, viewsBefore + 1, "the record in the answer is a read");
     assert.equal((await call("clinical_ops", "GET", path)).status, 200);
     assert.equal((await list("clinical_ops")).total, 1);
     const [reason] = await t.runtime.db.query<{ r: unknown }>(

@@ -330,15 +330,21 @@ export const patients = new OpenAPIHono<AppEnv>()
       middleware: [authenticate(), authorize("patient.restore")] as const,
       request: { params: IdParam },
       responses: {
-        200: { description: "restored", content: json(PatientSchema) },
-        ...problemResponses("unauthorized", "forbidden", "not-found", "conflict"),
+        200: { description: "restored (audited as a read)", content: json(PatientSchema) },
+        ...problemResponses("unauthorized", "forbidden", "not-found", "conflict", "unavailable"),
       },
     }),
     async (c) => {
       const { id } = c.req.valid("param");
-      const { store } = c.var.deps.runtime();
-      await restorePatient(store, id, requestMetadata(c));
-      return c.json(versioned(c, (await loadPatient(store, id, now(c)))!) as never, 200);
+      const runtime = c.var.deps.runtime();
+      await restorePatient(runtime.store, id, requestMetadata(c));
+      const p = (await loadPatient(runtime.store, id, now(c)))!;
+      // the answer is the whole record: audited as a read, like GET
+      await auditRead(runtime, c.get("actor")!, {
+        type: "PatientViewed",
+        data: { patientId: id, asOf: null },
+      }, requestMetadata(c));
+      return c.json(versioned(c, p) as never, 200);
     },
   )
   .openapi(
