@@ -10,7 +10,7 @@ import { BlobStore } from "./media/blob_store.ts";
 import { ImagePool } from "./media/image_pool.ts";
 import { type Scanner, scannerFromUrl } from "./media/scanner.ts";
 import { EventStore } from "./store/event_store.ts";
-import { migrate } from "./store/migrations.ts";
+import { type AppliedMigration, migrate } from "./store/migrations.ts";
 import { openPglite } from "./store/pglite_driver.ts";
 import { openPostgres } from "./store/postgres_driver.ts";
 import { PhiCodec } from "./store/phi_codec.ts";
@@ -64,6 +64,8 @@ export const resolveMasterKey = async (
 
 export interface Runtime {
   db: Db;
+  /** Migrations applied while opening (empty when the schema was up to date). */
+  migrated: readonly AppliedMigration[];
   store: EventStore;
   sessions: Sessions;
   /** Keys digests used as index stream ids (e.g. MRN reservations). */
@@ -102,7 +104,9 @@ export const openRuntime = async (
   const db = await openDatabase(config);
   try {
     const applied = await migrate(db);
-    if (applied.length > 0) log.info({ applied }, "migrations applied");
+    if (applied.length > 0) {
+      log.info({ applied: applied.map((m) => m.version) }, "migrations applied");
+    }
     const projections = opts.projections ?? appProjections;
     const codec = new PhiCodec(db, masterKey);
     const store = new EventStore({
@@ -127,6 +131,7 @@ export const openRuntime = async (
     const images = new ImagePool(config.imageWorkers);
     return {
       db,
+      migrated: applied,
       store,
       sessions,
       indexKey,

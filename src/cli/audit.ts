@@ -1,12 +1,21 @@
 // `deno task audit verify`: recomputes every stream's hash chain.
 import { verifyChain } from "../store/verify_chain.ts";
-import { openCli } from "./common.ts";
+import { openCli, parseCliArgs, usageError } from "./common.ts";
 
-const [command] = Deno.args;
-if (command !== "verify") {
-  console.error("usage: deno task audit verify");
-  Deno.exit(2);
-}
+const { positionals } = parseCliArgs(
+  "audit",
+  `usage: deno task audit verify
+
+verify   recomputes every stream's hash chain; prints "OK: …" and exits 0, or
+         names the first altered event and exits 1.
+On the embedded database, stop the server first.`,
+  {},
+  { positionals: true },
+);
+if (positionals[0] === undefined) usageError("audit", "a subcommand is required");
+if (positionals[0] !== "verify") usageError("audit", `unknown subcommand '${positionals[0]}'`);
+if (positionals.length > 1) usageError("audit", `unexpected argument '${positionals[1]}'`);
+
 const { runtime } = await openCli();
 try {
   const r = await verifyChain(runtime.db);

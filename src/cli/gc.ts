@@ -1,13 +1,24 @@
 // `deno task gc [--dry-run] [--grace-minutes=N]`: removes media blobs no event names.
 import { collectGarbage, GC_GRACE_MS } from "../media/gc.ts";
-import { openCli } from "./common.ts";
+import { openCli, parseCliArgs, usageError } from "./common.ts";
 
-const dryRun = Deno.args.includes("--dry-run");
-const grace = Deno.args.find((a) => a.startsWith("--grace-minutes="));
-const graceMs = grace ? Number(grace.split("=")[1]) * 60_000 : GC_GRACE_MS;
-if (!Number.isFinite(graceMs) || graceMs < 0) {
-  console.error("--grace-minutes must be a non-negative number");
-  Deno.exit(2);
+const { values } = parseCliArgs(
+  "gc",
+  `usage: deno task gc [--dry-run] [--grace-minutes N]
+
+Removes media blobs in CHARTLOG_BLOB_DIR that no media event names (left by
+uploads that failed or crashed), and unfinished temporary files, once they
+are older than the grace period. Blobs of soft-deleted media are kept.
+
+--dry-run          list what would be removed; remove nothing
+--grace-minutes N  only files older than N minutes (default ${GC_GRACE_MS / 60_000})`,
+  { "dry-run": { type: "boolean" }, "grace-minutes": { type: "string" } },
+);
+const dryRun = values["dry-run"] ?? false;
+const grace = values["grace-minutes"];
+const graceMs = grace === undefined ? GC_GRACE_MS : Number(grace) * 60_000;
+if (grace?.trim() === "" || !Number.isFinite(graceMs) || graceMs < 0) {
+  usageError("gc", "--grace-minutes must be a non-negative number");
 }
 
 const { runtime } = await openCli();

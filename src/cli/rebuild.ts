@@ -1,20 +1,33 @@
 // `deno task rebuild NAME|--all`: replays the log from position 0 into projections.
+import { openCli, parseCliArgs, progressBar, usageError } from "./common.ts";
 import { rebuildProjection } from "../store/projection_engine.ts";
-import { openCli, progressBar } from "./common.ts";
 
-const args = Deno.args;
-if (args.length !== 1) {
-  console.error("usage: deno task rebuild <projection-name> | --all");
-  Deno.exit(2);
+const { positionals, values } = parseCliArgs(
+  "rebuild",
+  `usage: deno task rebuild <projection-name>
+       deno task rebuild --all
+
+Replays the event log from position 0 into the named projection (or every
+projection with --all), with a progress bar on stderr. A rebuild reproduces
+the same rows. \`deno task status\` lists the projections.
+On the embedded database, stop the server first.`,
+  { all: { type: "boolean" } },
+  { positionals: true },
+);
+if (values.all ? positionals.length !== 0 : positionals.length !== 1) {
+  usageError("rebuild", "give one projection name, or --all");
 }
+
 const { runtime } = await openCli();
 try {
-  const targets = args[0] === "--all"
+  const targets = values.all
     ? runtime.projections
-    : runtime.projections.filter((p) => p.name === args[0]);
+    : runtime.projections.filter((p) => p.name === positionals[0]);
   if (targets.length === 0) {
     console.error(
-      `no projection named ${args[0]}; known: ${runtime.projections.map((p) => p.name).join(", ")}`,
+      `rebuild: no projection named '${positionals[0]}'; known: ${
+        runtime.projections.map((p) => p.name).join(", ")
+      }`,
     );
     Deno.exitCode = 2;
   }

@@ -1,7 +1,17 @@
 // `deno task status`: schema version and each projection's checkpoint and lag.
 import { currentMigration } from "../store/migrations.ts";
 import { projectionStatus } from "../store/projection_engine.ts";
-import { openCli } from "./common.ts";
+import { openCli, parseCliArgs } from "./common.ts";
+
+parseCliArgs(
+  "status",
+  `usage: deno task status
+
+Prints the database kind and schema migration, then each projection's
+version, mode, checkpoint position, lag behind the log and last error.
+On the embedded database, stop the server first.`,
+  {},
+);
 
 const { runtime } = await openCli();
 try {

@@ -66,8 +66,17 @@ create table projection_state (
 
 export const latestMigration = migrations[migrations.length - 1]!.version;
 
-/** Applies pending migrations in one transaction; safe to run concurrently. */
-export const migrate = async (db: Db): Promise<number[]> =>
+/** A migration that {@link migrate} applied. */
+export interface AppliedMigration {
+  version: number;
+  name: string;
+}
+
+/**
+ * Applies pending migrations in one transaction; safe to run concurrently.
+ * Returns the ones this call applied (none when the schema was up to date).
+ */
+export const migrate = async (db: Db): Promise<AppliedMigration[]> =>
   await db.transaction(async (tx) => {
     await tx.query(sql`select pg_advisory_xact_lock(${LOCK_MIGRATE})`);
     await tx.exec(`create table if not exists schema_migrations (
@@ -77,14 +86,14 @@ export const migrate = async (db: Db): Promise<number[]> =>
       (await tx.query<{ version: number }>(sql`select version from schema_migrations`))
         .map((r) => Number(r.version)),
     );
-    const applied: number[] = [];
+    const applied: AppliedMigration[] = [];
     for (const m of migrations) {
       if (done.has(m.version)) continue;
       await tx.exec(m.sql);
       await tx.query(
         sql`insert into schema_migrations (version, name) values (${m.version}, ${m.name})`,
       );
-      applied.push(m.version);
+      applied.push({ version: m.version, name: m.name });
     }
     return applied;
   });
