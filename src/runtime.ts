@@ -6,6 +6,7 @@ import type { Config } from "./config.ts";
 import type { Logger } from "./logger.ts";
 import type { Catalog } from "./store/catalog.ts";
 import type { Db } from "./store/db.ts";
+import { claimBlobDir } from "./media/blob_claim.ts";
 import { BlobStore } from "./media/blob_store.ts";
 import { ImagePool } from "./media/image_pool.ts";
 import { type Scanner, scannerFromUrl } from "./media/scanner.ts";
@@ -98,6 +99,11 @@ export const openRuntime = async (
     now?: () => Date;
     /** Benchmarks only: skip access events to measure what they cost. */
     auditReads?: boolean;
+    /**
+     * Check (and on first use mark) that the blob directory is this
+     * database's; default true. Commands that never touch blobs skip it.
+     */
+    claimBlobs?: boolean;
   } = {},
 ): Promise<Runtime> => {
   const masterKey = await resolveMasterKey(config, log);
@@ -117,6 +123,10 @@ export const openRuntime = async (
       now: opts.now,
     });
     await setupProjections(store, projections);
+    const indexKey = await deriveIndexKey(masterKey);
+    const blobs = new BlobStore(config.blobDir, codec, indexKey);
+    // before any worker starts: a refused directory stops start-up cleanly
+    if (opts.claimBlobs !== false) await claimBlobDir(db, blobs);
     const workers = opts.workers === false ? [] : projections
       .filter((p) => p.mode === "async")
       .map((p) => new ProjectionWorker(store, p, log).start());
@@ -127,7 +137,6 @@ export const openRuntime = async (
       sessionIdleTimeoutSec: config.sessionIdleTimeoutSec,
       now: opts.now,
     });
-    const indexKey = await deriveIndexKey(masterKey);
     const images = new ImagePool(config.imageWorkers);
     return {
       db,
@@ -135,7 +144,7 @@ export const openRuntime = async (
       store,
       sessions,
       indexKey,
-      blobs: new BlobStore(config.blobDir, codec, indexKey),
+      blobs,
       images,
       scanner: scannerFromUrl(config.clamdUrl ?? undefined),
       auditReads: opts.auditReads ?? true,

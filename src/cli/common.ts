@@ -65,7 +65,8 @@ export const openCli = async (): Promise<{ config: Config; log: Logger; runtime:
   const log = createLogger(config.logLevel === "info" ? "warn" : config.logLevel, {
     write: (line: string) => Deno.stderr.writeSync(new TextEncoder().encode(line)),
   });
-  const runtime = await openRuntime(config, log, { workers: false });
+  // only gc uses the blob directory, and it checks the directory is this database's itself
+  const runtime = await openRuntime(config, log, { workers: false, claimBlobs: false });
   return { config, log, runtime };
 };
 

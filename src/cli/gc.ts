@@ -1,4 +1,5 @@
 // `deno task gc [--dry-run] [--grace-minutes=N]`: removes media blobs no event names.
+import { ConfigError } from "../config.ts";
 import { collectGarbage, GC_GRACE_MS } from "../media/gc.ts";
 import { openCli, parseCliArgs, usageError } from "./common.ts";
 
@@ -29,6 +30,17 @@ try {
     `blobs: ${r.scanned} on disk, ${r.referenced} referenced, ${r.orphans.length} orphaned` +
       (dryRun ? " (dry run: nothing removed)" : `, ${r.removed} removed, ${r.bytesFreed} bytes`),
   );
+  if (r.predatingAdoption > 0) {
+    console.log(
+      `kept ${r.predatingAdoption} unreferenced files older than this directory's adoption ` +
+        `(they may be another database's; remove them by hand once you are sure)`,
+    );
+  }
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  // the directory is another database's: nothing was looked at, nothing removed
+  console.error(`gc: refused: ${err.message}`);
+  Deno.exitCode = 1;
 } finally {
   await runtime.close();
 }

@@ -1,5 +1,6 @@
 import type { Db } from "../store/db.ts";
 import { sql } from "../store/sql.ts";
+import { claimBlobDir } from "./blob_claim.ts";
 import type { BlobStore } from "./blob_store.ts";
 
 /** Files younger than this may belong to an upload whose event is still to come. */
@@ -9,6 +10,8 @@ export interface GcReport {
   scanned: number;
   referenced: number;
   orphans: { path: string; bytes: number }[];
+  /** Unreferenced files older than the directory's adoption: maybe another database's, kept. */
+  predatingAdoption: number;
   removed: number;
   bytesFreed: number;
 }
@@ -18,18 +21,30 @@ export interface GcReport {
  * crashed before its event), and unfinished temporary files, once older
  * than the grace period. Blobs of deleted media stay: soft delete keeps the
  * file. With `dryRun` it only reports.
+ *
+ * Refuses (throws `BlobDirError`) a directory that belongs to another
+ * database: every one of its files would look orphaned here.
  */
 export const collectGarbage = async (
   db: Db,
   blobs: BlobStore,
   opts: { now?: Date; graceMs?: number; dryRun?: boolean } = {},
 ): Promise<GcReport> => {
+  const marker = await claimBlobDir(db, blobs);
+  const adoptedAt = marker.adopted ? new Date(marker.claimedAt).getTime() : -Infinity;
   const cutoff = (opts.now ?? new Date()).getTime() - (opts.graceMs ?? GC_GRACE_MS);
   const rows = await db.query<{ blob: string | null; thumb_blob: string | null }>(
     sql`select blob, thumb_blob from media`,
   );
   const live = new Set(rows.flatMap((r) => [r.blob, r.thumb_blob]).filter(Boolean));
-  const report: GcReport = { scanned: 0, referenced: 0, orphans: [], removed: 0, bytesFreed: 0 };
+  const report: GcReport = {
+    scanned: 0,
+    referenced: 0,
+    orphans: [],
+    predatingAdoption: 0,
+    removed: 0,
+    bytesFreed: 0,
+  };
   for await (const f of blobs.list()) {
     report.scanned++;
     if (f.address && live.has(f.address)) {
@@ -37,6 +52,10 @@ export const collectGarbage = async (
       continue;
     }
     if (f.mtime.getTime() > cutoff) continue;
+    if (f.mtime.getTime() < adoptedAt) {
+      report.predatingAdoption++;
+      continue;
+    }
     // looked at again just before removing: an upload that reuses the blob renews its age
     const { size, mtime } = await Deno.stat(f.path);
     if ((mtime?.getTime() ?? 0) > cutoff) continue;

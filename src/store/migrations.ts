@@ -62,6 +62,24 @@ create table projection_state (
 );
 `,
   },
+  {
+    version: 2,
+    name: "installation id",
+    sql: `
+-- Which installation this database is. Blob directories carry it in a marker
+-- file, so one database never uses (or garbage-collects) another's files. A
+-- random id, not the system identifier, which changes on dump and restore.
+-- One row, enforced by the key.
+create table installation (
+  singleton           boolean primary key default true check (singleton),
+  id                  uuid not null default gen_random_uuid(),
+  created_at          timestamptz not null default now(),
+  -- set once, when this installation first claims a blob directory
+  blob_dir_claimed_at timestamptz
+);
+insert into installation default values;
+`,
+  },
 ];
 
 export const latestMigration = migrations[migrations.length - 1]!.version;
