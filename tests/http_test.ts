@@ -186,3 +186,21 @@ Deno.test("http: the OpenAPI document covers every mounted route", async () => {
     await t.close();
   }
 });
+
+Deno.test("http: GET / points to the documentation", async () => {
+  const t = await openTestApp();
+  try {
+    const res = await t.app.request("/");
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("content-type") ?? "", /^application\/json/);
+    const body = await res.json();
+    assert.equal(body.docs, "/docs");
+    assert.equal(body.openapi, "/openapi.json");
+    // and both answer
+    assert.equal((await t.app.request(body.docs)).status, 200);
+    const doc = await (await t.app.request(body.openapi)).json();
+    assert.ok(doc.paths["/"]?.get, "GET / is in the OpenAPI document");
+  } finally {
+    await t.close();
+  }
+});

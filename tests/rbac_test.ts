@@ -7,6 +7,7 @@ import { bearer, createUser, login } from "./support/users.ts";
 
 /** Routes anyone may call: no actor, so no policy decision. */
 const PUBLIC = new Set([
+  "GET /",
   "GET /health",
   "GET /ready",
   "GET /openapi.json",

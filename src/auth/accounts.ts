@@ -11,6 +11,7 @@ import { pgCode } from "../store/db.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import { hashPassword, passwordProblem, verifyPassword } from "./password.ts";
+import { timestamp } from "../timestamp.ts";
 
 /** A user as the API shows it: never a secret. */
 export interface UserView {
@@ -61,8 +62,8 @@ const view = (r: UserRow): UserView => ({
   phone: r.phone,
   specialization: r.specialization,
   mfaEnabled: r.mfa_enabled,
-  createdAt: new Date(r.created_at).toISOString(),
-  updatedAt: new Date(r.updated_at).toISOString(),
+  createdAt: timestamp(r.created_at),
+  updatedAt: timestamp(r.updated_at),
   version: Number(r.version),
 });
 

@@ -3,6 +3,7 @@ import { decide, type EncounterStatus, fold } from "../domain/encounter.ts";
 import { ConflictError, NotFoundError, PreconditionFailedError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
+import { timestamp } from "../timestamp.ts";
 import { patientStream } from "./patients.ts";
 import { fold as foldPatient } from "../domain/patient.ts";
 
@@ -31,11 +32,11 @@ export const loadEncounter = async (
     id: s.encounterId,
     patientId: s.patientId,
     practitionerId: s.practitionerId,
-    startsAt: new Date(s.startsAt).toISOString(),
+    startsAt: timestamp(s.startsAt),
     reason: s.reason,
     status: s.status,
-    createdAt: events[0]!.recordedAt.toISOString(),
-    updatedAt: events.at(-1)!.recordedAt.toISOString(),
+    createdAt: timestamp(events[0]!.recordedAt),
+    updatedAt: timestamp(events.at(-1)!.recordedAt),
     version: events.at(-1)!.streamVersion,
   };
 };

@@ -5,6 +5,7 @@ import { ConflictError, NotFoundError, ValidationError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import type { StoredEvent } from "../store/types.ts";
+import { timestamp } from "../timestamp.ts";
 
 export const mediaStream = (id: string) => `media-${id}`;
 
@@ -61,8 +62,8 @@ const fold = (events: StoredEvent[]): MediaRecord | null => {
         dicom: d.dicom,
         uploaderId: d.uploaderId,
         deleted: false,
-        createdAt: e.recordedAt.toISOString(),
-        updatedAt: e.recordedAt.toISOString(),
+        createdAt: timestamp(e.recordedAt),
+        updatedAt: timestamp(e.recordedAt),
         version: e.streamVersion,
       };
     } else if (m !== null && (e.type === "MediaDeleted" || e.type === "MediaRestored")) {
@@ -70,7 +71,7 @@ const fold = (events: StoredEvent[]): MediaRecord | null => {
       m = {
         ...before,
         deleted: e.type === "MediaDeleted",
-        updatedAt: e.recordedAt.toISOString(),
+        updatedAt: timestamp(e.recordedAt),
         version: e.streamVersion,
       };
     }
@@ -140,12 +141,20 @@ const decodeCursor = (cursor: string): [string, string] => {
   throw new ValidationError("bad cursor", [{ path: "cursor", message: "not a cursor we issued" }]);
 };
 
-/** A page of a patient's (or an encounter's) media, newest first, with the next cursor. */
+/**
+ * A page of a patient's (or an encounter's) media, newest first, with the
+ * next cursor and how many items match in all.
+ */
 export const listMedia = async (
   store: EventStore,
   q: MediaQuery,
-): Promise<{ items: MediaListItem[]; nextCursor: string | null }> => {
+): Promise<{ items: MediaListItem[]; nextCursor: string | null; total: number }> => {
   const after = q.cursor ? decodeCursor(q.cursor) : null;
+  const where = sql`where patient_id = ${q.patientId}::uuid
+      ${q.encounterId ? sql`and encounter_id = ${q.encounterId}::uuid` : sql``}
+      ${q.category ? sql`and category = ${q.category}` : sql``}
+      ${q.kind ? sql`and kind = ${q.kind}` : sql``}
+      ${q.includeDeleted ? sql`` : sql`and not deleted`}`;
   const rows = await store.db.query<{
     id: string;
     patient_id: string;
@@ -160,17 +169,14 @@ export const listMedia = async (
     modality: string | null;
     study_date: string | null;
     deleted: boolean;
-    created_at: string;
+    created_at: Date | string;
+    cursor_at: string;
   }>(sql`select media.id::text as id, patient_id::text as patient_id,
       encounter_id::text as encounter_id, kind, category, content_type, size::text as size, sha256,
-      scan_status, uploader_id::text as uploader_id, modality, study_date, deleted,
-      to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as created_at
-    from media
-    where patient_id = ${q.patientId}::uuid
-      ${q.encounterId ? sql`and encounter_id = ${q.encounterId}::uuid` : sql``}
-      ${q.category ? sql`and category = ${q.category}` : sql``}
-      ${q.kind ? sql`and kind = ${q.kind}` : sql``}
-      ${q.includeDeleted ? sql`` : sql`and not deleted`}
+      scan_status, uploader_id::text as uploader_id, modality, study_date, deleted, created_at,
+      -- the cursor keeps full precision, so the keyset comparison is exact
+      to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_at
+    from media ${where}
       ${
     after
       ? sql`and (media.created_at, media.id) < (${after[0]}::text::timestamptz, ${after[1]}::uuid)`
@@ -178,6 +184,9 @@ export const listMedia = async (
   }
     order by media.created_at desc, media.id desc
     limit ${q.limit + 1}`);
+  const [count] = await store.db.query<{ n: number }>(
+    sql`select count(*)::int as n from media ${where}`,
+  );
   const page = rows.slice(0, q.limit);
   const last = page.at(-1);
   return {
@@ -196,9 +205,10 @@ export const listMedia = async (
         ? { modality: r.modality, studyDate: r.study_date }
         : null,
       deleted: r.deleted,
-      createdAt: r.created_at,
+      createdAt: timestamp(r.created_at),
     })),
-    nextCursor: rows.length > q.limit && last ? encodeCursor(last.created_at, last.id) : null,
+    nextCursor: rows.length > q.limit && last ? encodeCursor(last.cursor_at, last.id) : null,
+    total: Number(count?.n ?? 0),
   };
 };
 

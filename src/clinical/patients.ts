@@ -22,6 +22,7 @@ import {
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import type { NewEvent, StoredEvent } from "../store/types.ts";
+import { timestamp } from "../timestamp.ts";
 
 export const patientStream = (id: string) => `patient-${id}`;
 
@@ -56,8 +57,8 @@ const view = (s: Patient, events: StoredEvent[], now: Date): PatientView | null 
     fullName: fullName(s.data),
     age: age(s.data.dateOfBirth, today(now)),
     deleted: s.status === "deleted",
-    createdAt: events[0]!.recordedAt.toISOString(),
-    updatedAt: events.at(-1)!.recordedAt.toISOString(),
+    createdAt: timestamp(events[0]!.recordedAt),
+    updatedAt: timestamp(events.at(-1)!.recordedAt),
     version: events.at(-1)!.streamVersion,
   };
 };

@@ -92,7 +92,11 @@ export const encounters = new OpenAPIHono<AppEnv>()
       responses: {
         200: {
           description: "soonest first",
-          content: json(z.object({ items: z.array(EncounterSchema) })),
+          content: json(z.object({
+            items: z.array(EncounterSchema),
+            nextCursor: z.null().openapi({ description: "one page holds them all" }),
+            total: z.number().int(),
+          })),
         },
         ...problemResponses("unauthorized", "forbidden", "validation", "unavailable"),
       },
@@ -108,7 +112,7 @@ export const encounters = new OpenAPIHono<AppEnv>()
         data: { patientId, encounterIds: items.map((e) => e.id) },
       }, requestMetadata(c));
       c.header("Cache-Control", "no-store");
-      return c.json({ items }, 200);
+      return c.json({ items, nextCursor: null, total: items.length }, 200);
     },
   )
   .openapi(

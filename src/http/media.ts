@@ -346,6 +346,7 @@ const listRoute = (by: "patient" | "encounter") =>
         content: json(z.object({
           items: z.array(MediaListItem),
           nextCursor: z.string().nullable(),
+          total: z.number().int().openapi({ description: "items matching, on every page" }),
         })),
       },
       ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "unavailable"),

@@ -7,6 +7,14 @@ import { problemResponses, PROBLEMS, type ProblemSlug } from "./problem.ts";
 
 const Health = z.object({ status: z.literal("ok") }).openapi("Health");
 
+const Index = z.object({
+  service: z.literal("chartlog"),
+  docs: z.literal("/docs").openapi({ description: "interactive API documentation" }),
+  openapi: z.literal("/openapi.json").openapi({ description: "the OpenAPI 3.1 document" }),
+  health: z.literal("/health"),
+  ready: z.literal("/ready"),
+}).openapi("Index");
+
 const ProjectionLag = z.object({
   name: z.string(),
   mode: z.enum(["inline", "async"]),
@@ -29,8 +37,27 @@ const ProblemTypeDoc = z.object({
   status: z.number().int(),
 }).openapi("ProblemType");
 
-/** Liveness, readiness and the problem-type catalogue. No auth, no PHI. */
+/** Where to start, liveness, readiness and the problem-type catalogue. No auth, no PHI. */
 export const system = new OpenAPIHono<AppEnv>()
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      tags: ["system"],
+      summary: "Where to start: links to the API documentation",
+      responses: {
+        200: { description: "links", content: { "application/json": { schema: Index } } },
+      },
+    }),
+    (c) =>
+      c.json({
+        service: "chartlog" as const,
+        docs: "/docs" as const,
+        openapi: "/openapi.json" as const,
+        health: "/health" as const,
+        ready: "/ready" as const,
+      }, 200),
+  )
   .openapi(
     createRoute({
       method: "get",
