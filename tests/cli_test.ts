@@ -92,6 +92,9 @@ Deno.test("cli: migrate names each migration it applied, then says it is up to d
     assert.equal(again.code, 0, again.stderr);
     assert.doesNotMatch(again.stdout, /applied migration/);
     assert.match(again.stdout, /^up to date: schema at migration \d+$/m);
+    const status = await runCli("status.ts", [], env);
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, /^installation: [0-9a-f-]{36}$/m);
   } finally {
     await Deno.remove(dataDir, { recursive: true });
     await pg?.drop();
