@@ -3,7 +3,7 @@ import { sql } from "../src/store/sql.ts";
 import { keyEnv, runCli } from "./support/cli.ts";
 import { openTestApp } from "./support/app.ts";
 import { createTestDatabase, postgresAvailable } from "./support/harness.ts";
-import { bearer, createUser, login } from "./support/users.ts";
+import { bearer, createCheapUser, createUser, login, PASSWORD } from "./support/users.ts";
 
 Deno.test("users: admin creates, lists, reads and changes users; bad input is a 422", async () => {
   const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "1000" });
@@ -226,7 +226,7 @@ Deno.test("users: self sign-up creates a pending practitioner an admin must appr
     assert.equal(before.res.status, 401);
     assert.match(before.body.detail, /approval/);
     const wrong = await login(t.app, "new.doc@clinic.test", "not the passphrase");
-    assert.equal(wrong.body.detail, "invalid email or password"); // nothing said without the password
+    assert.equal(wrong.body.detail, "invalid credentials or account temporarily locked"); // nothing said without the password
 
     const view = await (await t.app.request(`/v1/users/${id}`, { headers: bearer(admin) })).json();
     assert.deepEqual([view.role, view.active, view.pending], ["practitioner", false, true]);
@@ -293,6 +293,48 @@ Deno.test("users: changing the password checks the old one and ends the other se
     assert.equal((await t.app.request("/v1/me", { headers: bearer(b) })).status, 401);
     assert.equal((await login(t.app, u.email)).res.status, 401);
     assert.equal((await login(t.app, u.email, "a brand new passphrase")).res.status, 200);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("users: wrong current passwords count towards the lock and are events", async () => {
+  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "1000" });
+  try {
+    const u = await createCheapUser(t.runtime, "practitioner");
+    const token = (await login(t.app, u.email)).body.accessToken;
+    const change = async (currentPassword: string) => {
+      const res = await t.app.request("/v1/me/password", {
+        method: "POST",
+        headers: { ...bearer(token), "content-type": "application/json" },
+        body: JSON.stringify({ currentPassword, newPassword: "a brand new passphrase" }),
+      });
+      const { requestId: _r, ...body } = await res.json();
+      return { status: res.status, body };
+    };
+    const wrong = [];
+    for (let i = 0; i < 5; i++) wrong.push(await change(`guess number ${i}`));
+    assert.deepEqual(wrong.map((w) => w.status), Array(5).fill(422));
+    // locked now: the right password gets the very answer a wrong one gets
+    const right = await change(PASSWORD);
+    assert.deepEqual(right, wrong[0]);
+    assert.equal((await login(t.app, u.email)).res.status, 401, "login is locked too");
+    const evs = await t.runtime.db.query<{ type: string; reason: string | null }>(
+      sql`select type, data->>'reason' as reason from events
+        where stream_id = ${`auth-${u.id}`} order by stream_version`,
+    );
+    assert.deepEqual(evs.map((e) => e.reason ?? e.type), [
+      "LoginSucceeded",
+      ...Array(5).fill("wrong_current_password"),
+      "AccountLocked",
+      "locked",
+      "locked",
+    ]);
+    // nothing changed: the old password is still the password
+    const [cred] = await t.runtime.db.query<{ n: number }>(
+      sql`select count(*)::int as n from events where type = 'UserPasswordChanged'`,
+    );
+    assert.equal(cred!.n, 0);
   } finally {
     await t.close();
   }

@@ -1,5 +1,6 @@
 import type { EventMetadata } from "../../events/metadata.ts";
 import type { Role } from "../../events/user.ts";
+import { refusal } from "../domain/credentials.ts";
 import { decideAll, fold, type UserCommand } from "../domain/user.ts";
 import {
   ConflictError,
@@ -10,6 +11,7 @@ import {
 import { pgCode } from "../store/db.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
+import { runCredentialCommand } from "./credentials.ts";
 import { hashPassword, passwordProblem, verifyPassword } from "./password.ts";
 
 /** A user as the API shows it: never a secret. */
@@ -199,23 +201,33 @@ export const updateProfile = async (
 };
 
 /**
- * Changes the caller's password after checking the current one. The caller's
- * other sessions are ended by the HTTP layer (a changed password should log
- * out every other device).
+ * Changes the caller's password after checking the current one. A wrong
+ * current password counts towards the account's lock like a wrong login
+ * password (else a stolen access token is an unlimited password oracle), and
+ * a locked account refuses even the right one, with the same answer. The
+ * caller's other sessions are ended by the HTTP layer (a changed password
+ * should log out every other device).
  */
 export const changePassword = async (
   store: EventStore,
   id: string,
   current: string,
   next: string,
+  now: Date,
   metadata: EventMetadata,
 ): Promise<void> => {
   const [row] = await store.db.query<{ password_hash: string }>(
     sql`select password_hash from user_credentials where user_id = ${id}::uuid`,
   );
-  if (!row || !(await verifyPassword(current, row.password_hash))) {
-    throw new ValidationError("the current password is wrong", [
-      { path: "currentPassword", message: "does not match" },
+  const passwordOk = !!row && await verifyPassword(current, row.password_hash);
+  const decided = await runCredentialCommand(
+    store,
+    { type: "CheckCurrentPassword", userId: id, now, passwordOk },
+    metadata,
+  );
+  if (refusal(decided)) {
+    throw new ValidationError("invalid credentials or account temporarily locked", [
+      { path: "currentPassword", message: "does not match, or the account is temporarily locked" },
     ]);
   }
   const problem = passwordProblem(next);

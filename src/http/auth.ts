@@ -18,6 +18,11 @@ const Tokens = z.object({
   refreshToken: z.string().openapi({
     description: "opaque, single use; also set as an HttpOnly cookie",
   }),
+  mfaEnrolmentRequired: z.boolean().optional().openapi({
+    description: "login only: the role must use a second factor and the account has not " +
+      "enrolled. Until it does (`POST /v1/me/mfa/totp`, then `POST /v1/me/mfa/totp/confirm`), " +
+      "the session may only enrol, read `/v1/me` and log out.",
+  }),
 }).openapi("Tokens");
 
 const LoginBody = z.strictObject({
@@ -99,7 +104,8 @@ export const authRoutes = (deps: AppDeps) => {
         path: "/v1/auth/login",
         tags: ["auth"],
         summary: "Log in with email and password",
-        description: "After 5 failed attempts the account is locked for 15 minutes (429).",
+        description: "After 5 failed attempts in a row the account is locked for 15 minutes. A " +
+          "wrong password, an unknown email and a locked account all get the same 401.",
         request: {
           body: { required: true, content: { "application/json": { schema: LoginBody } } },
         },
