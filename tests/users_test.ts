@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { loadConfig } from "../src/config.ts";
 import { sql } from "../src/store/sql.ts";
 import { keyEnv, runCli } from "./support/cli.ts";
 import { openTestApp } from "./support/app.ts";
@@ -204,9 +205,7 @@ Deno.test("users: self sign-up creates a pending practitioner an admin must appr
       name: "New Doc",
       password: "a long passphrase",
     });
-    assert.equal(res.status, 201);
-    const { id, pending } = await res.json();
-    assert.equal(pending, true);
+    assert.equal(res.status, 202);
     assert.equal(
       (await signup({
         email: "x@clinic.test",
@@ -216,11 +215,30 @@ Deno.test("users: self sign-up creates a pending practitioner an admin must appr
       })).status,
       422,
     );
-    assert.equal(
-      (await signup({ email: "NEW.doc@clinic.test", name: "Again", password: "a long passphrase" }))
-        .status,
-      409,
+    // an email that has an account gets the very answer a new one got, and nothing is created
+    const again = await signup({
+      email: "NEW.doc@clinic.test",
+      name: "Again",
+      password: "another passphrase",
+    });
+    assert.equal(again.status, res.status);
+    assert.deepEqual(await again.json(), await res.json());
+    const headers = (r: Response) => [...r.headers].filter(([k]) => k !== "x-request-id");
+    assert.deepEqual(headers(again), headers(res));
+    const rows = await t.runtime.db.query<{ id: string }>(
+      sql`select id::text as id from users where email = 'new.doc@clinic.test'`,
     );
+    assert.equal(rows.length, 1);
+    const id = rows[0]!.id;
+    const [refused] = await t.runtime.db.query<{ data: Record<string, string>; ip: string }>(
+      sql`select data, metadata->>'ip' as ip from events where type = 'SignupRefused'`,
+    );
+    assert.deepEqual(refused!.data, { userId: id, reason: "email_taken" });
+    assert.ok(refused!.ip, "the attempt says where it came from");
+    const [dump] = await t.runtime.db.query<{ d: string }>(
+      sql`select string_agg(data::text || metadata::text, ' ') as d from events`,
+    );
+    assert.ok(!dump!.d.includes("another passphrase") && !dump!.d.includes("a long passphrase"));
 
     const before = await login(t.app, "new.doc@clinic.test", "a long passphrase");
     assert.equal(before.res.status, 401);
@@ -256,6 +274,12 @@ Deno.test("users: self sign-up creates a pending practitioner an admin must appr
   } finally {
     await off.close();
   }
+  // production starts with sign-up off unless it is asked for
+  const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))));
+  const prod = { CHARTLOG_ENV: "production", CHARTLOG_MASTER_KEY: key };
+  assert.equal(loadConfig(prod).signup, false);
+  assert.equal(loadConfig({ ...prod, CHARTLOG_SIGNUP: "on" }).signup, true);
+  assert.equal(loadConfig({}).signup, true);
 });
 
 Deno.test("users: changing the password checks the old one and ends the other sessions", async () => {

@@ -136,6 +136,45 @@ export const registerUser = async (
   return (await getUser(store, userId))!;
 };
 
+const userIdByEmail = async (store: EventStore, email: string): Promise<string | null> => {
+  const [r] = await store.db.query<{ id: string }>(
+    sql`select id::text as id from users where email = ${email}`,
+  );
+  return r?.id ?? null;
+};
+
+/**
+ * Self sign-up: a pending practitioner, or, for an email that already has an
+ * account, nothing but a `SignupRefused` event. The caller cannot tell the
+ * two apart (same answer, the same scrypt work), so sign-up does not reveal
+ * who has an account.
+ */
+export const requestSignup = async (
+  store: EventStore,
+  input: { email: string; name: string; password: string },
+  metadata: EventMetadata,
+): Promise<void> => {
+  const problem = passwordProblem(input.password);
+  if (problem) throw new ValidationError("weak password", [{ path: "password", message: problem }]);
+  const email = input.email.trim().toLowerCase();
+  let existing = await userIdByEmail(store, email);
+  if (!existing) {
+    try {
+      await registerUser(store, { ...input, email, role: "practitioner", pending: true }, metadata);
+      return;
+    } catch (err) {
+      if (!(err instanceof ConflictError)) throw err;
+      existing = await userIdByEmail(store, email); // a concurrent sign-up took the address
+      if (!existing) throw err;
+    }
+  } else {
+    await hashPassword(input.password); // the work a new account costs, thrown away
+  }
+  await store.append(`signup-${crypto.randomUUID()}`, "no_stream", [
+    { type: "SignupRefused", data: { userId: existing, reason: "email_taken" } },
+  ], metadata);
+};
+
 export const getUser = async (store: EventStore, id: string): Promise<UserView | null> => {
   const [r] = await store.db.query<UserRow>(
     sql`select ${USER_COLUMNS} from users where id = ${id}::uuid`,
