@@ -71,7 +71,7 @@ const view = (r: UserRow): UserView => ({
 export const userStream = (id: string): string => `user-${id}`;
 
 /** Runs a user command: read the stream, decide, append at that version. */
-const handle = async (
+export const handle = async (
   store: EventStore,
   userId: string,
   cmds: UserCommand[],
