@@ -30,7 +30,7 @@ export const UserLoggedIn = defineEvent({
   phi: { subject: (d) => `user-${d.userId}`, fields: ["refreshTokenDigest"] },
 });
 
-/** A failed login. Stream `user-<id>` when the account is known, else `login-<uuid>`. */
+/** A failed credential check. Stream `auth-<userId>`, or `login-<uuid>` for an unknown email. */
 export const LoginFailed = defineEvent({
   type: "LoginFailed",
   version: 1,
