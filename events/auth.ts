@@ -17,6 +17,8 @@ export const LOGIN_FAILURE_REASONS = [
   "pending_approval",
   "mfa_required",
   "bad_mfa_code",
+  /** `POST /v1/me/password` with a wrong current password: counts towards the lock too. */
+  "wrong_current_password",
 ] as const;
 
 /** A session began: the user logged in. Stream `session-<id>`. */
@@ -28,7 +30,7 @@ export const UserLoggedIn = defineEvent({
   phi: { subject: (d) => `user-${d.userId}`, fields: ["refreshTokenDigest"] },
 });
 
-/** A failed login. Stream `user-<id>` when the account is known, else `login-<uuid>`. */
+/** A failed credential check. Stream `auth-<userId>`, or `login-<uuid>` for an unknown email. */
 export const LoginFailed = defineEvent({
   type: "LoginFailed",
   version: 1,
@@ -40,6 +42,36 @@ export const AccountLocked = defineEvent({
   type: "AccountLocked",
   version: 1,
   schema: z.strictObject({ userId, until: z.iso.datetime(), failures: z.number().int() }),
+});
+
+/**
+ * Password (and second factor) accepted: the failures in a row end here.
+ * Stream `auth-<userId>`, appended at the version the attempt was decided on;
+ * the session itself begins in `session-<sessionId>`.
+ */
+export const LoginSucceeded = defineEvent({
+  type: "LoginSucceeded",
+  version: 1,
+  schema: z.strictObject({ userId, sessionId }),
+});
+
+/** An operator lifted a lock (or cleared the failures). Stream `auth-<userId>`. */
+export const AccountUnlocked = defineEvent({
+  type: "AccountUnlocked",
+  version: 1,
+  schema: z.strictObject({ userId, operatorId: userId, reason: z.string().min(1).max(1000) }),
+  // an operator's words about a person: sealed like other personal data of the user
+  phi: { subject: (d) => `user-${d.userId}`, fields: ["reason"] },
+});
+
+/**
+ * A sign-up for an email that already has an account: nothing is created and
+ * the caller gets the same answer as a new sign-up. Stream `signup-<uuid>`.
+ */
+export const SignupRefused = defineEvent({
+  type: "SignupRefused",
+  version: 1,
+  schema: z.strictObject({ userId, reason: z.enum(["email_taken"]) }),
 });
 
 /** The refresh token was rotated. Stream `session-<id>`. */
@@ -123,14 +155,26 @@ export const MfaVerified = defineEvent({
   phi: { ...userKey, fields: ["recoveryCodeDigest"] },
 });
 
+/** An operator removed the account's second factor (a lost device). Stream `auth-<userId>`. */
+export const MfaReset = defineEvent({
+  type: "MfaReset",
+  version: 1,
+  schema: z.strictObject({ userId, operatorId: userId, reason: z.string().min(1).max(1000) }),
+  phi: { ...userKey, fields: ["reason"] },
+});
+
 export const authEvents = [
   MfaEnrollmentStarted,
   MfaEnabled,
   MfaDisabled,
   MfaVerified,
+  MfaReset,
   UserLoggedIn,
   LoginFailed,
+  LoginSucceeded,
   AccountLocked,
+  AccountUnlocked,
+  SignupRefused,
   SessionRefreshed,
   RefreshReuseDetected,
   SessionEnded,

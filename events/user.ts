@@ -69,6 +69,19 @@ export const UserPasswordChanged = defineEvent({
   phi: userPhi(["passwordHash"]),
 });
 
+/** An operator set a new password (`deno task user reset-password`). */
+export const UserPasswordReset = defineEvent({
+  type: "UserPasswordReset",
+  version: 1,
+  schema: z.strictObject({
+    userId,
+    passwordHash: z.string(),
+    operatorId: userId,
+    reason: z.string().min(1).max(1000),
+  }),
+  phi: userPhi(["passwordHash", "reason"]),
+});
+
 export const UserProfileUpdated = defineEvent({
   type: "UserProfileUpdated",
   version: 1,
@@ -88,5 +101,6 @@ export const userEvents = [
   UserDeactivated,
   UserReactivated,
   UserPasswordChanged,
+  UserPasswordReset,
   UserProfileUpdated,
 ];

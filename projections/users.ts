@@ -1,3 +1,4 @@
+import { COUNTED_FAILURES } from "../src/domain/credentials.ts";
 import { sql } from "../src/store/sql.ts";
 import type { Projection } from "../src/store/types.ts";
 
@@ -10,7 +11,8 @@ export class ReplayedCodeError extends Error {
  * Users and their credentials, inline so that login and the admin API read
  * their own writes. `email` is unique (stored lower-case): a second
  * registration with the same address is refused in the append's transaction.
- * Lock-out state (consecutive failures, locked until) follows auth events.
+ * Lock-out columns (consecutive failures, locked until) mirror auth events for
+ * display only.
  */
 export const users: Projection = {
   name: "users",
@@ -102,15 +104,31 @@ export const users: Projection = {
           updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
         where id = ${d.userId}::uuid`);
     },
+    UserPasswordReset: async (db, e) => {
+      const at = e.recordedAt.toISOString();
+      await db.query(sql`update user_credentials set password_hash = ${e.data.passwordHash},
+        updated_at = ${at}::text::timestamptz where user_id = ${e.data.userId}::uuid`);
+      await db.query(sql`update users set version = ${e.streamVersion},
+        updated_at = ${at}::text::timestamptz where id = ${e.data.userId}::uuid`);
+    },
+    // failed_logins and locked_until are for display: logins decide from the
+    // auth stream itself (src/domain/credentials.ts), never from these columns
     LoginFailed: async (db, e) => {
-      // wrong passwords and wrong second-factor codes both count towards the lock
-      if (!["bad_password", "bad_mfa_code"].includes(e.data.reason as string)) return;
+      if (!COUNTED_FAILURES.includes(e.data.reason as string)) return;
       await db.query(sql`update users set failed_logins = failed_logins + 1
         where id = ${e.data.userId}::uuid`);
     },
     AccountLocked: async (db, e) => {
       await db.query(sql`update users set failed_logins = 0,
         locked_until = ${e.data.until}::text::timestamptz where id = ${e.data.userId}::uuid`);
+    },
+    LoginSucceeded: async (db, e) => {
+      await db.query(sql`update users set failed_logins = 0, locked_until = null
+        where id = ${e.data.userId}::uuid`);
+    },
+    AccountUnlocked: async (db, e) => {
+      await db.query(sql`update users set failed_logins = 0, locked_until = null
+        where id = ${e.data.userId}::uuid`);
     },
     MfaEnrollmentStarted: async (db, e) => {
       await db.query(sql`insert into user_mfa (user_id, secret, enabled)
@@ -125,6 +143,10 @@ export const users: Projection = {
       await db.query(sql`update users set mfa_enabled = true where id = ${e.data.userId}::uuid`);
     },
     MfaDisabled: async (db, e) => {
+      await db.query(sql`delete from user_mfa where user_id = ${e.data.userId}::uuid`);
+      await db.query(sql`update users set mfa_enabled = false where id = ${e.data.userId}::uuid`);
+    },
+    MfaReset: async (db, e) => {
       await db.query(sql`delete from user_mfa where user_id = ${e.data.userId}::uuid`);
       await db.query(sql`update users set mfa_enabled = false where id = ${e.data.userId}::uuid`);
     },

@@ -36,7 +36,8 @@ const Env = z.object({
   CHARTLOG_SESSION_IDLE_TIMEOUT_S: z.coerce.number().int().min(60).max(86_400).default(900),
   CHARTLOG_LOGIN_RATE_PER_MIN: z.coerce.number().int().min(1).default(20),
   CHARTLOG_TRUST_PROXY: z.enum(["true", "false"]).default("false"),
-  CHARTLOG_SIGNUP: z.enum(["on", "off"]).default("on"),
+  // default: off in production, on elsewhere (see loadConfig)
+  CHARTLOG_SIGNUP: z.enum(["on", "off"]).optional(),
   CHARTLOG_MFA_REQUIRED_ROLES: z.string().refine(
     (v) =>
       v === "none" ||
@@ -139,7 +140,7 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     sessionIdleTimeoutSec: e.CHARTLOG_SESSION_IDLE_TIMEOUT_S,
     loginRatePerMin: e.CHARTLOG_LOGIN_RATE_PER_MIN,
     trustProxy: e.CHARTLOG_TRUST_PROXY === "true",
-    signup: e.CHARTLOG_SIGNUP === "on",
+    signup: (e.CHARTLOG_SIGNUP ?? (e.CHARTLOG_ENV === "production" ? "off" : "on")) === "on",
     mfaRequiredRoles: e.CHARTLOG_MFA_REQUIRED_ROLES === "none"
       ? []
       : e.CHARTLOG_MFA_REQUIRED_ROLES.split(",").map((r) => r.trim()).filter(Boolean) as Role[],

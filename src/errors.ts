@@ -53,6 +53,11 @@ export class ForbiddenError extends ChartlogError {
   override name = "ForbiddenError";
 }
 
+/** Refused until the account enrols a second factor (its role requires one). */
+export class MfaEnrolmentRequiredError extends ForbiddenError {
+  override name = "MfaEnrolmentRequiredError";
+}
+
 /** A dependency (database, audit append) is unavailable; fail closed. */
 export class UnavailableError extends ChartlogError {
   override name = "UnavailableError";

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { SignJWT } from "jose";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
-import { bearer, createUser, login, PASSWORD } from "./support/users.ts";
+import { createTestDatabase, drivers } from "./support/harness.ts";
+import { bearer, createCheapUser, createUser, login, PASSWORD } from "./support/users.ts";
 
 /** A clock the tests move by hand. */
 const clock = () => {
@@ -94,7 +95,7 @@ Deno.test("auth: login, /v1/me, and every kind of bad token is a 401", async () 
     await assert401(await me(t.app, n.body.accessToken));
     const again = await login(t.app, nurse.email);
     assert.equal(again.res.status, 401);
-    assert.equal(again.body.detail, "invalid email or password");
+    assert.equal(again.body.detail, "invalid credentials or account temporarily locked");
   } finally {
     await t.close();
   }
@@ -211,29 +212,36 @@ Deno.test("auth: a session idle longer than the timeout cannot be refreshed", as
   }
 });
 
-Deno.test("auth: 5 failed logins lock the account for 15 minutes (429 + Retry-After)", async () => {
+Deno.test("auth: 5 failed logins lock the account for 15 minutes, answered as an unknown email is", async () => {
   const c = clock();
   const t = await openTestApp({}, { now: c.now });
   try {
     const u = await createUser(t.runtime, "practitioner");
     const unknown = await login(t.app, "nobody@clinic.test", "whatever-long-password");
     assert.equal(unknown.res.status, 401);
-    assert.equal(unknown.body.detail, "invalid email or password");
+    assert.equal(unknown.body.detail, "invalid credentials or account temporarily locked");
     for (let i = 0; i < 5; i++) {
       const r = await login(t.app, u.email, "wrong password here");
       assert.equal(r.res.status, 401);
-      assert.equal(r.body.detail, "invalid email or password");
+      assert.equal(r.body.detail, "invalid credentials or account temporarily locked");
     }
     const locked = await login(t.app, u.email); // even the right password
-    assert.equal(locked.res.status, 429);
-    assert.equal(locked.body.type, "/problems/rate-limited");
-    assert.equal(locked.res.headers.get("retry-after"), String(15 * 60));
+    // an existing, locked account and an unknown email: the same answer, field by field
+    assert.equal(locked.res.status, unknown.res.status);
+    const { requestId: _a, ...lockedBody } = locked.body;
+    const { requestId: _b, ...unknownBody } = unknown.body;
+    assert.deepEqual(lockedBody, unknownBody);
+    assert.equal(lockedBody.type, "/problems/unauthorized");
+    const headers = (r: Response) =>
+      [...r.headers].filter(([k]) => !["x-request-id", "server-timing"].includes(k));
+    assert.deepEqual(headers(locked.res), headers(unknown.res));
+    assert.equal(locked.res.headers.get("retry-after"), null);
     c.advance(15 * 60_000 + 1000);
     assert.equal((await login(t.app, u.email)).res.status, 200);
 
     const evs = await t.runtime.db.query<{ type: string; reason: string | null }>(
       sql`select type, data->>'reason' as reason from events
-        where type in ('LoginFailed', 'AccountLocked', 'UserLoggedIn') order by global_position`,
+        where type in ('LoginFailed', 'AccountLocked', 'LoginSucceeded') order by global_position`,
     );
     assert.deepEqual(evs.map((e) => e.reason ?? e.type), [
       "unknown_email",
@@ -244,7 +252,7 @@ Deno.test("auth: 5 failed logins lock the account for 15 minutes (429 + Retry-Af
       "bad_password",
       "AccountLocked",
       "locked",
-      "UserLoggedIn",
+      "LoginSucceeded",
     ]);
     // failures carry who and from where, never what was typed
     const [meta] = await t.runtime.db.query<{ m: Record<string, string> }>(
@@ -319,4 +327,46 @@ Deno.test("auth: no password, token or refresh token reaches the logs or the eve
   } finally {
     await t.close();
   }
+});
+
+/** The app on each available driver: PGlite in memory, and a fresh PostgreSQL database. */
+const eachApp = async (
+  t: Deno.TestContext,
+  env: Record<string, string>,
+  fn: (app: Awaited<ReturnType<typeof openTestApp>>) => Promise<void>,
+) => {
+  for (const kind of await drivers()) {
+    await t.step(kind, async () => {
+      const db = kind === "postgres" ? await createTestDatabase() : null;
+      const app = await openTestApp({ ...env, ...(db ? { DATABASE_URL: db.url } : {}) });
+      try {
+        await fn(app);
+      } finally {
+        await app.close();
+        await db?.drop();
+      }
+    });
+  }
+};
+
+Deno.test("auth: 20 concurrent wrong passwords lock the account exactly once", async (t) => {
+  await eachApp(t, { CHARTLOG_LOGIN_RATE_PER_MIN: "1000" }, async (a) => {
+    const u = await createCheapUser(a.runtime, "practitioner");
+    const tries = await Promise.all(
+      Array.from({ length: 20 }, () => login(a.app, u.email, "a wrong guess, again")),
+    );
+    assert.deepEqual(tries.map((r) => r.res.status), Array(20).fill(401));
+    const evs = await a.runtime.db.query<{ type: string; reason: string | null }>(
+      sql`select type, data->>'reason' as reason from events
+        where type in ('LoginFailed', 'AccountLocked') order by global_position`,
+    );
+    assert.equal(evs.filter((e) => e.type === "AccountLocked").length, 1);
+    // five counted failures, the lock, then every later attempt refused as locked
+    assert.deepEqual(evs.map((e) => e.reason ?? e.type), [
+      ...Array(5).fill("bad_password"),
+      "AccountLocked",
+      ...Array(15).fill("locked"),
+    ]);
+    assert.equal((await login(a.app, u.email)).res.status, 401, "even the right password");
+  });
 });

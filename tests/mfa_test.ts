@@ -115,9 +115,19 @@ Deno.test("mfa: roles that must use it can only enrol until they do", async () =
   const t = await openTestApp({ CHARTLOG_MFA_REQUIRED_ROLES: "admin" }, { now: c.now });
   try {
     await createUser(t.runtime, "admin");
-    const token = (await login(t.app, "admin@clinic.test")).body.accessToken;
+    await createUser(t.runtime, "practitioner");
+    const first = (await login(t.app, "admin@clinic.test")).body;
+    assert.equal(first.mfaEnrolmentRequired, true, "login says enrolment is required");
+    const token = first.accessToken;
+    const other = (await login(t.app, "practitioner@clinic.test")).body;
+    assert.equal(other.mfaEnrolmentRequired, false);
     const denied = await t.app.request("/v1/users", { headers: bearer(token) });
     assert.equal(denied.status, 403);
+    const problem = await denied.json();
+    assert.equal(problem.type, "/problems/mfa-enrolment-required");
+    assert.match(problem.detail, /POST \/v1\/me\/mfa\/totp/);
+    const doc = await (await t.app.request("/problems/mfa-enrolment-required")).json();
+    assert.equal(doc.status, 403);
     assert.equal((await t.app.request("/v1/me", { headers: bearer(token) })).status, 200);
     const { secret } = await (await post(t.app, "/v1/me/mfa/totp", token)).json();
     assert.equal(

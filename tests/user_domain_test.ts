@@ -83,3 +83,17 @@ Deno.test("user decider: role, activation and no-op commands", () => {
   assert.deepEqual(decide({ type: "UpdateProfile" }, s), []);
   assert.throws(() => decide({ type: "SetActive", active: false }, given([])), NotFoundError);
 });
+
+Deno.test("user decider: an operator's password reset names the operator and the reason", () => {
+  const cmd = {
+    type: "ResetPassword" as const,
+    passwordHash: "h2",
+    operatorId: "0d7c2a55-5a0e-4c57-8d4e-2f0c3b9a1e77",
+    reason: "forgot it",
+  };
+  assert.deepEqual(decide(cmd, given(registered)), [{
+    type: "UserPasswordReset",
+    data: { userId: id, passwordHash: "h2", operatorId: cmd.operatorId, reason: "forgot it" },
+  }]);
+  assert.throws(() => decide(cmd, given([])), NotFoundError);
+});

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
+import { loadConfig } from "../src/config.ts";
 import { sql } from "../src/store/sql.ts";
 import { keyEnv, runCli } from "./support/cli.ts";
 import { openTestApp } from "./support/app.ts";
 import { createTestDatabase, postgresAvailable } from "./support/harness.ts";
-import { bearer, createUser, login } from "./support/users.ts";
+import { bearer, createCheapUser, createUser, login, PASSWORD } from "./support/users.ts";
 
 Deno.test("users: admin creates, lists, reads and changes users; bad input is a 422", async () => {
   const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "1000" });
@@ -204,9 +205,7 @@ Deno.test("users: self sign-up creates a pending practitioner an admin must appr
       name: "New Doc",
       password: "a long passphrase",
     });
-    assert.equal(res.status, 201);
-    const { id, pending } = await res.json();
-    assert.equal(pending, true);
+    assert.equal(res.status, 202);
     assert.equal(
       (await signup({
         email: "x@clinic.test",
@@ -216,17 +215,36 @@ Deno.test("users: self sign-up creates a pending practitioner an admin must appr
       })).status,
       422,
     );
-    assert.equal(
-      (await signup({ email: "NEW.doc@clinic.test", name: "Again", password: "a long passphrase" }))
-        .status,
-      409,
+    // an email that has an account gets the very answer a new one got, and nothing is created
+    const again = await signup({
+      email: "NEW.doc@clinic.test",
+      name: "Again",
+      password: "another passphrase",
+    });
+    assert.equal(again.status, res.status);
+    assert.deepEqual(await again.json(), await res.json());
+    const headers = (r: Response) => [...r.headers].filter(([k]) => k !== "x-request-id");
+    assert.deepEqual(headers(again), headers(res));
+    const rows = await t.runtime.db.query<{ id: string }>(
+      sql`select id::text as id from users where email = 'new.doc@clinic.test'`,
     );
+    assert.equal(rows.length, 1);
+    const id = rows[0]!.id;
+    const [refused] = await t.runtime.db.query<{ data: Record<string, string>; ip: string }>(
+      sql`select data, metadata->>'ip' as ip from events where type = 'SignupRefused'`,
+    );
+    assert.deepEqual(refused!.data, { userId: id, reason: "email_taken" });
+    assert.ok(refused!.ip, "the attempt says where it came from");
+    const [dump] = await t.runtime.db.query<{ d: string }>(
+      sql`select string_agg(data::text || metadata::text, ' ') as d from events`,
+    );
+    assert.ok(!dump!.d.includes("another passphrase") && !dump!.d.includes("a long passphrase"));
 
     const before = await login(t.app, "new.doc@clinic.test", "a long passphrase");
     assert.equal(before.res.status, 401);
     assert.match(before.body.detail, /approval/);
     const wrong = await login(t.app, "new.doc@clinic.test", "not the passphrase");
-    assert.equal(wrong.body.detail, "invalid email or password"); // nothing said without the password
+    assert.equal(wrong.body.detail, "invalid credentials or account temporarily locked"); // nothing said without the password
 
     const view = await (await t.app.request(`/v1/users/${id}`, { headers: bearer(admin) })).json();
     assert.deepEqual([view.role, view.active, view.pending], ["practitioner", false, true]);
@@ -256,6 +274,12 @@ Deno.test("users: self sign-up creates a pending practitioner an admin must appr
   } finally {
     await off.close();
   }
+  // production starts with sign-up off unless it is asked for
+  const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))));
+  const prod = { CHARTLOG_ENV: "production", CHARTLOG_MASTER_KEY: key };
+  assert.equal(loadConfig(prod).signup, false);
+  assert.equal(loadConfig({ ...prod, CHARTLOG_SIGNUP: "on" }).signup, true);
+  assert.equal(loadConfig({}).signup, true);
 });
 
 Deno.test("users: changing the password checks the old one and ends the other sessions", async () => {
@@ -293,6 +317,48 @@ Deno.test("users: changing the password checks the old one and ends the other se
     assert.equal((await t.app.request("/v1/me", { headers: bearer(b) })).status, 401);
     assert.equal((await login(t.app, u.email)).res.status, 401);
     assert.equal((await login(t.app, u.email, "a brand new passphrase")).res.status, 200);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("users: wrong current passwords count towards the lock and are events", async () => {
+  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "1000" });
+  try {
+    const u = await createCheapUser(t.runtime, "practitioner");
+    const token = (await login(t.app, u.email)).body.accessToken;
+    const change = async (currentPassword: string) => {
+      const res = await t.app.request("/v1/me/password", {
+        method: "POST",
+        headers: { ...bearer(token), "content-type": "application/json" },
+        body: JSON.stringify({ currentPassword, newPassword: "a brand new passphrase" }),
+      });
+      const { requestId: _r, ...body } = await res.json();
+      return { status: res.status, body };
+    };
+    const wrong = [];
+    for (let i = 0; i < 5; i++) wrong.push(await change(`guess number ${i}`));
+    assert.deepEqual(wrong.map((w) => w.status), Array(5).fill(422));
+    // locked now: the right password gets the very answer a wrong one gets
+    const right = await change(PASSWORD);
+    assert.deepEqual(right, wrong[0]);
+    assert.equal((await login(t.app, u.email)).res.status, 401, "login is locked too");
+    const evs = await t.runtime.db.query<{ type: string; reason: string | null }>(
+      sql`select type, data->>'reason' as reason from events
+        where stream_id = ${`auth-${u.id}`} order by stream_version`,
+    );
+    assert.deepEqual(evs.map((e) => e.reason ?? e.type), [
+      "LoginSucceeded",
+      ...Array(5).fill("wrong_current_password"),
+      "AccountLocked",
+      "locked",
+      "locked",
+    ]);
+    // nothing changed: the old password is still the password
+    const [cred] = await t.runtime.db.query<{ n: number }>(
+      sql`select count(*)::int as n from events where type = 'UserPasswordChanged'`,
+    );
+    assert.equal(cred!.n, 0);
   } finally {
     await t.close();
   }

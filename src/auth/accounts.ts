@@ -1,5 +1,6 @@
 import type { EventMetadata } from "../../events/metadata.ts";
 import type { Role } from "../../events/user.ts";
+import { refusal } from "../domain/credentials.ts";
 import { decideAll, fold, type UserCommand } from "../domain/user.ts";
 import {
   ConflictError,
@@ -10,6 +11,7 @@ import {
 import { pgCode } from "../store/db.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
+import { runCredentialCommand } from "./credentials.ts";
 import { hashPassword, passwordProblem, verifyPassword } from "./password.ts";
 import { timestamp } from "../timestamp.ts";
 
@@ -70,7 +72,7 @@ const view = (r: UserRow): UserView => ({
 export const userStream = (id: string): string => `user-${id}`;
 
 /** Runs a user command: read the stream, decide, append at that version. */
-const handle = async (
+export const handle = async (
   store: EventStore,
   userId: string,
   cmds: UserCommand[],
@@ -133,6 +135,45 @@ export const registerUser = async (
     ...(input.pending ? { pending: true } : {}),
   }], metadata);
   return (await getUser(store, userId))!;
+};
+
+const userIdByEmail = async (store: EventStore, email: string): Promise<string | null> => {
+  const [r] = await store.db.query<{ id: string }>(
+    sql`select id::text as id from users where email = ${email}`,
+  );
+  return r?.id ?? null;
+};
+
+/**
+ * Self sign-up: a pending practitioner, or, for an email that already has an
+ * account, nothing but a `SignupRefused` event. The caller cannot tell the
+ * two apart (same answer, the same scrypt work), so sign-up does not reveal
+ * who has an account.
+ */
+export const requestSignup = async (
+  store: EventStore,
+  input: { email: string; name: string; password: string },
+  metadata: EventMetadata,
+): Promise<void> => {
+  const problem = passwordProblem(input.password);
+  if (problem) throw new ValidationError("weak password", [{ path: "password", message: problem }]);
+  const email = input.email.trim().toLowerCase();
+  let existing = await userIdByEmail(store, email);
+  if (!existing) {
+    try {
+      await registerUser(store, { ...input, email, role: "practitioner", pending: true }, metadata);
+      return;
+    } catch (err) {
+      if (!(err instanceof ConflictError)) throw err;
+      existing = await userIdByEmail(store, email); // a concurrent sign-up took the address
+      if (!existing) throw err;
+    }
+  } else {
+    await hashPassword(input.password); // the work a new account costs, thrown away
+  }
+  await store.append(`signup-${crypto.randomUUID()}`, "no_stream", [
+    { type: "SignupRefused", data: { userId: existing, reason: "email_taken" } },
+  ], metadata);
 };
 
 export const getUser = async (store: EventStore, id: string): Promise<UserView | null> => {
@@ -200,23 +241,33 @@ export const updateProfile = async (
 };
 
 /**
- * Changes the caller's password after checking the current one. The caller's
- * other sessions are ended by the HTTP layer (a changed password should log
- * out every other device).
+ * Changes the caller's password after checking the current one. A wrong
+ * current password counts towards the account's lock like a wrong login
+ * password (else a stolen access token is an unlimited password oracle), and
+ * a locked account refuses even the right one, with the same answer. The
+ * caller's other sessions are ended by the HTTP layer (a changed password
+ * should log out every other device).
  */
 export const changePassword = async (
   store: EventStore,
   id: string,
   current: string,
   next: string,
+  now: Date,
   metadata: EventMetadata,
 ): Promise<void> => {
   const [row] = await store.db.query<{ password_hash: string }>(
     sql`select password_hash from user_credentials where user_id = ${id}::uuid`,
   );
-  if (!row || !(await verifyPassword(current, row.password_hash))) {
-    throw new ValidationError("the current password is wrong", [
-      { path: "currentPassword", message: "does not match" },
+  const passwordOk = !!row && await verifyPassword(current, row.password_hash);
+  const decided = await runCredentialCommand(
+    store,
+    { type: "CheckCurrentPassword", userId: id, now, passwordOk },
+    metadata,
+  );
+  if (refusal(decided)) {
+    throw new ValidationError("invalid credentials or account temporarily locked", [
+      { path: "currentPassword", message: "does not match, or the account is temporarily locked" },
     ]);
   }
   const problem = passwordProblem(next);

@@ -116,13 +116,17 @@ export const RELATIONS: Readonly<Partial<Record<Role, readonly Relation[]>>> = {
 /** What an actor with {@link Actor.mfaPending} may still do. */
 const MFA_ENROLMENT: readonly Action[] = ["me.read", "mfa.manage", "session.logout"];
 
+/** Refused only because the actor must enrol a second factor first. */
+export const needsEnrolment = (actor: Actor, action: Action): boolean =>
+  actor.mfaPending && !MFA_ENROLMENT.includes(action);
+
 /**
  * The one place that decides access. Handlers ask `can`; they never test
  * roles themselves. A "related" grant needs the patient resource; without
  * one (or without a qualifying relation) the answer is no.
  */
 export const can = (actor: Actor, action: Action, resource?: PatientResource): boolean => {
-  if (actor.mfaPending && !MFA_ENROLMENT.includes(action)) return false;
+  if (needsEnrolment(actor, action)) return false;
   const grant = RBAC[action][actor.role];
   if (grant === "yes") return true;
   if (grant === "no" || !resource) return false;

@@ -1,12 +1,9 @@
 import type { EventMetadata } from "../../events/metadata.ts";
 import type { Role } from "../../events/user.ts";
 import { ReplayedCodeError } from "../../projections/users.ts";
-import {
-  ConcurrencyError,
-  MfaRequiredError,
-  TooManyRequestsError,
-  UnauthorizedError,
-} from "../errors.ts";
+import { refusal, type SecondFactor } from "../domain/credentials.ts";
+import { ConcurrencyError, MfaRequiredError, UnauthorizedError } from "../errors.ts";
+import { runCredentialCommand } from "./credentials.ts";
 import { secondFactorEvent } from "./mfa.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
@@ -14,9 +11,7 @@ import { verifyAgainstDummy, verifyPassword } from "./password.ts";
 import type { Actor } from "./policy.ts";
 import { newRefreshToken, refreshDigest, signAccessToken, verifyAccessToken } from "./tokens.ts";
 
-/** Failed logins in a row that lock an account, and for how long. */
-export const LOCKOUT_FAILURES = 5;
-export const LOCKOUT_MS = 15 * 60_000;
+export { LOCKOUT_FAILURES, LOCKOUT_MS } from "../domain/credentials.ts";
 
 export interface SessionSettings {
   jwtKey: CryptoKey;
@@ -33,11 +28,18 @@ export interface TokenPair {
   refreshToken: string;
 }
 
-const sessionStream = (id: string) => `session-${id}`;
-const authStream = (userId: string) => `auth-${userId}`;
+/** A login's answer: the tokens, and whether the session may only enrol a second factor. */
+export interface LoginResult extends TokenPair {
+  mfaEnrolmentRequired: boolean;
+}
 
-/** Same words for every credential failure: nothing tells which part was wrong. */
-const BAD_CREDENTIALS = "invalid email or password";
+const sessionStream = (id: string) => `session-${id}`;
+
+/**
+ * Same words for every credential failure, a lock and an unknown email
+ * included: nothing tells which part was wrong or whether the account exists.
+ */
+export const BAD_CREDENTIALS = "invalid credentials or account temporarily locked";
 
 /**
  * Logins, refresh-token rotation with reuse detection, logout and the
@@ -72,26 +74,27 @@ export class Sessions {
     };
   }
 
-  /** Checks email and password; on success opens a session. */
+  /**
+   * Checks email, password and second factor; on success opens a session.
+   * Whether the attempt counts, locks or passes is decided atomically over
+   * the account's auth stream (see src/domain/credentials.ts).
+   */
   async login(
     email: string,
     password: string,
     metadata: EventMetadata,
     otp?: string,
-  ): Promise<TokenPair> {
+  ): Promise<LoginResult> {
     const now = this.#now();
     const [u] = await this.store.db.query<{
       id: string;
       role: Role;
       active: boolean;
-      failed_logins: number;
-      locked_until: Date | string | null;
       mfa_enabled: boolean;
       pending: boolean;
       password_hash: string;
     }>(
-      sql`select u.id::text as id, u.role, u.active, u.failed_logins, u.locked_until,
-        u.mfa_enabled, u.pending, c.password_hash
+      sql`select u.id::text as id, u.role, u.active, u.mfa_enabled, u.pending, c.password_hash
       from users u join user_credentials c on c.user_id = u.id
       where u.email = ${email.trim().toLowerCase()}`,
     );
@@ -102,75 +105,56 @@ export class Sessions {
       ], metadata);
       throw new UnauthorizedError(BAD_CREDENTIALS);
     }
-    const lockedUntil = u.locked_until ? new Date(u.locked_until) : null;
-    if (lockedUntil && lockedUntil > now) {
-      await this.store.append(authStream(u.id), "any", [
-        { type: "LoginFailed", data: { userId: u.id, reason: "locked" } },
-      ], { ...metadata, actorId: u.id });
-      throw new TooManyRequestsError(
-        "too many failed logins; the account is locked for a while",
-        Math.ceil((lockedUntil.getTime() - now.getTime()) / 1000),
-      );
-    }
-    const fail = async (reason: "bad_password" | "bad_mfa_code") => {
-      const failures = Number(u.failed_logins) + 1;
-      await this.store.append(authStream(u.id), "any", [
-        { type: "LoginFailed", data: { userId: u.id, reason } },
-        ...(failures >= LOCKOUT_FAILURES
-          ? [{
-            type: "AccountLocked",
-            data: {
-              userId: u.id,
-              until: new Date(now.getTime() + LOCKOUT_MS).toISOString(),
-              failures,
-            },
-          }]
-          : []),
-      ], { ...metadata, actorId: u.id });
-    };
-    if (!(await verifyPassword(password, u.password_hash))) {
-      await fail("bad_password");
-      throw new UnauthorizedError(BAD_CREDENTIALS);
-    }
-    if (u.pending) {
-      // the password was right, so saying why is no help to a guesser
-      await this.store.append(authStream(u.id), "any", [
-        { type: "LoginFailed", data: { userId: u.id, reason: "pending_approval" } },
-      ], { ...metadata, actorId: u.id });
-      throw new UnauthorizedError("the account awaits an administrator's approval");
-    }
-    if (!u.active) {
-      await this.store.append(authStream(u.id), "any", [
-        { type: "LoginFailed", data: { userId: u.id, reason: "inactive" } },
-      ], { ...metadata, actorId: u.id });
-      throw new UnauthorizedError(BAD_CREDENTIALS);
-    }
-    if (u.mfa_enabled) {
-      if (!otp) {
-        await this.store.append(authStream(u.id), "any", [
-          { type: "LoginFailed", data: { userId: u.id, reason: "mfa_required" } },
-        ], { ...metadata, actorId: u.id });
-        throw new MfaRequiredError("send the authenticator code (or a recovery code) as `otp`");
-      }
-      const verified = await secondFactorEvent(this.store, u.id, otp, now);
-      const accepted = verified &&
-        await this.store.append(authStream(u.id), "any", [verified], { ...metadata, actorId: u.id })
-          .then(() => true, (err) => {
-            if (err instanceof ReplayedCodeError) return false; // raced another login with it
-            throw err;
-          });
-      if (!accepted) {
-        await fail("bad_mfa_code");
-        throw new UnauthorizedError("invalid second-factor code");
-      }
-    }
+    // the password is checked even on a locked account: the same cost and
+    // the same answer as an unknown email
+    const passwordOk = await verifyPassword(password, u.password_hash);
+    // a second factor is looked at only behind the right password
+    let secondFactor: SecondFactor = !passwordOk || !u.mfa_enabled
+      ? "not_enrolled"
+      : !otp
+      ? "missing"
+      : (await secondFactorEvent(this.store, u.id, otp, now).then((v) => v && { verified: v })) ??
+        "invalid";
     const sessionId = crypto.randomUUID();
+    const attempt = () =>
+      runCredentialCommand(this.store, {
+        type: "AttemptLogin",
+        userId: u.id,
+        sessionId,
+        now,
+        passwordOk,
+        account: u.pending ? "pending" : u.active ? "active" : "inactive",
+        secondFactor,
+      }, { ...metadata, actorId: u.id });
+    const decided = await attempt().catch((err) => {
+      if (!(err instanceof ReplayedCodeError)) throw err;
+      secondFactor = "invalid"; // raced another login with the same code
+      return attempt();
+    });
+    switch (refusal(decided)) {
+      case null:
+        break;
+      case "pending_approval":
+        // the password was right, so saying why is no help to a guesser
+        throw new UnauthorizedError("the account awaits an administrator's approval");
+      case "mfa_required":
+        throw new MfaRequiredError("send the authenticator code (or a recovery code) as `otp`");
+      case "bad_mfa_code":
+        throw new UnauthorizedError("invalid second-factor code");
+      default:
+        // wrong password, locked or inactive: one answer, the one an unknown email gets
+        throw new UnauthorizedError(BAD_CREDENTIALS);
+    }
     const refreshToken = newRefreshToken();
     await this.store.append(sessionStream(sessionId), "no_stream", [{
       type: "UserLoggedIn",
       data: { sessionId, userId: u.id, refreshTokenDigest: refreshDigest(refreshToken) },
     }], { ...metadata, actorId: u.id, actorRole: u.role });
-    return { ...(await this.#issue(u.id, u.role, sessionId)), refreshToken };
+    return {
+      ...(await this.#issue(u.id, u.role, sessionId)),
+      refreshToken,
+      mfaEnrolmentRequired: !u.mfa_enabled && this.settings.mfaRequiredRoles.includes(u.role),
+    };
   }
 
   /**

@@ -26,6 +26,7 @@ export type UserCommand =
   | { type: "ChangeRole"; role: Role; patientId: string | null }
   | { type: "SetActive"; active: boolean }
   | { type: "ChangePassword"; passwordHash: string }
+  | { type: "ResetPassword"; passwordHash: string; operatorId: string; reason: string }
   | {
     type: "UpdateProfile";
     name?: string;
@@ -116,6 +117,16 @@ export const decide = (cmd: UserCommand, s: User): NewEvent[] => {
       return [{ type: cmd.active ? "UserReactivated" : "UserDeactivated", data: { userId } }];
     case "ChangePassword":
       return [{ type: "UserPasswordChanged", data: { userId, passwordHash: cmd.passwordHash } }];
+    case "ResetPassword":
+      return [{
+        type: "UserPasswordReset",
+        data: {
+          userId,
+          passwordHash: cmd.passwordHash,
+          operatorId: cmd.operatorId,
+          reason: cmd.reason,
+        },
+      }];
     case "UpdateProfile": {
       const { type: _t, ...fields } = cmd;
       if (Object.keys(fields).length === 0) return [];

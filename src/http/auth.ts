@@ -2,7 +2,7 @@ import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { TokenPair } from "../auth/sessions.ts";
-import { registerUser } from "../auth/accounts.ts";
+import { requestSignup } from "../auth/accounts.ts";
 import { ForbiddenError, UnauthorizedError } from "../errors.ts";
 import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppDeps, AppEnv } from "./env.ts";
@@ -17,6 +17,11 @@ const Tokens = z.object({
   expiresIn: z.number().int().openapi({ description: "seconds" }),
   refreshToken: z.string().openapi({
     description: "opaque, single use; also set as an HttpOnly cookie",
+  }),
+  mfaEnrolmentRequired: z.boolean().optional().openapi({
+    description: "login only: the role must use a second factor and the account has not " +
+      "enrolled. Until it does (`POST /v1/me/mfa/totp`, then `POST /v1/me/mfa/totp/confirm`), " +
+      "the session may only enrol, read `/v1/me` and log out.",
   }),
 }).openapi("Tokens");
 
@@ -33,6 +38,15 @@ const SignupBody = z.strictObject({
   name: z.string().trim().min(1).max(200),
   password: z.string().min(12).max(1024),
 }).openapi("SignupRequest");
+
+const SignupReceived = z.object({ status: z.literal("received"), message: z.string() })
+  .openapi("SignupReceived");
+
+/** One answer for every accepted sign-up, new email or not. */
+const SIGNUP_RECEIVED = {
+  status: "received" as const,
+  message: "If this email can be registered, the account waits for an administrator's approval.",
+};
 
 const RefreshBody = z.strictObject({ refreshToken: z.string().min(1).max(200).optional() })
   .openapi("RefreshRequest");
@@ -66,31 +80,28 @@ export const authRoutes = (deps: AppDeps) => {
         tags: ["auth"],
         summary: "Sign up as a practitioner (pending until an admin approves)",
         description: 'An admin approves with `PATCH /v1/users/{id} {"active": true}`. ' +
-          "Answers 403 when `CHARTLOG_SIGNUP=off`.",
+          "The answer is the same 202 whether or not the email already has an account (then " +
+          "nothing is created), so sign-up tells no one who is registered. Answers 403 when " +
+          "sign-up is off (`CHARTLOG_SIGNUP=off`, the default in production).",
         request: {
           body: { required: true, content: { "application/json": { schema: SignupBody } } },
         },
         responses: {
-          201: {
-            description: "registered, pending approval",
-            content: {
-              "application/json": {
-                schema: z.object({ id: z.uuid(), pending: z.literal(true) }),
-              },
-            },
+          202: {
+            description: "received; a new account waits for an administrator's approval",
+            content: { "application/json": { schema: SignupReceived } },
           },
-          ...problemResponses("forbidden", "validation", "conflict", "rate-limited"),
+          ...problemResponses("forbidden", "validation", "rate-limited"),
         },
       }),
       async (c) => {
         if (!c.var.deps.config.signup) throw new ForbiddenError("self sign-up is switched off");
-        const body = c.req.valid("json");
-        const user = await registerUser(
+        await requestSignup(
           c.var.deps.runtime().store,
-          { ...body, role: "practitioner", pending: true },
+          c.req.valid("json"),
           requestMetadata(c),
         );
-        return c.json({ id: user.id, pending: true as const }, 201);
+        return c.json(SIGNUP_RECEIVED, 202);
       },
     )
     .openapi(
@@ -99,7 +110,8 @@ export const authRoutes = (deps: AppDeps) => {
         path: "/v1/auth/login",
         tags: ["auth"],
         summary: "Log in with email and password",
-        description: "After 5 failed attempts the account is locked for 15 minutes (429).",
+        description: "After 5 failed attempts in a row the account is locked for 15 minutes. A " +
+          "wrong password, an unknown email and a locked account all get the same 401.",
         request: {
           body: { required: true, content: { "application/json": { schema: LoginBody } } },
         },

@@ -1,7 +1,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { EventMetadata } from "../../events/metadata.ts";
-import { type Action, can, type PatientResource } from "../auth/policy.ts";
-import { ForbiddenError, UnauthorizedError } from "../errors.ts";
+import { type Action, can, needsEnrolment, type PatientResource } from "../auth/policy.ts";
+import { ForbiddenError, MfaEnrolmentRequiredError, UnauthorizedError } from "../errors.ts";
 import type { AppEnv } from "./env.ts";
 import { clientIp } from "./rate_limit.ts";
 
@@ -63,5 +63,12 @@ export const deny = async (c: Context<AppEnv>, action: Action): Promise<never> =
     type: "AccessDenied",
     data: { actorId: actor.userId, action, resourceId: c.req.param("id") ?? null },
   }], requestMetadata(c));
+  if (needsEnrolment(actor, action)) {
+    throw new MfaEnrolmentRequiredError(
+      `your role requires two-factor authentication: enrol with POST /v1/me/mfa/totp, ` +
+        `confirm with POST /v1/me/mfa/totp/confirm, then log in again with the code ` +
+        `(not allowed until then: ${action})`,
+    );
+  }
   throw new ForbiddenError(`not allowed: ${action}`);
 };

@@ -6,6 +6,7 @@ import {
   ConflictError,
   type FieldIssue,
   ForbiddenError,
+  MfaEnrolmentRequiredError,
   MfaRequiredError,
   NotFoundError,
   PreconditionFailedError,
@@ -27,6 +28,7 @@ export const PROBLEMS = {
   "unauthorized": { status: 401, title: "Authentication required" },
   "mfa-required": { status: 401, title: "A second factor is required" },
   "forbidden": { status: 403, title: "Access denied" },
+  "mfa-enrolment-required": { status: 403, title: "Two-factor enrolment required" },
   "not-found": { status: 404, title: "Resource not found" },
   "method-not-allowed": { status: 405, title: "Method not allowed" },
   "request-timeout": { status: 408, title: "The request took too long to arrive" },
@@ -107,6 +109,9 @@ export const problemFor = (
   if (err instanceof ConcurrencyError) return { slug: "concurrency-conflict", detail: err.message };
   if (err instanceof ConflictError) return { slug: "conflict", detail: err.message };
   if (err instanceof NotFoundError) return { slug: "not-found", detail: err.message };
+  if (err instanceof MfaEnrolmentRequiredError) {
+    return { slug: "mfa-enrolment-required", detail: err.message };
+  }
   if (err instanceof ForbiddenError) return { slug: "forbidden", detail: err.message };
   if (err instanceof MfaRequiredError) {
     return { slug: "mfa-required", detail: err.message, headers: { "WWW-Authenticate": "Bearer" } };

@@ -215,6 +215,8 @@ export const users = new OpenAPIHono<AppEnv>()
       path: "/v1/me/password",
       tags: ["users"],
       summary: "Change the caller's password; every other session of theirs ends",
+      description: "A wrong `currentPassword` counts towards the account's lock, as a failed " +
+        "login does; a locked account refuses even the right one (the same 422).",
       security: bearer,
       middleware: [authenticate(), authorize("me.update")] as const,
       request: { body: { required: true, content: json(PasswordBody) } },
@@ -228,7 +230,14 @@ export const users = new OpenAPIHono<AppEnv>()
       const actor = c.get("actor")!;
       const body = c.req.valid("json");
       const meta = requestMetadata(c);
-      await changePassword(store, actor.userId, body.currentPassword, body.newPassword, meta);
+      await changePassword(
+        store,
+        actor.userId,
+        body.currentPassword,
+        body.newPassword,
+        sessions.now(),
+        meta,
+      );
       await sessions.logoutAll(actor, meta, actor.sessionId);
       return c.body(null, 204);
     },
