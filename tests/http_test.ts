@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { latestMigration } from "../src/store/migrations.ts";
 import { openTestApp } from "./support/app.ts";
 
 const PROBLEM = "application/problem+json";
@@ -33,7 +34,7 @@ Deno.test("http: health, readiness and request ids", async () => {
     const body = await ready.json();
     assert.equal(body.status, "ready");
     assert.equal(body.database, "pglite");
-    assert.equal(body.migration, 1);
+    assert.equal(body.migration, latestMigration);
     assert.deepEqual(body.projections.map((p: { name: string }) => p.name), [
       "users",
       "sessions",
