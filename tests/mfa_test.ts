@@ -1,11 +1,14 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { catalog } from "../events/index.ts";
+import { sessions } from "../projections/sessions.ts";
 import { users } from "../projections/users.ts";
 import { currentCode } from "../src/auth/mfa.ts";
 import type { Runtime } from "../src/runtime.ts";
 import { rebuildProjection } from "../src/store/projection_engine.ts";
 import { ident, sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
+import { eachDriver } from "./support/harness.ts";
 import { bearer, createUser, login, PASSWORD } from "./support/users.ts";
 
 const clock = () => {
@@ -272,3 +275,37 @@ Deno.test("mfa: the TOTP secret stays sealed at rest and recovery codes are keye
     await t.close();
   }
 });
+
+eachDriver(
+  "mfa: upgrading a database whose user_mfa held plain secrets leaves only sealed ones",
+  async (h) => {
+    const userId = crypto.randomUUID();
+    const secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXQ";
+    await h.store.append(`auth-${userId}`, "any", [
+      { type: "MfaEnrollmentStarted", data: { userId, secret } },
+    ]);
+    // the table as users v3 left it: the secret in the clear
+    await h.db.exec(`alter table user_mfa drop column sealed_secret;
+      alter table user_mfa add column secret text`);
+    await h.db.query(sql`update user_mfa set secret = ${secret}`);
+    await h.db.query(sql`update projection_state set version = 3 where name = 'users'`);
+
+    await h.openStore({ projections: [users, sessions] }); // start-up: setup, then rebuild
+    const columns = (await h.db.query<{ c: string }>(
+      sql`select column_name as c from information_schema.columns where table_name = 'user_mfa'`,
+    )).map((r) => r.c);
+    assert.ok(!columns.includes("secret"), columns.join(","));
+    const [row] = await h.db.query<{ s: { $sealed: unknown }; d: string }>(
+      sql`select sealed_secret as s, t::text as d from user_mfa t`,
+    );
+    assert.ok(row!.s.$sealed, "sealed as in the log");
+    assert.ok(!row!.d.includes(secret));
+    assert.equal(await h.store.codec.unseal("secret", row!.s as never), secret);
+    // migration 2 (session activity) applies on this driver too
+    const [a] = await h.db.query<{ ok: boolean }>(
+      sql`select to_regclass('session_activity') is not null as ok`,
+    );
+    assert.ok(a!.ok);
+  },
+  { catalog, projections: [users, sessions] },
+);
