@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { SignJWT } from "jose";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
+import { createTestDatabase, drivers } from "./support/harness.ts";
 import { bearer, createUser, login, PASSWORD } from "./support/users.ts";
 
 /** A clock the tests move by hand. */
@@ -101,9 +102,9 @@ Deno.test("auth: login, /v1/me, and every kind of bad token is a 401", async () 
 });
 
 /** An app with a movable clock, one reception user, and a refresh helper. */
-const sessionsFixture = async () => {
+const sessionsFixture = async (env: Record<string, string> = {}) => {
   const c = clock();
-  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "1000" }, { now: c.now });
+  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "1000", ...env }, { now: c.now });
   const u = await createUser(t.runtime, "reception");
   const refresh = (body: unknown, headers: Record<string, string> = {}) =>
     t.app.request("/v1/auth/refresh", {
@@ -321,30 +322,36 @@ Deno.test("auth: no password, token or refresh token reaches the logs or the eve
   }
 });
 
-Deno.test("auth: 20 concurrent refreshes with one token: one wins, the session is revoked", async () => {
-  const { t, refresh, login } = await sessionsFixture();
-  try {
-    const first = await login();
-    const answers = await Promise.all(
-      Array.from({ length: 20 }, () => refresh({ refreshToken: first.refreshToken })),
-    );
-    const statuses = answers.map((r) => r.status);
-    assert.equal(statuses.filter((s) => s === 200).length, 1, statuses.join(","));
-    assert.equal(statuses.filter((s) => s === 401).length, 19, statuses.join(","));
-    const winner = await answers.find((r) => r.status === 200)!.json();
-    for (const r of answers.filter((r) => r.status !== 200)) await r.body?.cancel();
-    // the losers were reuse: the winner's tokens are dead too
-    await assert401(await refresh({ refreshToken: winner.refreshToken }));
-    await assert401(await me(t.app, winner.accessToken));
-    const evs = await types(t);
-    assert.equal(evs.filter((e) => e === "SessionRefreshed").length, 1);
-    assert.equal(evs.filter((e) => e === "RefreshReuseDetected").length, 1);
-    const [ended] = await t.runtime.db.query<{ reason: string }>(
-      sql`select end_reason as reason from sessions`,
-    );
-    assert.equal(ended!.reason, "refresh_reuse");
-  } finally {
-    await t.close();
+Deno.test("auth: 20 concurrent refreshes with one token: one wins, the session is revoked", async (ctx) => {
+  for (const driver of await drivers()) {
+    await ctx.step(driver, async () => {
+      const pg = driver === "postgres" ? await createTestDatabase() : null;
+      const { t, refresh, login } = await sessionsFixture(pg ? { DATABASE_URL: pg.url } : {});
+      try {
+        const first = await login();
+        const answers = await Promise.all(
+          Array.from({ length: 20 }, () => refresh({ refreshToken: first.refreshToken })),
+        );
+        const statuses = answers.map((r) => r.status);
+        assert.equal(statuses.filter((s) => s === 200).length, 1, statuses.join(","));
+        assert.equal(statuses.filter((s) => s === 401).length, 19, statuses.join(","));
+        const winner = await answers.find((r) => r.status === 200)!.json();
+        for (const r of answers.filter((r) => r.status !== 200)) await r.body?.cancel();
+        // the losers were reuse: the winner's tokens are dead too
+        await assert401(await refresh({ refreshToken: winner.refreshToken }));
+        await assert401(await me(t.app, winner.accessToken));
+        const evs = await types(t);
+        assert.equal(evs.filter((e) => e === "SessionRefreshed").length, 1);
+        assert.equal(evs.filter((e) => e === "RefreshReuseDetected").length, 1);
+        const [ended] = await t.runtime.db.query<{ reason: string }>(
+          sql`select end_reason as reason from sessions`,
+        );
+        assert.equal(ended!.reason, "refresh_reuse");
+      } finally {
+        await t.close();
+        await pg?.drop();
+      }
+    });
   }
 });
 
