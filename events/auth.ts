@@ -9,6 +9,9 @@ import { defineEvent } from "../src/store/catalog.ts";
 const sessionId = z.uuid();
 const userId = z.uuid();
 
+/** Authentication methods a session can record (RFC 8176 names). */
+export const AMR = ["pwd", "otp"] as const;
+
 export const LOGIN_FAILURE_REASONS = [
   "unknown_email",
   "bad_password",
@@ -21,13 +24,34 @@ export const LOGIN_FAILURE_REASONS = [
   "wrong_current_password",
 ] as const;
 
-/** A session began: the user logged in. Stream `session-<id>`. */
+/**
+ * A session began: the user logged in. Stream `session-<id>`. `amr` says how
+ * (RFC 8176): `pwd`, plus `otp` when a second factor was presented; a session
+ * keeps it for life, so enrolling elsewhere does not upgrade it.
+ */
 export const UserLoggedIn = defineEvent({
   type: "UserLoggedIn",
-  version: 1,
-  schema: z.strictObject({ sessionId, userId, refreshTokenDigest: z.string() }),
+  version: 2,
+  schema: z.strictObject({
+    sessionId,
+    userId,
+    refreshTokenDigest: z.string(),
+    amr: z.array(z.enum(AMR)).min(1),
+  }),
   // a digest of a secret is still sealed: it must not be searchable in the log
   phi: { subject: (d) => `user-${d.userId}`, fields: ["refreshTokenDigest"] },
+  // v1 did not say; assume password only, the restricted reading
+  upcasters: { 1: (d) => ({ ...d, amr: ["pwd"] }) },
+});
+
+/**
+ * The session's user confirmed TOTP enrolment with a code from within it:
+ * this session has now presented a second factor too. Stream `session-<id>`.
+ */
+export const SessionSecondFactorVerified = defineEvent({
+  type: "SessionSecondFactorVerified",
+  version: 1,
+  schema: z.strictObject({ sessionId, userId }),
 });
 
 /** A failed credential check. Stream `auth-<userId>`, or `login-<uuid>` for an unknown email. */
@@ -170,6 +194,7 @@ export const authEvents = [
   MfaVerified,
   MfaReset,
   UserLoggedIn,
+  SessionSecondFactorVerified,
   LoginFailed,
   LoginSucceeded,
   AccountLocked,

@@ -2,14 +2,15 @@ import { sql } from "../src/store/sql.ts";
 import type { Projection } from "../src/store/types.ts";
 
 /**
- * Login sessions and their refresh-token digests, inline: every request
+ * Login sessions, how each was authenticated (`amr`), and their
+ * refresh-token digests, inline: every request
  * checks its session here, and a logout must take effect at once. A digest
  * stays after rotation (marked rotated) so that presenting an old token is
  * recognised as reuse.
  */
 export const sessions: Projection = {
   name: "sessions",
-  version: 1,
+  version: 2,
   mode: "inline",
   tables: ["sessions", "session_refresh_tokens"],
   setup: `create table if not exists sessions (
@@ -19,8 +20,11 @@ export const sessions: Projection = {
     last_activity_at  timestamptz not null,
     ended_at          timestamptz,
     end_reason        text,
-    version           integer not null
+    version           integer not null,
+    amr               jsonb not null default '["pwd"]'
   );
+  -- version 2 added amr; the version bump then rebuilds the rows from the log
+  alter table sessions add column if not exists amr jsonb not null default '["pwd"]';
   create index if not exists sessions_user on sessions (user_id) where ended_at is null;
   create table if not exists session_refresh_tokens (
     digest      text primary key,
@@ -30,9 +34,12 @@ export const sessions: Projection = {
   handlers: {
     UserLoggedIn: async (db, e) => {
       const at = e.recordedAt.toISOString();
-      await db.query(sql`insert into sessions (id, user_id, started_at, last_activity_at, version)
+      await db.query(sql`insert into sessions (id, user_id, started_at, last_activity_at, version,
+          amr)
         values (${e.data.sessionId}::uuid, ${e.data.userId}::uuid, ${at}::text::timestamptz,
-          ${at}::text::timestamptz, ${e.streamVersion})`);
+          ${at}::text::timestamptz, ${e.streamVersion}, ${
+        JSON.stringify(e.data.amr)
+      }::text::jsonb)`);
       await db.query(sql`insert into session_refresh_tokens (digest, session_id, rotated)
         values (${e.data.refreshTokenDigest}, ${e.data.sessionId}::uuid, false)`);
     },
@@ -43,6 +50,11 @@ export const sessions: Projection = {
         values (${e.data.refreshTokenDigest}, ${e.data.sessionId}::uuid, false)`);
       await db.query(sql`update sessions set version = ${e.streamVersion},
         last_activity_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        where id = ${e.data.sessionId}::uuid`);
+    },
+    SessionSecondFactorVerified: async (db, e) => {
+      await db.query(sql`update sessions set version = ${e.streamVersion},
+        amr = case when amr ? 'otp' then amr else amr || '["otp"]'::jsonb end
         where id = ${e.data.sessionId}::uuid`);
     },
     SessionEnded: async (db, e) => {

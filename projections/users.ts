@@ -1,6 +1,11 @@
+import { RECOVERY_DIGEST_PREFIX } from "../src/auth/mfa.ts";
 import { COUNTED_FAILURES } from "../src/domain/credentials.ts";
 import { sql } from "../src/store/sql.ts";
 import type { Projection } from "../src/store/types.ts";
+
+/** Recovery-code digests made with the keyed HMAC (src/auth/mfa.ts), not legacy SHA-256. */
+const isKeyedDigest = (d: unknown): boolean =>
+  typeof d === "string" && d.startsWith(RECOVERY_DIGEST_PREFIX);
 
 /** A second-factor code that was already used. */
 export class ReplayedCodeError extends Error {
@@ -16,7 +21,7 @@ export class ReplayedCodeError extends Error {
  */
 export const users: Projection = {
   name: "users",
-  version: 3,
+  version: 4,
   mode: "inline",
   tables: ["users", "user_credentials", "user_mfa"],
   setup: `create table if not exists users (
@@ -38,11 +43,15 @@ export const users: Projection = {
   );
   create table if not exists user_mfa (
     user_id          uuid primary key,
-    secret           text not null,
+    sealed_secret    jsonb not null,
     enabled          boolean not null,
     recovery_digests jsonb not null default '[]',
     last_step        bigint
   );
+  -- version 3 kept the TOTP secret in the clear: drop it; the version bump
+  -- then truncates (rewriting the table's files) and refills from the log
+  alter table user_mfa drop column if exists secret;
+  alter table user_mfa add column if not exists sealed_secret jsonb;
   create table if not exists user_credentials (
     user_id        uuid primary key,
     password_hash  text not null,
@@ -131,14 +140,18 @@ export const users: Projection = {
         where id = ${e.data.userId}::uuid`);
     },
     MfaEnrollmentStarted: async (db, e) => {
-      await db.query(sql`insert into user_mfa (user_id, secret, enabled)
-        values (${e.data.userId}::uuid, ${e.data.secret}, false)
-        on conflict (user_id) do update set secret = excluded.secret, enabled = false,
-          recovery_digests = '[]', last_step = null`);
+      // handlers see the opened payload; the secret is kept as the log seals it
+      await db.query(sql`insert into user_mfa (user_id, sealed_secret, enabled)
+        select ${e.data.userId}::uuid, data->'secret', false from events
+        where event_id = ${e.eventId}::uuid
+        on conflict (user_id) do update set sealed_secret = excluded.sealed_secret,
+          enabled = false, recovery_digests = '[]', last_step = null`);
     },
     MfaEnabled: async (db, e) => {
+      // unkeyed SHA-256 digests of earlier versions are cheap to reverse: not kept
+      const keyed = (e.data.recoveryCodeDigests as string[]).filter(isKeyedDigest);
       await db.query(sql`update user_mfa set enabled = true,
-        recovery_digests = ${JSON.stringify(e.data.recoveryCodeDigests)}::text::jsonb
+        recovery_digests = ${JSON.stringify(keyed)}::text::jsonb
         where user_id = ${e.data.userId}::uuid`);
       await db.query(sql`update users set mfa_enabled = true where id = ${e.data.userId}::uuid`);
     },
@@ -153,6 +166,8 @@ export const users: Projection = {
     MfaVerified: async (db, e) => {
       // refusing here refuses the append: a code is accepted once, atomically
       const d = e.data;
+      // a legacy recovery code was never kept (see MfaEnabled): nothing to use up
+      if (d.method !== "totp" && !isKeyedDigest(d.recoveryCodeDigest)) return;
       const rows = d.method === "totp"
         ? await db.query(sql`update user_mfa set last_step = ${d.step}
             where user_id = ${d.userId}::uuid and coalesce(last_step, -1) < ${d.step}

@@ -32,7 +32,7 @@ const Env = z.object({
   CHARTLOG_MAX_BODY_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
   CHARTLOG_DB_POOL_MAX: z.coerce.number().int().min(1).max(500).default(10),
   CHARTLOG_IDLE_TX_TIMEOUT_MS: z.coerce.number().int().min(1000).default(60_000),
-  CHARTLOG_ACCESS_TOKEN_TTL_S: z.coerce.number().int().min(30).max(86_400).default(900),
+  CHARTLOG_ACCESS_TOKEN_TTL_S: z.coerce.number().int().min(30).max(86_400).default(300),
   CHARTLOG_SESSION_IDLE_TIMEOUT_S: z.coerce.number().int().min(60).max(86_400).default(900),
   CHARTLOG_LOGIN_RATE_PER_MIN: z.coerce.number().int().min(1).default(20),
   CHARTLOG_TRUST_PROXY: z.enum(["true", "false"]).default("false"),
@@ -107,6 +107,15 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
   const lines = parsed.success
     ? []
     : parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
+  if (
+    parsed.success &&
+    parsed.data.CHARTLOG_SESSION_IDLE_TIMEOUT_S <= parsed.data.CHARTLOG_ACCESS_TOKEN_TTL_S
+  ) {
+    // otherwise a client busy with one access token is idle by the time it must refresh
+    lines.push(
+      "CHARTLOG_SESSION_IDLE_TIMEOUT_S: must be longer than CHARTLOG_ACCESS_TOKEN_TTL_S",
+    );
+  }
   if (given.CHARTLOG_ENV === "production" && !given.CHARTLOG_MASTER_KEY) {
     lines.push("CHARTLOG_MASTER_KEY: is required when CHARTLOG_ENV=production");
   }

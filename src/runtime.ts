@@ -1,7 +1,7 @@
 import { catalog as appCatalog } from "../events/index.ts";
 import { projections as appProjections } from "../projections/index.ts";
 import { Sessions } from "./auth/sessions.ts";
-import { deriveIndexKey, deriveJwtKey } from "./auth/tokens.ts";
+import { deriveIndexKey, deriveJwtKey, deriveRecoveryCodeKey } from "./auth/tokens.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./logger.ts";
 import type { Catalog } from "./store/catalog.ts";
@@ -135,6 +135,7 @@ export const openRuntime = async (
       mfaRequiredRoles: config.mfaRequiredRoles,
       accessTokenTtlSec: config.accessTokenTtlSec,
       sessionIdleTimeoutSec: config.sessionIdleTimeoutSec,
+      recoveryCodeKey: await deriveRecoveryCodeKey(masterKey),
       now: opts.now,
     });
     const images = new ImagePool(config.imageWorkers);

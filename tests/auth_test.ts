@@ -39,7 +39,7 @@ Deno.test("auth: login, /v1/me, and every kind of bad token is a 401", async () 
     const { res, body } = await login(t.app, "ADMIN@clinic.test"); // email is case-insensitive
     assert.equal(res.status, 200);
     assert.equal(body.tokenType, "Bearer");
-    assert.equal(body.expiresIn, 900);
+    assert.equal(body.expiresIn, 300);
     assert.match(
       res.headers.get("set-cookie")!,
       /chartlog_refresh=.+; Max-Age=900; Path=\/v1\/auth; HttpOnly; Secure; SameSite=Strict/,
@@ -102,9 +102,9 @@ Deno.test("auth: login, /v1/me, and every kind of bad token is a 401", async () 
 });
 
 /** An app with a movable clock, one reception user, and a refresh helper. */
-const sessionsFixture = async () => {
+const sessionsFixture = async (env: Record<string, string> = {}) => {
   const c = clock();
-  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "1000" }, { now: c.now });
+  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "1000", ...env }, { now: c.now });
   const u = await createUser(t.runtime, "reception");
   const refresh = (body: unknown, headers: Record<string, string> = {}) =>
     t.app.request("/v1/auth/refresh", {
@@ -369,4 +369,98 @@ Deno.test("auth: 20 concurrent wrong passwords lock the account exactly once", a
     ]);
     assert.equal((await login(a.app, u.email)).res.status, 401, "even the right password");
   });
+});
+
+Deno.test("auth: 20 concurrent refreshes with one token: one wins, the session is revoked", async (ctx) => {
+  for (const driver of await drivers()) {
+    await ctx.step(driver, async () => {
+      const pg = driver === "postgres" ? await createTestDatabase() : null;
+      const { t, refresh, login } = await sessionsFixture(pg ? { DATABASE_URL: pg.url } : {});
+      try {
+        const first = await login();
+        const answers = await Promise.all(
+          Array.from({ length: 20 }, () => refresh({ refreshToken: first.refreshToken })),
+        );
+        const statuses = answers.map((r) => r.status);
+        assert.equal(statuses.filter((s) => s === 200).length, 1, statuses.join(","));
+        assert.equal(statuses.filter((s) => s === 401).length, 19, statuses.join(","));
+        const winner = await answers.find((r) => r.status === 200)!.json();
+        for (const r of answers.filter((r) => r.status !== 200)) await r.body?.cancel();
+        // the losers were reuse: the winner's tokens are dead too
+        await assert401(await refresh({ refreshToken: winner.refreshToken }));
+        await assert401(await me(t.app, winner.accessToken));
+        const evs = await types(t);
+        assert.equal(evs.filter((e) => e === "SessionRefreshed").length, 1);
+        assert.equal(evs.filter((e) => e === "RefreshReuseDetected").length, 1);
+        const [ended] = await t.runtime.db.query<{ reason: string }>(
+          sql`select end_reason as reason from sessions`,
+        );
+        assert.equal(ended!.reason, "refresh_reuse");
+      } finally {
+        await t.close();
+        await pg?.drop();
+      }
+    });
+  }
+});
+
+Deno.test("auth: API calls keep a session alive; a truly idle one is logged out", async () => {
+  const c = clock();
+  // a token that lives for most of the idle timeout: refreshes alone would not
+  // show a client calling every 500 s as active
+  const t = await openTestApp({
+    CHARTLOG_ACCESS_TOKEN_TTL_S: "600",
+    CHARTLOG_SESSION_IDLE_TIMEOUT_S: "900",
+  }, { now: c.now });
+  try {
+    const u = await createUser(t.runtime, "reception");
+    const refresh = (token: string) =>
+      t.app.request("/v1/auth/refresh", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ refreshToken: token }),
+      });
+    let tokens = (await login(t.app, u.email)).body;
+    let refreshes = 0;
+    // a steady client: a call every 500 s for an hour, refreshing when its token expired
+    for (let i = 0; i < 7; i++) {
+      c.advance(500_000);
+      let res = await me(t.app, tokens.accessToken);
+      if (res.status === 401) {
+        await res.body?.cancel();
+        const r = await refresh(tokens.refreshToken);
+        assert.equal(r.status, 200, `refresh after ${(i + 1) * 500} s`);
+        tokens = await r.json();
+        refreshes++;
+        res = await me(t.app, tokens.accessToken);
+      }
+      assert.equal(res.status, 200);
+      await res.body?.cancel();
+    }
+    assert.ok(refreshes >= 3);
+
+    // the mark is written at most once per tenth of the timeout
+    const seen = async () =>
+      (await t.runtime.db.query<{ at: Date | string }>(
+        sql`select last_seen as at from session_activity`,
+      )).map((r) => new Date(r.at).getTime());
+    tokens = await (await refresh(tokens.refreshToken)).json();
+    c.advance(100_000);
+    assert.equal((await me(t.app, tokens.accessToken)).status, 200);
+    const marked = c.now().getTime();
+    assert.deepEqual(await seen(), [marked]);
+    c.advance(80_000); // < 90 s later: no write
+    assert.equal((await me(t.app, tokens.accessToken)).status, 200);
+    assert.deepEqual(await seen(), [marked]);
+
+    // then nothing for longer than the timeout: the session cannot be refreshed
+    c.advance(900_000);
+    await assert401(await refresh(tokens.refreshToken));
+    const [ended] = await t.runtime.db.query<{ reason: string }>(
+      sql`select end_reason as reason from sessions`,
+    );
+    assert.equal(ended!.reason, "idle_timeout");
+  } finally {
+    await t.close();
+  }
 });

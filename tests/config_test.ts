@@ -71,3 +71,24 @@ Deno.test("config: media settings, their defaults and a bad clamd URL", () => {
   assert.throws(() => loadConfig({ CHARTLOG_IMAGE_WORKERS: "0" }), /CHARTLOG_IMAGE_WORKERS/);
   assert.equal(loadConfig({ CHARTLOG_BLOB_DIR: "/srv/blobs" }).blobDir, "/srv/blobs");
 });
+
+Deno.test("config: the idle timeout must be longer than the access token's lifetime", () => {
+  const c = loadConfig({});
+  assert.equal(c.accessTokenTtlSec, 300);
+  assert.equal(c.sessionIdleTimeoutSec, 900);
+  for (const [ttl, idle] of [["900", "900"], ["600", "300"]]) {
+    assert.throws(
+      () => loadConfig({ CHARTLOG_ACCESS_TOKEN_TTL_S: ttl, CHARTLOG_SESSION_IDLE_TIMEOUT_S: idle }),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        /CHARTLOG_SESSION_IDLE_TIMEOUT_S/.test(e.message) &&
+        /CHARTLOG_ACCESS_TOKEN_TTL_S/.test(e.message),
+    );
+  }
+  assert.throws(() => loadConfig({ CHARTLOG_ACCESS_TOKEN_TTL_S: "1200" }), ConfigError);
+  assert.equal(
+    loadConfig({ CHARTLOG_ACCESS_TOKEN_TTL_S: "600", CHARTLOG_SESSION_IDLE_TIMEOUT_S: "900" })
+      .accessTokenTtlSec,
+    600,
+  );
+});

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { openTestApp } from "./support/app.ts";
 import { latestMigration } from "../src/store/migrations.ts";
+import { openTestApp } from "./support/app.ts";
 
 const PROBLEM = "application/problem+json";
 

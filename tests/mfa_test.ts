@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { catalog } from "../events/index.ts";
+import { sessions } from "../projections/sessions.ts";
+import { users } from "../projections/users.ts";
 import { currentCode } from "../src/auth/mfa.ts";
-import { sql } from "../src/store/sql.ts";
+import type { Runtime } from "../src/runtime.ts";
+import { rebuildProjection } from "../src/store/projection_engine.ts";
+import { ident, sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
+import { eachDriver } from "./support/harness.ts";
 import { bearer, createUser, login, PASSWORD } from "./support/users.ts";
 
 const clock = () => {
@@ -144,3 +151,171 @@ Deno.test("mfa: roles that must use it can only enrol until they do", async () =
     await t.close();
   }
 });
+
+const amrOf = (token: string) =>
+  JSON.parse(atob(token.split(".")[1]!.replace(/-/g, "+").replace(/_/g, "/"))).amr;
+
+Deno.test("mfa: a password-only session stays enrol-only after the account enrols elsewhere", async () => {
+  const c = clock();
+  const t = await openTestApp({
+    CHARTLOG_MFA_REQUIRED_ROLES: "admin",
+    CHARTLOG_LOGIN_RATE_PER_MIN: "1000",
+  }, { now: c.now });
+  try {
+    await createUser(t.runtime, "admin");
+    const early = (await login(t.app, "admin@clinic.test")).body;
+    assert.deepEqual(amrOf(early.accessToken), ["pwd"]);
+    const other = (await login(t.app, "admin@clinic.test")).body.accessToken;
+    const { secret } = await (await post(t.app, "/v1/me/mfa/totp", other)).json();
+    assert.equal(
+      (await post(t.app, "/v1/me/mfa/totp/confirm", other, { code: currentCode(secret, c.now()) }))
+        .status,
+      200,
+    );
+    // the enrolling session presented a code; the early one never did
+    assert.equal((await t.app.request("/v1/users", { headers: bearer(other) })).status, 200);
+    assert.equal(
+      (await t.app.request("/v1/users", { headers: bearer(early.accessToken) })).status,
+      403,
+    );
+    const refreshed = await t.app.request("/v1/auth/refresh", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ refreshToken: early.refreshToken }),
+    });
+    assert.equal(refreshed.status, 200);
+    const again = await refreshed.json();
+    assert.deepEqual(amrOf(again.accessToken), ["pwd"]);
+    assert.equal(
+      (await t.app.request("/v1/users", { headers: bearer(again.accessToken) })).status,
+      403,
+    );
+    assert.equal(
+      (await t.app.request("/v1/me", { headers: bearer(again.accessToken) })).status,
+      200,
+    );
+
+    // a fresh login with the code is a full session
+    c.advance(30_000);
+    const full = await loginOtp(t.app, "admin@clinic.test", currentCode(secret, c.now()));
+    assert.equal(full.res.status, 200);
+    assert.deepEqual(amrOf(full.body.accessToken), ["pwd", "otp"]);
+    assert.equal(
+      (await t.app.request("/v1/users", { headers: bearer(full.body.accessToken) })).status,
+      200,
+    );
+    const amrs = await t.runtime.db.query<{ amr: string[] }>(
+      sql`select amr from sessions order by started_at, id`,
+    );
+    assert.deepEqual(amrs.map((r) => r.amr.length).sort(), [1, 2, 2]);
+  } finally {
+    await t.close();
+  }
+});
+
+/** Every row of every table (the log included), as text. */
+const dumpTables = async (db: Runtime["db"]) => {
+  const tables = await db.query<{ name: string }>(
+    sql`select table_name as name from information_schema.tables
+      where table_schema = current_schema() and table_type = 'BASE TABLE'`,
+  );
+  let out = "";
+  for (const { name } of tables) {
+    const [r] = await db.query<{ d: string | null }>(
+      sql`select string_agg(t::text, ' ') as d from ${ident(name)} t`,
+    );
+    out += ` ${r?.d ?? ""}`;
+  }
+  return out;
+};
+
+const sha256 = (code: string) =>
+  createHash("sha256").update(code.replace(/[\s-]/g, "").toUpperCase()).digest("hex");
+
+Deno.test("mfa: the TOTP secret stays sealed at rest and recovery codes are keyed digests", async () => {
+  const c = clock();
+  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "1000" }, { now: c.now });
+  try {
+    const u = await createUser(t.runtime, "practitioner");
+    const token = (await login(t.app, u.email)).body.accessToken;
+    const { secret } = await (await post(t.app, "/v1/me/mfa/totp", token)).json();
+    const { recoveryCodes } = await (await post(t.app, "/v1/me/mfa/totp/confirm", token, {
+      code: currentCode(secret, c.now()),
+    })).json();
+    assert.equal(recoveryCodes.length, 10);
+
+    // an account enrolled by an earlier version: the secret is sealed in the log
+    // as before, its recovery codes are unkeyed SHA-256 digests
+    const old = await createUser(t.runtime, "reception");
+    const oldSecret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    const oldCodes = Array.from({ length: 10 }, (_, i) => `ABCDE-0000${i}`);
+    await t.runtime.store.append(`auth-${old.id}`, "any", [
+      { type: "MfaEnrollmentStarted", data: { userId: old.id, secret: oldSecret } },
+      { type: "MfaEnabled", data: { userId: old.id, recoveryCodeDigests: oldCodes.map(sha256) } },
+    ]);
+
+    const check = async (when: string) => {
+      const dump = await dumpTables(t.runtime.db);
+      for (const s of [secret, oldSecret]) assert.ok(!dump.includes(s), `${when}: a secret`);
+      for (const code of [...recoveryCodes, ...oldCodes]) {
+        assert.ok(!dump.includes(sha256(code)), `${when}: a plain SHA-256 of a recovery code`);
+        assert.ok(!dump.includes(code), `${when}: a recovery code`);
+      }
+    };
+    await check("after enrolment");
+    // a version bump rebuilds from the log: the new rows hold sealed data only
+    await rebuildProjection(t.runtime.store, users);
+    await check("after a rebuild");
+
+    c.advance(30_000);
+    assert.equal((await loginOtp(t.app, u.email, currentCode(secret, c.now()))).res.status, 200);
+    assert.equal((await loginOtp(t.app, u.email, recoveryCodes[3])).res.status, 200);
+    assert.equal((await loginOtp(t.app, u.email, recoveryCodes[3])).res.status, 401);
+    assert.equal(
+      (await loginOtp(t.app, old.email, currentCode(oldSecret, c.now()))).res.status,
+      200,
+    );
+    // legacy recovery codes were not carried over (their digests were cheap to reverse)
+    assert.equal((await loginOtp(t.app, old.email, oldCodes[0])).res.status, 401);
+    await rebuildProjection(t.runtime.store, users);
+    assert.equal((await loginOtp(t.app, u.email, recoveryCodes[3])).res.status, 401, "still used");
+    assert.equal((await loginOtp(t.app, u.email, recoveryCodes[4])).res.status, 200);
+    await check("at the end");
+  } finally {
+    await t.close();
+  }
+});
+
+eachDriver(
+  "mfa: upgrading a database whose user_mfa held plain secrets leaves only sealed ones",
+  async (h) => {
+    const userId = crypto.randomUUID();
+    const secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXQ";
+    await h.store.append(`auth-${userId}`, "any", [
+      { type: "MfaEnrollmentStarted", data: { userId, secret } },
+    ]);
+    // the table as users v3 left it: the secret in the clear
+    await h.db.exec(`alter table user_mfa drop column sealed_secret;
+      alter table user_mfa add column secret text`);
+    await h.db.query(sql`update user_mfa set secret = ${secret}`);
+    await h.db.query(sql`update projection_state set version = 3 where name = 'users'`);
+
+    await h.openStore({ projections: [users, sessions] }); // start-up: setup, then rebuild
+    const columns = (await h.db.query<{ c: string }>(
+      sql`select column_name as c from information_schema.columns where table_name = 'user_mfa'`,
+    )).map((r) => r.c);
+    assert.ok(!columns.includes("secret"), columns.join(","));
+    const [row] = await h.db.query<{ s: { $sealed: unknown }; d: string }>(
+      sql`select sealed_secret as s, t::text as d from user_mfa t`,
+    );
+    assert.ok(row!.s.$sealed, "sealed as in the log");
+    assert.ok(!row!.d.includes(secret));
+    assert.equal(await h.store.codec.unseal("secret", row!.s as never), secret);
+    // migration 2 (session activity) applies on this driver too
+    const [a] = await h.db.query<{ ok: boolean }>(
+      sql`select to_regclass('session_activity') is not null as ok`,
+    );
+    assert.ok(a!.ok);
+  },
+  { catalog, projections: [users, sessions] },
+);

@@ -1,14 +1,17 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import * as OTPAuth from "otpauth";
 import type { EventMetadata } from "../../events/metadata.ts";
 import { ConflictError, NotFoundError, UnauthorizedError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
+import { ERASED, type SealedValue } from "../store/phi_codec.ts";
 import { sql } from "../store/sql.ts";
 import type { NewEvent } from "../store/types.ts";
 
 /**
  * TOTP (RFC 6238: SHA-1, 6 digits, 30 s, ±1 step of clock drift) through the
- * otpauth library, plus ten single-use recovery codes stored as digests.
+ * otpauth library, plus ten single-use recovery codes stored as keyed
+ * digests. The TOTP secret stays sealed at rest, in the read model too: it is
+ * opened through the PHI codec only to check a code.
  */
 const totp = (secret: string, label: string) =>
   new OTPAuth.TOTP({
@@ -21,8 +24,15 @@ const totp = (secret: string, label: string) =>
   });
 
 const authStream = (userId: string) => `auth-${userId}`;
-const digest = (code: string) =>
-  createHash("sha256").update(code.replace(/[\s-]/g, "").toUpperCase()).digest("hex");
+/**
+ * A recovery code's digest: HMAC-SHA-256 under a key derived from the master
+ * key (see deriveRecoveryCodeKey). The prefix tells these from the unkeyed
+ * SHA-256 digests of earlier versions, which the read model no longer keeps.
+ */
+export const RECOVERY_DIGEST_PREFIX = "hmac:";
+const digest = (key: Uint8Array, code: string) =>
+  RECOVERY_DIGEST_PREFIX +
+  createHmac("sha256", key).update(code.replace(/[\s-]/g, "").toUpperCase()).digest("hex");
 
 interface MfaRow {
   secret: string;
@@ -32,16 +42,28 @@ interface MfaRow {
 }
 
 const mfaRow = async (store: EventStore, userId: string): Promise<MfaRow | null> => {
-  const [r] = await store.db.query<MfaRow>(sql`select secret, enabled, recovery_digests, last_step
-    from user_mfa where user_id = ${userId}::uuid`);
-  return r ?? null;
+  const [r] = await store.db.query<Omit<MfaRow, "secret"> & { sealed_secret: SealedValue }>(
+    sql`select sealed_secret, enabled, recovery_digests, last_step
+      from user_mfa where user_id = ${userId}::uuid`,
+  );
+  if (!r) return null;
+  const secret = await store.codec.unseal("secret", r.sealed_secret);
+  // a shredded user key leaves no usable second factor
+  if (secret === ERASED || typeof secret !== "string") return null;
+  return { ...r, secret };
 };
 
 /**
  * The `MfaVerified` event for a code, or null when it is wrong: a TOTP code
  * of the current step ±1 not used before, or an unused recovery code.
  */
-const check = (row: MfaRow, code: string, now: Date, userId: string): NewEvent | null => {
+const check = (
+  row: MfaRow,
+  key: Uint8Array,
+  code: string,
+  now: Date,
+  userId: string,
+): NewEvent | null => {
   const clean = code.replace(/\s/g, "");
   if (/^\d{6}$/.test(clean)) {
     const delta = totp(row.secret, userId).validate({
@@ -57,7 +79,7 @@ const check = (row: MfaRow, code: string, now: Date, userId: string): NewEvent |
       data: { userId, method: "totp", step, recoveryCodeDigest: null },
     };
   }
-  const d = digest(clean);
+  const d = digest(key, clean);
   if (!row.enabled || !row.recovery_digests.includes(d)) return null;
   return {
     type: "MfaVerified",
@@ -82,7 +104,10 @@ export const startEnrollment = async (
 /** Confirms enrolment with a first code; returns ten recovery codes (shown once). */
 export const confirmEnrollment = async (
   store: EventStore,
+  recoveryCodeKey: Uint8Array,
   userId: string,
+  /** The session the code came through: it has now presented a second factor. */
+  sessionId: string,
   code: string,
   now: Date,
   metadata: EventMetadata,
@@ -90,7 +115,9 @@ export const confirmEnrollment = async (
   const row = await mfaRow(store, userId);
   if (!row) throw new NotFoundError("no two-factor enrolment in progress");
   if (row.enabled) throw new ConflictError("two-factor authentication is already on");
-  const verified = /^\d{6}$/.test(code.trim()) ? check(row, code, now, userId) : null;
+  const verified = /^\d{6}$/.test(code.trim())
+    ? check(row, recoveryCodeKey, code, now, userId)
+    : null;
   if (!verified) throw new UnauthorizedError("invalid code");
   const codes = Array.from({ length: 10 }, () => {
     const raw = randomBytes(8).toString("hex").toUpperCase().slice(0, 10);
@@ -98,7 +125,13 @@ export const confirmEnrollment = async (
   });
   await store.append(authStream(userId), "any", [
     verified,
-    { type: "MfaEnabled", data: { userId, recoveryCodeDigests: codes.map(digest) } },
+    {
+      type: "MfaEnabled",
+      data: { userId, recoveryCodeDigests: codes.map((c) => digest(recoveryCodeKey, c)) },
+    },
+  ], metadata);
+  await store.append(`session-${sessionId}`, "any", [
+    { type: "SessionSecondFactorVerified", data: { sessionId, userId } },
   ], metadata);
   return codes;
 };
@@ -106,6 +139,7 @@ export const confirmEnrollment = async (
 /** Turns two-factor authentication off; needs a current code or a recovery code. */
 export const disableMfa = async (
   store: EventStore,
+  recoveryCodeKey: Uint8Array,
   userId: string,
   code: string,
   now: Date,
@@ -113,7 +147,7 @@ export const disableMfa = async (
 ): Promise<void> => {
   const row = await mfaRow(store, userId);
   if (!row?.enabled) throw new NotFoundError("two-factor authentication is not on");
-  const verified = check(row, code, now, userId);
+  const verified = check(row, recoveryCodeKey, code, now, userId);
   if (!verified) throw new UnauthorizedError("invalid code");
   await store.append(authStream(userId), "any", [
     verified,
@@ -124,12 +158,13 @@ export const disableMfa = async (
 /** For login: the event that records an accepted second factor, or null. */
 export const secondFactorEvent = async (
   store: EventStore,
+  recoveryCodeKey: Uint8Array,
   userId: string,
   code: string,
   now: Date,
 ): Promise<NewEvent | null> => {
   const row = await mfaRow(store, userId);
-  return row?.enabled ? check(row, code, now, userId) : null;
+  return row?.enabled ? check(row, recoveryCodeKey, code, now, userId) : null;
 };
 
 /** An authenticator's current code (for tests and tooling that hold the secret). */

@@ -7,6 +7,7 @@ import { runCredentialCommand } from "./credentials.ts";
 import { secondFactorEvent } from "./mfa.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
+import { type Amr, decide, evolve, initialSession } from "../domain/session.ts";
 import { verifyAgainstDummy, verifyPassword } from "./password.ts";
 import type { Actor } from "./policy.ts";
 import { newRefreshToken, refreshDigest, signAccessToken, verifyAccessToken } from "./tokens.ts";
@@ -18,6 +19,8 @@ export interface SessionSettings {
   mfaRequiredRoles: readonly Role[];
   accessTokenTtlSec: number;
   sessionIdleTimeoutSec: number;
+  /** HMAC key for recovery-code digests (derived from the master key). */
+  recoveryCodeKey: Uint8Array;
   now?: () => Date;
 }
 
@@ -47,6 +50,8 @@ export const BAD_CREDENTIALS = "invalid credentials or account temporarily locke
  */
 export class Sessions {
   readonly #now: () => Date;
+  /** When this instance last wrote each session's last-seen mark (ms). */
+  readonly #seen = new Map<string, number>();
   constructor(readonly store: EventStore, readonly settings: SessionSettings) {
     this.#now = settings.now ?? (() => new Date());
   }
@@ -60,12 +65,13 @@ export class Sessions {
     userId: string,
     role: Role,
     sessionId: string,
+    amr: readonly Amr[],
   ): Promise<Omit<TokenPair, "refreshToken">> {
     const ttl = this.settings.accessTokenTtlSec;
     return {
       accessToken: await signAccessToken(
         this.settings.jwtKey,
-        { sub: userId, role, sid: sessionId },
+        { sub: userId, role, sid: sessionId, amr: [...amr] },
         ttl,
         this.#now(),
       ),
@@ -113,8 +119,8 @@ export class Sessions {
       ? "not_enrolled"
       : !otp
       ? "missing"
-      : (await secondFactorEvent(this.store, u.id, otp, now).then((v) => v && { verified: v })) ??
-        "invalid";
+      : (await secondFactorEvent(this.store, this.settings.recoveryCodeKey, u.id, otp, now)
+        .then((v) => v && { verified: v })) ?? "invalid";
     const sessionId = crypto.randomUUID();
     const attempt = () =>
       runCredentialCommand(this.store, {
@@ -146,76 +152,87 @@ export class Sessions {
         throw new UnauthorizedError(BAD_CREDENTIALS);
     }
     const refreshToken = newRefreshToken();
+    // the session keeps how it began: enrolling later elsewhere does not upgrade it
+    const amr: Amr[] = u.mfa_enabled ? ["pwd", "otp"] : ["pwd"];
     await this.store.append(sessionStream(sessionId), "no_stream", [{
       type: "UserLoggedIn",
-      data: { sessionId, userId: u.id, refreshTokenDigest: refreshDigest(refreshToken) },
+      data: { sessionId, userId: u.id, refreshTokenDigest: refreshDigest(refreshToken), amr },
     }], { ...metadata, actorId: u.id, actorRole: u.role });
     return {
-      ...(await this.#issue(u.id, u.role, sessionId)),
+      ...(await this.#issue(u.id, u.role, sessionId, amr)),
       refreshToken,
       mfaEnrolmentRequired: !u.mfa_enabled && this.settings.mfaRequiredRoles.includes(u.role),
     };
   }
 
   /**
-   * Rotates a refresh token. An already-rotated token revokes the whole
-   * session (it was copied); an idle session cannot be refreshed.
+   * Rotates a refresh token: decided from the session's own stream and
+   * appended at the version it was decided on. When two requests race with
+   * one token, the loser's append conflicts; it re-reads the stream, finds
+   * the token already rotated, and so revokes the session (a copied token
+   * and its owner look exactly like this). An idle session cannot be
+   * refreshed.
    */
   async refresh(refreshToken: string, metadata: EventMetadata): Promise<TokenPair> {
-    const [s] = await this.store.db.query<{
-      rotated: boolean;
-      session_id: string;
-      user_id: string;
-      ended_at: Date | string | null;
-      last_activity_at: Date | string;
-      version: number;
-      active: boolean;
-      role: Role;
-    }>(sql`select t.rotated, s.id::text as session_id, s.user_id::text as user_id, s.ended_at,
-        s.last_activity_at, s.version, u.active, u.role
-      from session_refresh_tokens t join sessions s on s.id = t.session_id
-      join users u on u.id = s.user_id
-      where t.digest = ${refreshDigest(refreshToken)}`);
-    if (!s || s.ended_at) throw new UnauthorizedError("invalid refresh token");
-    const meta = { ...metadata, actorId: s.user_id, actorRole: s.role };
-    const end = async (reason: string, extra: { type: string; data: unknown }[] = []) => {
-      await this.store.append(sessionStream(s.session_id), "any", [
-        ...extra,
-        { type: "SessionEnded", data: { sessionId: s.session_id, userId: s.user_id, reason } },
-      ], meta);
-    };
-    if (s.rotated) {
-      await end("refresh_reuse", [{
-        type: "RefreshReuseDetected",
-        data: { sessionId: s.session_id, userId: s.user_id },
-      }]);
-      throw new UnauthorizedError("refresh token reuse detected; the session is revoked");
-    }
-    if (!s.active) {
-      await end("user_deactivated");
-      throw new UnauthorizedError("invalid refresh token");
-    }
-    const idleMs = this.#now().getTime() - new Date(s.last_activity_at).getTime();
-    if (idleMs > this.settings.sessionIdleTimeoutSec * 1000) {
-      await end("idle_timeout");
-      throw new UnauthorizedError("the session timed out; log in again");
-    }
+    const presented = refreshDigest(refreshToken);
+    const [s] = await this.store.db.query<{ session_id: string; active: boolean; role: Role }>(
+      sql`select s.id::text as session_id, u.active, u.role
+        from session_refresh_tokens t join sessions s on s.id = t.session_id
+        join users u on u.id = s.user_id
+        where t.digest = ${presented}`,
+    );
+    if (!s) throw new UnauthorizedError("invalid refresh token");
+    const stream = sessionStream(s.session_id);
     const next = newRefreshToken();
-    try {
-      await this.store.append(sessionStream(s.session_id), Number(s.version), [{
-        type: "SessionRefreshed",
-        data: {
-          sessionId: s.session_id,
-          userId: s.user_id,
-          refreshTokenDigest: refreshDigest(next),
-        },
-      }], meta);
-    } catch (err) {
-      // a concurrent refresh with the same token won the race
-      if (err instanceof ConcurrencyError) throw new UnauthorizedError("invalid refresh token");
-      throw err;
+    // a conflict means the token was rotated or the session ended meanwhile:
+    // the next round decides reuse or ended, and only a concurrent end can
+    // conflict with that, so this settles in a round or two
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const events = await this.store.readStream(stream);
+      const state = events.reduce(evolve, initialSession);
+      if (state.status === "none") break;
+      const [seen] = await this.store.db.query<{ last_seen: Date | string }>(
+        sql`select last_seen from session_activity where session_id = ${s.session_id}::uuid`,
+      );
+      const decision = decide({
+        type: "RotateRefreshToken",
+        presentedDigest: presented,
+        nextDigest: refreshDigest(next),
+        now: this.#now(),
+        lastSeenAt: seen ? new Date(seen.last_seen) : null,
+        idleTimeoutMs: this.settings.sessionIdleTimeoutSec * 1000,
+        userActive: s.active,
+      }, state);
+      if (decision.events.length > 0) {
+        try {
+          await this.store.append(stream, events.at(-1)!.streamVersion, decision.events, {
+            ...metadata,
+            actorId: state.userId,
+            actorRole: s.role,
+          });
+        } catch (err) {
+          if (err instanceof ConcurrencyError) continue;
+          throw err;
+        }
+      }
+      switch (decision.outcome) {
+        case "rotated":
+          return {
+            ...(await this.#issue(state.userId, s.role, s.session_id, state.amr)),
+            refreshToken: next,
+          };
+        case "reuse":
+          throw new UnauthorizedError("refresh token reuse detected; the session is revoked");
+        case "idle":
+          throw new UnauthorizedError("the session timed out; log in again");
+        case "inactive":
+        case "ended":
+          throw new UnauthorizedError("invalid refresh token");
+        default:
+          return decision.outcome satisfies never;
+      }
     }
-    return { ...(await this.#issue(s.user_id, s.role, s.session_id)), refreshToken: next };
+    throw new UnauthorizedError("invalid refresh token");
   }
 
   /**
@@ -231,23 +248,48 @@ export class Sessions {
         active: boolean;
         patient_id: string | null;
         ended_at: unknown;
-        mfa_enabled: boolean;
+        amr: Amr[];
       }
     >(
-      sql`select u.role, u.active, u.patient_id::text as patient_id, s.ended_at, u.mfa_enabled
+      sql`select u.role, u.active, u.patient_id::text as patient_id, s.ended_at, s.amr
         from sessions s join users u on u.id = s.user_id
         where s.id = ${claims.sid}::uuid and s.user_id = ${claims.sub}::uuid`,
     );
     if (!r || r.ended_at || !r.active) {
       throw new UnauthorizedError("the session is no longer valid");
     }
+    await this.#markSeen(claims.sid);
     return {
       userId: claims.sub,
       role: r.role,
       sessionId: claims.sid,
       patientId: r.patient_id,
-      mfaPending: !r.mfa_enabled && this.settings.mfaRequiredRoles.includes(r.role),
+      // judged by how this session began, not by the account's state today: a
+      // password-only session stays enrol-only after the account enrols elsewhere
+      mfaPending: this.settings.mfaRequiredRoles.includes(r.role) && !r.amr.includes("otp"),
     };
+  }
+
+  /**
+   * Marks API activity for the idle timeout, which refresh reads. A row in a
+   * table, not an event: at most one write per session per tenth of the
+   * timeout, throttled here in memory and, across instances, by the `where`.
+   */
+  async #markSeen(sessionId: string): Promise<void> {
+    const now = this.#now().getTime();
+    const every = this.settings.sessionIdleTimeoutSec * 100; // a tenth, in ms
+    const last = this.#seen.get(sessionId);
+    if (last !== undefined && now - last < every && now >= last) return;
+    this.#seen.set(sessionId, now);
+    if (this.#seen.size > 10_000) {
+      for (const [id, at] of this.#seen) if (now - at >= every) this.#seen.delete(id);
+    }
+    const at = new Date(now).toISOString();
+    const threshold = new Date(now - every).toISOString();
+    await this.store.db.query(sql`insert into session_activity (session_id, last_seen)
+      values (${sessionId}::uuid, ${at}::text::timestamptz)
+      on conflict (session_id) do update set last_seen = excluded.last_seen
+      where session_activity.last_seen <= ${threshold}::text::timestamptz`);
   }
 
   /** Ends this session. */

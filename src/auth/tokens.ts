@@ -10,6 +10,8 @@ export interface AccessClaims {
   sub: string;
   role: Role;
   sid: string;
+  /** How the session was authenticated (RFC 8176): ["pwd"] or ["pwd", "otp"]. */
+  amr: string[];
 }
 
 /**
@@ -36,8 +38,8 @@ export const deriveJwtKey = async (masterKey: Uint8Array<ArrayBuffer>): Promise<
   ]);
 };
 
-/** Raw bytes for keyed digests of identifiers (HKDF from the master key, its own label). */
-export const deriveIndexKey = async (masterKey: Uint8Array<ArrayBuffer>): Promise<Uint8Array> => {
+/** 32 bytes derived from the master key with HKDF under their own label. */
+const deriveBytes = async (masterKey: Uint8Array<ArrayBuffer>, label: string) => {
   const base = await crypto.subtle.importKey("raw", masterKey, "HKDF", false, ["deriveBits"]);
   return new Uint8Array(
     await crypto.subtle.deriveBits(
@@ -45,7 +47,7 @@ export const deriveIndexKey = async (masterKey: Uint8Array<ArrayBuffer>): Promis
         name: "HKDF",
         hash: "SHA-256",
         salt: new TextEncoder().encode("chartlog"),
-        info: new TextEncoder().encode("index-digest/v1"),
+        info: new TextEncoder().encode(label),
       },
       base,
       256,
@@ -53,14 +55,25 @@ export const deriveIndexKey = async (masterKey: Uint8Array<ArrayBuffer>): Promis
   );
 };
 
-/** Signs a short-lived access token (HS256; iss, aud, sub, role, sid, jti). */
+/** Raw bytes for keyed digests of identifiers (HKDF from the master key, its own label). */
+export const deriveIndexKey = (masterKey: Uint8Array<ArrayBuffer>): Promise<Uint8Array> =>
+  deriveBytes(masterKey, "index-digest/v1");
+
+/**
+ * The HMAC key for recovery-code digests: a 40-bit code hashed without a
+ * secret key falls to brute force in seconds, keyed it does not.
+ */
+export const deriveRecoveryCodeKey = (masterKey: Uint8Array<ArrayBuffer>): Promise<Uint8Array> =>
+  deriveBytes(masterKey, "recovery-code/v1");
+
+/** Signs a short-lived access token (HS256; iss, aud, sub, role, sid, amr, jti). */
 export const signAccessToken = async (
   key: CryptoKey,
   claims: AccessClaims,
   ttlSec: number,
   now: Date,
 ): Promise<string> =>
-  await new SignJWT({ role: claims.role, sid: claims.sid })
+  await new SignJWT({ role: claims.role, sid: claims.sid, amr: claims.amr })
     .setProtectedHeader({ alg: "HS256", typ: "JWT" })
     .setIssuer(ISSUER)
     .setAudience(AUDIENCE)
@@ -88,7 +101,8 @@ export const verifyAccessToken = async (
       currentDate: now,
     });
     if (typeof payload.sid !== "string" || typeof payload.role !== "string") throw new Error();
-    return { sub: payload.sub!, role: payload.role as Role, sid: payload.sid };
+    const amr = Array.isArray(payload.amr) ? payload.amr.filter((m) => typeof m === "string") : [];
+    return { sub: payload.sub!, role: payload.role as Role, sid: payload.sid, amr };
   } catch {
     throw new UnauthorizedError("invalid or expired access token");
   }

@@ -55,7 +55,9 @@ export const mfa = new OpenAPIHono<AppEnv>()
       const runtime = c.var.deps.runtime();
       const recoveryCodes = await confirmEnrollment(
         runtime.store,
+        runtime.sessions.settings.recoveryCodeKey,
         c.get("actor")!.userId,
+        c.get("actor")!.sessionId,
         c.req.valid("json").code,
         runtime.sessions.now(),
         requestMetadata(c),
@@ -82,6 +84,7 @@ export const mfa = new OpenAPIHono<AppEnv>()
       const runtime = c.var.deps.runtime();
       await disableMfa(
         runtime.store,
+        runtime.sessions.settings.recoveryCodeKey,
         c.get("actor")!.userId,
         c.req.valid("json").code,
         runtime.sessions.now(),

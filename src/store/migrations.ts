@@ -80,6 +80,19 @@ create table installation (
 insert into installation default values;
 `,
   },
+  {
+    version: 3,
+    name: "session activity",
+    // Last API request per session, for the idle timeout. Deliberately not
+    // an event (one per request would swamp the log) and not a projection
+    // table (a rebuild must not forget it).
+    sql: `
+create table session_activity (
+  session_id  uuid primary key,
+  last_seen   timestamptz not null
+);
+`,
+  },
 ];
 
 export const latestMigration = migrations[migrations.length - 1]!.version;

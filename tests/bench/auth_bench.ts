@@ -85,7 +85,7 @@ const jwtWorkload = async (row: (r: BenchRow) => void) => {
   const now = new Date();
   const token = await signAccessToken(
     key,
-    { sub: crypto.randomUUID(), role: "practitioner", sid: crypto.randomUUID() },
+    { sub: crypto.randomUUID(), role: "practitioner", sid: crypto.randomUUID(), amr: ["pwd"] },
     900,
     now,
   );
