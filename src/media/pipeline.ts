@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { EventMetadata } from "../../events/metadata.ts";
-import type { CONTENT_TYPES, MediaKind } from "../../events/media.ts";
+import { type CONTENT_TYPES, EncounterId, type MediaKind } from "../../events/media.ts";
 import type { Actor } from "../auth/policy.ts";
 import { type RejectionReason, UploadRejectedError, ValidationError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
@@ -58,12 +58,28 @@ export interface Ingested {
 
 const MAX_NOTES = 2000;
 
-/** The multipart fields of an upload, checked; every bad one is named. */
-const uploadFields = (
-  kind: MediaKind,
-  fields: Record<string, string>,
-): { category: string; notes: string | null; encounterId: string | null } => {
+/** An upload's form fields, checked. */
+export interface UploadFields {
+  category: string;
+  notes: string | null;
+  encounterId: string | null;
+}
+
+/**
+ * The event's own schema for the encounter id: a form value it would refuse
+ * must be refused here, before anything is stored, not by the append after
+ * the blob was written.
+ */
+const ENCOUNTER_ID = EncounterId.nullable();
+
+/**
+ * The multipart fields of an upload, checked before the pipeline runs; every
+ * bad one is named.
+ */
+export const uploadFields = (kind: MediaKind, upload: ParsedUpload): UploadFields => {
+  const fields = upload.fields;
   const issues: { path: string; message: string }[] = [];
+  if (!upload.file) issues.push({ path: "file", message: "required" });
   const allowed = kind === "photo"
     ? ["category", "notes"]
     : ["category", "description", "notes", "encounterId"];
@@ -81,12 +97,12 @@ const uploadFields = (
   if (notes && notes.length > MAX_NOTES) {
     issues.push({ path: kind === "photo" ? "notes" : "description", message: "too long" });
   }
-  const encounterId = fields.encounterId?.trim() || null;
-  if (encounterId && !/^[0-9a-f-]{36}$/i.test(encounterId)) {
+  const encounterId = fields.encounterId?.trim().toLowerCase() || null;
+  if (!ENCOUNTER_ID.safeParse(encounterId).success) {
     issues.push({ path: "encounterId", message: "must be a UUID" });
   }
   if (issues.length) throw new ValidationError("the upload's fields are invalid", issues);
-  return { category, notes, encounterId: encounterId?.toLowerCase() ?? null };
+  return { category, notes, encounterId };
 };
 
 /** Decides the type from the bytes and checks it against the name, the category and polyglots. */
@@ -145,16 +161,18 @@ const timed = async <T>(timings: StepTimings, step: keyof StepTimings, f: () => 
 };
 
 /**
- * Everything after the body was read: fields and type, the malware scan,
- * decode and re-encode (images, in the worker pool) or header parse (DICOM),
- * encryption to blobs, and last the `MediaUploaded` event. A failure before the event leaves no event (at
- * most an orphan blob for `deno task gc`); the event never names a blob
- * that is not on disk.
+ * Everything after the body was read and its fields checked
+ * ({@link uploadFields}): type, the malware scan, decode and re-encode
+ * (images, in the worker pool) or header parse (DICOM), encryption to blobs,
+ * and last the `MediaUploaded` event. A failure before the event leaves no
+ * event (at most an orphan blob for `deno task gc`); the event never names a
+ * blob that is not on disk.
  */
 export const ingest = async (
   deps: PipelineDeps,
   target: UploadTarget,
   upload: ParsedUpload,
+  fields: UploadFields,
   actor: Actor,
   metadata: EventMetadata,
 ): Promise<Ingested> => {
@@ -163,7 +181,6 @@ export const ingest = async (
   if (!file) {
     throw new ValidationError("a file is required", [{ path: "file", message: "required" }]);
   }
-  const fields = uploadFields(target.kind, upload.fields);
   const type = await timed(timings, "sniff", () => checkType(target.kind, fields.category, file));
 
   // the scan comes first: no decoder sees bytes a scanner calls malware
