@@ -124,7 +124,7 @@ export const openRuntime = async (
       now: opts.now,
     });
     const indexKey = await deriveIndexKey(masterKey);
-    const images = new ImagePool(config.imageWorkers);
+    const images = new ImagePool(config.imageWorkers, { maxQueue: config.imageQueue });
     return {
       db,
       store,
@@ -132,7 +132,7 @@ export const openRuntime = async (
       indexKey,
       blobs: new BlobStore(config.blobDir, codec, indexKey),
       images,
-      scanner: scannerFromUrl(config.clamdUrl ?? undefined),
+      scanner: scannerFromUrl(config.clamdUrl ?? undefined, { timeoutMs: config.clamdTimeoutMs }),
       auditReads: opts.auditReads ?? true,
       projections,
       workers,

@@ -266,6 +266,7 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
         blobs: runtime.blobs,
         scanner: runtime.scanner,
         maxPixels: config.mediaMaxPixels,
+        maxBytes: config.mediaMaxBytes,
         images: runtime.images,
       },
       target,
@@ -280,7 +281,7 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
     return c.json(await view(c, m), 201);
   } catch (err) {
     if (err instanceof UploadRejectedError) {
-      if (err.reason === "too_large") bytesRead = config.mediaMaxBytes;
+      if (err.reason === "too_large" && bytesRead === 0) bytesRead = config.mediaMaxBytes;
       await reject(err);
     }
     throw err;

@@ -6,11 +6,11 @@ import { type RejectionReason, UploadRejectedError, ValidationError } from "../e
 import type { EventStore } from "../store/event_store.ts";
 import type { BlobStore } from "./blob_store.ts";
 import { ALLOW_LISTS, claimedType } from "./categories.ts";
-import { type DicomSummary, parseDicom } from "./dicom.ts";
-import { imageDimensions } from "./image.ts";
+import { type DicomSummary, INFLATE_FACTOR } from "./dicom.ts";
+import { checkImageHeader, imageDimensions } from "./image.ts";
 import type { ImagePool } from "./image_pool.ts";
 import { type ParsedUpload, sanitizeFilename } from "./multipart.ts";
-import type { Scanner } from "./scanner.ts";
+import { type Scanner, ScannerUnavailableError } from "./scanner.ts";
 import { isPolyglot, sniff } from "./sniff.ts";
 
 type ContentType = (typeof CONTENT_TYPES)[number];
@@ -29,7 +29,12 @@ export interface PipelineDeps {
   blobs: BlobStore;
   scanner: Scanner | null;
   maxPixels: number;
-  /** Where images are decoded, off the event loop. */
+  /**
+   * The media limit: a re-encoded image must fit it too, and a deflated
+   * DICOM dataset may inflate to {@link INFLATE_FACTOR} times it.
+   */
+  maxBytes: number;
+  /** Where images are decoded and DICOM headers read, off the event loop. */
   images: ImagePool;
 }
 
@@ -183,10 +188,19 @@ export const ingest = async (
   }
   const type = await timed(timings, "sniff", () => checkType(target.kind, fields.category, file));
 
-  // the scan comes first: no decoder sees bytes a scanner calls malware
+  // what the header alone refuses (size, compression ratio) costs the scanner nothing
+  if (type.startsWith("image/")) checkImageHeader(file.bytes, type, deps.maxPixels);
+
+  // the scan comes before decoding: no decoder sees bytes a scanner calls malware
   const scan = await timed(timings, "scan", async () => {
     if (!deps.scanner) return { status: "not_scanned" as const, scanner: null };
-    const r = await deps.scanner.scan(file.bytes);
+    const r = await deps.scanner.scan(file.bytes).catch((err) => {
+      // no verdict (unreachable, timeout, garbled): refused and recorded, never stored unscanned
+      throw new UploadRejectedError(
+        "scan_failed",
+        err instanceof ScannerUnavailableError ? err.message : "the malware scan failed",
+      );
+    });
     if (r.status === "infected") {
       throw new UploadRejectedError("malware", "the file was found to carry malware");
     }
@@ -199,13 +213,20 @@ export const ingest = async (
   let dicom: DicomSummary | null = null;
   if (type.startsWith("image/")) {
     // the pool takes the upload's buffer: nothing below reads file.bytes for images
-    const img = await deps.images.process(file.bytes, type, { maxPixels: deps.maxPixels });
+    const img = await deps.images.process(file.bytes, type, {
+      maxPixels: deps.maxPixels,
+      maxBytes: deps.maxBytes,
+    });
     Object.assign(timings, img.timings);
     stored = img.bytes as Uint8Array<ArrayBuffer>;
     dims = { width: img.width, height: img.height };
     thumb = img.thumbnail as Uint8Array<ArrayBuffer>;
   } else if (type === "application/dicom") {
-    dicom = await timed(timings, "dicom", () => parseDicom(file.bytes));
+    dicom = await timed(
+      timings,
+      "dicom",
+      () => deps.images.dicom(file.bytes, INFLATE_FACTOR * deps.maxBytes),
+    );
   } else if (type === "application/pdf") {
     checkPdf(file.bytes);
   }
