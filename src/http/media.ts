@@ -313,7 +313,10 @@ const uploadDoc = (kind: MediaKind) => {
       "re-encoded without their metadata (EXIF, GPS, XMP) and get a 256-px thumbnail; DICOM " +
       "headers are read. Files are scanned for malware when a scanner is configured, encrypted " +
       "with the patient's key, and the `MediaUploaded` event is appended last. The size limit " +
-      "is enforced while the body streams in (413). `Server-Timing` reports each step.",
+      "is enforced while the body streams in (413). An image whose header claims more pixels " +
+      "than the limit or than its data could hold is 422 before it is scanned or decoded; a " +
+      "scan that fails or times out is 503; a full decode queue is 503 with `Retry-After`. " +
+      "`Server-Timing` reports each step.",
     security: bearer,
     request: {
       params: IdParam,

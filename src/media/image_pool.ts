@@ -96,17 +96,27 @@ export class ImagePool {
     });
   }
 
-  #submit<T>(job: ImageJob): Promise<T> {
-    if (this.#closed) return Promise.reject(new Error("the image pool is closed"));
+  /**
+   * Throws the "busy" refusal when a job submitted now would be refused, so
+   * that a caller can refuse before costlier steps (the malware scan).
+   */
+  checkRoom(): void {
     const idle = this.#slots.some((s) => !s.busy) || this.#slots.length < this.#size;
     if (!idle && this.#queue.length >= this.#maxQueue) {
-      return Promise.reject(
-        new UploadRejectedError(
-          "busy",
-          "too many uploads are being processed; try again shortly",
-          BUSY_RETRY_AFTER_SEC,
-        ),
+      throw new UploadRejectedError(
+        "busy",
+        "too many uploads are being processed; try again shortly",
+        BUSY_RETRY_AFTER_SEC,
       );
+    }
+  }
+
+  #submit<T>(job: ImageJob): Promise<T> {
+    if (this.#closed) return Promise.reject(new Error("the image pool is closed"));
+    try {
+      this.checkRoom();
+    } catch (err) {
+      return Promise.reject(err);
     }
     return new Promise<T>((resolve, reject) => {
       this.#queue.push({ job, resolve: resolve as (r: never) => void, reject });

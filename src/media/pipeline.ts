@@ -190,6 +190,8 @@ export const ingest = async (
 
   // what the header alone refuses (size, compression ratio) costs the scanner nothing
   if (type.startsWith("image/")) checkImageHeader(file.bytes, type, deps.maxPixels);
+  // nor does an upload the decode queue has no room for
+  if (type.startsWith("image/") || type === "application/dicom") deps.images.checkRoom();
 
   // the scan comes before decoding: no decoder sees bytes a scanner calls malware
   const scan = await timed(timings, "scan", async () => {
