@@ -124,7 +124,8 @@ const LONG_VRS = new Set([
 
 const inflate = (deflated: Uint8Array, maxBytes: number): Uint8Array => {
   try {
-    return inflateRawSync(deflated, { maxOutputLength: maxBytes });
+    // zlib takes no ceiling above its buffer limit; no DICOM header needs a GiB
+    return inflateRawSync(deflated, { maxOutputLength: Math.min(maxBytes, 2 ** 30) });
   } catch (err) {
     if (err instanceof RangeError) {
       throw new UploadRejectedError("too_large", "the DICOM dataset inflates beyond the limit");

@@ -66,14 +66,15 @@ export interface ProcessedImage {
  * JPEG codes every 8×8 block of every component with at least one bit: 512
  * px/byte at most; a blank white 12 MP JPEG is 36.5. A blank 12 MP PNG is
  * 228 (RGBA), 756 (8-bit grey) or 2,639 (1-bit grey) px/byte; deflate cannot
- * pass ~8,250 for any PNG. A blank lossless 12 MP WebP is 22,814 px/byte.
+ * pass ~8,250 for any PNG. A blank lossless 12 MP WebP is 22,814 px/byte, and
+ * a harder-working encoder can go further, hence the wide margin there.
  * Above these a small file claims a big frame that the decoder would invent
  * (and a re-encoder then store), so it is refused before anything decodes it.
  */
 export const MAX_PIXELS_PER_BYTE: Record<ImageType, number> = {
   "image/jpeg": 1_000,
   "image/png": 10_000,
-  "image/webp": 50_000,
+  "image/webp": 100_000,
 };
 
 /** Qualities tried, in order, when a lossy re-encode is larger than `maxBytes`. */
