@@ -11,6 +11,8 @@ import { defineEvent } from "../src/store/catalog.ts";
  */
 const mediaId = z.uuid();
 const patientId = z.uuid();
+/** An encounter id as the media events accept it; upload forms are checked against the same. */
+export const EncounterId = z.uuid();
 const patientKey = { subject: (d: { patientId: string }) => `patient-${d.patientId}` };
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
 
@@ -37,7 +39,7 @@ export const MediaUploaded = defineEvent({
   schema: z.strictObject({
     mediaId,
     patientId,
-    encounterId: z.uuid().nullable(),
+    encounterId: EncounterId.nullable(),
     uploaderId: z.uuid(),
     kind: z.enum(MEDIA_KINDS),
     category: z.string(),
@@ -77,7 +79,7 @@ export const UploadRejected = defineEvent({
   version: 1,
   schema: z.strictObject({
     patientId: z.uuid().nullable(),
-    encounterId: z.uuid().nullable(),
+    encounterId: EncounterId.nullable(),
     kind: z.enum(MEDIA_KINDS),
     category: z.string().nullable(),
     reason: z.enum(REJECTION_REASONS),

@@ -49,6 +49,8 @@ const Env = z.object({
   CHARTLOG_BLOB_DIR: z.string().min(1).optional(),
   CHARTLOG_UPLOAD_TIMEOUT_S: z.coerce.number().int().min(1).max(3600).default(300),
   CHARTLOG_IMAGE_WORKERS: z.coerce.number().int().min(1).max(64).default(2),
+  CHARTLOG_IMAGE_QUEUE: z.coerce.number().int().min(0).max(1000).default(8),
+  CHARTLOG_CLAMD_TIMEOUT_MS: z.coerce.number().int().min(10).max(600_000).default(30_000),
   CHARTLOG_CLAMD_URL: z.string().refine(
     (v) => /^tcp:\/\/(\[[0-9a-fA-F:.]+\]|[^/:[\]]+):\d+\/?$/.test(v) || /^unix:\/\/\/./.test(v),
     "must be tcp://host:port or unix:///path/to/clamd.socket",
@@ -89,6 +91,10 @@ export interface Config {
   uploadTimeoutSec: number;
   /** Workers that decode images; at most this many are decoded at once. */
   imageWorkers: number;
+  /** Decode jobs that may wait for a worker; past that an upload is 503 with Retry-After. */
+  imageQueue: number;
+  /** How long clamd may take over one file before the upload is refused (`scan_failed`). */
+  clamdTimeoutMs: number;
   /** Where encrypted media blobs live (default `<data dir>/blobs`). */
   blobDir: string;
   /** clamd to scan uploads with; without one, media record `not_scanned`. */
@@ -157,6 +163,8 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     mediaMaxPixels: e.CHARTLOG_MEDIA_MAX_PIXELS,
     blobDir: e.CHARTLOG_BLOB_DIR ?? `${e.CHARTLOG_DATA_DIR}/blobs`,
     imageWorkers: e.CHARTLOG_IMAGE_WORKERS,
+    imageQueue: e.CHARTLOG_IMAGE_QUEUE,
+    clamdTimeoutMs: e.CHARTLOG_CLAMD_TIMEOUT_MS,
     uploadTimeoutSec: e.CHARTLOG_UPLOAD_TIMEOUT_S,
     clamdUrl: e.CHARTLOG_CLAMD_URL ?? null,
   };

@@ -101,17 +101,25 @@ export const REJECTION_REASONS = [
   "malware",
   "encounter_cancelled",
   "forbidden",
+  "scan_failed",
+  "suspicious_compression",
+  "busy",
 ] as const;
 export type RejectionReason = (typeof REJECTION_REASONS)[number];
 
 /**
  * An upload the pipeline refuses. The HTTP status follows the reason:
  * too_large 413, type_not_allowed and type_mismatch 415, encounter_cancelled
- * 409, forbidden 403, the rest 422. The message names no content.
+ * 409, forbidden 403, scan_failed and busy 503 (busy with `retryAfterSec`),
+ * the rest 422. The message names no content.
  */
 export class UploadRejectedError extends ChartlogError {
   override name = "UploadRejectedError";
-  constructor(readonly reason: RejectionReason, message: string) {
+  constructor(
+    readonly reason: RejectionReason,
+    message: string,
+    readonly retryAfterSec?: number,
+  ) {
     super(message);
   }
 }

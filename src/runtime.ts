@@ -138,7 +138,7 @@ export const openRuntime = async (
       recoveryCodeKey: await deriveRecoveryCodeKey(masterKey),
       now: opts.now,
     });
-    const images = new ImagePool(config.imageWorkers);
+    const images = new ImagePool(config.imageWorkers, { maxQueue: config.imageQueue });
     return {
       db,
       migrated: applied,
@@ -147,7 +147,7 @@ export const openRuntime = async (
       indexKey,
       blobs,
       images,
-      scanner: scannerFromUrl(config.clamdUrl ?? undefined),
+      scanner: scannerFromUrl(config.clamdUrl ?? undefined, { timeoutMs: config.clamdTimeoutMs }),
       auditReads: opts.auditReads ?? true,
       projections,
       workers,

@@ -62,6 +62,11 @@ Deno.test("config: media settings, their defaults and a bad clamd URL", () => {
   assert.equal(c.clamdUrl, null); // no scanner: uploads are recorded not_scanned
   assert.equal(c.imageWorkers, 2);
   assert.equal(c.uploadTimeoutSec, 300);
+  assert.equal(c.imageQueue, 8);
+  assert.equal(c.clamdTimeoutMs, 30_000);
+  assert.equal(loadConfig({ CHARTLOG_IMAGE_QUEUE: "0" }).imageQueue, 0);
+  assert.throws(() => loadConfig({ CHARTLOG_IMAGE_QUEUE: "-1" }), /CHARTLOG_IMAGE_QUEUE/);
+  assert.throws(() => loadConfig({ CHARTLOG_CLAMD_TIMEOUT_MS: "0" }), /CHARTLOG_CLAMD_TIMEOUT_MS/);
   for (const url of ["tcp://clamav:3310", "tcp://[::1]:3310", "unix:///run/clamav/clamd.ctl"]) {
     assert.equal(loadConfig({ CHARTLOG_CLAMD_URL: url }).clamdUrl, url);
   }

@@ -189,3 +189,17 @@ Deno.test("dicom: rejections never echo the content", () => {
     assert.doesNotMatch(JSON.stringify({ ...err, message: err.message }), /TESTPATIENT|MRN/);
   }
 });
+
+Deno.test("dicom: parsing stops after the last kept tag; what follows is never parsed", () => {
+  // after (0020,000E): an undefined-length sequence whose items are garbage.
+  // A full parse fails on it; the summary needs none of it.
+  const plain = buildDicom(TAGS);
+  const tail = new Uint8Array(12 + 64).fill(0xab);
+  tail.set([0x40, 0x00, 0x75, 0x02, 0x53, 0x51, 0, 0, 0xff, 0xff, 0xff, 0xff]); // (0040,0275) SQ
+  const bytes = new Uint8Array([...plain, ...tail]);
+  assert.deepEqual(parseDicom(bytes), EXPECTED);
+  // the same garbage under a tag that could still be kept is parsed, and refused
+  const early = new Uint8Array([...plain, ...tail]);
+  early.set([0x08, 0x00, 0x15, 0x11], plain.length); // (0008,1115) Referenced Series Sequence
+  assertRejected(early);
+});

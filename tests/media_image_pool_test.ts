@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { Image } from "imagescript";
 import { UploadRejectedError } from "../src/errors.ts";
-import { ImagePool } from "../src/media/image_pool.ts";
+import { BUSY_RETRY_AFTER_SEC, ImagePool } from "../src/media/image_pool.ts";
+import { buildDicom } from "./support/dicom.ts";
 
 const jpeg = async (w: number, h: number) => {
   const img = new Image(w, h);
@@ -54,4 +55,42 @@ Deno.test("image pool: closing fails what is queued, and later calls", async () 
   pool.close();
   for (const j of jobs) await assert.rejects(j, /closed/);
   await assert.rejects(pool.process(new Uint8Array(4), "image/jpeg", { maxPixels: 1 }), /closed/);
+});
+
+Deno.test("image pool: past the queue bound a job is refused at once as busy, with a retry delay", async () => {
+  const pool = new ImagePool(1, { maxQueue: 1 });
+  try {
+    const opts = { maxPixels: 1_000_000 };
+    const running = pool.process(await jpeg(64, 64), "image/jpeg", opts);
+    const queued = pool.process(await jpeg(64, 64), "image/jpeg", opts);
+    await assert.rejects(pool.process(await jpeg(64, 64), "image/jpeg", opts), (e) => {
+      assert.ok(e instanceof UploadRejectedError);
+      assert.equal(e.reason, "busy");
+      assert.equal(e.retryAfterSec, BUSY_RETRY_AFTER_SEC);
+      return true;
+    });
+    await assert.rejects(pool.dicom(buildDicom({ modality: "OT" }), 1024), /try again/);
+    assert.deepEqual((await Promise.all([running, queued])).map((r) => r.width), [64, 64]);
+    // once the queue drains, jobs are taken again
+    assert.equal((await pool.process(await jpeg(8, 8), "image/jpeg", opts)).width, 8);
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("image pool: DICOM headers are read in a worker; the caller keeps its bytes", async () => {
+  const pool = new ImagePool(1);
+  try {
+    const bytes = buildDicom({ modality: "CT", patientId: "MRN-9" }, { deflate: true });
+    const summary = await pool.dicom(bytes, 1024 * 1024);
+    assert.equal(summary.modality, "CT");
+    assert.equal(summary.patientId, "MRN-9");
+    assert.ok(bytes.byteLength > 0);
+    await assert.rejects(
+      pool.dicom(bytes, 16),
+      (e) => e instanceof UploadRejectedError && e.reason === "too_large",
+    );
+  } finally {
+    pool.close();
+  }
 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Image } from "imagescript";
 import { UploadRejectedError } from "../src/errors.ts";
 import {
+  checkImageHeader,
   decodeJpeg,
   imageDimensions,
   jpegOrientation,
@@ -390,4 +391,35 @@ Deno.test("image: the fast JPEG path decodes to exactly what imagescript's Image
   const theirs = await Image.decode(jpeg);
   assert.deepEqual([ours.width, ours.height], [123, 77]);
   assert.deepEqual(ours.bitmap, theirs.bitmap);
+});
+
+Deno.test("checkImageHeader: blank scans pass; a small file claiming a big frame is suspicious", async () => {
+  // blank white pages are the most compressible real uploads (README has the 12 MP figures)
+  const page = new Image(1600, 1200);
+  page.fill(0xffffffff);
+  for (
+    const [type, bytes] of [
+      ["image/jpeg", await page.encodeJPEG(90)],
+      ["image/png", await page.encode()],
+      ["image/webp", await page.encodeWEBP(90)],
+      ["image/webp", await page.encodeWEBP(null)],
+    ] as const
+  ) {
+    assert.deepEqual(checkImageHeader(bytes, type, 50_000_000), { width: 1600, height: 1200 });
+  }
+  // the same frame header on a 16×16 image's data: about 2 bytes for every 1,000 pixels
+  const small = await gradient(16, 16, 255).encodeJPEG(90);
+  const claimed = small.slice();
+  const sof = claimed.findIndex((b, i) => b === 0xff && claimed[i + 1] === 0xc0);
+  new DataView(claimed.buffer).setUint16(sof + 5, 1200);
+  new DataView(claimed.buffer).setUint16(sof + 7, 1600);
+  assert.throws(
+    () => checkImageHeader(claimed, "image/jpeg", 50_000_000),
+    (e) => e instanceof UploadRejectedError && e.reason === "suspicious_compression",
+  );
+  // the pixel limit is judged first
+  assert.throws(
+    () => checkImageHeader(claimed, "image/jpeg", 1_000_000),
+    (e) => e instanceof UploadRejectedError && e.reason === "too_many_pixels",
+  );
 });

@@ -683,7 +683,7 @@ Deno.test("media: a configured scanner that cannot be reached fails the upload c
     assert.equal(res.status, 503);
     assert.equal((await res.json()).type, "/problems/unavailable");
     assert.equal(await count("MediaUploaded"), 0);
-    assert.deepEqual(await rejections(), []); // not refused for its content: it was never judged
+    assert.deepEqual(await rejections(), ["scan_failed"]); // refused unscanned, and recorded
     assert.deepEqual(await blobFiles(), []);
   } finally {
     await t.close();

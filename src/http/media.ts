@@ -22,7 +22,7 @@ import {
 } from "../errors.ts";
 import { ALLOW_LISTS, DOCUMENT_CATEGORIES, PHOTO_CATEGORIES } from "../media/categories.ts";
 import { parseMultipart, sanitizeFilename } from "../media/multipart.ts";
-import { ingest, recordRejection, type StepTimings } from "../media/pipeline.ts";
+import { ingest, recordRejection, type StepTimings, uploadFields } from "../media/pipeline.ts";
 import { sniff } from "../media/sniff.ts";
 import { sql } from "../store/sql.ts";
 import { allowed, authenticate, authorize, deny, requestMetadata } from "./auth_middleware.ts";
@@ -131,6 +131,20 @@ const visible = async (c: Context<AppEnv>, id: string, unseal = true): Promise<M
 const serverTiming = (t: StepTimings) =>
   Object.entries(t).map(([k, v]) => `${k};dur=${v!.toFixed(1)}`).join(", ");
 
+/** An encounter's patient and status, or null when there is none. */
+const encounterOf = async (c: Context<AppEnv>, id: string) => {
+  const [e] = await c.var.deps.runtime().store.db.query<{ patient_id: string; status: string }>(
+    sql`select patient_id::text as patient_id, status from encounters where id = ${id}::uuid`,
+  );
+  return e ? { patientId: e.patient_id, status: e.status } : null;
+};
+
+/** One rule for photos and documents: a cancelled encounter takes no media. */
+const cancelledEncounter = (status: string | null) =>
+  status === "cancelled"
+    ? new UploadRejectedError("encounter_cancelled", "cannot upload media to a cancelled encounter")
+    : null;
+
 /** Where an upload is going (the patient, and the encounter of a photo), or null. */
 const resolveTarget = async (c: Context<AppEnv>, kind: MediaKind) => {
   const store = c.var.deps.runtime().store;
@@ -138,10 +152,9 @@ const resolveTarget = async (c: Context<AppEnv>, kind: MediaKind) => {
   let patientId = id;
   let encounterStatus: string | null = null;
   if (kind === "photo") {
-    const [e] = await store.db.query<{ patient_id: string; status: string }>(sql`select
-      patient_id::text as patient_id, status from encounters where id = ${id}::uuid`);
+    const e = await encounterOf(c, id);
     if (!e) return null;
-    patientId = e.patient_id;
+    patientId = e.patientId;
     encounterStatus = e.status;
   }
   const [p] = await store.db.query<{ mrn: string; deleted: boolean }>(
@@ -175,12 +188,13 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
   const metadata = requestMetadata(c);
   let bytesRead = 0;
   let category: string | null = null;
+  let encounterId = target?.encounterId ?? null;
   let detectedType: (typeof CONTENT_TYPES)[number] | null = null;
   /** Records a refusal with what is known of the upload so far. */
   const record = (reason: UploadRejectedError["reason"]) =>
     recordRejection(runtime.store, actor, {
       patientId: target?.patientId ?? null,
-      encounterId: target?.encounterId ?? null,
+      encounterId,
       kind,
       category,
       reason,
@@ -200,14 +214,8 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
   if (!target) throw new NotFoundError(kind === "photo" ? "no such encounter" : "no such patient");
 
   if (target.patientDeleted) throw new ConflictError("the patient is deleted");
-  if (target.encounterStatus === "cancelled") {
-    await reject(
-      new UploadRejectedError(
-        "encounter_cancelled",
-        "cannot upload media to a cancelled encounter",
-      ),
-    );
-  }
+  const cancelled = cancelledEncounter(target.encounterStatus);
+  if (cancelled) await reject(cancelled);
   const contentType = c.req.header("content-type") ?? "";
   if (!/^multipart\/form-data\s*;/i.test(contentType) || !c.req.raw.body) {
     throw new ValidationError("the body must be multipart/form-data", [{
@@ -235,17 +243,22 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
     });
     clearTimeout(timer);
     bytesRead = parsed.file?.size ?? 0;
-    category = parsed.fields.category?.trim().slice(0, 50) || null;
+    // every field is checked before anything is stored: a bad one is a 422 and no event
+    const fields = uploadFields(kind, parsed);
+    category = fields.category;
     if (parsed.file) detectedType = sniff(parsed.file.bytes);
-    // a document may name one of the patient's encounters
-    const encounterId = parsed.fields.encounterId?.trim().toLowerCase();
-    if (kind === "document" && encounterId && z.uuid().safeParse(encounterId).success) {
-      if ((await encounterPatient(runtime.store, encounterId)) !== target.patientId) {
+    // a document may name one of the patient's encounters, under the photos' rule
+    if (kind === "document" && fields.encounterId) {
+      const e = await encounterOf(c, fields.encounterId);
+      if (e?.patientId !== target.patientId) {
         throw new ValidationError("no such encounter for this patient", [{
           path: "encounterId",
           message: "not an encounter of this patient",
         }]);
       }
+      encounterId = fields.encounterId;
+      const refused = cancelledEncounter(e.status);
+      if (refused) throw refused; // recorded below, with the other refusals
     }
     const done = await ingest(
       {
@@ -253,10 +266,12 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
         blobs: runtime.blobs,
         scanner: runtime.scanner,
         maxPixels: config.mediaMaxPixels,
+        maxBytes: config.mediaMaxBytes,
         images: runtime.images,
       },
       target,
       parsed,
+      fields,
       actor,
       metadata,
     );
@@ -266,7 +281,7 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
     return c.json(await view(c, m), 201);
   } catch (err) {
     if (err instanceof UploadRejectedError) {
-      if (err.reason === "too_large") bytesRead = config.mediaMaxBytes;
+      if (err.reason === "too_large" && bytesRead === 0) bytesRead = config.mediaMaxBytes;
       await reject(err);
     }
     throw err;
@@ -298,7 +313,10 @@ const uploadDoc = (kind: MediaKind) => {
       "re-encoded without their metadata (EXIF, GPS, XMP) and get a 256-px thumbnail; DICOM " +
       "headers are read. Files are scanned for malware when a scanner is configured, encrypted " +
       "with the patient's key, and the `MediaUploaded` event is appended last. The size limit " +
-      "is enforced while the body streams in (413). `Server-Timing` reports each step.",
+      "is enforced while the body streams in (413). An image whose header claims more pixels " +
+      "than the limit or than its data could hold is 422 before it is scanned or decoded; a " +
+      "scan that fails or times out is 503; a full decode queue is 503 with `Retry-After`. " +
+      "`Server-Timing` reports each step.",
     security: bearer,
     request: {
       params: IdParam,

@@ -132,7 +132,11 @@ export const problemFor = (
   if (err instanceof UnavailableError) return { slug: "unavailable", detail: err.message };
   if (err instanceof RequestTimeoutError) return { slug: "request-timeout", detail: err.message };
   if (err instanceof UploadRejectedError) {
-    return { slug: UPLOAD_PROBLEMS[err.reason], detail: err.message };
+    return {
+      slug: UPLOAD_PROBLEMS[err.reason],
+      detail: err.message,
+      ...(err.retryAfterSec ? { headers: { "Retry-After": String(err.retryAfterSec) } } : {}),
+    };
   }
   if (err instanceof HTTPException) {
     const slug = (Object.keys(PROBLEMS) as ProblemSlug[])
@@ -152,4 +156,7 @@ const UPLOAD_PROBLEMS: Record<UploadRejectedError["reason"], ProblemSlug> = {
   malware: "malware-detected",
   encounter_cancelled: "conflict",
   forbidden: "forbidden",
+  scan_failed: "unavailable",
+  suspicious_compression: "corrupt-media",
+  busy: "unavailable",
 };

@@ -1,8 +1,13 @@
 /**
  * Reads the header of a DICOM Part 10 upload into the few attributes the
- * record indexes. Parsing stops at Pixel Data (7FE0,0010), so image size does
- * not matter, except for the deflated transfer syntax, which must be inflated
- * whole first and is therefore capped.
+ * record indexes. Every kept attribute sits in groups 0008–0020, and a
+ * dataset is in ascending tag order (PS3.5 §7.1), so parsing stops at the
+ * first element past the last kept tag; beyond it only element headers are
+ * hopped over, a bounded number of them, to check that a defined-length Pixel
+ * Data fits the file. A deflated dataset is inflated whole, up to a ceiling
+ * (a deflate bomb is refused as too large), because the stored file is what
+ * a viewer will inflate later. This runs in the decode workers
+ * (`ImagePool`), never on the server's event loop.
  *
  * Values are trimmed; empty or absent ones are null. Dates (DA) become ISO
  * `YYYY-MM-DD` when they are valid calendar dates and null otherwise.
@@ -10,7 +15,7 @@
  * Errors never carry the parser's own error, which may hold the dataset.
  */
 import dicomParser from "dicom-parser";
-import type { DataSet } from "dicom-parser";
+import type { ByteStream, Element } from "dicom-parser";
 import { inflateRawSync } from "node:zlib";
 import { UploadRejectedError } from "../errors.ts";
 
@@ -41,7 +46,14 @@ export interface ParseDicomOptions {
 }
 
 /** Default ceiling on an inflated dataset (deflate bombs). */
-export const MAX_INFLATED_BYTES = 256 * 1024 * 1024;
+export const MAX_INFLATED_BYTES = 40 * 1024 * 1024;
+
+/**
+ * How many times the upload limit a deflated dataset may inflate to. Real
+ * deflated DICOM (mostly reports and small images) stays well under it; a
+ * bomb (250 MiB of zeros in 255 KB) does not.
+ */
+export const INFLATE_FACTOR = 4;
 
 /** Where each field lives (PS3.6 data dictionary), in dicom-parser's `xGGGGEEEE` form. */
 const TAGS: Record<keyof DicomSummary, string> = {
@@ -85,26 +97,35 @@ const ENCODINGS: Record<string, string> = {
 
 const corrupt = () => new UploadRejectedError("corrupt", "the DICOM file could not be parsed");
 
-/**
- * Stamp a (FFFC,FFFC) Data Set Trailing Padding OB header over the first 12
- * bytes of the preamble, its length running up to `position`. dicom-parser
- * 1.8.21 reads the inflated array from offset 0, not from `position`, so it
- * walks the preamble and meta group as if they were dataset elements: a
- * non-zero preamble (allowed by PS3.10 §7.1) sends it off the end. With the
- * stamp it skips straight to the dataset; a parser that starts at `position`
- * never sees it. The meta elements keep their offsets, as they are untouched.
- */
-const stampSkip = (full: Uint8Array, position: number): void => {
-  const view = new DataView(full.buffer, full.byteOffset, 12);
-  view.setUint16(0, 0xfffc, true);
-  view.setUint16(2, 0xfffc, true);
-  full.set([0x4f, 0x42, 0x00, 0x00], 4); // "OB" and two reserved bytes
-  view.setUint32(8, position - 12, true);
-};
+const DEFLATED = "1.2.840.10008.1.2.1.99";
+const IMPLICIT_LITTLE_ENDIAN = "1.2.840.10008.1.2";
+const EXPLICIT_BIG_ENDIAN = "1.2.840.10008.1.2.2";
+/** The highest tag in {@link TAGS}' dataset part: nothing after it is kept. */
+const LAST_KEPT = Object.values(TAGS).filter((t) => !t.startsWith("x0002")).sort().at(-1)!;
+/** Element headers hopped over after the kept tags, looking for Pixel Data. */
+const MAX_HOPS = 4096;
+const UNDEFINED_LENGTH = 0xffffffff;
+/** Explicit VRs with two reserved bytes and a 32-bit length (PS3.5 §7.1.2). */
+const LONG_VRS = new Set([
+  "OB",
+  "OD",
+  "OF",
+  "OL",
+  "OV",
+  "OW",
+  "SQ",
+  "SV",
+  "UC",
+  "UN",
+  "UR",
+  "UT",
+  "UV",
+]);
 
 const inflate = (deflated: Uint8Array, maxBytes: number): Uint8Array => {
   try {
-    return inflateRawSync(deflated, { maxOutputLength: maxBytes });
+    // zlib takes no ceiling above its buffer limit; no DICOM header needs a GiB
+    return inflateRawSync(deflated, { maxOutputLength: Math.min(maxBytes, 2 ** 30) });
   } catch (err) {
     if (err instanceof RangeError) {
       throw new UploadRejectedError("too_large", "the DICOM dataset inflates beyond the limit");
@@ -113,27 +134,91 @@ const inflate = (deflated: Uint8Array, maxBytes: number): Uint8Array => {
   }
 };
 
-/**
- * dicom-parser's `inflater` hook: given the whole file and the offset where
- * the deflated dataset starts (just past the meta group), return the meta
- * header followed by the inflated dataset, as one array.
- */
-const inflaterFor = (maxBytes: number) => (bytes: Uint8Array, position: number): Uint8Array => {
-  if (position < 132) throw corrupt();
-  const body = inflate(bytes.subarray(position), maxBytes);
-  const full = new Uint8Array(position + body.length);
-  full.set(bytes.subarray(0, position), 0);
-  full.set(body, position);
-  stampSkip(full, position);
-  return full;
+/** One kept element and the bytes its offsets refer to. */
+interface Kept {
+  bytes: Uint8Array;
+  element: Element;
+}
+
+/** The header of the next element, without its value, or null at the end. */
+const peekHeader = (stream: ByteStream, explicit: boolean) => {
+  const at = stream.position;
+  const tag = dicomParser.readTag(stream);
+  let length: number;
+  if (explicit) {
+    const vr = stream.readFixedString(2);
+    if (LONG_VRS.has(vr)) {
+      stream.seek(2);
+      length = stream.readUint32();
+    } else length = stream.readUint16();
+  } else length = stream.readUint32();
+  const dataOffset = stream.position;
+  stream.position = at;
+  return { tag, length, dataOffset };
 };
 
-const rawDataSet = (bytes: Uint8Array, maxInflatedBytes: number): DataSet => {
+/**
+ * After the kept tags: hop over element headers (bounded) to Pixel Data and
+ * check that a defined-length one fits. An undefined length ends the hop:
+ * only a full parse could find its end, and nothing there is kept.
+ */
+const checkRest = (stream: ByteStream, explicit: boolean): void => {
+  const size = stream.byteArray.length;
+  for (let hop = 0; hop < MAX_HOPS && stream.position < size; hop++) {
+    const h = peekHeader(stream, explicit);
+    if (h.length === UNDEFINED_LENGTH) return;
+    if (h.dataOffset + h.length > size) throw corrupt();
+    if (h.tag === PIXEL_DATA) return;
+    stream.position = h.dataOffset + h.length;
+  }
+};
+
+/** The dataset's elements up to the last kept tag, then a bounded check of the rest. */
+const readDataset = (stream: ByteStream, explicit: boolean): Record<string, Element> => {
+  const elements: Record<string, Element> = {};
+  const size = stream.byteArray.length;
+  while (stream.position < size) {
+    if (peekHeader(stream, explicit).tag > LAST_KEPT) {
+      checkRest(stream, explicit);
+      break;
+    }
+    const el = explicit
+      ? dicomParser.readDicomElementExplicit(stream, [])
+      : dicomParser.readDicomElementImplicit(stream);
+    if (stream.position > size) throw corrupt(); // the value runs past the end
+    elements[el.tag] = el;
+  }
+  return elements;
+};
+
+/** The kept elements of a Part 10 file: meta group from `bytes`, dataset perhaps inflated. */
+const keptElements = (bytes: Uint8Array, maxInflatedBytes: number): Map<string, Kept> => {
+  const meta = dicomParser.readPart10Header(bytes) as
+    & ReturnType<
+      typeof dicomParser.readPart10Header
+    >
+    & { position: number };
+  const syntaxElement = meta.elements[TAGS.transferSyntax];
+  if (!syntaxElement) throw corrupt();
+  const syntax = readText(bytes, syntaxElement, new TextDecoder("latin1"));
+  const data = syntax === DEFLATED
+    ? inflate(bytes.subarray(meta.position), maxInflatedBytes)
+    : bytes;
+  const start = syntax === DEFLATED ? 0 : meta.position;
+  const parser = syntax === EXPLICIT_BIG_ENDIAN
+    ? dicomParser.bigEndianByteArrayParser
+    : dicomParser.littleEndianByteArrayParser;
+  const stream = new dicomParser.ByteStream(parser, data, start);
+  const dataset = readDataset(stream, syntax !== IMPLICIT_LITTLE_ENDIAN);
+  const kept = new Map<string, Kept>();
+  for (const [tag, element] of Object.entries(meta.elements)) kept.set(tag, { bytes, element });
+  for (const [tag, element] of Object.entries(dataset)) kept.set(tag, { bytes: data, element });
+  return kept;
+};
+
+const parseElements = (bytes: Uint8Array, maxInflatedBytes: number): Map<string, Kept> => {
   try {
-    return dicomParser.parseDicom(bytes, {
-      untilTag: PIXEL_DATA,
-      inflater: inflaterFor(maxInflatedBytes),
-    });
+    return keptElements(bytes, maxInflatedBytes);
   } catch (err) {
     // dicom-parser throws strings and { exception, dataSet } objects; drop them (PHI).
     if (err instanceof UploadRejectedError) throw err;
@@ -142,17 +227,19 @@ const rawDataSet = (bytes: Uint8Array, maxInflatedBytes: number): DataSet => {
 };
 
 /** The decoder for the dataset's first Specific Character Set value; Latin-1 by default. */
-const decoderFor = (ds: DataSet): TextDecoder => {
-  const first = ds.string(SPECIFIC_CHARACTER_SET)?.split("\\")[0]?.trim();
+const decoderFor = (kept: Map<string, Kept>): TextDecoder => {
+  const k = kept.get(SPECIFIC_CHARACTER_SET);
+  const value = k ? readText(k.bytes, k.element, new TextDecoder("latin1")) : null;
+  const first = value?.split("\\")[0]?.trim();
   const declared = first?.replace(/^ISO 2022 IR /, "ISO_IR ");
   return new TextDecoder(ENCODINGS[declared ?? ""] ?? "iso-8859-1");
 };
 
 /** A text element's value, cut at the first NUL and trimmed; null when absent or empty. */
-const readText = (ds: DataSet, tag: string, decoder: TextDecoder): string | null => {
-  const el = ds.elements[tag];
-  if (!el || el.items || el.hadUndefinedLength || el.length === 0) return null;
-  const raw = decoder.decode(ds.byteArray.subarray(el.dataOffset, el.dataOffset + el.length));
+const readText = (bytes: Uint8Array, el: Element, decoder: TextDecoder): string | null => {
+  if (el.items || el.hadUndefinedLength || el.length === 0) return null;
+  if (el.dataOffset + el.length > bytes.length) throw corrupt();
+  const raw = decoder.decode(bytes.subarray(el.dataOffset, el.dataOffset + el.length));
   const value = (raw.split("\0")[0] ?? "").trim();
   return value === "" ? null : value;
 };
@@ -167,17 +254,11 @@ export const isoDate = (value: string | null): string | null => {
   return valid ? `${m[1]}-${m[2]}-${m[3]}` : null;
 };
 
-/** Defined-length Pixel Data must fit the file; parsing stopped at its header. */
-const pixelDataFits = (ds: DataSet): boolean => {
-  const el = ds.elements[PIXEL_DATA];
-  return !el || el.hadUndefinedLength === true ||
-    el.dataOffset + el.length <= ds.byteArray.length;
-};
-
-const summarise = (ds: DataSet): DicomSummary => {
-  const decoder = decoderFor(ds);
+const summarise = (kept: Map<string, Kept>): DicomSummary => {
+  const decoder = decoderFor(kept);
   const entries = Object.entries(TAGS).map(([field, tag]) => {
-    const value = readText(ds, tag, decoder);
+    const k = kept.get(tag);
+    const value = k ? readText(k.bytes, k.element, decoder) : null;
     return [field, DATE_FIELDS.has(field as keyof DicomSummary) ? isoDate(value) : value];
   });
   return Object.fromEntries(entries) as DicomSummary;
@@ -188,7 +269,8 @@ const identifiesSomething = (s: DicomSummary): boolean =>
   Object.entries(s).some(([field, value]) => field !== "transferSyntax" && value !== null);
 
 /**
- * Parse a DICOM Part 10 file and summarise its header.
+ * Parse a DICOM Part 10 file and summarise its header. Synchronous and
+ * CPU-bound: the server calls it through `ImagePool.dicom`.
  *
  * @throws {UploadRejectedError} `corrupt` when the bytes are not a readable
  *   Part 10 file: no `DICM` prefix, a broken meta group, an element running
@@ -201,9 +283,7 @@ const identifiesSomething = (s: DicomSummary): boolean =>
  * summary.studyDate; // "2024-01-31"
  */
 export const parseDicom = (bytes: Uint8Array, opts: ParseDicomOptions = {}): DicomSummary => {
-  const ds = rawDataSet(bytes, opts.maxInflatedBytes ?? MAX_INFLATED_BYTES);
-  if (!pixelDataFits(ds)) throw corrupt();
-  const summary = summarise(ds);
+  const summary = summarise(parseElements(bytes, opts.maxInflatedBytes ?? MAX_INFLATED_BYTES));
   if (!identifiesSomething(summary)) throw corrupt();
   return summary;
 };

@@ -38,6 +38,12 @@ export interface ProcessImageOptions {
   jpegQuality?: number;
   /** Quality (1-100) of a re-encoded lossy WebP; default 90. Lossless stays lossless. */
   webpQuality?: number;
+  /**
+   * Largest re-encoded image kept: past it a lossy format is re-encoded at
+   * lower qualities ({@link FALLBACK_QUALITIES}), a PNG at the highest
+   * compression, and what is still larger is refused ("too_large").
+   */
+  maxBytes?: number;
 }
 
 /** The outcome of {@link processImage}. */
@@ -52,6 +58,27 @@ export interface ProcessedImage {
   /** Milliseconds (performance.now()) spent in each step. */
   timings: { decode: number; encode: number; thumbnail: number };
 }
+
+/**
+ * Most pixels per byte of compressed pixel data each type is allowed, above
+ * what any real photo or scan reaches (README, "Clinical photos and
+ * documents", for the measurements). A complete baseline or progressive
+ * JPEG codes every 8×8 block of every component with at least one bit: 512
+ * px/byte at most; a blank white 12 MP JPEG is 36.5. A blank 12 MP PNG is
+ * 228 (RGBA), 756 (8-bit grey) or 2,639 (1-bit grey) px/byte; deflate cannot
+ * pass ~8,250 for any PNG. A blank lossless 12 MP WebP is 22,814 px/byte, and
+ * a harder-working encoder can go further, hence the wide margin there.
+ * Above these a small file claims a big frame that the decoder would invent
+ * (and a re-encoder then store), so it is refused before anything decodes it.
+ */
+export const MAX_PIXELS_PER_BYTE: Record<ImageType, number> = {
+  "image/jpeg": 1_000,
+  "image/png": 10_000,
+  "image/webp": 100_000,
+};
+
+/** Qualities tried, in order, when a lossy re-encode is larger than `maxBytes`. */
+export const FALLBACK_QUALITIES = [75, 60, 45] as const;
 
 const DEFAULT_THUMBNAIL_SIZE = 256;
 const DEFAULT_QUALITY = 90;
@@ -189,6 +216,77 @@ export const imageDimensions = (bytes: Uint8Array, type: SniffedType): Dimension
   }
 };
 
+/** Offset of a JPEG's first SOS segment (its first scan), or null if it has none. */
+const jpegFirstScan = (b: Uint8Array): number | null => {
+  let pos = 2;
+  while (pos + 4 <= b.length && b[pos] === 0xff) {
+    while (b[pos] === 0xff) pos++;
+    const marker = b[pos++];
+    if (marker === 0xda) return pos - 2;
+    if (marker === 0x01 || (marker! >= 0xd0 && marker! <= 0xd7)) continue;
+    if (marker === 0xd9 || pos + 2 > b.length) return null;
+    pos += u16be(b, pos);
+  }
+  return null;
+};
+
+/**
+ * Bytes of compressed pixel data: a JPEG from its first scan on (metadata
+ * segments do not count), a PNG's IDAT chunks, a whole WebP. Null when there
+ * is none to measure (the image is then corrupt, which the decode finds).
+ */
+const pixelDataBytes = (b: Uint8Array, type: ImageType): number | null => {
+  switch (type) {
+    case "image/jpeg": {
+      const scan = jpegFirstScan(b);
+      return scan === null ? null : b.length - scan;
+    }
+    case "image/png": {
+      let n = 0;
+      for (let pos = 8; pos + 12 <= b.length;) {
+        const length = u32be(b, pos);
+        if (fourcc(b, pos + 4) === "IDAT") n += Math.min(length, b.length - pos - 12);
+        pos += 12 + length;
+      }
+      return n || null;
+    }
+    case "image/webp":
+      return b.length;
+  }
+};
+
+/**
+ * What the header alone decides, before a scanner or a decoder sees the
+ * bytes: the size, more than `maxPixels` ("too_many_pixels"), and a ratio of
+ * pixels to compressed bytes no real image reaches ("suspicious_compression",
+ * {@link MAX_PIXELS_PER_BYTE}).
+ *
+ * @example
+ * ```ts
+ * const { width, height } = checkImageHeader(bytes, "image/jpeg", 50_000_000);
+ * ```
+ */
+export const checkImageHeader = (
+  bytes: Uint8Array,
+  type: SniffedType,
+  maxPixels: number,
+): Dimensions => {
+  const imageType = asImageType(type);
+  const { width, height } = imageDimensions(bytes, imageType);
+  const pixels = width * height;
+  if (pixels > maxPixels) {
+    throw new UploadRejectedError("too_many_pixels", `the image has more than ${maxPixels} pixels`);
+  }
+  const data = pixelDataBytes(bytes, imageType);
+  if (data !== null && pixels > data * MAX_PIXELS_PER_BYTE[imageType]) {
+    throw new UploadRejectedError(
+      "suspicious_compression",
+      "the image claims far more pixels than its data can hold",
+    );
+  }
+  return { width, height };
+};
+
 // ---------------------------------------------------------------------------
 // Decoding
 
@@ -315,15 +413,44 @@ const encode = async (
   type: ImageType,
   lossless: boolean,
   opts: ProcessImageOptions,
+  smallest = false,
 ): Promise<Uint8Array> => {
   switch (type) {
     case "image/jpeg":
       return await image.encodeJPEG(quality(opts.jpegQuality) as JPEGQuality);
     case "image/png":
-      return stripPngChunks(await image.encode());
+      return stripPngChunks(await image.encode(smallest ? 9 : 1));
     case "image/webp":
       return await image.encodeWEBP(lossless ? null : quality(opts.webpQuality) as WEBPQuality);
   }
+};
+
+/**
+ * The re-encoded image within `opts.maxBytes`: lossy formats step down
+ * through {@link FALLBACK_QUALITIES}, a PNG tries the highest compression;
+ * still too large is refused.
+ */
+const encodeWithin = async (
+  image: Image,
+  type: ImageType,
+  lossless: boolean,
+  opts: ProcessImageOptions,
+): Promise<Uint8Array> => {
+  let out = await encode(image, type, lossless, opts);
+  const max = opts.maxBytes ?? Infinity;
+  if (out.length <= max) return out;
+  if (type === "image/png") out = await encode(image, type, lossless, opts, true);
+  else if (!lossless) {
+    const start = quality(type === "image/jpeg" ? opts.jpegQuality : opts.webpQuality);
+    for (const q of FALLBACK_QUALITIES.filter((q) => q < start)) {
+      out = await encode(image, type, lossless, { ...opts, jpegQuality: q, webpQuality: q });
+      if (out.length <= max) break;
+    }
+  }
+  if (out.length > max) {
+    throw new UploadRejectedError("too_large", `the re-encoded image exceeds ${max} bytes`);
+  }
+  return out;
 };
 
 /** Thumbnail size: longest side `size`, aspect kept, never larger than the source. */
@@ -465,12 +592,14 @@ const header = (bytes: Uint8Array, type: ImageType): WebpHeader =>
  *
  * In order: the bytes must be `type` (else "type_mismatch"); the headers give
  * the size, and more than `maxPixels` is refused ("too_many_pixels") before
- * any decoding; animated WebP is refused ("type_not_allowed"); a structure
+ * any decoding, as is a size the compressed data cannot hold
+ * ("suspicious_compression", {@link checkImageHeader}); animated WebP is refused ("type_not_allowed"); a structure
  * that does not reach its end marker (JPEG EOI, PNG IEND, WebP RIFF size) or
  * fails to decode to the header's size is "corrupt". The output is encoded
  * afresh, so EXIF (GPS), XMP, ICC profiles, comments and anything appended
  * after the image are gone. JPEG input gives JPEG, PNG gives PNG, WebP gives
- * WebP (lossless when the input was lossless).
+ * WebP (lossless when the input was lossless), within `maxBytes` if given
+ * (else "too_large").
  *
  * @example
  * ```ts
@@ -488,13 +617,8 @@ export const processImage = async (
   if (sniff(bytes) !== imageType) {
     throw new UploadRejectedError("type_mismatch", `the bytes are not ${imageType}`);
   }
-  const { width, height, animated, lossless } = header(bytes, imageType);
-  if (width * height > opts.maxPixels) {
-    throw new UploadRejectedError(
-      "too_many_pixels",
-      `the image has more than ${opts.maxPixels} pixels`,
-    );
-  }
+  const { width, height } = checkImageHeader(bytes, imageType, opts.maxPixels);
+  const { animated, lossless } = header(bytes, imageType);
   if (animated) throw new UploadRejectedError("type_not_allowed", "animated WebP is not accepted");
   if (imageEnd(bytes, imageType) === null) throw corrupt("the image is truncated or damaged");
 
@@ -507,7 +631,7 @@ export const processImage = async (
     ? applyOrientation(decoded, jpegOrientation(bytes))
     : decoded;
   const t1 = performance.now();
-  const out = await encode(image, imageType, lossless, opts);
+  const out = await encodeWithin(image, imageType, lossless, opts);
   const t2 = performance.now();
   const thumb = await thumbnail(image, opts.thumbnailSize ?? DEFAULT_THUMBNAIL_SIZE);
   const t3 = performance.now();

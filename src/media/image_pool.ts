@@ -1,24 +1,34 @@
 import { type RejectionReason, UploadRejectedError } from "../errors.ts";
+import type { DicomSummary } from "./dicom.ts";
 import type { ProcessedImage, ProcessImageOptions } from "./image.ts";
 import type { SniffedType } from "./sniff.ts";
 
-/** A message to an image worker. */
-export interface ImageJob {
-  id: number;
-  bytes: Uint8Array;
-  type: SniffedType;
-  opts: ProcessImageOptions;
-}
+/** A message to a decode worker: an image to re-encode, or a DICOM header to read. */
+export type ImageJob =
+  | { id: number; task: "image"; bytes: Uint8Array; type: SniffedType; opts: ProcessImageOptions }
+  | { id: number; task: "dicom"; bytes: Uint8Array; maxInflatedBytes: number };
 
-/** A worker's answer: the processed image, a refusal, or a failure. */
+/** A worker's answer: the result, a refusal, or a failure. */
 export type ImageReply =
-  | { id: number; ok: ProcessedImage }
+  | { id: number; ok: ProcessedImage | DicomSummary }
   | { id: number; rejected: { reason: RejectionReason; message: string } }
   | { id: number; failed: true };
 
+/** Options of {@link ImagePool}. */
+export interface ImagePoolOptions {
+  /**
+   * Jobs that may wait for a worker; one more is refused at once ("busy",
+   * HTTP 503 with Retry-After) rather than queued. Default unbounded.
+   */
+  maxQueue?: number;
+}
+
+/** What a refused job's client is told to wait before trying again, in seconds. */
+export const BUSY_RETRY_AFTER_SEC = 5;
+
 interface Pending {
   job: ImageJob;
-  resolve: (r: ProcessedImage) => void;
+  resolve: (r: never) => void;
   reject: (e: Error) => void;
 }
 
@@ -28,37 +38,88 @@ interface Slot {
 }
 
 /**
- * Image decoding and re-encoding in a few workers, so that a 12-megapixel
- * photo (seconds of CPU) never stalls the event loop that serves every
- * other request, and so that at most `size` images are decoded at once:
- * with the pixel limit, that bounds the memory uploads can take. Further
- * jobs wait in a queue. Workers start on first use; a crashed worker is
- * replaced and its job fails.
+ * Image decoding and re-encoding, and DICOM header parsing (inflate
+ * included), in a few workers, so that a 12-megapixel photo or a deflated
+ * dataset (seconds of CPU) never stalls the event loop that serves every
+ * other request, and so that at most `size` files are decoded at once: with
+ * the pixel and inflate limits, that bounds the memory uploads can take.
+ * Further jobs wait in a queue of at most `maxQueue`; past it a job is
+ * refused at once. Workers start on first use; a crashed worker is replaced
+ * and its job fails.
  */
 export class ImagePool {
   readonly #size: number;
+  readonly #maxQueue: number;
   readonly #slots: Slot[] = [];
   readonly #queue: Pending[] = [];
   #nextId = 1;
   #closed = false;
 
-  constructor(size: number) {
+  constructor(size: number, options: ImagePoolOptions = {}) {
     if (!(size >= 1)) throw new RangeError("an image pool needs at least one worker");
+    const { maxQueue = Infinity } = options;
+    if (!(maxQueue >= 0)) throw new RangeError("maxQueue must be 0 or more");
     this.#size = size;
+    this.#maxQueue = maxQueue;
+  }
+
+  /** Jobs in a worker now. */
+  get running(): number {
+    return this.#slots.filter((s) => s.busy).length;
   }
 
   /**
    * {@link processImage} in a worker. The input's buffer is transferred to
    * the worker: the caller must not use `bytes` afterwards.
+   *
+   * @throws UploadRejectedError "busy" (at once) when the queue is full.
    */
   process(
     bytes: Uint8Array,
     type: SniffedType,
     opts: ProcessImageOptions,
   ): Promise<ProcessedImage> {
+    return this.#submit({ id: this.#nextId++, task: "image", bytes, type, opts });
+  }
+
+  /**
+   * {@link parseDicom} in a worker; `bytes` is copied, the caller keeps it.
+   *
+   * @throws UploadRejectedError "busy" (at once) when the queue is full.
+   */
+  dicom(bytes: Uint8Array, maxInflatedBytes: number): Promise<DicomSummary> {
+    return this.#submit({
+      id: this.#nextId++,
+      task: "dicom",
+      bytes: bytes.slice(),
+      maxInflatedBytes,
+    });
+  }
+
+  /**
+   * Throws the "busy" refusal when a job submitted now would be refused, so
+   * that a caller can refuse before costlier steps (the malware scan).
+   */
+  checkRoom(): void {
+    const idle = this.#slots.some((s) => !s.busy) || this.#slots.length < this.#size;
+    if (!idle && this.#queue.length >= this.#maxQueue) {
+      throw new UploadRejectedError(
+        "busy",
+        "too many uploads are being processed; try again shortly",
+        BUSY_RETRY_AFTER_SEC,
+      );
+    }
+  }
+
+  #submit<T>(job: ImageJob): Promise<T> {
     if (this.#closed) return Promise.reject(new Error("the image pool is closed"));
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ job: { id: this.#nextId++, bytes, type, opts }, resolve, reject });
+    try {
+      this.checkRoom();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.#queue.push({ job, resolve: resolve as (r: never) => void, reject });
       this.#pump();
     });
   }
@@ -98,7 +159,7 @@ export class ImagePool {
       slot.busy = null;
       if (p && p.job.id === e.data.id) {
         const r = e.data;
-        if ("ok" in r) p.resolve(r.ok);
+        if ("ok" in r) p.resolve(r.ok as never);
         else if ("rejected" in r) {
           p.reject(new UploadRejectedError(r.rejected.reason, r.rejected.message));
         } else p.reject(new Error("image processing failed"));

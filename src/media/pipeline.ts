@@ -1,16 +1,16 @@
 import { createHash } from "node:crypto";
 import type { EventMetadata } from "../../events/metadata.ts";
-import type { CONTENT_TYPES, MediaKind } from "../../events/media.ts";
+import { type CONTENT_TYPES, EncounterId, type MediaKind } from "../../events/media.ts";
 import type { Actor } from "../auth/policy.ts";
 import { type RejectionReason, UploadRejectedError, ValidationError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
 import type { BlobStore } from "./blob_store.ts";
 import { ALLOW_LISTS, claimedType } from "./categories.ts";
-import { type DicomSummary, parseDicom } from "./dicom.ts";
-import { imageDimensions } from "./image.ts";
+import { type DicomSummary, INFLATE_FACTOR } from "./dicom.ts";
+import { checkImageHeader, imageDimensions } from "./image.ts";
 import type { ImagePool } from "./image_pool.ts";
 import { type ParsedUpload, sanitizeFilename } from "./multipart.ts";
-import type { Scanner } from "./scanner.ts";
+import { type Scanner, ScannerUnavailableError } from "./scanner.ts";
 import { isPolyglot, sniff } from "./sniff.ts";
 
 type ContentType = (typeof CONTENT_TYPES)[number];
@@ -29,7 +29,12 @@ export interface PipelineDeps {
   blobs: BlobStore;
   scanner: Scanner | null;
   maxPixels: number;
-  /** Where images are decoded, off the event loop. */
+  /**
+   * The media limit: a re-encoded image must fit it too, and a deflated
+   * DICOM dataset may inflate to {@link INFLATE_FACTOR} times it.
+   */
+  maxBytes: number;
+  /** Where images are decoded and DICOM headers read, off the event loop. */
   images: ImagePool;
 }
 
@@ -58,12 +63,28 @@ export interface Ingested {
 
 const MAX_NOTES = 2000;
 
-/** The multipart fields of an upload, checked; every bad one is named. */
-const uploadFields = (
-  kind: MediaKind,
-  fields: Record<string, string>,
-): { category: string; notes: string | null; encounterId: string | null } => {
+/** An upload's form fields, checked. */
+export interface UploadFields {
+  category: string;
+  notes: string | null;
+  encounterId: string | null;
+}
+
+/**
+ * The event's own schema for the encounter id: a form value it would refuse
+ * must be refused here, before anything is stored, not by the append after
+ * the blob was written.
+ */
+const ENCOUNTER_ID = EncounterId.nullable();
+
+/**
+ * The multipart fields of an upload, checked before the pipeline runs; every
+ * bad one is named.
+ */
+export const uploadFields = (kind: MediaKind, upload: ParsedUpload): UploadFields => {
+  const fields = upload.fields;
   const issues: { path: string; message: string }[] = [];
+  if (!upload.file) issues.push({ path: "file", message: "required" });
   const allowed = kind === "photo"
     ? ["category", "notes"]
     : ["category", "description", "notes", "encounterId"];
@@ -81,12 +102,12 @@ const uploadFields = (
   if (notes && notes.length > MAX_NOTES) {
     issues.push({ path: kind === "photo" ? "notes" : "description", message: "too long" });
   }
-  const encounterId = fields.encounterId?.trim() || null;
-  if (encounterId && !/^[0-9a-f-]{36}$/i.test(encounterId)) {
+  const encounterId = fields.encounterId?.trim().toLowerCase() || null;
+  if (!ENCOUNTER_ID.safeParse(encounterId).success) {
     issues.push({ path: "encounterId", message: "must be a UUID" });
   }
   if (issues.length) throw new ValidationError("the upload's fields are invalid", issues);
-  return { category, notes, encounterId: encounterId?.toLowerCase() ?? null };
+  return { category, notes, encounterId };
 };
 
 /** Decides the type from the bytes and checks it against the name, the category and polyglots. */
@@ -145,16 +166,18 @@ const timed = async <T>(timings: StepTimings, step: keyof StepTimings, f: () => 
 };
 
 /**
- * Everything after the body was read: fields and type, the malware scan,
- * decode and re-encode (images, in the worker pool) or header parse (DICOM),
- * encryption to blobs, and last the `MediaUploaded` event. A failure before the event leaves no event (at
- * most an orphan blob for `deno task gc`); the event never names a blob
- * that is not on disk.
+ * Everything after the body was read and its fields checked
+ * ({@link uploadFields}): type, the malware scan, decode and re-encode
+ * (images, in the worker pool) or header parse (DICOM), encryption to blobs,
+ * and last the `MediaUploaded` event. A failure before the event leaves no
+ * event (at most an orphan blob for `deno task gc`); the event never names a
+ * blob that is not on disk.
  */
 export const ingest = async (
   deps: PipelineDeps,
   target: UploadTarget,
   upload: ParsedUpload,
+  fields: UploadFields,
   actor: Actor,
   metadata: EventMetadata,
 ): Promise<Ingested> => {
@@ -163,13 +186,23 @@ export const ingest = async (
   if (!file) {
     throw new ValidationError("a file is required", [{ path: "file", message: "required" }]);
   }
-  const fields = uploadFields(target.kind, upload.fields);
   const type = await timed(timings, "sniff", () => checkType(target.kind, fields.category, file));
 
-  // the scan comes first: no decoder sees bytes a scanner calls malware
+  // what the header alone refuses (size, compression ratio) costs the scanner nothing
+  if (type.startsWith("image/")) checkImageHeader(file.bytes, type, deps.maxPixels);
+  // nor does an upload the decode queue has no room for
+  if (type.startsWith("image/") || type === "application/dicom") deps.images.checkRoom();
+
+  // the scan comes before decoding: no decoder sees bytes a scanner calls malware
   const scan = await timed(timings, "scan", async () => {
     if (!deps.scanner) return { status: "not_scanned" as const, scanner: null };
-    const r = await deps.scanner.scan(file.bytes);
+    const r = await deps.scanner.scan(file.bytes).catch((err) => {
+      // no verdict (unreachable, timeout, garbled): refused and recorded, never stored unscanned
+      throw new UploadRejectedError(
+        "scan_failed",
+        err instanceof ScannerUnavailableError ? err.message : "the malware scan failed",
+      );
+    });
     if (r.status === "infected") {
       throw new UploadRejectedError("malware", "the file was found to carry malware");
     }
@@ -182,13 +215,20 @@ export const ingest = async (
   let dicom: DicomSummary | null = null;
   if (type.startsWith("image/")) {
     // the pool takes the upload's buffer: nothing below reads file.bytes for images
-    const img = await deps.images.process(file.bytes, type, { maxPixels: deps.maxPixels });
+    const img = await deps.images.process(file.bytes, type, {
+      maxPixels: deps.maxPixels,
+      maxBytes: deps.maxBytes,
+    });
     Object.assign(timings, img.timings);
     stored = img.bytes as Uint8Array<ArrayBuffer>;
     dims = { width: img.width, height: img.height };
     thumb = img.thumbnail as Uint8Array<ArrayBuffer>;
   } else if (type === "application/dicom") {
-    dicom = await timed(timings, "dicom", () => parseDicom(file.bytes));
+    dicom = await timed(
+      timings,
+      "dicom",
+      () => deps.images.dicom(file.bytes, INFLATE_FACTOR * deps.maxBytes),
+    );
   } else if (type === "application/pdf") {
     checkPdf(file.bytes);
   }

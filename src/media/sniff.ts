@@ -178,6 +178,20 @@ const hasMarkup = (bytes: Uint8Array) => {
 };
 
 /**
+ * Where an HTML or XML parser would see markup: `<` opening a tag (a name
+ * starts right after it: a letter in HTML; in XML also `_`, `:` or any
+ * non-ASCII letter), a closing tag `</`, a declaration or comment `<!`, or a
+ * processing instruction `<?`. Whatever follows the name does not matter:
+ * `<img onerror=…>`, `<body onload>` and `<x` alike. A `<` followed by a
+ * space, a digit or another symbol opens nothing, so `K+ <5 mmol/L`,
+ * `a < b > c` and `<= 3` are text.
+ */
+const MARKUP_START = /<[\p{L}_:!?/]/u;
+
+/** Text that a browser or XML reader would parse as elements, whatever the tag. */
+export const hasMarkupStructure = (text: string): boolean => MARKUP_START.test(text);
+
+/**
  * Data appended after the image. JPEG trailers may legitimately hold more
  * JPEG streams right after the first (MPF: gain maps, depth maps, previews);
  * those are walked over, so their compressed bytes cannot match a signature
@@ -205,7 +219,7 @@ const trailerHasSignature = (bytes: Uint8Array, type: ImageType): boolean => {
  * - images: a ZIP header (`PK\x03\x04`, or the end record `PK\x05\x06`) or
  *   `%PDF` after the image's end (JPEG EOI, PNG IEND, WebP RIFF size), and
  *   HTML/SVG/script tags in the first 1 KB (browser content sniffing);
- * - text: such a tag anywhere;
+ * - text: any markup at all ({@link hasMarkupStructure}), not a list of tags;
  * - DICOM: such a tag in the first 1 KB, or executable or archive magic at
  *   the start of the 128-byte preamble (the "PE-DICOM" trick).
  *
@@ -218,7 +232,7 @@ export const isPolyglot = (bytes: Uint8Array, type: SniffedType): boolean => {
   if (latin1(head.subarray(0, PDF_HEADER_WINDOW)).includes("%PDF-")) return true;
   switch (type) {
     case "text/plain":
-      return hasMarkup(bytes);
+      return hasMarkupStructure(new TextDecoder().decode(bytes));
     case "application/dicom":
       return hasMarkup(head.subarray(0, MARKUP_WINDOW)) ||
         PREAMBLE_SIGNATURES.some((sig) => hasAsciiAt(bytes, 0, sig));
