@@ -277,7 +277,7 @@ for (const driver of await drivers()) {
 }
 
 Deno.test("media: each refusal has its status, problem type and event, and stores nothing", async () => {
-  const { t, request, patient, enc: encounter, count, rejections, blobFiles } = await clinic({
+  const { t, request, patient, enc: encounter, ids, count, rejections, blobFiles } = await clinic({
     CHARTLOG_MEDIA_MAX_PIXELS: "1000000",
   });
   try {
@@ -373,7 +373,10 @@ Deno.test("media: each refusal has its status, problem type and event, and store
       422,
       "/problems/validation",
     );
-    // a cancelled encounter takes no media
+    // a cancelled encounter takes no media (and relates nobody: the care team keeps the relation)
+    await request("admin", "POST", `/v1/patients/${patient.id}/care-team`, {
+      practitionerId: ids.practitioner,
+    });
     await request("admin", "PATCH", `/v1/encounters/${encounter.id}`, { status: "cancelled" });
     const cancelled = await expect(
       await request("practitioner", "POST", photoUrl, form(jpeg, "a.jpg", { category: "before" })),

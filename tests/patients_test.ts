@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { registerPatient } from "../src/clinical/patients.ts";
+import { decide as decideTeam, fold as foldTeam } from "../src/domain/care_team.ts";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
 import { bearer, createUser, login } from "./support/users.ts";
@@ -607,4 +608,37 @@ Deno.test("patients: the care team is readable; first add 201, duplicate 200, bo
   } finally {
     await t.close();
   }
+});
+
+Deno.test("care team decider: add once, remove a member only; the fold keeps join order and time", () => {
+  const [P, A, B] = [crypto.randomUUID(), crypto.randomUUID(), crypto.randomUUID()];
+  const at = (iso: string) => new Date(iso);
+  const given = [
+    {
+      type: "CareTeamMemberAdded",
+      data: { patientId: P, practitionerId: B },
+      recordedAt: at("2026-01-01T00:00:00Z"),
+    },
+    {
+      type: "CareTeamMemberAdded",
+      data: { patientId: P, practitionerId: A },
+      recordedAt: at("2026-01-02T00:00:00Z"),
+    },
+  ];
+  const team = foldTeam(given);
+  assert.deepEqual([...team], [[B, "2026-01-01T00:00:00.000Z"], [A, "2026-01-02T00:00:00.000Z"]]);
+  assert.deepEqual(decideTeam({ type: "AddMember", patientId: P, practitionerId: A }, team), []);
+  assert.deepEqual(decideTeam({ type: "RemoveMember", patientId: P, practitionerId: A }, team), [
+    { type: "CareTeamMemberRemoved", data: { patientId: P, practitionerId: A } },
+  ]);
+  const gone = foldTeam([...given, {
+    type: "CareTeamMemberRemoved",
+    data: { patientId: P, practitionerId: B },
+    recordedAt: at("2026-01-03T00:00:00Z"),
+  }]);
+  assert.deepEqual([...gone.keys()], [A]);
+  assert.deepEqual(decideTeam({ type: "RemoveMember", patientId: P, practitionerId: B }, gone), []);
+  assert.deepEqual(decideTeam({ type: "AddMember", patientId: P, practitionerId: B }, gone), [
+    { type: "CareTeamMemberAdded", data: { patientId: P, practitionerId: B } },
+  ]);
 });
