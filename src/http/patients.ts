@@ -183,8 +183,7 @@ export const patients = new OpenAPIHono<AppEnv>()
         "`search` is a case-insensitive prefix of first name, last name, MRN or email. " +
         "Roles that read only related patients (practitioners) see exactly the patients they " +
         "may read: care team, or an encounter under the relation rule. The ids returned are " +
-        "audited " +
-        "(`PatientsSearched`), never the query text.",
+        "audited (`PatientsSearched`), never the query text.",
       security: bearer,
       middleware: [authenticate(), authorize("patient.list")] as const,
       request: {
