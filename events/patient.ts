@@ -117,7 +117,15 @@ export const PatientHistoryViewed = defineEvent({
   schema: z.strictObject({ patientId }),
 });
 
+/** A read of a care team (who treats the patient): the members returned. */
+export const CareTeamViewed = defineEvent({
+  type: "CareTeamViewed",
+  version: 1,
+  schema: z.strictObject({ patientId, practitionerIds: z.array(z.uuid()) }),
+});
+
 export const patientEvents = [
+  CareTeamViewed,
   CareTeamMemberAdded,
   CareTeamMemberRemoved,
   PatientViewed,

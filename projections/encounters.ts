@@ -3,12 +3,13 @@ import type { Projection } from "../src/store/types.ts";
 
 /**
  * Encounters by patient and practitioner, inline: lists, status and the
- * "encounter practitioner" relation the policy asks about. The reason stays
- * sealed in the log; reads fold it from the encounter's stream.
+ * "encounter practitioner" relation the policy asks about (which needs when
+ * an encounter finished: its practitioner stays related for a while after).
+ * The reason stays sealed in the log; reads fold it from the encounter's stream.
  */
 export const encounters: Projection = {
   name: "encounters",
-  version: 1,
+  version: 2, // 2: finished_at
   mode: "inline",
   tables: ["encounters"],
   setup: `create table if not exists encounters (
@@ -19,8 +20,10 @@ export const encounters: Projection = {
     status           text not null,
     version          integer not null,
     created_at       timestamptz not null,
-    updated_at       timestamptz not null
+    updated_at       timestamptz not null,
+    finished_at      timestamptz
   );
+  alter table encounters add column if not exists finished_at timestamptz;
   create index if not exists encounters_patient on encounters (patient_id, starts_at);
   create index if not exists encounters_practitioner on encounters (practitioner_id, patient_id);`,
   handlers: {
@@ -34,8 +37,10 @@ export const encounters: Projection = {
           ${at}::text::timestamptz)`);
     },
     EncounterStatusChanged: async (db, e) => {
+      const at = e.recordedAt.toISOString();
       await db.query(sql`update encounters set status = ${e.data.to}, version = ${e.streamVersion},
-        updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        updated_at = ${at}::text::timestamptz,
+        finished_at = ${e.data.to === "finished" ? at : null}::text::timestamptz
         where id = ${e.data.encounterId}::uuid`);
     },
   },

@@ -51,6 +51,7 @@ const Env = z.object({
   CHARTLOG_IMAGE_WORKERS: z.coerce.number().int().min(1).max(64).default(2),
   CHARTLOG_IMAGE_QUEUE: z.coerce.number().int().min(0).max(1000).default(8),
   CHARTLOG_CLAMD_TIMEOUT_MS: z.coerce.number().int().min(10).max(600_000).default(30_000),
+  CHARTLOG_ENCOUNTER_ACCESS_DAYS: z.coerce.number().int().min(0).max(3650).default(30),
   CHARTLOG_CLAMD_URL: z.string().refine(
     (v) => /^tcp:\/\/(\[[0-9a-fA-F:.]+\]|[^/:[\]]+):\d+\/?$/.test(v) || /^unix:\/\/\/./.test(v),
     "must be tcp://host:port or unix:///path/to/clamd.socket",
@@ -99,6 +100,8 @@ export interface Config {
   blobDir: string;
   /** clamd to scan uploads with; without one, media record `not_scanned`. */
   clamdUrl: string | null;
+  /** Days a finished encounter keeps its practitioner related to the patient. */
+  encounterAccessDays: number;
 }
 
 /**
@@ -167,5 +170,6 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     clamdTimeoutMs: e.CHARTLOG_CLAMD_TIMEOUT_MS,
     uploadTimeoutSec: e.CHARTLOG_UPLOAD_TIMEOUT_S,
     clamdUrl: e.CHARTLOG_CLAMD_URL ?? null,
+    encounterAccessDays: e.CHARTLOG_ENCOUNTER_ACCESS_DAYS,
   };
 };

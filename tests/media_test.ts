@@ -277,7 +277,7 @@ for (const driver of await drivers()) {
 }
 
 Deno.test("media: each refusal has its status, problem type and event, and stores nothing", async () => {
-  const { t, request, patient, enc: encounter, count, rejections, blobFiles } = await clinic({
+  const { t, request, patient, enc: encounter, ids, count, rejections, blobFiles } = await clinic({
     CHARTLOG_MEDIA_MAX_PIXELS: "1000000",
   });
   try {
@@ -373,7 +373,10 @@ Deno.test("media: each refusal has its status, problem type and event, and store
       422,
       "/problems/validation",
     );
-    // a cancelled encounter takes no media
+    // a cancelled encounter takes no media (and relates nobody: the care team keeps the relation)
+    await request("admin", "POST", `/v1/patients/${patient.id}/care-team`, {
+      practitionerId: ids.practitioner,
+    });
     await request("admin", "PATCH", `/v1/encounters/${encounter.id}`, { status: "cancelled" });
     const cancelled = await expect(
       await request("practitioner", "POST", photoUrl, form(jpeg, "a.jpg", { category: "before" })),
@@ -774,6 +777,75 @@ Deno.test("media: a blob an upload reuses is young again, so gc cannot take it b
     assert.equal(again.encryptMs, 0); // stored once
     assert.equal((await collectGarbage(t.runtime.db, t.runtime.blobs)).removed, 0);
     assert.deepEqual(await t.runtime.blobs.get(patientId, first.address), bytes);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("media: a soft-deleted patient's sub-resources are 404 for everyone but admins", async () => {
+  const { t, request, patient, enc, ids } = await clinic();
+  try {
+    const up = await request(
+      "practitioner",
+      "POST",
+      `/v1/encounters/${enc.id}/media`,
+      form(await photo(64, 48).encodeJPEG(90), "wound.jpg", { category: "before" }),
+    );
+    assert.equal(up.status, 201, await up.clone().text());
+    const m = await up.json();
+    const p = `/v1/patients/${patient.id}`;
+    const routes: [string, string, unknown?][] = [
+      ["GET", `${p}/history`],
+      ["GET", `${p}/care-team`],
+      ["POST", `${p}/care-team`, { practitionerId: ids.practitioner }],
+      ["DELETE", `${p}/care-team/${ids.practitioner}`],
+      ["GET", `${p}/encounters`],
+      ["GET", `/v1/encounters/${enc.id}`],
+      ["PATCH", `/v1/encounters/${enc.id}`, { status: "planned" }],
+      ["GET", `${p}/media`],
+      ["GET", `/v1/encounters/${enc.id}/media`],
+      ["GET", `/v1/media/${m.id}`],
+      ["GET", `/v1/media/${m.id}/content`],
+      ["GET", `/v1/media/${m.id}/thumbnail`],
+    ];
+    const status = async (who: string, [method, path, body]: [string, string, unknown?]) => {
+      const res = await request(who, method, path, body as object | undefined);
+      await res.body?.cancel();
+      return res.status;
+    };
+    // before: each route works for a non-admin that may use it
+    for (const r of routes) assert.ok((await status("clinical_ops", r)) < 300, r.join(" "));
+    assert.equal(await status("practitioner", routes[5]!), 200);
+    assert.equal(await status("patient", routes[9]!), 200);
+
+    assert.equal((await request("clinical_ops", "DELETE", `${p}?reason=duplicate`)).status, 204);
+    assert.equal((await request("clinical_ops", "GET", p)).status, 404);
+    const reads = await t.runtime.db.query<{ n: number }>(
+      sql`select count(*)::int as n from events where stream_id like 'access-%'`,
+    );
+    // after: 404 to everyone who could use the route, but admins
+    for (const who of ["clinical_ops", "practitioner", "patient"]) {
+      for (const r of routes) {
+        const s = await status(who, r);
+        // roles the matrix never lets in keep their 403; nobody else learns anything
+        assert.ok(s === 404 || s === 403, `${who} ${r.join(" ")}: ${s}`);
+        if (who === "clinical_ops") assert.equal(s, 404, r.join(" "));
+      }
+    }
+    for (const i of [4, 5, 6, 7, 8, 9, 10, 11]) {
+      assert.equal(await status("practitioner", routes[i]!), 404, routes[i]!.join(" "));
+    }
+    for (const i of [4, 5, 7, 8, 9, 10, 11]) {
+      assert.equal(await status("patient", routes[i]!), 404, routes[i]!.join(" "));
+    }
+    assert.equal(await status("practitioner", ["DELETE", `/v1/media/${m.id}?reason=x`]), 404);
+    // no PHI read happened through any of those
+    const after = await t.runtime.db.query<{ n: number }>(
+      sql`select count(*)::int as n from events where stream_id like 'access-%'`,
+    );
+    assert.equal(after[0]!.n, reads[0]!.n);
+    // admins still see everything (as they see the patient)
+    for (const r of routes) assert.ok((await status("admin", r)) < 300, `admin ${r.join(" ")}`);
   } finally {
     await t.close();
   }

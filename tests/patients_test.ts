@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { registerPatient } from "../src/clinical/patients.ts";
+import { decide as decideTeam, fold as foldTeam } from "../src/domain/care_team.ts";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
 import { bearer, createUser, login } from "./support/users.ts";
@@ -216,7 +217,6 @@ Deno.test("patients: each role's view, care teams and patient users", async () =
     assert.equal(await status("clinical_ops"), 200);
     assert.equal(await status("analyst"), 403);
     assert.equal(await status("auditor"), 403);
-    assert.equal(await status("auditor", "GET", `${path}?asOf=2030-01-01T00:00:00Z`), 200);
     assert.equal(await status("practitioner"), 403);
     assert.equal((await (await call("practitioner", "GET", "/v1/patients")).json()).total, 0);
 
@@ -234,7 +234,7 @@ Deno.test("patients: each role's view, care teams and patient users", async () =
       (await call("clinical_ops", "POST", `${path}/care-team`, {
         practitionerId: ids.practitioner,
       })).status,
-      204,
+      201,
     );
     assert.equal(await status("practitioner"), 200);
     assert.equal(await status("practitioner", "GET", `/v1/patients/${other.id}`), 403);
@@ -394,7 +394,7 @@ Deno.test("patients: as-of reads fold the record as it stood then", async () => 
   const { c, t, call, tokens } = await setup();
   // hours pass below: access tokens expire, so log in again after each jump
   const relogin = async () => {
-    for (const role of ["admin", "auditor", "clinical_ops"]) {
+    for (const role of ["admin", "clinical_ops"]) {
       tokens[role] = (await login(t.app, `${role}@clinic.test`)).body.accessToken;
     }
   };
@@ -410,7 +410,7 @@ Deno.test("patients: as-of reads fold the record as it stood then", async () => 
     await relogin();
     await call("admin", "PATCH", path, { lastName: "King" });
     const asOf = async (iso: string) => {
-      const res = await call("auditor", "GET", `${path}?asOf=${iso}`);
+      const res = await call("admin", "GET", `${path}?asOf=${iso}`);
       const body = await res.json();
       assert.equal(res.status, 200, JSON.stringify(body));
       return body;
@@ -418,10 +418,41 @@ Deno.test("patients: as-of reads fold the record as it stood then", async () => 
     assert.equal((await asOf(t0)).lastName, "Lovelace");
     assert.equal((await asOf(t1)).lastName, "Byron");
     assert.equal((await asOf(c.now().toISOString())).lastName, "King");
-    assert.equal((await call("auditor", "GET", `${path}?asOf=2000-01-01T00:00:00Z`)).status, 404);
-    assert.equal((await call("clinical_ops", "GET", `${path}?asOf=${t0}`)).status, 403);
+    assert.equal((await call("admin", "GET", `${path}?asOf=2000-01-01T00:00:00Z`)).status, 404);
     const viewed = await accessEvents(t, "PatientViewed");
     assert.deepEqual(viewed.slice(-3).map((v) => v.data.asOf), [t0, t1, c.now().toISOString()]);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("patients: asOf needs patient.read too; auditors read no current PHI through it", async () => {
+  const { c, t, call, ids } = await setup();
+  try {
+    const p = await (await call("admin", "POST", "/v1/patients", ada)).json();
+    const path = `/v1/patients/${p.id}`;
+    const before = (await accessEvents(t, "AccessDenied")).length;
+    // the exploit: plain GET is 403, so asOf=<now> must be too
+    for (const role of ["auditor", "clinical_ops", "reception", "analyst"]) {
+      const res = await call(role, "GET", `${path}?asOf=${c.now().toISOString()}`);
+      assert.equal(res.status, 403, role);
+      const body = await res.json();
+      assert.equal(body.type, "/problems/forbidden");
+      assert.ok(!JSON.stringify(body).includes("Lovelace"));
+    }
+    // and the auditor loses the clinical history (their own audited surface comes apart)
+    assert.equal((await call("auditor", "GET", `${path}/history`)).status, 403);
+    const denied = (await accessEvents(t, "AccessDenied")).slice(before);
+    assert.equal(denied.length, 5);
+    assert.deepEqual(denied.map((d) => [d.data.actorId, d.data.action]), [
+      [ids.auditor, "patient.read"],
+      [ids.clinical_ops, "patient.read_as_of"],
+      [ids.reception, "patient.read_as_of"],
+      [ids.analyst, "patient.read"],
+      [ids.auditor, "patient.history"],
+    ]);
+    assert.equal((await accessEvents(t, "PatientViewed")).length, 0);
+    assert.equal((await call("admin", "GET", `${path}?asOf=${c.now().toISOString()}`)).status, 200);
   } finally {
     await t.close();
   }
@@ -434,7 +465,8 @@ Deno.test("patients: every kind of read leaves exactly one access event with act
     const kinds: [string, string, string][] = [
       ["PatientViewed", "clinical_ops", `/v1/patients/${p.id}`],
       ["PatientsSearched", "reception", "/v1/patients?search=ada"],
-      ["PatientHistoryViewed", "auditor", `/v1/patients/${p.id}/history`],
+      ["PatientHistoryViewed", "clinical_ops", `/v1/patients/${p.id}/history`],
+      ["CareTeamViewed", "reception", `/v1/patients/${p.id}/care-team`],
     ];
     for (const [type, role, path] of kinds) {
       const before = (await accessEvents(t, type)).length;
@@ -451,11 +483,41 @@ Deno.test("patients: every kind of read leaves exactly one access event with act
       if (type !== "PatientsSearched") assert.equal(e.data.patientId, p.id);
       else assert.deepEqual(e.data.patientIds, [p.id]);
     }
-    // history shows who did what, unsealed for a role allowed to see it
-    const history = await (await call("auditor", "GET", `/v1/patients/${p.id}/history`)).json();
-    assert.equal(history.items[0].type, "PatientRegistered");
-    assert.equal(history.items[0].data.lastName, "Lovelace");
-    assert.equal(history.items[0].actorId, ids.admin);
+    // PUT and PATCH answer with the whole record: each is one PatientViewed as well
+    for (
+      const [method, body] of [["PUT", { ...ada, phone: "+15551230002" }], ["PATCH", {
+        lastName: "Byron",
+      }]] as const
+    ) {
+      const before = (await accessEvents(t, "PatientViewed")).length;
+      const res = await call("reception", method, `/v1/patients/${p.id}`, body);
+      assert.equal(res.status, 200, method);
+      const after = await accessEvents(t, "PatientViewed");
+      assert.equal(after.length, before + 1, method);
+      assert.deepEqual(after.at(-1)!.data, { patientId: p.id, asOf: null });
+      assert.equal(after.at(-1)!.m.actorId, ids.reception);
+    }
+    // history shows who did what and from where, unsealed for a role allowed to see it
+    for (const role of ["admin", "clinical_ops"]) {
+      const history = await (await call(role, "GET", `/v1/patients/${p.id}/history`)).json();
+      assert.equal(history.items[0].type, "PatientRegistered");
+      assert.equal(history.items[0].data.lastName, "Lovelace");
+      const [registered, , patched] = history.items;
+      assert.equal(registered.actorId, ids.admin);
+      assert.equal(registered.actorName, "Test admin");
+      assert.equal(registered.actorRole, "admin");
+      assert.equal(registered.ip, "10.9.8.7");
+      assert.equal(registered.userAgent, "tests/admin");
+      assert.match(registered.requestId, /^[0-9a-f-]{36}$/);
+      assert.deepEqual(
+        [patched.type, patched.actorName, patched.userAgent, patched.ip],
+        ["PatientUpdated", "Test reception", "tests/reception", "10.9.8.7"],
+      );
+      // the request id is the one the write answered with
+      const [w] = await t.runtime.db.query<{ r: string }>(sql`select metadata->>'requestId' as r
+        from events where stream_id = ${`patient-${p.id}`} and stream_version = 3`);
+      assert.equal(patched.requestId, w!.r);
+    }
     // logs carry no PHI
     const logs = t.logs.text();
     for (const phi of ["Lovelace", "MRN-0001", "1990-12-10", "ada@example.org", "+15551230001"]) {
@@ -484,4 +546,99 @@ Deno.test("patients: a read whose audit event cannot be written fails closed (50
   } finally {
     await t.close();
   }
+});
+
+Deno.test("patients: the care team is readable; first add 201, duplicate 200, both with the team; 20 concurrent adds append once", async () => {
+  const { t, call, ids } = await setup();
+  try {
+    const p = await (await call("admin", "POST", "/v1/patients", ada)).json();
+    const team = `/v1/patients/${p.id}/care-team`;
+    const second = await createUser(t.runtime, "practitioner", "second.doc@clinic.test");
+    const empty = await call("reception", "GET", team);
+    assert.equal(empty.status, 200);
+    assert.deepEqual(await empty.json(), { items: [] });
+    assert.equal((await call("analyst", "GET", team)).status, 403);
+    assert.equal((await call("practitioner", "GET", team)).status, 403); // no relation yet
+
+    const first = await call("clinical_ops", "POST", team, { practitionerId: ids.practitioner });
+    assert.equal(first.status, 201);
+    const body = await first.json();
+    assert.equal(body.items.length, 1);
+    assert.equal(body.items[0].practitionerId, ids.practitioner);
+    assert.equal(body.items[0].name, "Test practitioner");
+    assert.ok(!Number.isNaN(Date.parse(body.items[0].addedAt)));
+    const again = await call("clinical_ops", "POST", team, { practitionerId: ids.practitioner });
+    assert.equal(again.status, 200);
+    assert.deepEqual(await again.json(), body);
+    // a member reads the team (they may read the patient now)
+    assert.equal((await call("practitioner", "GET", team)).status, 200);
+
+    // 20 concurrent adds of one practitioner: one 201, nineteen 200, one event
+    const statuses = await Promise.all(
+      Array.from({ length: 20 }, () => call("admin", "POST", team, { practitionerId: second.id })),
+    ).then((rs) => Promise.all(rs.map(async (r) => (await r.json(), r.status))));
+    assert.deepEqual(
+      [statuses.filter((x) => x === 201).length, statuses.filter((x) => x === 200).length],
+      [1, 19],
+    );
+    const added = await t.runtime.db.query<{ n: number }>(sql`select count(*)::int as n from events
+      where type = 'CareTeamMemberAdded' and data->>'practitionerId' = ${second.id}`);
+    assert.equal(added[0]!.n, 1);
+    const now = await (await call("reception", "GET", team)).json();
+    assert.deepEqual(now.items.map((m: { practitionerId: string }) => m.practitionerId), [
+      ids.practitioner,
+      second.id,
+    ]);
+    // every answer that shows the team is audited (GETs and adds), naming the members shown
+    const viewed = await accessEvents(t, "CareTeamViewed");
+    assert.equal(viewed.length, 1 + 2 + 1 + 20 + 1);
+    assert.deepEqual(viewed.at(-1)!.data, {
+      patientId: p.id,
+      practitionerIds: [ids.practitioner, second.id],
+    });
+    assert.equal(
+      (await call("admin", "DELETE", `${team}/${ids.practitioner}`)).status,
+      204,
+    );
+    assert.equal((await call("practitioner", "GET", team)).status, 403);
+    assert.equal(
+      (await call("admin", "GET", `/v1/patients/${crypto.randomUUID()}/care-team`)).status,
+      404,
+    );
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("care team decider: add once, remove a member only; the fold keeps join order and time", () => {
+  const [P, A, B] = [crypto.randomUUID(), crypto.randomUUID(), crypto.randomUUID()];
+  const at = (iso: string) => new Date(iso);
+  const given = [
+    {
+      type: "CareTeamMemberAdded",
+      data: { patientId: P, practitionerId: B },
+      recordedAt: at("2026-01-01T00:00:00Z"),
+    },
+    {
+      type: "CareTeamMemberAdded",
+      data: { patientId: P, practitionerId: A },
+      recordedAt: at("2026-01-02T00:00:00Z"),
+    },
+  ];
+  const team = foldTeam(given);
+  assert.deepEqual([...team], [[B, "2026-01-01T00:00:00.000Z"], [A, "2026-01-02T00:00:00.000Z"]]);
+  assert.deepEqual(decideTeam({ type: "AddMember", patientId: P, practitionerId: A }, team), []);
+  assert.deepEqual(decideTeam({ type: "RemoveMember", patientId: P, practitionerId: A }, team), [
+    { type: "CareTeamMemberRemoved", data: { patientId: P, practitionerId: A } },
+  ]);
+  const gone = foldTeam([...given, {
+    type: "CareTeamMemberRemoved",
+    data: { patientId: P, practitionerId: B },
+    recordedAt: at("2026-01-03T00:00:00Z"),
+  }]);
+  assert.deepEqual([...gone.keys()], [A]);
+  assert.deepEqual(decideTeam({ type: "RemoveMember", patientId: P, practitionerId: B }, gone), []);
+  assert.deepEqual(decideTeam({ type: "AddMember", patientId: P, practitionerId: B }, gone), [
+    { type: "CareTeamMemberAdded", data: { patientId: P, practitionerId: B } },
+  ]);
 });

@@ -99,7 +99,7 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
             ? patient
             : method === "PUT"
             ? patient
-            : path.endsWith("/care-team")
+            : method === "POST" && path.endsWith("/care-team")
             ? { practitionerId: target.id }
             : method === "PATCH"
             ? {}

@@ -1,4 +1,5 @@
 import { type Role, ROLES } from "../../events/user.ts";
+import { ident, type Query, sql } from "../store/sql.ts";
 
 /** Who is asking: from a verified access token and the current users row. */
 export interface Actor {
@@ -88,8 +89,10 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "patient.delete": row(["admin", "clinical_ops"]),
   "patient.restore": row(["admin"]),
   "patient.see_deleted": row(["admin"]),
-  "patient.history": row(["admin", "clinical_ops", "auditor"]),
-  "patient.read_as_of": row(["admin", "auditor"]),
+  // auditors get their own audited surface, not the clinical API's current PHI
+  "patient.history": row(["admin", "clinical_ops"]),
+  // on top of patient.read: an as-of read of today is a read
+  "patient.read_as_of": row(["admin"]),
   "careteam.manage": row(["admin", "clinical_ops"]),
   // encounters carry clinical content (the reason): reception and analysts stay out
   "encounter.create": row(["admin", "clinical_ops"], ["practitioner"]),
@@ -134,6 +137,78 @@ export const can = (actor: Actor, action: Action, resource?: PatientResource): b
   return resource.relations.some((r) => allowed.includes(r));
 };
 
-/** Which patients a list may show this actor: all, or only related ones. */
-export const listScope = (actor: Actor): "all" | "related" =>
-  actor.role === "practitioner" ? "related" : "all";
+/**
+ * What the relation rule needs besides the actor: the clock, and how long a
+ * finished encounter keeps its practitioner related (CHARTLOG_ENCOUNTER_ACCESS_DAYS).
+ */
+export interface RelationRule {
+  now: Date;
+  encounterAccessDays: number;
+}
+
+/**
+ * Each relation as SQL: the ids of the patients the actor stands in that
+ * relation to. Single reads ({@link relationsQuery}) and list filters
+ * ({@link listFilter}) are both built from these, so they cannot disagree.
+ *
+ * - care team: membership, ended at once by removal;
+ * - encounter practitioner: named on an encounter that is planned or in
+ *   progress, or that finished less than `encounterAccessDays` ago; a
+ *   cancelled encounter grants nothing (it never happened);
+ * - self: a patient user's own record.
+ *
+ * Grants and proxies have no tables yet: without SQL they never hold.
+ */
+const RELATION_SQL: Partial<Record<Relation, (actor: Actor, rule: RelationRule) => Query>> = {
+  self: (actor) => sql`select ${actor.patientId}::uuid as patient_id`,
+  care_team: (actor) =>
+    sql`select patient_id from care_team where practitioner_id = ${actor.userId}::uuid`,
+  encounter_practitioner: (actor, rule) => {
+    const since = new Date(rule.now.getTime() - rule.encounterAccessDays * 86_400_000);
+    return sql`select patient_id from encounters
+      where practitioner_id = ${actor.userId}::uuid
+        and (status in ('planned', 'in_progress')
+          or (status = 'finished' and finished_at > ${since.toISOString()}::text::timestamptz))`;
+  },
+};
+
+/** The relations that can hold for this actor at all (those of its role that have a rule). */
+const relationsOf = (actor: Actor): Relation[] =>
+  (RELATIONS[actor.role] ?? []).filter((r) =>
+    RELATION_SQL[r] && (r !== "self" || actor.patientId !== null)
+  );
+
+/**
+ * One query answering which of the actor's relations hold to `patientId`:
+ * a row of booleans named by relation, or null when the role has none.
+ */
+export const relationsQuery = (
+  actor: Actor,
+  patientId: string,
+  rule: RelationRule,
+): Query | null => {
+  const rels = relationsOf(actor);
+  if (rels.length === 0) return null;
+  const cols = rels.map((r, i) =>
+    sql`${i === 0 ? sql`` : sql`,`} ${patientId}::uuid in (${RELATION_SQL[r]!(actor, rule)}) as ${
+      ident(r)
+    }`
+  );
+  return sql`select ${cols.reduce((a, b) => sql`${a}${b}`, sql``)}`;
+};
+
+/**
+ * The list filter on `patients.id`: null when the actor reads every patient
+ * (patient.read is "yes"), else `patients.id in (<related patients>)`,
+ * the same rule {@link relationsQuery} applies to single reads. A role that
+ * reads no patient gets a filter that matches none.
+ */
+export const listFilter = (actor: Actor, rule: RelationRule): Query | null => {
+  const grant = RBAC["patient.read"][actor.role];
+  if (grant === "yes") return null;
+  const rels = grant === "related" ? relationsOf(actor) : [];
+  if (rels.length === 0) return sql`false`;
+  const union = rels.map((r) => RELATION_SQL[r]!(actor, rule))
+    .reduce((a, b) => sql`${a} union ${b}`);
+  return sql`patients.id in (${union})`;
+};

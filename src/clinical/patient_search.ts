@@ -23,8 +23,8 @@ export interface PatientQuery {
   limit: number;
   cursor?: string;
   includeDeleted: boolean;
-  /** Only patients on this practitioner's care team. */
-  careTeamOf?: string;
+  /** The policy's list filter (`patients.id in (…)`); absent: every patient. */
+  scope?: Query | null;
 }
 
 export interface PatientSummary {
@@ -75,10 +75,7 @@ export const searchPatients = async (
   if (q.gender) filters.push(sql`and gender = ${q.gender}`);
   if (q.city) filters.push(sql`and lower(city) = ${q.city.toLowerCase()}`);
   if (q.state) filters.push(sql`and state = ${q.state.toUpperCase()}`);
-  if (q.careTeamOf) {
-    filters.push(sql`and id in (select patient_id from care_team
-      where practitioner_id = ${q.careTeamOf}::uuid)`);
-  }
+  if (q.scope) filters.push(sql`and ${q.scope}`);
   if (q.search) {
     const p = likePrefix(q.search.trim());
     filters.push(sql`and (lower(first_name) like ${p} or lower(last_name) like ${p}

@@ -1,7 +1,7 @@
 import { createHmac } from "node:crypto";
 import type { EventMetadata } from "../../events/metadata.ts";
 import type { PatientDemographics } from "../../events/patient.ts";
-import type { Actor, Relation } from "../auth/policy.ts";
+import { type Actor, type Relation, type RelationRule, relationsQuery } from "../auth/policy.ts";
 import {
   age,
   decide,
@@ -15,12 +15,10 @@ import {
 import {
   ConcurrencyError,
   ConflictError,
-  NotFoundError,
   PreconditionFailedError,
   UnavailableError,
 } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
-import { sql } from "../store/sql.ts";
 import type { NewEvent, StoredEvent } from "../store/types.ts";
 import { timestamp } from "../timestamp.ts";
 
@@ -156,48 +154,17 @@ export const deletePatient = (
 export const restorePatient = (store: EventStore, id: string, metadata: EventMetadata) =>
   handle(store, id, { type: "RestorePatient" }, metadata);
 
-/** The actor's relations to a patient, for the policy. */
+/** The actor's relations to a patient, for the policy (the rule lives in the policy module). */
 export const relationsTo = async (
   store: EventStore,
   actor: Actor,
   patientId: string,
+  rule: RelationRule,
 ): Promise<Relation[]> => {
-  const out: Relation[] = [];
-  if (actor.patientId === patientId) out.push("self");
-  if (actor.role === "practitioner") {
-    const [r] = await store.db.query<{ team: boolean; encounter: boolean }>(sql`select
-      exists (select 1 from care_team where patient_id = ${patientId}::uuid
-        and practitioner_id = ${actor.userId}::uuid) as team,
-      exists (select 1 from encounters where patient_id = ${patientId}::uuid
-        and practitioner_id = ${actor.userId}::uuid) as encounter`);
-    if (r?.team) out.push("care_team");
-    if (r?.encounter) out.push("encounter_practitioner");
-  }
-  return out;
-};
-
-/** Adds or removes a practitioner on the patient's care team. */
-export const changeCareTeam = async (
-  store: EventStore,
-  patientId: string,
-  practitionerId: string,
-  add: boolean,
-  metadata: EventMetadata,
-): Promise<void> => {
-  if ((await store.streamVersion(patientStream(patientId))) === 0) {
-    throw new NotFoundError("no such patient");
-  }
-  const [p] = await store.db.query<{ role: string }>(
-    sql`select role from users where id = ${practitionerId}::uuid and active`,
-  );
-  if (p?.role !== "practitioner") throw new NotFoundError("no such active practitioner");
-  const [member] = await store.db.query(sql`select 1 from care_team
-    where patient_id = ${patientId}::uuid and practitioner_id = ${practitionerId}::uuid`);
-  if (add === !!member) return;
-  await store.append(`careteam-${patientId}`, "any", [{
-    type: add ? "CareTeamMemberAdded" : "CareTeamMemberRemoved",
-    data: { patientId, practitionerId },
-  }], metadata);
+  const q = relationsQuery(actor, patientId, rule);
+  if (!q) return [];
+  const [r] = await store.db.query<Record<string, boolean>>(q);
+  return Object.entries(r ?? {}).filter(([, v]) => v === true).map(([k]) => k as Relation);
 };
 
 /**

@@ -1,19 +1,23 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
-import type { Context } from "hono";
 import { ENCOUNTER_STATUSES } from "../../events/encounter.ts";
-import type { PatientResource } from "../auth/policy.ts";
 import {
   changeEncounterStatus,
-  encounterPatient,
   listEncounters,
   loadEncounter,
   planEncounter,
 } from "../clinical/encounters.ts";
-import { auditRead, relationsTo } from "../clinical/patients.ts";
+import { auditRead } from "../clinical/patients.ts";
 import { NotFoundError } from "../errors.ts";
-import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
+import { allowed, authenticate, authorize, deny, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
 import { ifMatchVersion } from "./etag.ts";
+import {
+  byEncounter,
+  byPatient,
+  livePatient,
+  patientInPath,
+  patientOfEncounter,
+} from "./patient_scope.ts";
 import { problemResponses } from "./problem.ts";
 import { bearer, json, versioned, VERSIONED_WRITE_PROBLEMS } from "./route_kit.ts";
 
@@ -34,23 +38,6 @@ const PlanBody = z.strictObject({
   reason: z.string().trim().min(1).max(1000),
 }).openapi("PlanEncounterRequest");
 
-export const resourceOf = async (c: Context<AppEnv>, patientId: string | undefined) => {
-  if (!patientId) return undefined;
-  const relations = await relationsTo(c.var.deps.runtime().store, c.get("actor")!, patientId);
-  return { patientId, relations } satisfies PatientResource;
-};
-/** The patient in the path (`/v1/patients/:id/...`). */
-export const byPatient = (c: Context<AppEnv>) => {
-  const id = c.req.param("id");
-  return resourceOf(c, id && z.uuid().safeParse(id).success ? id : undefined);
-};
-/** The patient the encounter in the path belongs to (`/v1/encounters/:id`). */
-export const byEncounter = async (c: Context<AppEnv>) => {
-  const id = c.req.param("id");
-  if (!id || !z.uuid().safeParse(id).success) return undefined;
-  return resourceOf(c, await encounterPatient(c.var.deps.runtime().store, id));
-};
-
 /** Encounters: planned for a patient, read (audited), moved through their statuses. */
 export const encounters = new OpenAPIHono<AppEnv>()
   .openapi(
@@ -59,8 +46,14 @@ export const encounters = new OpenAPIHono<AppEnv>()
       path: "/v1/patients/{id}/encounters",
       tags: ["encounters"],
       summary: "Plan an encounter for a patient",
+      description: "Naming a practitioner other than yourself needs `careteam.manage` (403 " +
+        "otherwise): the named practitioner gains a relation to the patient.",
       security: bearer,
-      middleware: [authenticate(), authorize("encounter.create", byPatient)] as const,
+      middleware: [
+        authenticate(),
+        authorize("encounter.create", byPatient),
+        livePatient(patientInPath),
+      ] as const,
       request: {
         params: z.object({ id: z.uuid() }),
         body: { required: true, content: json(PlanBody) },
@@ -71,6 +64,11 @@ export const encounters = new OpenAPIHono<AppEnv>()
       },
     }),
     async (c) => {
+      // naming someone else hands them access to the patient: that is care-team management
+      const { practitionerId } = c.req.valid("json");
+      if (practitionerId !== c.get("actor")!.userId && !(await allowed(c, "careteam.manage"))) {
+        await deny(c, "careteam.manage");
+      }
       const e = await planEncounter(
         c.var.deps.runtime().store,
         { patientId: c.req.valid("param").id, ...c.req.valid("json") },
@@ -87,7 +85,11 @@ export const encounters = new OpenAPIHono<AppEnv>()
       tags: ["encounters"],
       summary: "A patient's encounters (audited)",
       security: bearer,
-      middleware: [authenticate(), authorize("encounter.list", byPatient)] as const,
+      middleware: [
+        authenticate(),
+        authorize("encounter.list", byPatient),
+        livePatient(patientInPath),
+      ] as const,
       request: { params: z.object({ id: z.uuid() }) },
       responses: {
         200: {
@@ -122,7 +124,11 @@ export const encounters = new OpenAPIHono<AppEnv>()
       tags: ["encounters"],
       summary: "Read an encounter (audited)",
       security: bearer,
-      middleware: [authenticate(), authorize("encounter.read", byEncounter)] as const,
+      middleware: [
+        authenticate(),
+        authorize("encounter.read", byEncounter),
+        livePatient(patientOfEncounter),
+      ] as const,
       request: { params: z.object({ id: z.uuid() }) },
       responses: {
         200: { description: "the encounter", content: json(EncounterSchema) },
@@ -149,7 +155,11 @@ export const encounters = new OpenAPIHono<AppEnv>()
       description: "planned → in_progress → finished, or cancelled from any state that is not " +
         "finished; anything else is 409. Honours If-Match.",
       security: bearer,
-      middleware: [authenticate(), authorize("encounter.update", byEncounter)] as const,
+      middleware: [
+        authenticate(),
+        authorize("encounter.update", byEncounter),
+        livePatient(patientOfEncounter),
+      ] as const,
       request: {
         params: z.object({ id: z.uuid() }),
         body: {

@@ -7,7 +7,6 @@ import {
   deleteMedia,
   listMedia,
   loadMedia,
-  mediaPatient,
   type MediaRecord,
   mediaStats,
   restoreMedia,
@@ -26,7 +25,16 @@ import { ingest, recordRejection, type StepTimings, uploadFields } from "../medi
 import { sniff } from "../media/sniff.ts";
 import { sql } from "../store/sql.ts";
 import { allowed, authenticate, authorize, deny, requestMetadata } from "./auth_middleware.ts";
-import { byEncounter, byPatient, resourceOf } from "./encounters.ts";
+import {
+  byEncounter,
+  byMedia,
+  byPatient,
+  livePatient,
+  patientInPath,
+  patientOfEncounter,
+  patientOfMedia,
+  resourceOf,
+} from "./patient_scope.ts";
 import type { AppEnv } from "./env.ts";
 import { problemResponses } from "./problem.ts";
 import { bearer, json } from "./route_kit.ts";
@@ -88,13 +96,6 @@ const ListQuery = z.object({
 });
 
 const IdParam = z.object({ id: z.uuid() });
-
-/** The patient the media item in the path belongs to. */
-const byMedia = async (c: Context<AppEnv>) => {
-  const id = c.req.param("id");
-  if (!id || !z.uuid().safeParse(id).success) return undefined;
-  return resourceOf(c, await mediaPatient(c.var.deps.runtime().store, id));
-};
 
 const view = async (c: Context<AppEnv>, m: MediaRecord) => ({
   id: m.id,
@@ -356,6 +357,7 @@ const listRoute = (by: "patient" | "encounter") =>
     middleware: [
       authenticate(),
       authorize("media.list", by === "patient" ? byPatient : byEncounter),
+      livePatient(by === "patient" ? patientInPath : patientOfEncounter),
     ] as const,
     request: { params: IdParam, query: ListQuery },
     responses: {
@@ -500,7 +502,11 @@ media
       tags: ["media"],
       summary: "A photo's or document's metadata (audited)",
       security: bearer,
-      middleware: [authenticate(), authorize("media.read", byMedia)] as const,
+      middleware: [
+        authenticate(),
+        authorize("media.read", byMedia),
+        livePatient(patientOfMedia),
+      ] as const,
       request: { params: IdParam },
       responses: {
         200: { description: "the metadata", content: json(MediaSchema) },
@@ -527,7 +533,11 @@ media
       description: "The stored bytes (images re-encoded without metadata) with the sniffed " +
         "Content-Type, `ETag` = SHA-256, `Cache-Control: no-store` and `nosniff`.",
       security: bearer,
-      middleware: [authenticate(), authorize("media.read", byMedia)] as const,
+      middleware: [
+        authenticate(),
+        authorize("media.read", byMedia),
+        livePatient(patientOfMedia),
+      ] as const,
       request: { params: IdParam },
       responses: {
         200: {
@@ -565,7 +575,11 @@ media
       tags: ["media"],
       summary: "A 256-px JPEG thumbnail of an image (audited)",
       security: bearer,
-      middleware: [authenticate(), authorize("media.read", byMedia)] as const,
+      middleware: [
+        authenticate(),
+        authorize("media.read", byMedia),
+        livePatient(patientOfMedia),
+      ] as const,
       request: { params: IdParam },
       responses: {
         200: {
@@ -595,7 +609,11 @@ media
       tags: ["media"],
       summary: "Soft-delete a photo or document; `reason` (JSON body or query) is required",
       security: bearer,
-      middleware: [authenticate(), authorize("media.delete", byMedia)] as const,
+      middleware: [
+        authenticate(),
+        authorize("media.delete", byMedia),
+        livePatient(patientOfMedia),
+      ] as const,
       request: {
         params: IdParam,
         query: z.object({ reason: z.string().max(1000).optional() }),

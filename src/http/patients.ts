@@ -1,25 +1,30 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { GENDERS } from "../../events/patient.ts";
-import type { PatientResource } from "../auth/policy.ts";
-import { listScope } from "../auth/policy.ts";
+import { listFilter } from "../auth/policy.ts";
+import { changeCareTeam, loadCareTeam } from "../clinical/care_team.ts";
 import {
   auditRead,
-  changeCareTeam,
   deletePatient,
   loadPatient,
   patientStream,
   registerPatient,
-  relationsTo,
   restorePatient,
   updatePatient,
 } from "../clinical/patients.ts";
 import { ORDERINGS, searchPatients } from "../clinical/patient_search.ts";
 import { normalize, PatientInput } from "../domain/patient.ts";
 import { NotFoundError, ValidationError } from "../errors.ts";
+import { sql } from "../store/sql.ts";
 import { allowed, authenticate, authorize, deny, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
 import { ifMatchVersion } from "./etag.ts";
+import {
+  byPatient as patientResource,
+  livePatient,
+  patientInPath,
+  relationRule,
+} from "./patient_scope.ts";
 import { problemResponses } from "./problem.ts";
 import { bearer, json, versioned, VERSIONED_WRITE_PROBLEMS } from "./route_kit.ts";
 
@@ -70,16 +75,29 @@ const PatientSummary = z.object({
   deleted: z.boolean(),
 }).openapi("PatientSummary");
 
+const HistoryItem = z.object({
+  version: z.number().int(),
+  type: z.string(),
+  recordedAt: z.string(),
+  actorId: z.string().nullable(),
+  actorRole: z.string().nullable(),
+  actorName: z.string().nullable(),
+  ip: z.string().nullable(),
+  userAgent: z.string().nullable(),
+  requestId: z.string().nullable(),
+  data: z.record(z.string(), z.unknown()),
+}).openapi("PatientHistoryItem");
+
+const CareTeamSchema = z.object({
+  items: z.array(z.object({
+    practitionerId: z.uuid(),
+    name: z.string().nullable(),
+    addedAt: z.string(),
+  })),
+}).openapi("CareTeam");
+
 const PatientInputDoc = PatientInput;
 const PatientPatchDoc = PatientInput.partial();
-
-/** The patient resource of this request for the policy: id and the actor's relations. */
-const patientResource = async (c: Context<AppEnv>): Promise<PatientResource | undefined> => {
-  const id = c.req.param("id");
-  if (!id || !z.uuid().safeParse(id).success) return undefined;
-  const relations = await relationsTo(c.var.deps.runtime().store, c.get("actor")!, id);
-  return { patientId: id, relations };
-};
 
 const now = (c: Context<AppEnv>) => c.var.deps.runtime().sessions.now();
 
@@ -91,6 +109,37 @@ const visible = async (c: Context<AppEnv>, id: string, asOf?: Date) => {
   }
   return p;
 };
+
+/** Display names of the staff among these actor ids (users are staff: not patient PHI). */
+const staffNames = async (c: Context<AppEnv>, ids: (string | undefined)[]) => {
+  const uuids = [...new Set(ids)].filter((x): x is string => !!x && z.uuid().safeParse(x).success);
+  if (uuids.length === 0) return new Map<string, string>();
+  const rows = await c.var.deps.runtime().store.db.query<{ id: string; name: string }>(
+    sql`select id::text as id, name from users where id = any(${uuids}::uuid[])`,
+  );
+  return new Map(rows.map((r) => [r.id, r.name]));
+};
+
+/** The team as an answer, audited as a read (see the GET route for why). */
+const careTeamAnswer = async (c: Context<AppEnv>, patientId: string) => {
+  const items = await loadCareTeam(c.var.deps.runtime().store, patientId);
+  await auditRead(c.var.deps.runtime(), c.get("actor")!, {
+    type: "CareTeamViewed",
+    data: { patientId, practitionerIds: items.map((m) => m.practitionerId) },
+  }, requestMetadata(c));
+  c.header("Cache-Control", "no-store");
+  return { items };
+};
+
+/**
+ * An answer that carries the whole record is a read of it (GET, restore, PUT,
+ * PATCH): one PatientViewed, and no answer if it cannot be written (503).
+ */
+const auditAnswer = (c: Context<AppEnv>, patientId: string) =>
+  auditRead(c.var.deps.runtime(), c.get("actor")!, {
+    type: "PatientViewed",
+    data: { patientId, asOf: null },
+  }, requestMetadata(c));
 
 /** Patients: registration, search, reads (each one audited), edits, soft delete, care team. */
 export const patients = new OpenAPIHono<AppEnv>()
@@ -132,8 +181,9 @@ export const patients = new OpenAPIHono<AppEnv>()
       summary: "Search and list patients",
       description:
         "`search` is a case-insensitive prefix of first name, last name, MRN or email. " +
-        "Practitioners see only patients on their care team. The ids returned are audited " +
-        "(`PatientsSearched`), never the query text.",
+        "Roles that read only related patients (practitioners) see exactly the patients they " +
+        "may read: care team, or an encounter under the relation rule. The ids returned are " +
+        "audited (`PatientsSearched`), never the query text.",
       security: bearer,
       middleware: [authenticate(), authorize("patient.list")] as const,
       request: {
@@ -171,7 +221,7 @@ export const patients = new OpenAPIHono<AppEnv>()
       const page = await searchPatients(store, {
         ...q,
         includeDeleted,
-        ...(listScope(actor) === "related" ? { careTeamOf: actor.userId } : {}),
+        scope: listFilter(actor, relationRule(c)),
       });
       await auditRead(c.var.deps.runtime(), actor, {
         type: "PatientsSearched",
@@ -187,16 +237,10 @@ export const patients = new OpenAPIHono<AppEnv>()
       path: "/v1/patients/{id}",
       tags: ["patients"],
       summary: "Read a patient (audited); `asOf` folds the record as it stood then",
-      description: "With `asOf` (admin, auditor) the record is folded from the log up to that " +
-        "instant.",
+      description: "With `asOf` (needs `patient.read_as_of` as well as `patient.read`: admins) " +
+        "the record is folded from the log up to that instant.",
       security: bearer,
-      middleware: [
-        authenticate(),
-        authorize(
-          (c) => (c.req.query("asOf") ? "patient.read_as_of" : "patient.read"),
-          patientResource,
-        ),
-      ] as const,
+      middleware: [authenticate(), authorize("patient.read", patientResource)] as const,
       request: {
         params: IdParam,
         query: z.object({ asOf: z.iso.datetime({ offset: true }).optional() }),
@@ -209,6 +253,8 @@ export const patients = new OpenAPIHono<AppEnv>()
     async (c) => {
       const { id } = c.req.valid("param");
       const { asOf } = c.req.valid("query");
+      // an as-of read of now is a current read: it needs both actions
+      if (asOf && !(await allowed(c, "patient.read_as_of"))) await deny(c, "patient.read_as_of");
       const p = await visible(c, id, asOf ? new Date(asOf) : undefined);
       await auditRead(c.var.deps.runtime(), c.get("actor")!, {
         type: "PatientViewed",
@@ -227,8 +273,8 @@ export const patients = new OpenAPIHono<AppEnv>()
       middleware: [authenticate(), authorize("patient.update", patientResource)] as const,
       request: { params: IdParam, body: { required: true, content: json(PatientInputDoc) } },
       responses: {
-        200: { description: "the patient", content: json(PatientSchema) },
-        ...problemResponses(...VERSIONED_WRITE_PROBLEMS),
+        200: { description: "the patient (audited as a read)", content: json(PatientSchema) },
+        ...problemResponses(...VERSIONED_WRITE_PROBLEMS, "unavailable"),
       },
     }),
     async (c) => {
@@ -242,6 +288,7 @@ export const patients = new OpenAPIHono<AppEnv>()
         now(c),
         ifMatchVersion(c),
       );
+      await auditAnswer(c, id);
       return c.json(versioned(c, p) as never, 200);
     },
   )
@@ -255,8 +302,8 @@ export const patients = new OpenAPIHono<AppEnv>()
       middleware: [authenticate(), authorize("patient.update", patientResource)] as const,
       request: { params: IdParam, body: { required: true, content: json(PatientPatchDoc) } },
       responses: {
-        200: { description: "the patient", content: json(PatientSchema) },
-        ...problemResponses(...VERSIONED_WRITE_PROBLEMS),
+        200: { description: "the patient (audited as a read)", content: json(PatientSchema) },
+        ...problemResponses(...VERSIONED_WRITE_PROBLEMS, "unavailable"),
       },
     }),
     async (c) => {
@@ -276,6 +323,7 @@ export const patients = new OpenAPIHono<AppEnv>()
         now(c),
         ifMatchVersion(c),
       );
+      await auditAnswer(c, id);
       return c.json(versioned(c, p) as never, 200);
     },
   )
@@ -339,11 +387,7 @@ export const patients = new OpenAPIHono<AppEnv>()
       const runtime = c.var.deps.runtime();
       await restorePatient(runtime.store, id, requestMetadata(c));
       const p = (await loadPatient(runtime.store, id, now(c)))!;
-      // the answer is the whole record: audited as a read, like GET
-      await auditRead(runtime, c.get("actor")!, {
-        type: "PatientViewed",
-        data: { patientId: id, asOf: null },
-      }, requestMetadata(c));
+      await auditAnswer(c, id);
       return c.json(versioned(c, p) as never, 200);
     },
   )
@@ -353,22 +397,20 @@ export const patients = new OpenAPIHono<AppEnv>()
       path: "/v1/patients/{id}/history",
       tags: ["patients"],
       summary: "The record's events with who, when and from where (audited)",
+      description: "Each item names the actor (id, role, name) and the request it came from " +
+        "(IP, user agent, request id). Only roles with `patient.history` (admin, clinical_ops) " +
+        "read it, and each of them sees all of it.",
       security: bearer,
-      middleware: [authenticate(), authorize("patient.history", patientResource)] as const,
+      middleware: [
+        authenticate(),
+        authorize("patient.history", patientResource),
+        livePatient(patientInPath),
+      ] as const,
       request: { params: IdParam },
       responses: {
         200: {
           description: "events, oldest first",
-          content: json(z.object({
-            items: z.array(z.object({
-              version: z.number().int(),
-              type: z.string(),
-              recordedAt: z.string(),
-              actorId: z.string().nullable(),
-              actorRole: z.string().nullable(),
-              data: z.record(z.string(), z.unknown()),
-            })),
-          })),
+          content: json(z.object({ items: z.array(HistoryItem) })),
         },
         ...problemResponses("unauthorized", "forbidden", "not-found", "unavailable"),
       },
@@ -378,6 +420,7 @@ export const patients = new OpenAPIHono<AppEnv>()
       const { store } = c.var.deps.runtime();
       const events = await store.readStream(patientStream(id));
       if (events.length === 0) throw new NotFoundError("no such patient");
+      const names = await staffNames(c, events.map((e) => e.metadata.actorId));
       await auditRead(c.var.deps.runtime(), c.get("actor")!, {
         type: "PatientHistoryViewed",
         data: { patientId: id },
@@ -390,9 +433,42 @@ export const patients = new OpenAPIHono<AppEnv>()
           recordedAt: e.recordedAt.toISOString(),
           actorId: e.metadata.actorId ?? null,
           actorRole: e.metadata.actorRole ?? null,
+          actorName: (e.metadata.actorId && names.get(e.metadata.actorId)) ?? null,
+          ip: e.metadata.ip ?? null,
+          userAgent: e.metadata.userAgent ?? null,
+          requestId: e.metadata.requestId ?? null,
           data: e.data,
         })),
       }, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/patients/{id}/care-team",
+      tags: ["patients"],
+      summary: "The patient's care team (audited)",
+      description: "Who may read the patient may read its team. Audited as a read " +
+        "(`CareTeamViewed`): which practitioners treat a patient is information about their care.",
+      security: bearer,
+      middleware: [
+        authenticate(),
+        authorize("patient.read", patientResource),
+        livePatient(patientInPath),
+      ] as const,
+      request: { params: IdParam },
+      responses: {
+        200: { description: "the team, in the order they joined", content: json(CareTeamSchema) },
+        ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "unavailable"),
+      },
+    }),
+    async (c) => {
+      const { id } = c.req.valid("param");
+      const { store } = c.var.deps.runtime();
+      if ((await store.streamVersion(patientStream(id))) === 0) {
+        throw new NotFoundError("no such patient");
+      }
+      return c.json(await careTeamAnswer(c, id), 200);
     },
   )
   .openapi(
@@ -401,28 +477,38 @@ export const patients = new OpenAPIHono<AppEnv>()
       path: "/v1/patients/{id}/care-team",
       tags: ["patients"],
       summary: "Add a practitioner to the patient's care team",
+      description: "201 with the team when the practitioner joins, 200 with the team when they " +
+        "were on it already (no event). Of concurrent identical adds exactly one is 201.",
       security: bearer,
-      middleware: [authenticate(), authorize("careteam.manage")] as const,
+      middleware: [
+        authenticate(),
+        authorize("careteam.manage"),
+        livePatient(patientInPath),
+      ] as const,
       request: {
         params: IdParam,
         body: { required: true, content: json(z.strictObject({ practitionerId: z.uuid() })) },
       },
       responses: {
-        204: { description: "on the care team" },
-        ...problemResponses("unauthorized", "forbidden", "not-found", "validation"),
+        201: { description: "added; the team (audited as a read)", content: json(CareTeamSchema) },
+        200: {
+          description: "already on the team; the team (audited as a read)",
+          content: json(CareTeamSchema),
+        },
+        ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "unavailable"),
       },
     }),
     async (c) => {
       const { id } = c.req.valid("param");
       const { practitionerId } = c.req.valid("json");
-      await changeCareTeam(
+      const { changed } = await changeCareTeam(
         c.var.deps.runtime().store,
         id,
         practitionerId,
         true,
         requestMetadata(c),
       );
-      return c.body(null, 204);
+      return c.json(await careTeamAnswer(c, id), changed ? 201 : 200);
     },
   )
   .openapi(
@@ -431,12 +517,17 @@ export const patients = new OpenAPIHono<AppEnv>()
       path: "/v1/patients/{id}/care-team/{practitionerId}",
       tags: ["patients"],
       summary: "Remove a practitioner from the patient's care team",
+      description: "The care-team relation ends at once. Removing a non-member changes nothing.",
       security: bearer,
-      middleware: [authenticate(), authorize("careteam.manage")] as const,
+      middleware: [
+        authenticate(),
+        authorize("careteam.manage"),
+        livePatient(patientInPath),
+      ] as const,
       request: { params: z.object({ id: z.uuid(), practitionerId: z.uuid() }) },
       responses: {
         204: { description: "off the care team" },
-        ...problemResponses("unauthorized", "forbidden", "not-found", "validation"),
+        ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "unavailable"),
       },
     }),
     async (c) => {

@@ -1,0 +1,81 @@
+import { z } from "@hono/zod-openapi";
+import type { Context, MiddlewareHandler } from "hono";
+import type { PatientResource, RelationRule } from "../auth/policy.ts";
+import { encounterPatient } from "../clinical/encounters.ts";
+import { mediaPatient } from "../clinical/media.ts";
+import { relationsTo } from "../clinical/patients.ts";
+import { NotFoundError } from "../errors.ts";
+import { sql } from "../store/sql.ts";
+import { allowed } from "./auth_middleware.ts";
+import type { AppEnv } from "./env.ts";
+
+/** Finds the patient a request is about (undefined: none, or no such record). */
+export type PatientOf = (c: Context<AppEnv>) => Promise<string | undefined>;
+
+/** The relation rule's inputs for this request: the runtime's clock and the configured window. */
+export const relationRule = (c: Context<AppEnv>): RelationRule => ({
+  now: c.var.deps.runtime().sessions.now(),
+  encounterAccessDays: c.var.deps.config.encounterAccessDays,
+});
+
+/** Memoised per request: the policy and the deleted-patient check ask the same question. */
+const perRequest = (find: (c: Context<AppEnv>, id: string) => Promise<string | undefined>) => {
+  const seen = new WeakMap<Context<AppEnv>, Promise<string | undefined>>();
+  return ((c) => {
+    let p = seen.get(c);
+    if (!p) {
+      const id = c.req.param("id");
+      p = id && z.uuid().safeParse(id).success ? find(c, id) : Promise.resolve(undefined);
+      seen.set(c, p);
+    }
+    return p;
+  }) satisfies PatientOf;
+};
+
+/** `/v1/patients/:id/...` */
+export const patientInPath: PatientOf = perRequest((_c, id) => Promise.resolve(id));
+/** `/v1/encounters/:id...`: the encounter's patient. */
+export const patientOfEncounter: PatientOf = perRequest((c, id) =>
+  encounterPatient(c.var.deps.runtime().store, id)
+);
+/** `/v1/media/:id...`: the media item's patient. */
+export const patientOfMedia: PatientOf = perRequest((c, id) =>
+  mediaPatient(c.var.deps.runtime().store, id)
+);
+
+/** The patient resource for the policy: its id and the actor's relations to it. */
+export const resourceOf = async (
+  c: Context<AppEnv>,
+  patientId: string | undefined,
+): Promise<PatientResource | undefined> => {
+  if (!patientId) return undefined;
+  const store = c.var.deps.runtime().store;
+  const relations = await relationsTo(store, c.get("actor")!, patientId, relationRule(c));
+  return { patientId, relations };
+};
+
+/** The patient in the path (`/v1/patients/:id/...`). */
+export const byPatient = async (c: Context<AppEnv>) => resourceOf(c, await patientInPath(c));
+/** The patient the encounter in the path belongs to (`/v1/encounters/:id`). */
+export const byEncounter = async (c: Context<AppEnv>) => resourceOf(c, await patientOfEncounter(c));
+/** The patient the media item in the path belongs to (`/v1/media/:id`). */
+export const byMedia = async (c: Context<AppEnv>) => resourceOf(c, await patientOfMedia(c));
+
+/**
+ * A soft-deleted patient's sub-resources are 404 to everyone but those who
+ * may see deleted patients (admins), as the patient itself is. Placed after
+ * `authorize`, so who may not act at all still gets the 403 and its event.
+ */
+export const livePatient = (patientOf: PatientOf): MiddlewareHandler<AppEnv> =>
+  async function livePatient(c, next) {
+    const id = await patientOf(c);
+    if (id) {
+      const [p] = await c.var.deps.runtime().store.db.query<{ deleted: boolean }>(
+        sql`select deleted from patients where id = ${id}::uuid`,
+      );
+      if (p?.deleted && !(await allowed(c, "patient.see_deleted"))) {
+        throw new NotFoundError("no such patient");
+      }
+    }
+    await next();
+  };
