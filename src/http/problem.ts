@@ -16,6 +16,8 @@ import {
   UploadRejectedError,
   ValidationError,
 } from "../errors.ts";
+import { InvalidCursorError } from "../store/cursor.ts";
+import { pgCode } from "../store/db.ts";
 
 /**
  * The kinds of problem the API reports (RFC 9457). `type` is a stable URI
@@ -23,6 +25,7 @@ import {
  */
 export const PROBLEMS = {
   "validation": { status: 422, title: "Request validation failed" },
+  "invalid-cursor": { status: 422, title: "The cursor is not one this list issued" },
   "malformed-request": { status: 400, title: "Malformed request" },
   "unauthorized": { status: 401, title: "Authentication required" },
   "mfa-required": { status: 401, title: "A second factor is required" },
@@ -101,6 +104,9 @@ export const problemFor = (
   errors?: FieldIssue[];
   headers?: Record<string, string>;
 } => {
+  if (err instanceof InvalidCursorError) {
+    return { slug: "invalid-cursor", detail: err.message, errors: err.issues };
+  }
   if (err instanceof ValidationError) {
     return { slug: "validation", detail: err.message, errors: err.issues };
   }
@@ -128,6 +134,11 @@ export const problemFor = (
   if (err instanceof RequestTimeoutError) return { slug: "request-timeout", detail: err.message };
   if (err instanceof UploadRejectedError) {
     return { slug: UPLOAD_PROBLEMS[err.reason], detail: err.message };
+  }
+  // the last resort behind rejectNul: text PostgreSQL cannot store is the client's, not a 500
+  const code = pgCode(err);
+  if (code === "22P05" || code === "22021") {
+    return { slug: "validation", detail: "the request has text that cannot be stored (NUL)" };
   }
   if (err instanceof HTTPException) {
     const slug = (Object.keys(PROBLEMS) as ProblemSlug[])
