@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { problemFor } from "../src/http/problem.ts";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
 import { bearer, createUser, login } from "./support/users.ts";
@@ -181,6 +182,14 @@ Deno.test("bad input: a NUL in a path id is a 404, in a query or body value a 42
   }
 });
 
+Deno.test("bad input: text PostgreSQL cannot store is a 422 even past the guard", () => {
+  for (const code of ["22P05", "22021"]) {
+    const p = problemFor(Object.assign(new Error("unsupported Unicode escape sequence"), { code }));
+    assert.equal(p.slug, "validation");
+    assert.ok(!p.detail?.includes("Unicode"), "the driver's message is not passed on");
+  }
+});
+
 Deno.test("bad input: a forged, broken or foreign cursor is a 422 invalid-cursor on every list", async () => {
   const { t, call, patient, tokens } = await setup();
   try {
@@ -239,6 +248,8 @@ Deno.test("bad input: a forged, broken or foreign cursor is a 422 invalid-cursor
         b64(JSON.stringify({ k: "lovelace", id: patient.id })), // the old, unsigned formats
         b64(JSON.stringify(["2026-11-24T12:00:00.000000Z", patient.id])),
         b64("admin@clinic.test"),
+        b64("a\u0000b"), // a NUL in the old formats' keys reached SQL
+        b64(JSON.stringify({ k: "\u0000", id: patient.id })),
         b64(JSON.stringify({ k: 1, id: [] })),
         b64(JSON.stringify(null)),
         "x".repeat(400),
