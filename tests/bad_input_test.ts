@@ -74,7 +74,7 @@ const eventCount = async (t: Awaited<ReturnType<typeof openTestApp>>) =>
   (await t.runtime.db.query<{ n: number }>(sql`select count(*)::int as n from events`))[0]!.n;
 
 Deno.test("bad input: a NUL in a path id is a 404, in a query or body value a 422 naming the field", async () => {
-  const { t, call, patient, encounter } = await setup();
+  const { t, call, patient, encounter, tokens } = await setup();
   try {
     const before = await eventCount(t);
     // path ids of every resource, and a denial on one (reception may not read history)
@@ -165,6 +165,20 @@ Deno.test("bad input: a NUL in a path id is a 404, in a query or body value a 42
       const res = await expectProblem(await call(method, path, body), 422, "/problems/validation");
       assert.deepEqual(paths(res), [field], `${method} ${path}`);
       assert.ok(!JSON.stringify(res).includes("velace"), "the value is not echoed");
+    }
+    // multipart upload fields: the guard does not read uploads, the pipeline refuses them
+    for (const field of ["notes", "description"]) {
+      const f = new FormData();
+      f.set("category", "documents");
+      f.set(field, "a\u0000b");
+      f.set("file", new Blob(["hello\n"]), "a.txt");
+      const up = await t.app.request(`/v1/patients/${patient.id}/documents`, {
+        method: "POST",
+        headers: bearer(tokens.admin!),
+        body: f,
+      });
+      const body = await expectProblem(up, 422, "/problems/validation");
+      assert.deepEqual(paths(body), [field]);
     }
     // a literal backslash-u0000 (escaped backslash) is just text, not a NUL
     const literal = await call("POST", "/v1/patients", {
