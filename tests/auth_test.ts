@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { SignJWT } from "jose";
+import { deriveJwtKey } from "../src/auth/tokens.ts";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
 import { createTestDatabase, drivers } from "./support/harness.ts";
@@ -96,6 +97,42 @@ Deno.test("auth: login, /v1/me, and every kind of bad token is a 401", async () 
     const again = await login(t.app, nurse.email);
     assert.equal(again.res.status, 401);
     assert.equal(again.body.detail, "invalid credentials or account temporarily locked");
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("auth: a token signed with our key but with malformed claims is a 401, not a 500", async () => {
+  const t = await openTestApp();
+  try {
+    const admin = await createUser(t.runtime, "admin");
+    const { body } = await login(t.app, admin.email);
+    const payload = body.accessToken.split(".")[1];
+    const claims = JSON.parse(atob(payload.replace(/-/g, "+").replace(/_/g, "/")));
+    // the key derived as the app derives it, from the configured master key
+    const key = await deriveJwtKey(t.config.masterKey!);
+    const sign = (c: Record<string, unknown>) =>
+      new SignJWT(c).setProtectedHeader({ alg: "HS256", typ: "JWT" }).sign(key);
+    // the control: the same claims re-signed with the derived key are accepted
+    assert.equal((await me(t.app, await sign(claims))).status, 200);
+    for (
+      const bad of [
+        { sid: "not-a-uuid" },
+        { sub: "not-a-uuid" },
+        { sid: `${claims.sid}\u0000` },
+        { sub: 42 },
+        { sid: ["x"] },
+        { role: "superuser" },
+        { role: 7 },
+        { jti: 1 },
+        { exp: "tomorrow" },
+      ]
+    ) {
+      const res = await me(t.app, await sign({ ...claims, ...bad }));
+      assert.equal(res.status, 401, JSON.stringify(bad));
+      await assert401(res);
+    }
+    assert.ok(!t.logs.lines.some((l) => l.msg === "unhandled error"));
   } finally {
     await t.close();
   }

@@ -1,5 +1,6 @@
 import type { EventMetadata } from "../../events/metadata.ts";
 import type { Role } from "../../events/user.ts";
+import { z } from "zod";
 import { refusal } from "../domain/credentials.ts";
 import { decideAll, fold, type UserCommand } from "../domain/user.ts";
 import {
@@ -183,12 +184,17 @@ export const getUser = async (store: EventStore, id: string): Promise<UserView |
   return r ? view(r) : null;
 };
 
-/** Users ordered by email; `cursor` is the last email of the previous page. */
+/** A users cursor: the last email of the previous page. */
+const Position = z.object({ e: z.string().max(320) });
+
+/** Users ordered by email; `cursor` holds the last email of the previous page. */
 export const listUsers = async (
   store: EventStore,
   opts: { limit: number; cursor?: string; role?: Role },
 ): Promise<{ items: UserView[]; nextCursor: string | null; total: number }> => {
-  const after = opts.cursor ? atob(opts.cursor) : null;
+  const after = opts.cursor
+    ? (await store.codec.cursors.decode("users", Position, opts.cursor)).e
+    : null;
   const roleFilter = opts.role ? sql`and role = ${opts.role}` : sql``;
   const rows = await store.db.query<UserRow>(sql`select ${USER_COLUMNS} from users
     where true ${roleFilter} ${after !== null ? sql`and email > ${after}` : sql``}
@@ -199,7 +205,9 @@ export const listUsers = async (
   const page = rows.slice(0, opts.limit);
   return {
     items: page.map(view),
-    nextCursor: rows.length > opts.limit ? btoa(page.at(-1)!.email) : null,
+    nextCursor: rows.length > opts.limit
+      ? await store.codec.cursors.encode("users", { e: page.at(-1)!.email })
+      : null,
     total: Number(c?.n ?? 0),
   };
 };

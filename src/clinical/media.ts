@@ -1,7 +1,7 @@
 import type { EventMetadata } from "../../events/metadata.ts";
-import type { z } from "zod";
+import { z } from "zod";
 import { type MediaKind, MediaUploaded } from "../../events/media.ts";
-import { ConflictError, NotFoundError, ValidationError } from "../errors.ts";
+import { ConflictError, NotFoundError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import type { StoredEvent } from "../store/types.ts";
@@ -129,17 +129,8 @@ export interface MediaQuery {
   cursor?: string;
 }
 
-const encodeCursor = (at: string, id: string) => btoa(JSON.stringify([at, id]));
-const decodeCursor = (cursor: string): [string, string] => {
-  try {
-    const v = JSON.parse(atob(cursor));
-    if (
-      Array.isArray(v) && v.length === 2 && !Number.isNaN(Date.parse(v[0])) &&
-      /^[0-9a-f-]{36}$/.test(v[1])
-    ) return v as [string, string];
-  } catch { /* fall through */ }
-  throw new ValidationError("bad cursor", [{ path: "cursor", message: "not a cursor we issued" }]);
-};
+/** A media cursor: the last row's creation time and id (the list's order). */
+const Position = z.tuple([z.iso.datetime(), z.uuid()]);
 
 /**
  * A page of a patient's (or an encounter's) media, newest first, with the
@@ -149,7 +140,7 @@ export const listMedia = async (
   store: EventStore,
   q: MediaQuery,
 ): Promise<{ items: MediaListItem[]; nextCursor: string | null; total: number }> => {
-  const after = q.cursor ? decodeCursor(q.cursor) : null;
+  const after = q.cursor ? await store.codec.cursors.decode("media", Position, q.cursor) : null;
   const where = sql`where patient_id = ${q.patientId}::uuid
       ${q.encounterId ? sql`and encounter_id = ${q.encounterId}::uuid` : sql``}
       ${q.category ? sql`and category = ${q.category}` : sql``}
@@ -207,7 +198,9 @@ export const listMedia = async (
       deleted: r.deleted,
       createdAt: timestamp(r.created_at),
     })),
-    nextCursor: rows.length > q.limit && last ? encodeCursor(last.cursor_at, last.id) : null,
+    nextCursor: rows.length > q.limit && last
+      ? await store.codec.cursors.encode("media", [last.cursor_at, last.id])
+      : null,
     total: Number(count?.n ?? 0),
   };
 };

@@ -1,4 +1,4 @@
-import { ValidationError } from "../errors.ts";
+import { z } from "zod";
 import type { EventStore } from "../store/event_store.ts";
 import { ident, type Query, sql } from "../store/sql.ts";
 
@@ -52,6 +52,9 @@ interface Row {
   sort_key: string;
 }
 
+/** A patients cursor: the last row's sort key and id. */
+const Position = z.object({ k: z.string().max(400), id: z.uuid() });
+
 const likePrefix = (s: string) => s.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`) + "%";
 
 /**
@@ -84,13 +87,8 @@ export const searchPatients = async (
   const where = filters.reduce((acc, f) => sql`${acc} ${f}`, sql`where true`);
   let after = sql``;
   if (q.cursor) {
-    let c: { k: string; id: string };
-    try {
-      c = JSON.parse(atob(q.cursor));
-      if (typeof c.k !== "string" || typeof c.id !== "string") throw new Error();
-    } catch {
-      throw new ValidationError("invalid cursor", [{ path: "cursor", message: "not one of ours" }]);
-    }
+    // bound to the ordering: a name position must not be compared with dates
+    const c = await store.codec.cursors.decode(`patients:${q.ordering}`, Position, q.cursor);
     after = desc
       ? sql`and (${key}, id) < (${c.k}, ${c.id}::uuid)`
       : sql`and (${key}, id) > (${c.k}, ${c.id}::uuid)`;
@@ -121,7 +119,10 @@ export const searchPatients = async (
       deleted: r.deleted,
     })),
     nextCursor: rows.length > q.limit && last
-      ? btoa(JSON.stringify({ k: last.sort_key, id: last.id }))
+      ? await store.codec.cursors.encode(`patients:${q.ordering}`, {
+        k: last.sort_key,
+        id: last.id,
+      })
       : null,
     total: Number(count?.n ?? 0),
   };

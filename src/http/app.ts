@@ -7,6 +7,8 @@ import { docs } from "./docs.ts";
 import type { AppDeps, AppEnv } from "./env.ts";
 import { problem, problemFor } from "./problem.ts";
 import { requestId } from "./request_id.ts";
+import { rejectNul } from "./nul_guard.ts";
+import { validationHook } from "./validation.ts";
 import { system } from "./system.ts";
 import { authRoutes } from "./auth.ts";
 import { users } from "./users.ts";
@@ -37,17 +39,7 @@ const patternToRegExp = (path: string): RegExp =>
  */
 export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   const app = new OpenAPIHono<AppEnv>({
-    defaultHook: (result, c) => {
-      if (!result.success) {
-        return problem(c, "validation", "the request has invalid fields", {
-          errors: result.error.issues.map((i) => ({
-            path: i.path.join("."),
-            message: i.message,
-          })),
-        });
-      }
-      return undefined;
-    },
+    defaultHook: validationHook,
   });
 
   app.use("*", requestId());
@@ -94,6 +86,8 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   });
   // uploads stream their body and enforce the media limit themselves, while reading
   app.use("*", (c, next) => (isUpload(c.req.method, c.req.path) ? next() : limit(c, next)));
+  // after the limit, so a JSON body it reads is a bounded one; uploads are streamed, not read
+  app.use("*", rejectNul({ skipBody: isUpload }));
 
   app.route("/", system);
   app.route("/", docs);

@@ -17,6 +17,8 @@ import {
   UploadRejectedError,
   ValidationError,
 } from "../errors.ts";
+import { InvalidCursorError } from "../store/cursor.ts";
+import { pgCode } from "../store/db.ts";
 
 /**
  * The kinds of problem the API reports (RFC 9457). `type` is a stable URI
@@ -24,6 +26,7 @@ import {
  */
 export const PROBLEMS = {
   "validation": { status: 422, title: "Request validation failed" },
+  "invalid-cursor": { status: 422, title: "The cursor is not one this list issued" },
   "malformed-request": { status: 400, title: "Malformed request" },
   "unauthorized": { status: 401, title: "Authentication required" },
   "mfa-required": { status: 401, title: "A second factor is required" },
@@ -103,6 +106,9 @@ export const problemFor = (
   errors?: FieldIssue[];
   headers?: Record<string, string>;
 } => {
+  if (err instanceof InvalidCursorError) {
+    return { slug: "invalid-cursor", detail: err.message, errors: err.issues };
+  }
   if (err instanceof ValidationError) {
     return { slug: "validation", detail: err.message, errors: err.issues };
   }
@@ -137,6 +143,11 @@ export const problemFor = (
       detail: err.message,
       ...(err.retryAfterSec ? { headers: { "Retry-After": String(err.retryAfterSec) } } : {}),
     };
+  }
+  // the last resort behind rejectNul: text PostgreSQL cannot store is the client's, not a 500
+  const code = pgCode(err);
+  if (code === "22P05" || code === "22021") {
+    return { slug: "validation", detail: "the request has text that cannot be stored (NUL)" };
   }
   if (err instanceof HTTPException) {
     const slug = (Object.keys(PROBLEMS) as ProblemSlug[])

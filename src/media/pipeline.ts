@@ -91,6 +91,12 @@ export const uploadFields = (kind: MediaKind, upload: ParsedUpload): UploadField
   for (const name of Object.keys(fields)) {
     if (!allowed.includes(name)) issues.push({ path: name, message: "unknown field" });
   }
+  // text never carries NUL (PostgreSQL cannot store it; rejectNul sees JSON bodies only)
+  for (const [name, value] of Object.entries(fields)) {
+    if (value.includes("\0")) {
+      issues.push({ path: name, message: "must not contain NUL characters" });
+    }
+  }
   const category = fields.category?.trim() ?? "";
   if (!(category in ALLOW_LISTS[kind])) {
     issues.push({

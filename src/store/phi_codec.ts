@@ -2,6 +2,7 @@ import { ConflictError } from "../errors.ts";
 import type { Db } from "./db.ts";
 import { sql } from "./sql.ts";
 import type { EventDefinition } from "./catalog.ts";
+import { CursorCodec } from "./cursor.ts";
 
 /**
  * Crypto-shredding for PHI in event payloads.
@@ -34,10 +35,13 @@ export class PhiCodec {
   readonly #db: Db;
   readonly #master: Promise<CryptoKey>;
   readonly #cache = new Map<string, { key: CryptoKey | null; at: number }>();
+  /** List cursors, sealed too: a keyset position can be a name or a date of birth. */
+  readonly cursors: CursorCodec;
 
   constructor(db: Db, masterKey: Uint8Array<ArrayBuffer>) {
     if (masterKey.length !== 32) throw new Error("master key must be 32 bytes");
     this.#db = db;
+    this.cursors = new CursorCodec(masterKey);
     this.#master = crypto.subtle.importKey("raw", masterKey, "AES-GCM", false, [
       "encrypt",
       "decrypt",
