@@ -1,11 +1,12 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import { secureHeaders } from "hono/secure-headers";
 import { docs } from "./docs.ts";
+import { Drain } from "./drain.ts";
 import type { AppDeps, AppEnv } from "./env.ts";
 import { problem, problemFor } from "./problem.ts";
+import { requestBody } from "./request_body.ts";
 import { requestId } from "./request_id.ts";
 import { system } from "./system.ts";
 import { authRoutes } from "./auth.ts";
@@ -87,13 +88,28 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
       }),
     );
   }
-  const limit = bodyLimit({
-    maxSize: deps.config.maxBodyBytes,
-    onError: (c) =>
-      problem(c, "payload-too-large", `the body exceeds ${deps.config.maxBodyBytes} bytes`),
+  const drain = deps.drain ?? new Drain();
+  app.use("*", async (c, next) => {
+    if (drain.draining) {
+      return problem(c, "unavailable", "the server is shutting down", {
+        headers: { "Retry-After": "5", Connection: "close" },
+      });
+    }
+    // uploads read their body in the handler: it counts as arriving until the handler is done
+    if (c.req.raw.body && isUpload(c.req.method, c.req.path)) return await drain.receiving(next);
+    return await next();
   });
-  // uploads stream their body and enforce the media limit themselves, while reading
-  app.use("*", (c, next) => (isUpload(c.req.method, c.req.path) ? next() : limit(c, next)));
+  // every body has a size limit and a deadline; uploads stream theirs and enforce the media
+  // limit and their own deadline while reading
+  app.use(
+    "*",
+    requestBody({
+      maxBytes: deps.config.maxBodyBytes,
+      timeoutSec: deps.config.bodyTimeoutSec,
+      skip: (c) => isUpload(c.req.method, c.req.path),
+      drain,
+    }),
+  );
 
   app.route("/", system);
   app.route("/", docs);
