@@ -56,8 +56,10 @@ const main = (): void => {
     hostname: config.hostname,
     onListen: ({ hostname, port }) => log.info({ hostname, port }, "chartlog listening"),
   }, (req, info) => {
-    drain.track(info.completed);
-    return app.fetch(req);
+    const res = Promise.resolve(app.fetch(req));
+    // `completed` settles at shutdown even for a handler still at work: wait for both
+    drain.track(Promise.allSettled([res, info.completed]));
+    return res;
   });
 
   const open = async (): Promise<Runtime | null> => {

@@ -171,6 +171,13 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
       );
       return problem(c, "internal", "an unexpected error occurred; quote the request id");
     }
+    if (p.slug === "unavailable") {
+      const e = err as Error & { code?: string };
+      deps.log.warn(
+        { requestId: c.get("requestId"), err: { name: e.name, code: e.code } },
+        "unavailable",
+      );
+    }
     return problem(c, p.slug, p.detail, { errors: p.errors, headers: p.headers });
   });
 

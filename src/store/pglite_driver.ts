@@ -1,16 +1,24 @@
 import { PGlite, type Transaction } from "@electric-sql/pglite";
-import type { Db } from "./db.ts";
+import { type Db, mapConnectionError } from "./db.ts";
 import type { Query } from "./sql.ts";
 
 type Conn = PGlite | Transaction;
 
+const rethrow = (err: unknown): never => {
+  throw mapConnectionError(err);
+};
+
 const wrap = (conn: Conn, root: PGlite, depth: number): Db => ({
   kind: "pglite",
-  query: async <T>(q: Query) => (await conn.query<T>(q.text, q.values as unknown[])).rows as T[],
+  query: async <T>(q: Query) =>
+    (await conn.query<T>(q.text, q.values as unknown[]).catch(rethrow)).rows as T[],
   batch: async (queries: readonly Query[]) => {
     const out: Record<string, unknown>[][] = [];
     for (const q of queries) {
-      out.push((await conn.query<Record<string, unknown>>(q.text, q.values as unknown[])).rows);
+      out.push(
+        (await conn.query<Record<string, unknown>>(q.text, q.values as unknown[]).catch(rethrow))
+          .rows,
+      );
     }
     return out;
   },
@@ -29,7 +37,7 @@ const wrap = (conn: Conn, root: PGlite, depth: number): Db => ({
     }
   },
   exec: async (text: string) => {
-    await conn.exec(text);
+    await conn.exec(text).catch(rethrow);
   },
   // PGlite is a single session: a reserved connection is the database itself.
   reserve: () => Promise.resolve({ ...wrap(root, root, 0), release: () => Promise.resolve() }),
