@@ -54,13 +54,16 @@ class Session {
       onclose: () => {
         this.lost = true;
       },
-      // postgres.js does not connect a socket it is given: connect it here
+      // postgres.js does not connect a socket it is given: connect it here, to the first host
+      // (a session does not fail over: losing its server ends it anyway)
       socket: (o: { host: string[]; port: number[]; path?: string }) => {
         if (sockets++ > 0) throw lostError();
         return new Promise<net.Socket>((resolve, reject) => {
           const s = o.path
             ? net.connect({ path: o.path })
             : net.connect({ host: o.host[0], port: o.port[0]! });
+          // as postgres.js does for its own sockets: TLS takes the server name from here
+          Object.assign(s, { host: o.host[0], port: o.port[0] });
           const timer = setTimeout(() => {
             s.destroy();
             reject(Object.assign(new Error("connect timeout"), { code: "CONNECT_TIMEOUT" }));
