@@ -301,6 +301,8 @@ Deno.test("server process: waits for an unreachable database, survives losing it
     const inFlight = await Promise.all(
       Array.from({ length: 3 }, () => halfSentPost(s, "/v1/patients", patient(), auth)),
     );
+    // a round trip after them, so that the server has picked them up before the signal
+    await (await fetch(`${s.url}/health`)).body?.cancel();
     const mark = s.stdout.length;
     s.child.kill("SIGTERM");
     await s.waitForLog((l) => l.msg === "shutting down", mark);

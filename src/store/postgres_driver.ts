@@ -1,4 +1,5 @@
 import net from "node:net";
+import { setImmediate } from "node:timers";
 import postgres from "postgres";
 import { UnavailableError } from "../errors.ts";
 import { type Db, mapConnectionError, type ReservedDb } from "./db.ts";
@@ -54,30 +55,9 @@ class Session {
       onclose: () => {
         this.lost = true;
       },
-      // postgres.js does not connect a socket it is given: connect it here, to the first host
-      // (a session does not fail over: losing its server ends it anyway)
-      socket: (o: { host: string[]; port: number[]; path?: string }) => {
+      socket: (o: SocketOptions) => {
         if (sockets++ > 0) throw lostError();
-        return new Promise<net.Socket>((resolve, reject) => {
-          const s = o.path
-            ? net.connect({ path: o.path })
-            : net.connect({ host: o.host[0], port: o.port[0]! });
-          // as postgres.js does for its own sockets: TLS takes the server name from here
-          Object.assign(s, { host: o.host[0], port: o.port[0] });
-          const timer = setTimeout(() => {
-            s.destroy();
-            reject(Object.assign(new Error("connect timeout"), { code: "CONNECT_TIMEOUT" }));
-          }, CONNECT_TIMEOUT_MS);
-          s.once("error", (err) => {
-            clearTimeout(timer);
-            reject(err);
-          });
-          s.once("connect", () => {
-            clearTimeout(timer);
-            s.removeAllListeners("error");
-            resolve(s);
-          });
-        });
+        return connectSocket(o);
       },
     } as postgres.Options<Record<string, never>>);
   }
@@ -101,6 +81,67 @@ class Session {
 
 const lostError = () =>
   new UnavailableError("the database connection was lost", { code: "CONNECTION_CLOSED" });
+
+/** The parsed options postgres.js hands a socket factory. */
+interface SocketOptions {
+  host: string[];
+  port: number[];
+  path?: string;
+}
+
+/**
+ * Connects a socket for postgres.js (which does not connect a socket it is
+ * given), trying each host in turn. Its `close` event is reported one
+ * macrotask late and as clean: postgres.js 3.4.9 batches small writes behind
+ * a `setImmediate` and, when the socket closes before that runs, keeps the
+ * cancelled timer, so the connection never writes again after reconnecting
+ * (it hangs until the connect timeout, again and again); and on a close with
+ * an error it does not reject a query written after the error event, which
+ * then never settles. Delivered late, the pending write runs first (into the
+ * dead socket, harmlessly); delivered as clean, every query still in flight
+ * is rejected with CONNECTION_CLOSED.
+ */
+const connectSocket = async (o: SocketOptions): Promise<net.Socket> => {
+  const targets = o.path ? [{ path: o.path }] : o.host.map((host, i) => ({
+    host,
+    port: o.port[i] ?? o.port[0]!,
+  }));
+  let last: unknown;
+  for (const target of targets) {
+    try {
+      const s = await new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect(target as net.NetConnectOpts);
+        const timer = setTimeout(() => {
+          s.destroy();
+          reject(Object.assign(new Error("connect timeout"), { code: "CONNECT_TIMEOUT" }));
+        }, CONNECT_TIMEOUT_MS);
+        s.once("error", (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+        s.once("connect", () => {
+          clearTimeout(timer);
+          s.removeAllListeners("error");
+          resolve(s);
+        });
+      });
+      // as postgres.js does for its own sockets: TLS takes the server name from here
+      if ("host" in target) Object.assign(s, { host: target.host, port: target.port });
+      const emit = s.emit.bind(s);
+      s.emit = ((event: string | symbol, ...args: unknown[]) =>
+        event === "close"
+          ? (setImmediate(() =>
+            emit("close", false)
+          ),
+            true)
+          : emit(event, ...args)) as typeof s.emit;
+      return s;
+    } catch (err) {
+      last = err;
+    }
+  }
+  throw last;
+};
 
 /** A {@link ReservedDb} over one session; transactions are driven by hand. */
 const sessionDb = (
@@ -144,7 +185,11 @@ export const openPostgres = (url: string, options: PostgresOptions = {}): Db => 
       idle_in_transaction_session_timeout: options.idleInTransactionTimeoutMs ?? 60_000,
     },
   } as postgres.Options<Record<string, never>>;
-  const root = postgres(url, { ...common, max: options.max ?? 10 });
+  const root = postgres(url, {
+    ...common,
+    max: options.max ?? 10,
+    socket: connectSocket,
+  } as postgres.Options<Record<string, never>>);
   const idle: Session[] = [];
   const open = new Set<Session>();
   let closed = false;
