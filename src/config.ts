@@ -47,6 +47,8 @@ const Env = z.object({
   CHARTLOG_MEDIA_MAX_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
   CHARTLOG_MEDIA_MAX_PIXELS: z.coerce.number().int().positive().default(50_000_000),
   CHARTLOG_BLOB_DIR: z.string().min(1).optional(),
+  CHARTLOG_BODY_TIMEOUT_S: z.coerce.number().int().min(1).max(3600).default(30),
+  CHARTLOG_SHUTDOWN_TIMEOUT_S: z.coerce.number().int().min(0).max(3600).default(10),
   CHARTLOG_UPLOAD_TIMEOUT_S: z.coerce.number().int().min(1).max(3600).default(300),
   CHARTLOG_IMAGE_WORKERS: z.coerce.number().int().min(1).max(64).default(2),
   CHARTLOG_IMAGE_QUEUE: z.coerce.number().int().min(0).max(1000).default(8),
@@ -88,6 +90,10 @@ export interface Config {
   mediaMaxBytes: number;
   /** Largest image (width × height) the pipeline decodes. */
   mediaMaxPixels: number;
+  /** How long any other request body may take to arrive (408 after). */
+  bodyTimeoutSec: number;
+  /** On SIGTERM, how long in-flight requests may take to finish before the process exits. */
+  shutdownTimeoutSec: number;
   /** How long an upload's body may take to arrive (408 after). */
   uploadTimeoutSec: number;
   /** Workers that decode images; at most this many are decoded at once. */
@@ -169,6 +175,8 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     imageQueue: e.CHARTLOG_IMAGE_QUEUE,
     clamdTimeoutMs: e.CHARTLOG_CLAMD_TIMEOUT_MS,
     uploadTimeoutSec: e.CHARTLOG_UPLOAD_TIMEOUT_S,
+    bodyTimeoutSec: e.CHARTLOG_BODY_TIMEOUT_S,
+    shutdownTimeoutSec: e.CHARTLOG_SHUTDOWN_TIMEOUT_S,
     clamdUrl: e.CHARTLOG_CLAMD_URL ?? null,
     encounterAccessDays: e.CHARTLOG_ENCOUNTER_ACCESS_DAYS,
   };

@@ -58,9 +58,18 @@ export class MfaEnrolmentRequiredError extends ForbiddenError {
   override name = "MfaEnrolmentRequiredError";
 }
 
-/** A dependency (database, audit append) is unavailable; fail closed. */
+/**
+ * A dependency (database, audit append) is unavailable; fail closed. HTTP
+ * answers 503 with `Retry-After`. `code` is the driver's code (e.g.
+ * `ECONNREFUSED`, `57P01`) for logs; it never carries a message.
+ */
 export class UnavailableError extends ChartlogError {
   override name = "UnavailableError";
+  readonly code?: string;
+  constructor(message: string, options?: ErrorOptions & { code?: string }) {
+    super(message, options);
+    this.code = options?.code;
+  }
 }
 
 /** Missing or invalid credentials (HTTP 401). */

@@ -1,12 +1,31 @@
 import { ConfigError, loadConfig } from "./config.ts";
 import { createApp } from "./http/app.ts";
+import { Drain } from "./http/drain.ts";
 import { createLogger } from "./logger.ts";
 import { UnavailableError } from "./errors.ts";
 import { openRuntime, type Runtime } from "./runtime.ts";
+import { isConnectionError } from "./store/db.ts";
+
+/** Start-up retries of an unreachable database: 0.5 s doubling to at most 30 s. */
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 30_000;
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
 
 /**
- * Starts the HTTP server. SIGTERM / SIGINT stop accepting connections, let
- * in-flight requests finish, stop projection workers and close the database.
+ * Starts the HTTP server. The database is opened after the listener, and
+ * retried with backoff while it cannot be reached (a container may start
+ * before its database): meanwhile `/health` answers 200 and everything else
+ * 503. SIGTERM / SIGINT stop accepting connections, let in-flight requests
+ * finish (at most CHARTLOG_SHUTDOWN_TIMEOUT_S), stop projection workers and
+ * close the database.
  */
 const main = (): void => {
   let config;
@@ -20,44 +39,85 @@ const main = (): void => {
     throw err;
   }
   const log = createLogger(config.logLevel);
-  // Listen first, open the database after: liveness answers at once, while
-  // readiness (and every data route) answers 503 until migrations are done.
   let runtime: Runtime | null = null;
+  const drain = new Drain();
   const app = createApp({
     config,
     log,
+    drain,
     runtime: () => {
       if (!runtime) throw new UnavailableError("the database is still opening");
       return runtime;
     },
   });
-  const abort = new AbortController();
+  const stopping = new AbortController();
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,
-    signal: abort.signal,
     onListen: ({ hostname, port }) => log.info({ hostname, port }, "chartlog listening"),
-  }, app.fetch);
-  const opening = openRuntime(config, log).then((r) => {
-    runtime = r;
-    log.info({ database: r.db.kind }, "database ready");
-    return r;
-  }).catch((err) => {
-    log.fatal(
-      { err: { name: err?.name, code: err?.code, message: err?.message } },
-      "cannot open the database",
-    );
-    Deno.exit(1);
+  }, (req, info) => {
+    const res = Promise.resolve(app.fetch(req));
+    // `completed` settles at shutdown even for a handler still at work: wait for both
+    drain.track(Promise.allSettled([res, info.completed]));
+    return res;
   });
 
-  let stopping = false;
+  const open = async (): Promise<Runtime | null> => {
+    for (let attempt = 1; !stopping.signal.aborted; attempt++) {
+      try {
+        const r = await openRuntime(config, log);
+        if (stopping.signal.aborted) {
+          await r.close();
+          return null;
+        }
+        return r;
+      } catch (err) {
+        const e = err as { name?: string; code?: string; message?: string };
+        if (!isConnectionError(err)) {
+          // name and code; the message of a connection error can name the host, never the password
+          log.fatal(
+            { err: { name: e.name, code: e.code, message: e.message } },
+            "cannot start: the database or the blob directory was refused",
+          );
+          Deno.exit(1);
+        }
+        const retryInMs = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (attempt - 1));
+        log.warn(
+          { attempt, retryInMs, err: { name: e.name, code: e.code } },
+          "the database is unreachable; retrying",
+        );
+        await sleep(retryInMs, stopping.signal);
+      }
+    }
+    return null;
+  };
+  const opening = open().then((r) => {
+    runtime = r;
+    if (r) log.info({ database: r.db.kind }, "database ready");
+    return r;
+  });
+
   const shutdown = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, "shutting down");
-    abort.abort();
-    await server.finished;
-    await (await opening).close();
+    if (stopping.signal.aborted) return;
+    stopping.abort();
+    log.info({ signal, timeoutSec: config.shutdownTimeoutSec }, "shutting down");
+    const deadline = new Promise<false>((r) =>
+      setTimeout(() => r(false), config.shutdownTimeoutSec * 1000)
+    );
+    // New requests are refused (503) from now on. Deno's shutdown() closes the listener and
+    // lets handlers finish, but cuts off bodies still arriving: wait for those first.
+    drain.draining = true;
+    const drained = await Promise.race([
+      (async () => {
+        await drain.whenReceived();
+        await server.shutdown();
+        await drain.whenDelivered();
+        return true;
+      })(),
+      deadline,
+    ]);
+    if (!drained) log.warn("requests still in flight at the shutdown deadline");
+    await (await opening)?.close();
     log.info("stopped");
     Deno.exit(0);
   };

@@ -1,11 +1,12 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import { secureHeaders } from "hono/secure-headers";
 import { docs } from "./docs.ts";
+import { Drain } from "./drain.ts";
 import type { AppDeps, AppEnv } from "./env.ts";
 import { problem, problemFor } from "./problem.ts";
+import { requestBody } from "./request_body.ts";
 import { requestId } from "./request_id.ts";
 import { rejectNul } from "./nul_guard.ts";
 import { validationHook } from "./validation.ts";
@@ -79,13 +80,28 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
       }),
     );
   }
-  const limit = bodyLimit({
-    maxSize: deps.config.maxBodyBytes,
-    onError: (c) =>
-      problem(c, "payload-too-large", `the body exceeds ${deps.config.maxBodyBytes} bytes`),
+  const drain = deps.drain ?? new Drain();
+  app.use("*", async (c, next) => {
+    if (drain.draining) {
+      return problem(c, "unavailable", "the server is shutting down", {
+        headers: { "Retry-After": "5", Connection: "close" },
+      });
+    }
+    // uploads read their body in the handler: it counts as arriving until the handler is done
+    if (c.req.raw.body && isUpload(c.req.method, c.req.path)) return await drain.receiving(next);
+    return await next();
   });
-  // uploads stream their body and enforce the media limit themselves, while reading
-  app.use("*", (c, next) => (isUpload(c.req.method, c.req.path) ? next() : limit(c, next)));
+  // every body has a size limit and a deadline; uploads stream theirs and enforce the media
+  // limit and their own deadline while reading
+  app.use(
+    "*",
+    requestBody({
+      maxBytes: deps.config.maxBodyBytes,
+      timeoutSec: deps.config.bodyTimeoutSec,
+      skip: (c) => isUpload(c.req.method, c.req.path),
+      drain,
+    }),
+  );
   // after the limit, so a JSON body it reads is a bounded one; uploads are streamed, not read
   app.use("*", rejectNul({ skipBody: isUpload }));
 
@@ -148,6 +164,13 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
         "unhandled error",
       );
       return problem(c, "internal", "an unexpected error occurred; quote the request id");
+    }
+    if (p.slug === "unavailable") {
+      const e = err as Error & { code?: string };
+      deps.log.warn(
+        { requestId: c.get("requestId"), err: { name: e.name, code: e.code } },
+        "unavailable",
+      );
     }
     return problem(c, p.slug, p.detail, { errors: p.errors, headers: p.headers });
   });

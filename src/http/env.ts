@@ -1,5 +1,6 @@
 import type { Actor } from "../auth/policy.ts";
 import type { Config } from "../config.ts";
+import type { Drain } from "./drain.ts";
 import type { Logger } from "../logger.ts";
 import type { Runtime } from "../runtime.ts";
 
@@ -12,6 +13,8 @@ export interface AppDeps {
    * opening: the server answers /health before the database is ready.
    */
   runtime(): Runtime;
+  /** Graceful shutdown state (the server passes its own; tests may omit it). */
+  drain?: Drain;
 }
 
 export interface AppEnv {

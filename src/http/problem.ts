@@ -135,7 +135,13 @@ export const problemFor = (
   if (err instanceof PreconditionFailedError) {
     return { slug: "precondition-failed", detail: err.message };
   }
-  if (err instanceof UnavailableError) return { slug: "unavailable", detail: err.message };
+  if (err instanceof UnavailableError) {
+    return {
+      slug: "unavailable",
+      detail: err.message,
+      headers: { "Retry-After": RETRY_AFTER_SEC },
+    };
+  }
   if (err instanceof RequestTimeoutError) return { slug: "request-timeout", detail: err.message };
   if (err instanceof UploadRejectedError) {
     return {
@@ -156,6 +162,9 @@ export const problemFor = (
   }
   return { slug: "internal" };
 };
+
+/** What a 503 asks a client to wait before trying again. */
+const RETRY_AFTER_SEC = "5";
 
 /** The problem each reason for refusing an upload answers with. */
 const UPLOAD_PROBLEMS: Record<UploadRejectedError["reason"], ProblemSlug> = {

@@ -1,3 +1,4 @@
+import { UnavailableError } from "../errors.ts";
 import type { Query } from "./sql.ts";
 
 /**
@@ -33,3 +34,43 @@ export const pgCode = (err: unknown): string | undefined => {
   const e = err as { code?: unknown } | null;
   return typeof e?.code === "string" ? e.code : undefined;
 };
+
+/** postgres.js and Node socket codes of a connection that failed or was lost. */
+const CONNECTION_CODES = new Set([
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+]);
+
+/**
+ * Whether an error says the database cannot be reached (rather than that a
+ * statement failed): a refused or lost connection, an administrator or crash
+ * shutdown (57P0x), too many connections (53300), any connection exception
+ * (class 08), or a closed PGlite.
+ */
+export const isConnectionError = (err: unknown): boolean => {
+  if (err instanceof UnavailableError) return true;
+  const code = pgCode(err);
+  if (code) {
+    return CONNECTION_CODES.has(code) || /^(08|57P0)/.test(code) || code === "53300";
+  }
+  return err instanceof Error && err.message === "PGlite is closed";
+};
+
+/**
+ * The one place a driver error becomes {@link UnavailableError} (HTTP 503):
+ * connection errors are mapped, anything else is returned unchanged.
+ */
+export const mapConnectionError = (err: unknown): unknown =>
+  err instanceof UnavailableError || !isConnectionError(err)
+    ? err
+    : new UnavailableError("the database is unreachable", { code: pgCode(err) });

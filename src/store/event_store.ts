@@ -1,6 +1,6 @@
 import { setImmediate } from "node:timers";
 import { EventMetadata } from "../../events/metadata.ts";
-import { ConcurrencyError, ValidationError } from "../errors.ts";
+import { ConcurrencyError, UnavailableError, ValidationError } from "../errors.ts";
 import type { Catalog } from "./catalog.ts";
 import { type Db, pgCode } from "./db.ts";
 import { eventHash } from "./hash_chain.ts";
@@ -202,6 +202,11 @@ export class EventStore {
     } catch (err) {
       if (batch.length === 1) {
         batch[0]!.reject(await this.#mapError(err, batch[0]!));
+        return;
+      }
+      // A lost connection leaves the commit in doubt: retrying could append twice.
+      if (err instanceof UnavailableError) {
+        for (const p of batch) p.reject(err);
         return;
       }
       // One request spoiled the shared transaction (e.g. an inline projection

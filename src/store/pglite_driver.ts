@@ -1,16 +1,24 @@
 import { PGlite, type Transaction } from "@electric-sql/pglite";
-import type { Db } from "./db.ts";
+import { type Db, mapConnectionError } from "./db.ts";
 import type { Query } from "./sql.ts";
 
 type Conn = PGlite | Transaction;
 
+const rethrow = (err: unknown): never => {
+  throw mapConnectionError(err);
+};
+
 const wrap = (conn: Conn, root: PGlite, depth: number): Db => ({
   kind: "pglite",
-  query: async <T>(q: Query) => (await conn.query<T>(q.text, q.values as unknown[])).rows as T[],
+  query: async <T>(q: Query) =>
+    (await conn.query<T>(q.text, q.values as unknown[]).catch(rethrow)).rows as T[],
   batch: async (queries: readonly Query[]) => {
     const out: Record<string, unknown>[][] = [];
     for (const q of queries) {
-      out.push((await conn.query<Record<string, unknown>>(q.text, q.values as unknown[])).rows);
+      out.push(
+        (await conn.query<Record<string, unknown>>(q.text, q.values as unknown[]).catch(rethrow))
+          .rows,
+      );
     }
     return out;
   },
@@ -29,57 +37,45 @@ const wrap = (conn: Conn, root: PGlite, depth: number): Db => ({
     }
   },
   exec: async (text: string) => {
-    await conn.exec(text);
+    await conn.exec(text).catch(rethrow);
   },
   // PGlite is a single session: a reserved connection is the database itself.
   reserve: () => Promise.resolve({ ...wrap(root, root, 0), release: () => Promise.resolve() }),
   close: () => root.close(),
 });
 
-const alive = (pid: number): boolean => {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      try {
-        Deno.statSync("/proc/self");
-        return false; // /proc works and the process is gone
-      } catch {
-        return true; // no /proc here: cannot tell, assume it runs
-      }
-    }
-    return true;
-  }
-};
-
 /**
  * PGlite does not lock its data directory, and two processes writing one
- * directory corrupt it. This lock file beside the directory (holding the
- * owner's pid) refuses a second process; a stale one (its process is gone,
- * e.g. after a crash) is taken over.
+ * directory corrupt it. An exclusive OS lock (flock) on a file beside the
+ * directory refuses a second process. The kernel drops the lock when its
+ * process dies, however it dies, so nothing is ever stale: no pid check
+ * (which needs /proc, refused under the task's permissions, and misfires
+ * when a restarted container reuses the pid). The file holds the owner's pid
+ * for humans only and is emptied, never deleted: deleting it would let a
+ * process that opened the old file and one that creates a new one both lock.
  */
 const lockDataDir = async (dataDir: string): Promise<() => Promise<void>> => {
   const path = `${dataDir.replace(/\/+$/, "")}.lock`;
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await Deno.writeTextFile(path, `${Deno.pid}\n`, { createNew: true });
-      return async () => {
-        await Deno.remove(path).catch(() => {});
-      };
-    } catch (err) {
-      if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
-      const pid = Number((await Deno.readTextFile(path).catch(() => "")).trim());
-      if (pid && alive(pid)) {
-        throw new Error(
-          `the embedded database ${dataDir} is in use by process ${pid}: stop it first ` +
-            `(on PostgreSQL, commands run alongside the server)`,
-        );
-      }
-      await Deno.remove(path).catch(() => {}); // stale: its owner is gone
+  const file = await Deno.open(path, { read: true, write: true, create: true });
+  try {
+    if (!(await file.tryLock(true))) {
+      const pid = (await Deno.readTextFile(path).catch(() => "")).trim();
+      throw new Error(
+        `the embedded database ${dataDir} is in use by another process` +
+          `${/^\d+$/.test(pid) ? ` (pid ${pid})` : ""}: stop it first ` +
+          `(on PostgreSQL, commands run alongside the server)`,
+      );
     }
+    await file.truncate(0);
+    await file.write(new TextEncoder().encode(`${Deno.pid}\n`));
+  } catch (err) {
+    file.close();
+    throw err;
   }
-  throw new Error(`cannot lock ${dataDir}`);
+  return async () => {
+    await file.truncate(0).catch(() => {});
+    file.close(); // releases the lock
+  };
 };
 
 /**

@@ -1,8 +1,9 @@
+import net from "node:net";
+import { setImmediate } from "node:timers";
 import postgres from "postgres";
-import type { Db, ReservedDb } from "./db.ts";
+import { UnavailableError } from "../errors.ts";
+import { type Db, mapConnectionError, type ReservedDb } from "./db.ts";
 import type { Query } from "./sql.ts";
-
-type Sql = postgres.Sql | postgres.TransactionSql | postgres.ReservedSql;
 
 export interface PostgresOptions {
   max?: number;
@@ -14,75 +15,239 @@ export interface PostgresOptions {
   idleInTransactionTimeoutMs?: number;
 }
 
-type Mode = "pool" | "transaction" | "reserved";
+/** Idle sessions kept for the next `reserve()` (appends reserve one per batch). */
+const IDLE_SESSIONS = 2;
 
-const wrap = (sql: Sql, root: postgres.Sql, mode: Mode, depth = 0): Db => ({
+/** As postgres.js' own `connect_timeout` (which does not cover a socket it is given). */
+const CONNECT_TIMEOUT_MS = 30_000;
+
+const rethrow = (err: unknown): never => {
+  throw mapConnectionError(err);
+};
+
+const run = (sql: postgres.Sql, q: Query) =>
+  sql.unsafe(q.text, q.values as postgres.ParameterOrJSON<never>[], { prepare: true })
+    // a plain array: postgres.js' Result subclass carries query text and parameters
+    .then((rows) => Array.from(rows) as Record<string, unknown>[]);
+
+/**
+ * One server session of its own: a postgres.js client of one connection that
+ * may open exactly one socket. Session state (advisory locks, an open
+ * transaction) lives on that socket, so a lost connection must never be
+ * replaced silently, and must never be written to again: postgres.js 3.4.9
+ * throws an uncatchable TypeError from a timer when a reserved connection or
+ * a `sql.begin` transaction writes after its socket closed (porsager/postgres
+ * #1208, #1199). That is why Chartlog uses neither `sql.reserve()` nor
+ * `sql.begin()`: a lost session fails every later statement with
+ * {@link UnavailableError}, and a reconnect attempt (for a statement that was
+ * still queued) is refused instead of running it on a fresh session.
+ */
+class Session {
+  lost = false;
+  readonly sql: postgres.Sql;
+
+  constructor(url: string, common: postgres.Options<Record<string, never>>) {
+    let sockets = 0;
+    this.sql = postgres(url, {
+      ...common,
+      max: 1,
+      max_lifetime: null,
+      onclose: () => {
+        this.lost = true;
+      },
+      socket: (o: SocketOptions) => {
+        if (sockets++ > 0) throw lostError();
+        return connectSocket(o);
+      },
+    } as postgres.Options<Record<string, never>>);
+  }
+
+  /** Runs a statement unless the session is gone; a connection error marks it gone. */
+  async do<T>(fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
+    if (this.lost) throw lostError();
+    try {
+      return await fn(this.sql);
+    } catch (err) {
+      const mapped = mapConnectionError(err);
+      if (mapped instanceof UnavailableError) this.lost = true;
+      throw mapped;
+    }
+  }
+
+  end(): Promise<void> {
+    return this.sql.end({ timeout: 0 }).catch(() => {});
+  }
+}
+
+const lostError = () =>
+  new UnavailableError("the database connection was lost", { code: "CONNECTION_CLOSED" });
+
+/** The parsed options postgres.js hands a socket factory. */
+interface SocketOptions {
+  host: string[];
+  port: number[];
+  path?: string;
+}
+
+/**
+ * Connects a socket for postgres.js (which does not connect a socket it is
+ * given), trying each host in turn. Its `close` event is reported one
+ * macrotask late and as clean: postgres.js 3.4.9 batches small writes behind
+ * a `setImmediate` and, when the socket closes before that runs, keeps the
+ * cancelled timer, so the connection never writes again after reconnecting
+ * (it hangs until the connect timeout, again and again); and on a close with
+ * an error it does not reject a query written after the error event, which
+ * then never settles. Delivered late, the pending write runs first (into the
+ * dead socket, harmlessly); delivered as clean, every query still in flight
+ * is rejected with CONNECTION_CLOSED.
+ */
+const connectSocket = async (o: SocketOptions): Promise<net.Socket> => {
+  const targets = o.path ? [{ path: o.path }] : o.host.map((host, i) => ({
+    host,
+    port: o.port[i] ?? o.port[0]!,
+  }));
+  let last: unknown;
+  for (const target of targets) {
+    try {
+      const s = await new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect(target as net.NetConnectOpts);
+        const timer = setTimeout(() => {
+          s.destroy();
+          reject(Object.assign(new Error("connect timeout"), { code: "CONNECT_TIMEOUT" }));
+        }, CONNECT_TIMEOUT_MS);
+        s.once("error", (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+        s.once("connect", () => {
+          clearTimeout(timer);
+          s.removeAllListeners("error");
+          resolve(s);
+        });
+      });
+      // as postgres.js does for its own sockets: TLS takes the server name from here
+      if ("host" in target) Object.assign(s, { host: target.host, port: target.port });
+      const emit = s.emit.bind(s);
+      s.emit = ((event: string | symbol, ...args: unknown[]) =>
+        event === "close"
+          ? (setImmediate(() =>
+            emit("close", false)
+          ),
+            true)
+          : emit(event, ...args)) as typeof s.emit;
+      return s;
+    } catch (err) {
+      last = err;
+    }
+  }
+  throw last;
+};
+
+/** A {@link ReservedDb} over one session; transactions are driven by hand. */
+const sessionDb = (
+  session: Session,
+  release: () => Promise<void>,
+  depth = 0,
+): ReservedDb => ({
   kind: "postgres",
-  // a plain array: postgres.js' Result subclass carries query text and parameters
-  query: async <T>(q: Query) =>
-    Array.from(
-      await sql.unsafe(q.text, q.values as postgres.ParameterOrJSON<never>[], { prepare: true }),
-    ) as T[],
-  batch: async (queries: readonly Query[]) => {
-    const run = (q: Query) =>
-      sql.unsafe(q.text, q.values as postgres.ParameterOrJSON<never>[], { prepare: true })
-        .then((rows) => Array.from(rows) as Record<string, unknown>[]);
-    if (mode === "pool") {
-      // separate statements on a pool could land on different connections
-      const out: Record<string, unknown>[][] = [];
-      for (const q of queries) out.push(await run(q));
-      return out;
-    }
-    // issued without waiting: postgres.js pipelines them on this connection
-    return await Promise.all(queries.map(run));
-  },
+  query: async <T>(q: Query) => await session.do((sql) => run(sql, q)) as T[],
+  // issued without waiting: postgres.js pipelines them on this connection
+  batch: (queries: readonly Query[]) =>
+    session.do((sql) => Promise.all(queries.map((q) => run(sql, q)))),
   transaction: async <T>(fn: (tx: Db) => Promise<T>): Promise<T> => {
-    if (mode === "pool") {
-      return await (sql as postgres.Sql).begin((tx) => fn(wrap(tx, root, "transaction"))) as T;
-    }
-    if (mode === "transaction") {
-      return await (sql as postgres.TransactionSql).savepoint((tx) =>
-        fn(wrap(tx, root, "transaction"))
-      ) as T;
-    }
-    // a reserved connection has no begin(): drive the transaction by hand
     const open = depth === 0 ? "begin" : `savepoint sp_${depth}`;
     const commit = depth === 0 ? "commit" : `release savepoint sp_${depth}`;
     const rollback = depth === 0 ? "rollback" : `rollback to savepoint sp_${depth}`;
-    await sql.unsafe(open);
+    await session.do((sql) => sql.unsafe(open));
     try {
-      const out = await fn(wrap(sql, root, "reserved", depth + 1));
-      await sql.unsafe(commit);
+      const out = await fn(sessionDb(session, release, depth + 1));
+      await session.do((sql) => sql.unsafe(commit));
       return out;
     } catch (err) {
-      await sql.unsafe(rollback).catch(() => {});
+      if (!session.lost) await session.do((sql) => sql.unsafe(rollback)).catch(() => {});
       throw err;
     }
   },
   exec: async (text: string) => {
-    await sql.unsafe(text);
+    await session.do((sql) => sql.unsafe(text));
   },
-  reserve: async () => {
-    const reserved = await root.reserve();
-    return {
-      ...wrap(reserved, root, "reserved"),
-      release: () => Promise.resolve(reserved.release()),
-    };
-  },
-  close: () => root.end({ timeout: 5 }),
+  reserve: () => Promise.reject(new Error("a reserved connection cannot reserve another")),
+  release,
+  close: release,
 });
 
-/** A {@link Db} over a postgres.js pool. */
+/** A {@link Db} over a postgres.js pool, with sessions of their own for `reserve()`. */
 export const openPostgres = (url: string, options: PostgresOptions = {}): Db => {
-  const root = postgres(url, {
-    max: options.max ?? 10,
+  const common = {
     onnotice: () => {},
     connection: {
       application_name: "chartlog",
       idle_in_transaction_session_timeout: options.idleInTransactionTimeoutMs ?? 60_000,
     },
-  });
-  return wrap(root, root, "pool");
+  } as postgres.Options<Record<string, never>>;
+  const root = postgres(url, {
+    ...common,
+    max: options.max ?? 10,
+    socket: connectSocket,
+  } as postgres.Options<Record<string, never>>);
+  const idle: Session[] = [];
+  const open = new Set<Session>();
+  let closed = false;
+
+  const reserve = (): Promise<ReservedDb> => {
+    if (closed) return Promise.reject(new UnavailableError("the database is closed"));
+    let session: Session | undefined;
+    while ((session = idle.pop()) && session.lost) {
+      open.delete(session);
+      void session.end();
+    }
+    if (!session) {
+      session = new Session(url, common);
+      open.add(session);
+    }
+    const s = session;
+    let released = false;
+    return Promise.resolve(sessionDb(s, async () => {
+      if (released) return;
+      released = true;
+      if (!s.lost && !closed && idle.length < IDLE_SESSIONS) {
+        idle.push(s);
+        return;
+      }
+      open.delete(s);
+      await s.end();
+    }));
+  };
+
+  return {
+    kind: "postgres",
+    query: async <T>(q: Query) => await run(root, q).catch(rethrow) as T[],
+    // separate statements on a pool could land on different connections
+    batch: async (queries: readonly Query[]) => {
+      const out: Record<string, unknown>[][] = [];
+      for (const q of queries) out.push(await run(root, q).catch(rethrow));
+      return out;
+    },
+    transaction: async <T>(fn: (tx: Db) => Promise<T>): Promise<T> => {
+      const session = await reserve();
+      try {
+        return await session.transaction(fn);
+      } finally {
+        await session.release();
+      }
+    },
+    exec: async (text: string) => {
+      await root.unsafe(text).catch(rethrow);
+    },
+    reserve,
+    close: async () => {
+      closed = true;
+      await Promise.all([
+        root.end({ timeout: 5 }),
+        ...[...open].map((s) => s.sql.end({ timeout: 5 }).catch(() => {})),
+      ]);
+    },
+  };
 };
 
 export type { ReservedDb };

@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { UnavailableError } from "../errors.ts";
 import type { Db } from "./db.ts";
 import type { EventStore } from "./event_store.ts";
 import { LOCK_APPEND, projectionLockName } from "./locks.ts";
@@ -137,6 +138,9 @@ const heldInProcess = new Set<string>();
  * one worker per projection is active: it holds a session advisory lock on a
  * reserved connection; the others retry now and then. Each batch of events
  * and the checkpoint commit together, so a crash never folds an event twice.
+ * When its connection is lost (and the lock with it: the server released it)
+ * the worker logs that, backs off (doubling up to `maxRetryMs`), takes the
+ * lock again and resumes from the committed checkpoint.
  */
 export class ProjectionWorker {
   readonly #abort = new AbortController();
@@ -146,7 +150,13 @@ export class ProjectionWorker {
     readonly store: EventStore,
     readonly projection: Projection,
     readonly log: Logger,
-    readonly opts: { pollMs?: number; lockRetryMs?: number; batch?: number } = {},
+    readonly opts: {
+      pollMs?: number;
+      lockRetryMs?: number;
+      batch?: number;
+      retryMs?: number;
+      maxRetryMs?: number;
+    } = {},
   ) {}
 
   start(): this {
@@ -161,8 +171,10 @@ export class ProjectionWorker {
 
   async #run(): Promise<void> {
     const { pollMs = 200, lockRetryMs = 2000, batch = 500 } = this.opts;
+    const { retryMs = 500, maxRetryMs = 30_000 } = this.opts;
     const name = this.projection.name;
     const signal = this.#abort.signal;
+    let failures = 0;
     while (!signal.aborted) {
       let reserved: Awaited<ReturnType<Db["reserve"]>> | null = null;
       let locked = false;
@@ -181,6 +193,7 @@ export class ProjectionWorker {
           }
           await reserved.release();
           reserved = null;
+          failures = 0;
           await sleep(lockRetryMs, signal);
           continue;
         }
@@ -190,6 +203,7 @@ export class ProjectionWorker {
           sql`select position from projection_state where name = ${name}`,
         );
         let position = Number(s?.position ?? 0);
+        failures = 0;
         while (!signal.aborted) {
           const events = await this.store.readAll(position, batch, { db: reserved });
           if (events.length === 0) {
@@ -206,17 +220,25 @@ export class ProjectionWorker {
         }
       } catch (err) {
         const e = err as { name?: string; code?: string };
+        const delay = Math.min(maxRetryMs, retryMs * 2 ** failures++);
         // ids and codes only: a database error message may quote row values
-        this.log.error(
-          { projection: name, err: { name: e.name, code: e.code } },
-          "projection worker failed",
-        );
-        await this.store.db.query(
-          sql`update projection_state set last_error = ${
-            `${e.name ?? "Error"} ${e.code ?? ""}`.trim()
-          } where name = ${name}`,
-        ).catch(() => {});
-        await sleep(lockRetryMs, signal);
+        const fields = { projection: name, err: { name: e.name, code: e.code }, retryInMs: delay };
+        if (err instanceof UnavailableError) {
+          this.log.warn(
+            fields,
+            locked
+              ? "projection worker lost its database connection and its lock"
+              : "projection worker cannot reach the database",
+          );
+        } else {
+          this.log.error(fields, "projection worker failed");
+          await this.store.db.query(
+            sql`update projection_state set last_error = ${
+              `${e.name ?? "Error"} ${e.code ?? ""}`.trim()
+            } where name = ${name}`,
+          ).catch(() => {});
+        }
+        await sleep(delay, signal);
       } finally {
         if (locked) {
           heldInProcess.delete(name);
