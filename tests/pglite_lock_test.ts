@@ -50,7 +50,9 @@ Deno.test("pglite: under `deno task start`, a second server is refused and a ser
     const second = await start();
     assert.equal((await second.status).code, 1);
     await second.kill();
-    const fatal = second.stdout.map(parseLine).find((l) => l?.msg === "cannot open the database");
+    const fatal = second.stdout.map(parseLine).find((l) =>
+      l?.msg === "cannot start: the database or the blob directory was refused"
+    );
     assert.match(
       String((fatal?.err as { message?: string })?.message),
       new RegExp(`data/pglite is in use by another process \\(pid ${first.child.pid}\\)`),
