@@ -56,7 +56,8 @@ const main = (): void => {
     hostname: config.hostname,
     onListen: ({ hostname, port }) => log.info({ hostname, port }, "chartlog listening"),
   }, (req, info) => {
-    const res = Promise.resolve(app.fetch(req));
+    // `info` is Hono's env: getConnInfo reads the client address from it
+    const res = Promise.resolve(app.fetch(req, info));
     // `completed` settles at shutdown even for a handler still at work: wait for both
     drain.track(Promise.allSettled([res, info.completed]));
     return res;

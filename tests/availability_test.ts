@@ -350,8 +350,11 @@ Deno.test("server process: waits for an unreachable database, survives losing it
     assert.ok(![...s.stdout, ...s.stderr].some((l) => l.includes(SECRET)));
     // every registration acknowledged (201) is in the log
     const appDb = postgres(tdb.url, { max: 1, onnotice: () => {} });
-    const [row] = await appDb`select count(*)::int as n from events
+    const [row] = await appDb`select count(*)::int as n,
+        array_agg(distinct metadata->>'ip') as ips from events
       where type = 'PatientRegistered'`.finally(() => appDb.end());
+    // the socket peer reaches the handlers (the audit trail's "from where", the rate limit's key)
+    assert.deepEqual(row!.ips, ["127.0.0.1"]);
     const acknowledged = statuses.filter((x) => x === 201).length + 3 + 1 +
       (await answers).filter((r) => r.status === 201).length;
     assert.ok(row!.n >= acknowledged, `${row!.n} events, ${acknowledged} acknowledged`);
