@@ -51,17 +51,24 @@ const main = (): void => {
     },
   });
   const stopping = new AbortController();
-  const server = Deno.serve({
-    port: config.port,
-    hostname: config.hostname,
-    onListen: ({ hostname, port }) => log.info({ hostname, port }, "chartlog listening"),
-  }, (req, info) => {
-    // `info` is Hono's env: getConnInfo reads the client address from it
-    const res = Promise.resolve(app.fetch(req, info));
-    // `completed` settles at shutdown even for a handler still at work: wait for both
-    drain.track(Promise.allSettled([res, info.completed]));
-    return res;
-  });
+  let server: Deno.HttpServer;
+  try {
+    server = Deno.serve({
+      port: config.port,
+      hostname: config.hostname,
+      onListen: ({ hostname, port }) => log.info({ hostname, port }, "chartlog listening"),
+    }, (req, info) => {
+      // `info` is Hono's env: getConnInfo reads the client address from it
+      const res = Promise.resolve(app.fetch(req, info));
+      // `completed` settles at shutdown even for a handler still at work: wait for both
+      drain.track(Promise.allSettled([res, info.completed]));
+      return res;
+    });
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AddrInUse)) throw err;
+    log.fatal({ port: config.port }, "the port is in use (another server?); set PORT to another");
+    Deno.exit(1);
+  }
 
   const open = async (): Promise<Runtime | null> => {
     for (let attempt = 1; !stopping.signal.aborted; attempt++) {
