@@ -1,3 +1,4 @@
+import { erasedId } from "../src/store/shred.ts";
 import { sql } from "../src/store/sql.ts";
 import type { Projection } from "../src/store/types.ts";
 
@@ -5,11 +6,13 @@ import type { Projection } from "../src/store/types.ts";
  * Media by patient and encounter, inline so an upload is listed at once:
  * what lists, filters, statistics and `deno task gc` need. File names,
  * notes and the DICOM header stay sealed in the log; of the DICOM header
- * only modality and study date are kept here, for lists.
+ * only modality and study date are kept here, for lists. Erasing the
+ * patient nulls those two (a replay reads the sealed header as null too);
+ * the blobs are already unreadable without the patient's key.
  */
 export const media: Projection = {
   name: "media",
-  version: 1,
+  version: 2, // 2: erasure nulls the DICOM columns
   mode: "inline",
   tables: ["media"],
   setup: `create table if not exists media (
@@ -51,6 +54,12 @@ export const media: Projection = {
           ${d.sha256}, ${d.blob}, ${thumb?.blob ?? null}, ${scan.status},
           ${dicom?.modality ?? null}, ${dicom?.studyDate ?? null}, ${e.streamVersion},
           ${at}::text::timestamptz, ${at}::text::timestamptz)`);
+    },
+    SubjectKeyDestroyed: async (db, e) => {
+      const id = erasedId(e.data.subjectId, "patient");
+      if (!id) return;
+      await db.query(sql`update media set modality = null, study_date = null
+        where patient_id = ${id}::uuid`);
     },
     MediaDeleted: async (db, e) => {
       await db.query(sql`update media set deleted = true, version = ${e.streamVersion},

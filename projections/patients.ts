@@ -1,3 +1,4 @@
+import { erasedId } from "../src/store/shred.ts";
 import { sql } from "../src/store/sql.ts";
 import type { Projection } from "../src/store/types.ts";
 
@@ -6,27 +7,40 @@ import type { Projection } from "../src/store/types.ts";
  * its own writes: the names, MRN, email, date of birth and place used to
  * find a record, the soft-delete flag, and the care team. Full records are
  * folded from their sealed events when read.
+ *
+ * Erasure (`SubjectKeyDestroyed` of `patient-<id>`) nulls every PHI column
+ * and stamps `erased_at`: the row stays as a tombstone so the id still
+ * resolves (to 410 Gone), and lists omit it. A replay over erased events
+ * reads the sealed fields as null, so those columns are nullable.
  */
 export const patients: Projection = {
   name: "patients",
-  version: 1,
+  version: 2, // 2: erasure (nullable PHI columns, erased_at)
   mode: "inline",
   tables: ["patients", "care_team"],
   setup: `create table if not exists patients (
     id             uuid primary key,
-    mrn            text not null,
-    first_name     text not null,
-    last_name      text not null,
+    mrn            text,
+    first_name     text,
+    last_name      text,
     email          text,
-    date_of_birth  date not null,
-    gender         text not null,
+    date_of_birth  date,
+    gender         text,
     city           text,
     state          text,
     deleted        boolean not null default false,
     version        integer not null,
     created_at     timestamptz not null,
-    updated_at     timestamptz not null
+    updated_at     timestamptz not null,
+    erased_at      timestamptz
   );
+  -- version 1 had not-null PHI columns, which a replay over erased events breaks
+  alter table patients alter column mrn drop not null;
+  alter table patients alter column first_name drop not null;
+  alter table patients alter column last_name drop not null;
+  alter table patients alter column date_of_birth drop not null;
+  alter table patients alter column gender drop not null;
+  alter table patients add column if not exists erased_at timestamptz;
   create index if not exists patients_first on patients (lower(first_name) text_pattern_ops, id);
   create index if not exists patients_last on patients (lower(last_name) text_pattern_ops, id);
   create index if not exists patients_mrn on patients (lower(mrn) text_pattern_ops);
@@ -81,6 +95,16 @@ export const patients: Projection = {
     CareTeamMemberAdded: async (db, e) => {
       await db.query(sql`insert into care_team (patient_id, practitioner_id)
         values (${e.data.patientId}::uuid, ${e.data.practitionerId}::uuid) on conflict do nothing`);
+    },
+    SubjectKeyDestroyed: async (db, e) => {
+      const id = erasedId(e.data.subjectId, "patient");
+      if (!id) return;
+      await db.query(sql`update patients set mrn = null, first_name = null, last_name = null,
+          email = null, date_of_birth = null, gender = null, city = null, state = null,
+          erased_at = coalesce(erased_at, ${e.recordedAt.toISOString()}::text::timestamptz)
+        where id = ${id}::uuid`);
+      // who treated an erased patient is no longer anyone's business here (the log keeps it)
+      await db.query(sql`delete from care_team where patient_id = ${id}::uuid`);
     },
     CareTeamMemberRemoved: async (db, e) => {
       await db.query(sql`delete from care_team where patient_id = ${e.data.patientId}::uuid

@@ -1,4 +1,6 @@
+import { erasedId } from "../src/store/shred.ts";
 import { sql } from "../src/store/sql.ts";
+import type { Db } from "../src/store/db.ts";
 import type { Projection } from "../src/store/types.ts";
 
 /**
@@ -6,11 +8,20 @@ import type { Projection } from "../src/store/types.ts";
  * refresh-token digests, inline: every request
  * checks its session here, and a logout must take effect at once. A digest
  * stays after rotation (marked rotated) so that presenting an old token is
- * recognised as reuse.
+ * recognised as reuse. Erasing the user (`SubjectKeyDestroyed` of
+ * `user-<id>`) ends their sessions and drops their digests, which a replay
+ * reads as null (they are sealed with the user's key) and so never stores.
  */
+/** A refresh-token digest; an erased one (null on replay) is not kept. */
+const insertDigest = async (db: Db, digest: unknown, sessionId: unknown) => {
+  if (digest == null) return;
+  await db.query(sql`insert into session_refresh_tokens (digest, session_id, rotated)
+    values (${digest}, ${sessionId}::uuid, false)`);
+};
+
 export const sessions: Projection = {
   name: "sessions",
-  version: 2,
+  version: 3, // 3: erasure
   mode: "inline",
   tables: ["sessions", "session_refresh_tokens"],
   setup: `create table if not exists sessions (
@@ -40,14 +51,12 @@ export const sessions: Projection = {
           ${at}::text::timestamptz, ${e.streamVersion}, ${
         JSON.stringify(e.data.amr)
       }::text::jsonb)`);
-      await db.query(sql`insert into session_refresh_tokens (digest, session_id, rotated)
-        values (${e.data.refreshTokenDigest}, ${e.data.sessionId}::uuid, false)`);
+      await insertDigest(db, e.data.refreshTokenDigest, e.data.sessionId);
     },
     SessionRefreshed: async (db, e) => {
       await db.query(sql`update session_refresh_tokens set rotated = true
         where session_id = ${e.data.sessionId}::uuid`);
-      await db.query(sql`insert into session_refresh_tokens (digest, session_id, rotated)
-        values (${e.data.refreshTokenDigest}, ${e.data.sessionId}::uuid, false)`);
+      await insertDigest(db, e.data.refreshTokenDigest, e.data.sessionId);
       await db.query(sql`update sessions set version = ${e.streamVersion},
         last_activity_at = ${e.recordedAt.toISOString()}::text::timestamptz
         where id = ${e.data.sessionId}::uuid`);
@@ -56,6 +65,15 @@ export const sessions: Projection = {
       await db.query(sql`update sessions set version = ${e.streamVersion},
         amr = case when amr ? 'otp' then amr else amr || '["otp"]'::jsonb end
         where id = ${e.data.sessionId}::uuid`);
+    },
+    SubjectKeyDestroyed: async (db, e) => {
+      const id = erasedId(e.data.subjectId, "user");
+      if (!id) return;
+      await db.query(sql`delete from session_refresh_tokens where session_id in
+        (select id from sessions where user_id = ${id}::uuid)`);
+      await db.query(sql`update sessions set
+          ended_at = ${e.recordedAt.toISOString()}::text::timestamptz, end_reason = 'erased'
+        where user_id = ${id}::uuid and ended_at is null`);
     },
     SessionEnded: async (db, e) => {
       await db.query(

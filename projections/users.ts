@@ -1,5 +1,6 @@
 import { RECOVERY_DIGEST_PREFIX } from "../src/auth/mfa.ts";
 import { COUNTED_FAILURES } from "../src/domain/credentials.ts";
+import { erasedId } from "../src/store/shred.ts";
 import { sql } from "../src/store/sql.ts";
 import type { Projection } from "../src/store/types.ts";
 
@@ -18,15 +19,23 @@ export class ReplayedCodeError extends Error {
  * registration with the same address is refused in the append's transaction.
  * Lock-out columns (consecutive failures, locked until) mirror auth events for
  * display only.
+ *
+ * Erasure (`SubjectKeyDestroyed` of `user-<id>`) keeps the row as an
+ * inactive tombstone (id, role, patient link: ids resolve, and an erased
+ * patient's record cannot be claimed by a new account) with email, name,
+ * phone and specialization null and `erased_at` set, and drops the password
+ * hash and the second factor. A null email frees the address for a new
+ * account; the unique index allows many nulls. Replays read the sealed
+ * fields as null, so these columns are nullable and null ones are skipped.
  */
 export const users: Projection = {
   name: "users",
-  version: 4,
+  version: 5, // 5: erasure
   mode: "inline",
   tables: ["users", "user_credentials", "user_mfa"],
   setup: `create table if not exists users (
     id              uuid primary key,
-    email           text not null unique,
+    email           text unique,
     name            text,
     role            text not null,
     active          boolean not null,
@@ -39,8 +48,11 @@ export const users: Projection = {
     locked_until    timestamptz,
     version         integer not null,
     created_at      timestamptz not null,
-    updated_at      timestamptz not null
+    updated_at      timestamptz not null,
+    erased_at       timestamptz
   );
+  alter table users alter column email drop not null;
+  alter table users add column if not exists erased_at timestamptz;
   create table if not exists user_mfa (
     user_id          uuid primary key,
     sealed_secret    jsonb not null,
@@ -63,10 +75,12 @@ export const users: Projection = {
       const at = e.recordedAt.toISOString();
       await db.query(sql`insert into users (id, email, name, role, active, pending, patient_id,
           version, created_at, updated_at)
-        values (${d.userId}::uuid, ${String(d.email).toLowerCase()}, ${d.name}, ${d.role},
+        values (${d.userId}::uuid, ${d.email == null ? null : String(d.email).toLowerCase()},
+          ${d.name}, ${d.role},
           ${!d.pending}, ${!!d.pending},
           ${d.patientId}::uuid, ${e.streamVersion}, ${at}::text::timestamptz,
           ${at}::text::timestamptz)`);
+      if (d.passwordHash == null) return; // erased: no credentials to keep
       await db.query(sql`insert into user_credentials (user_id, password_hash, updated_at)
         values (${d.userId}::uuid, ${d.passwordHash}, ${at}::text::timestamptz)`);
     },
@@ -79,7 +93,7 @@ export const users: Projection = {
     },
     UserApproved: async (db, e) => {
       await db.query(
-        sql`update users set active = true, pending = false, version = ${e.streamVersion},
+        sql`update users set active = erased_at is null, pending = false, version = ${e.streamVersion},
         updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
         where id = ${e.data.userId}::uuid`,
       );
@@ -91,8 +105,9 @@ export const users: Projection = {
         where id = ${e.data.userId}::uuid`);
     },
     UserReactivated: async (db, e) => {
-      await db.query(sql`update users set active = true, failed_logins = 0, locked_until = null,
-        version = ${e.streamVersion}, updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+      await db.query(sql`update users set active = erased_at is null, failed_logins = 0,
+        locked_until = null, version = ${e.streamVersion},
+        updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
         where id = ${e.data.userId}::uuid`);
     },
     UserPasswordChanged: async (db, e) => {
@@ -149,7 +164,7 @@ export const users: Projection = {
     },
     MfaEnabled: async (db, e) => {
       // unkeyed SHA-256 digests of earlier versions are cheap to reverse: not kept
-      const keyed = (e.data.recoveryCodeDigests as string[]).filter(isKeyedDigest);
+      const keyed = ((e.data.recoveryCodeDigests ?? []) as string[]).filter(isKeyedDigest);
       await db.query(sql`update user_mfa set enabled = true,
         recovery_digests = ${JSON.stringify(keyed)}::text::jsonb
         where user_id = ${e.data.userId}::uuid`);
@@ -177,6 +192,16 @@ export const users: Projection = {
             where user_id = ${d.userId}::uuid and recovery_digests ? ${d.recoveryCodeDigest}::text
             returning user_id`);
       if (rows.length === 0) throw new ReplayedCodeError();
+    },
+    SubjectKeyDestroyed: async (db, e) => {
+      const id = erasedId(e.data.subjectId, "user");
+      if (!id) return;
+      await db.query(sql`update users set email = null, name = null, phone = null,
+          specialization = null, active = false, pending = false, mfa_enabled = false,
+          erased_at = coalesce(erased_at, ${e.recordedAt.toISOString()}::text::timestamptz)
+        where id = ${id}::uuid`);
+      await db.query(sql`delete from user_credentials where user_id = ${id}::uuid`);
+      await db.query(sql`delete from user_mfa where user_id = ${id}::uuid`);
     },
     UserLoggedIn: async (db, e) => {
       await db.query(sql`update users set failed_logins = 0, locked_until = null

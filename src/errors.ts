@@ -44,6 +44,11 @@ export class NotFoundError extends ChartlogError {
   override name = "NotFoundError";
 }
 
+/** The record was erased (crypto-shredded): it is gone for good (HTTP 410). */
+export class GoneError extends ChartlogError {
+  override name = "GoneError";
+}
+
 /** A command that is illegal in the current state. */
 export class ConflictError extends ChartlogError {
   override name = "ConflictError";

@@ -177,9 +177,10 @@ export const requestSignup = async (
   ], metadata);
 };
 
+/** The account, or null when there is none or it was erased (its tombstone has no email). */
 export const getUser = async (store: EventStore, id: string): Promise<UserView | null> => {
   const [r] = await store.db.query<UserRow>(
-    sql`select ${USER_COLUMNS} from users where id = ${id}::uuid`,
+    sql`select ${USER_COLUMNS} from users where id = ${id}::uuid and erased_at is null`,
   );
   return r ? view(r) : null;
 };
@@ -195,7 +196,10 @@ export const listUsers = async (
   const after = opts.cursor
     ? (await store.codec.cursors.decode("users", Position, opts.cursor)).e
     : null;
-  const roleFilter = opts.role ? sql`and role = ${opts.role}` : sql``;
+  // erased accounts are tombstones without an email: kept for their id, listed nowhere
+  const roleFilter = opts.role
+    ? sql`and erased_at is null and role = ${opts.role}`
+    : sql`and erased_at is null`;
   const rows = await store.db.query<UserRow>(sql`select ${USER_COLUMNS} from users
     where true ${roleFilter} ${after !== null ? sql`and email > ${after}` : sql``}
     order by email limit ${opts.limit + 1}`);

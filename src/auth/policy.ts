@@ -39,6 +39,7 @@ export const ACTIONS = [
   "patient.update",
   "patient.delete",
   "patient.restore",
+  "patient.erase",
   "patient.see_deleted",
   "patient.history",
   "patient.read_as_of",
@@ -88,6 +89,8 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "patient.update": row(["admin", "clinical_ops", "reception"], ["practitioner"]),
   "patient.delete": row(["admin", "clinical_ops"]),
   "patient.restore": row(["admin"]),
+  // irreversible: crypto-shreds the record and the patient's own accounts
+  "patient.erase": row(["admin"]),
   "patient.see_deleted": row(["admin"]),
   // auditors get their own audited surface, not the clinical API's current PHI
   "patient.history": row(["admin", "clinical_ops"]),

@@ -73,7 +73,8 @@ export const searchPatients = async (
     : column === "date_of_birth"
     ? sql`to_char(date_of_birth, 'YYYY-MM-DD')`
     : sql`lower(${ident(column)})`;
-  const filters: Query[] = [];
+  // an erased patient is a tombstone: in no list, not even with the deleted ones
+  const filters: Query[] = [sql`and erased_at is null`];
   if (!q.includeDeleted) filters.push(sql`and not deleted`);
   if (q.gender) filters.push(sql`and gender = ${q.gender}`);
   if (q.city) filters.push(sql`and lower(city) = ${q.city.toLowerCase()}`);

@@ -19,6 +19,7 @@ import {
   UnavailableError,
 } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
+import { sql } from "../store/sql.ts";
 import type { NewEvent, StoredEvent } from "../store/types.ts";
 import { timestamp } from "../timestamp.ts";
 
@@ -153,6 +154,14 @@ export const deletePatient = (
 
 export const restorePatient = (store: EventStore, id: string, metadata: EventMetadata) =>
   handle(store, id, { type: "RestorePatient" }, metadata);
+
+/** Whether the patient was erased (its key destroyed; the row is a tombstone). */
+export const isErased = async (store: EventStore, patientId: string): Promise<boolean> => {
+  const [p] = await store.db.query<{ erased: boolean }>(
+    sql`select erased_at is not null as erased from patients where id = ${patientId}::uuid`,
+  );
+  return p?.erased === true;
+};
 
 /** The actor's relations to a patient, for the policy (the rule lives in the policy module). */
 export const relationsTo = async (

@@ -12,6 +12,7 @@ import {
   restorePatient,
   updatePatient,
 } from "../clinical/patients.ts";
+import { erasePatient } from "../clinical/erasure.ts";
 import { ORDERINGS, searchPatients } from "../clinical/patient_search.ts";
 import { normalize, PatientInput } from "../domain/patient.ts";
 import { NotFoundError, ValidationError } from "../errors.ts";
@@ -375,7 +376,11 @@ export const patients = new OpenAPIHono<AppEnv>()
       tags: ["patients"],
       summary: "Restore a soft-deleted patient (admin)",
       security: bearer,
-      middleware: [authenticate(), authorize("patient.restore")] as const,
+      middleware: [
+        authenticate(),
+        authorize("patient.restore"),
+        livePatient(patientInPath),
+      ] as const,
       request: { params: IdParam },
       responses: {
         200: { description: "restored (audited as a read)", content: json(PatientSchema) },
@@ -389,6 +394,53 @@ export const patients = new OpenAPIHono<AppEnv>()
       const p = (await loadPatient(runtime.store, id, now(c)))!;
       await auditAnswer(c, id);
       return c.json(versioned(c, p) as never, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/v1/patients/{id}/erasure",
+      tags: ["patients"],
+      summary: "Erase a patient for good (admin): crypto-shred the record and its accounts",
+      description: "Destroys the patient's data key, so every sealed field in the log and every " +
+        "stored file of the patient becomes unreadable, and the read models drop the PHI they " +
+        "held. The patient's own user accounts are deactivated and erased too. Afterwards the " +
+        "patient and everything under it answer 410 `/problems/erased`, and lists omit it. " +
+        "Irreversible; the `reason` is recorded with the act.",
+      security: bearer,
+      middleware: [authenticate(), authorize("patient.erase")] as const,
+      request: {
+        params: IdParam,
+        body: {
+          required: true,
+          content: json(z.strictObject({ reason: z.string().trim().min(1).max(1000) })),
+        },
+      },
+      responses: {
+        200: {
+          description: "erased: the patient and the accounts erased with it",
+          content: json(z.object({ patientId: z.uuid(), userIds: z.array(z.uuid()) })),
+        },
+        ...problemResponses(
+          "unauthorized",
+          "forbidden",
+          "not-found",
+          "erased",
+          "validation",
+          "unavailable",
+        ),
+      },
+    }),
+    async (c) => {
+      const { id } = c.req.valid("param");
+      const { reason } = c.req.valid("json");
+      const result = await erasePatient(
+        c.var.deps.runtime().store,
+        id,
+        reason,
+        requestMetadata(c),
+      );
+      return c.json(result, 200);
     },
   )
   .openapi(

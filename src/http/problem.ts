@@ -6,6 +6,7 @@ import {
   ConflictError,
   type FieldIssue,
   ForbiddenError,
+  GoneError,
   MfaEnrolmentRequiredError,
   MfaRequiredError,
   NotFoundError,
@@ -33,6 +34,7 @@ export const PROBLEMS = {
   "forbidden": { status: 403, title: "Access denied" },
   "mfa-enrolment-required": { status: 403, title: "Two-factor enrolment required" },
   "not-found": { status: 404, title: "Resource not found" },
+  "erased": { status: 410, title: "The record was erased" },
   "method-not-allowed": { status: 405, title: "Method not allowed" },
   "request-timeout": { status: 408, title: "The request took too long to arrive" },
   "conflict": { status: 409, title: "Conflict with the current state" },
@@ -115,6 +117,7 @@ export const problemFor = (
   if (err instanceof ConcurrencyError) return { slug: "concurrency-conflict", detail: err.message };
   if (err instanceof ConflictError) return { slug: "conflict", detail: err.message };
   if (err instanceof NotFoundError) return { slug: "not-found", detail: err.message };
+  if (err instanceof GoneError) return { slug: "erased", detail: err.message };
   if (err instanceof MfaEnrolmentRequiredError) {
     return { slug: "mfa-enrolment-required", detail: err.message };
   }

@@ -37,3 +37,20 @@ export const shredSubject = async (
   store.codec.forget(subjectId);
   return result;
 };
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * The id of the erased record when a `SubjectKeyDestroyed` names a subject
+ * of this kind (`patient-<uuid>`, `user-<uuid>`), else null. Projections use
+ * it to reach the rows that hold the subject's PHI; anything else (a subject
+ * of another kind, or not a uuid) is not theirs, and must not fail the append.
+ */
+export const erasedId = (
+  subjectId: unknown,
+  kind: "patient" | "user",
+): string | null => {
+  if (typeof subjectId !== "string" || !subjectId.startsWith(`${kind}-`)) return null;
+  const id = subjectId.slice(kind.length + 1);
+  return UUID.test(id) ? id : null;
+};
