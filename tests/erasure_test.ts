@@ -68,11 +68,11 @@ const findPhi = async (db: Db, values: string[]) => {
   assert.ok(cols.some((c) => c.table_name === "patients" && c.column_name === "mrn"));
   const hits: string[] = [];
   for (const { table_name: t, column_name: c } of cols) {
-    for (const v of values) {
-      const [r] = await db.query<{ n: number }>(sql`select count(*)::int as n from ${ident(t)}
-        where position(lower(${v}) in lower(${ident(c)}::text)) > 0`);
-      if ((r?.n ?? 0) > 0) hits.push(`${t}.${c}: ${v}`);
-    }
+    // one query per column: which of the values occur in it
+    const rows = await db.query<{ v: string }>(sql`select v from unnest(${values}::text[]) as v
+      where exists (select 1 from ${ident(t)}
+        where position(lower(v) in lower(${ident(c)}::text)) > 0)`);
+    for (const r of rows) hits.push(`${t}.${c}: ${r.v}`);
   }
   return hits;
 };
@@ -294,6 +294,38 @@ for (const driver of await drivers()) {
       await gone("after rebuild");
       // the address is free again for a new account
       await createUser(t.runtime, "patient", PHI.accountEmail);
+
+      // 20 concurrent erasures of one patient: one does it, the others find it gone
+      const twin = await (await request("admin", "POST", "/v1/patients", {
+        mrn: "RACE-20",
+        firstName: "Race",
+        lastName: "Twenty",
+        dateOfBirth: "1980-02-02",
+        gender: "U",
+      })).json();
+      const twinUser = await createUser(t.runtime, "patient", "race@home.test");
+      await t.runtime.store.append(`user-${twinUser.id}`, 1, [{
+        type: "UserRoleChanged",
+        data: { userId: twinUser.id, role: "patient", patientId: twin.id },
+      }], { actorId: "test-setup" });
+      const raced = await Promise.all(
+        Array.from(
+          { length: 20 },
+          () => request("admin", "POST", `/v1/patients/${twin.id}/erasure`, { reason: "race" }),
+        ),
+      );
+      const statuses = raced.map((r) => r.status).sort();
+      assert.deepEqual(statuses, [200, ...Array(19).fill(410)]);
+      for (const r of raced) await r.body?.cancel();
+      const shreds = await t.runtime.db.query<{ stream_id: string }>(sql`select stream_id
+        from events where type = 'SubjectKeyDestroyed' and stream_id in
+          (${`subject-patient-${twin.id}`}, ${`subject-user-${twinUser.id}`})`);
+      assert.equal(shreds.length, 2);
+      await problemOf(
+        await request("admin", "GET", `/v1/patients/${twin.id}`),
+        410,
+        "/problems/erased",
+      );
     } finally {
       await t.close();
       await pg?.drop();

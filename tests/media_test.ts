@@ -263,13 +263,16 @@ for (const driver of await drivers()) {
         actorId: "test",
       });
       assert.equal(await t.runtime.blobs.get(patient.id, row.blob), null);
-      const gone = await request("practitioner", "GET", `/v1/media/${m.id}/content`);
-      assert.equal(gone.status, 404);
-      assert.equal((await gone.json()).detail, "the file was erased");
-      const meta = await (await request("practitioner", "GET", `/v1/media/${m.id}`)).json();
-      assert.equal(meta.filename, null);
-      assert.equal(meta.notes, null);
-      assert.equal(meta.sha256, m.sha256); // the facts stay
+      // and the erased patient's media are gone to everyone (tests/erasure_test.ts)
+      for (const path of [`/v1/media/${m.id}/content`, `/v1/media/${m.id}`]) {
+        const gone = await request("practitioner", "GET", path);
+        assert.equal(gone.status, 410);
+        assert.equal((await gone.json()).type, "/problems/erased");
+      }
+      const [left] = await t.runtime.db.query<{ sha256: string }>(
+        sql`select sha256 from media where id = ${m.id}::uuid`,
+      );
+      assert.equal(left?.sha256, m.sha256); // the facts stay
     } finally {
       await t.close();
     }

@@ -1,6 +1,6 @@
 import type { EventMetadata } from "../../events/metadata.ts";
 import { handle as handleUser } from "../auth/accounts.ts";
-import { GoneError, NotFoundError } from "../errors.ts";
+import { ConcurrencyError, GoneError, NotFoundError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { shredSubject } from "../store/shred.ts";
 import { sql } from "../store/sql.ts";
@@ -11,6 +11,23 @@ export interface ErasureResult {
   userIds: string[];
 }
 
+/** A subject is shredded once: a concurrent erasure that got there first wins. */
+const shredOnce = (store: EventStore, subject: string, reason: string, metadata: EventMetadata) =>
+  shredSubject(store, subject, reason, metadata, "no_stream").catch((err) => {
+    throw err instanceof ConcurrencyError ? new GoneError("the patient was erased") : err;
+  });
+
+/** Deactivates an account, re-deciding when a concurrent write to it moved its stream on. */
+const deactivate = async (store: EventStore, userId: string, metadata: EventMetadata) => {
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await handleUser(store, userId, [{ type: "SetActive", active: false }], metadata);
+    } catch (err) {
+      if (!(err instanceof ConcurrencyError) || attempt >= 4) throw err;
+    }
+  }
+};
+
 /**
  * Erases a patient (right to erasure): crypto-shreds the record's key, which
  * makes every sealed field of every event about the patient (demographics,
@@ -19,7 +36,8 @@ export interface ErasureResult {
  * handles `SubjectKeyDestroyed`). The `patient` accounts linked to the record
  * are their own subjects: each is deactivated (an event) and then shredded
  * too. Accounts go first, so a failure half-way leaves the patient
- * unerased and the command can simply be repeated.
+ * unerased and the command can simply be repeated (erased accounts are
+ * skipped). Of concurrent erasures one succeeds and the others answer Gone.
  */
 export const erasePatient = async (
   store: EventStore,
@@ -35,9 +53,9 @@ export const erasePatient = async (
   const users = await store.db.query<{ id: string }>(sql`select id::text as id from users
     where patient_id = ${patientId}::uuid and erased_at is null order by id`);
   for (const u of users) {
-    await handleUser(store, u.id, [{ type: "SetActive", active: false }], metadata);
-    await shredSubject(store, `user-${u.id}`, reason, metadata);
+    await deactivate(store, u.id, metadata);
+    await shredOnce(store, `user-${u.id}`, reason, metadata);
   }
-  await shredSubject(store, `patient-${patientId}`, reason, metadata);
+  await shredOnce(store, `patient-${patientId}`, reason, metadata);
   return { patientId, userIds: users.map((u) => u.id) };
 };

@@ -1,6 +1,6 @@
 import type { EventMetadata } from "../../events/metadata.ts";
 import type { EventStore } from "./event_store.ts";
-import type { AppendResult, Projection } from "./types.ts";
+import type { AppendResult, ExpectedVersion, Projection } from "./types.ts";
 
 /**
  * Destroys a data subject's key when `SubjectKeyDestroyed` is appended, in
@@ -30,8 +30,10 @@ export const shredSubject = async (
   subjectId: string,
   reason: string,
   metadata: EventMetadata,
+  /** "no_stream": only the first of concurrent erasures records one (others: ConcurrencyError). */
+  expected: ExpectedVersion = "any",
 ): Promise<AppendResult> => {
-  const result = await store.append(`subject-${subjectId}`, "any", [
+  const result = await store.append(`subject-${subjectId}`, expected, [
     { type: "SubjectKeyDestroyed", data: { subjectId, reason } },
   ], { ...metadata, reason });
   store.codec.forget(subjectId);
