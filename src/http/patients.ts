@@ -406,7 +406,8 @@ export const patients = new OpenAPIHono<AppEnv>()
         "stored file of the patient becomes unreadable, and the read models drop the PHI they " +
         "held. The patient's own user accounts are deactivated and erased too. Afterwards the " +
         "patient and everything under it answer 410 `/problems/erased`, and lists omit it. " +
-        "Irreversible; the `reason` is recorded with the act.",
+        "Irreversible. The `reason` is recorded with the act and stays readable in the log: " +
+        "do not name the patient in it.",
       security: bearer,
       middleware: [authenticate(), authorize("patient.erase")] as const,
       request: {
