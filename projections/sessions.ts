@@ -3,6 +3,13 @@ import { sql } from "../src/store/sql.ts";
 import type { Db } from "../src/store/db.ts";
 import type { Projection } from "../src/store/types.ts";
 
+/** A refresh-token digest; an erased one (null on replay) is not kept. */
+const insertDigest = async (db: Db, digest: unknown, sessionId: unknown) => {
+  if (digest == null) return;
+  await db.query(sql`insert into session_refresh_tokens (digest, session_id, rotated)
+    values (${digest}, ${sessionId}::uuid, false)`);
+};
+
 /**
  * Login sessions, how each was authenticated (`amr`), and their
  * refresh-token digests, inline: every request
@@ -12,13 +19,6 @@ import type { Projection } from "../src/store/types.ts";
  * `user-<id>`) ends their sessions and drops their digests, which a replay
  * reads as null (they are sealed with the user's key) and so never stores.
  */
-/** A refresh-token digest; an erased one (null on replay) is not kept. */
-const insertDigest = async (db: Db, digest: unknown, sessionId: unknown) => {
-  if (digest == null) return;
-  await db.query(sql`insert into session_refresh_tokens (digest, session_id, rotated)
-    values (${digest}, ${sessionId}::uuid, false)`);
-};
-
 export const sessions: Projection = {
   name: "sessions",
   version: 3, // 3: erasure
