@@ -240,6 +240,10 @@ for (const driver of (await drivers()).slice(0, 1)) {
       // the account: deactivated by an event, its session and its password useless
       const userEvents = await t.runtime.store.readStream(`user-${account.id}`);
       assert.ok(userEvents.some((e) => e.type === "UserDeactivated"));
+      const [ended] = await t.runtime.db.query<{ n: number }>(sql`select count(*)::int as n
+        from events where type = 'SessionEnded' and data->>'userId' = ${account.id}
+          and data->>'reason' = 'user_deactivated'`);
+      assert.equal(ended?.n, 1);
       assert.equal((await request("patient", "GET", "/v1/me")).status, 401);
       assert.equal((await login(t.app, PHI.accountEmail)).res.status, 401);
       const refreshed = await t.app.request("/v1/auth/refresh", {

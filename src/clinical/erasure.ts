@@ -28,14 +28,26 @@ const deactivate = async (store: EventStore, userId: string, metadata: EventMeta
   }
 };
 
+/** Ends the account's open sessions, each with an event saying why (as a refresh would). */
+const endSessions = async (store: EventStore, userId: string, metadata: EventMetadata) => {
+  const open = await store.db.query<{ id: string }>(sql`select id::text as id from sessions
+    where user_id = ${userId}::uuid and ended_at is null`);
+  for (const { id } of open) {
+    await store.append(`session-${id}`, "any", [{
+      type: "SessionEnded",
+      data: { sessionId: id, userId, reason: "user_deactivated" },
+    }], metadata);
+  }
+};
+
 /**
  * Erases a patient (right to erasure): crypto-shreds the record's key, which
  * makes every sealed field of every event about the patient (demographics,
  * encounter reasons, media names, notes, DICOM tags) and every stored file
  * unreadable, and the read models drop what they held of it (each projection
  * handles `SubjectKeyDestroyed`). The `patient` accounts linked to the record
- * are their own subjects: each is deactivated (an event) and then shredded
- * too. Accounts go first, so a failure half-way leaves the patient
+ * are their own subjects: each is deactivated (an event), its sessions are
+ * ended (events) and then it is shredded too. Accounts go first, so a failure half-way leaves the patient
  * unerased and the command can simply be repeated (erased accounts are
  * skipped). Of concurrent erasures one succeeds and the others answer Gone.
  */
@@ -54,6 +66,7 @@ export const erasePatient = async (
     where patient_id = ${patientId}::uuid and erased_at is null order by id`);
   for (const u of users) {
     await deactivate(store, u.id, metadata);
+    await endSessions(store, u.id, metadata);
     await shredOnce(store, `user-${u.id}`, reason, metadata);
   }
   await shredOnce(store, `patient-${patientId}`, reason, metadata);
