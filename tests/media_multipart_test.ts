@@ -143,6 +143,14 @@ Deno.test("multipart: preamble and epilogue are tolerated", async () => {
   assert.equal(upload.file, null);
 });
 
+Deno.test("multipart: a preamble past 64 KiB is refused before any part", async () => {
+  const inner = new TextDecoder().decode(buildBody([{ name: "a", value: "1" }]));
+  const body = enc.encode(`${"p".repeat(100 * 1024)}\r\n${inner}`);
+  await rejects(body, /no multipart boundary found/);
+  const short = await parse(enc.encode(`${"p".repeat(60 * 1024)}\r\n${inner}`));
+  assert.deepEqual(short.fields, { a: "1" });
+});
+
 Deno.test("multipart: a part busboy skips is refused, not lost", async () => {
   // Transport padding after a delimiter (RFC 2046) makes busboy drop the part that follows.
   const inner = buildBody([{ name: "a", value: "1" }]);

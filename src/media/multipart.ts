@@ -13,6 +13,7 @@ import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 // @ts-types="npm:@types/busboy@1.5.4"
 import busboy from "busboy";
+import StreamSearch from "streamsearch";
 // The parser busboy itself applies to the Content-Type, so the boundary checked is the one used.
 import { parseContentType as busboyContentType } from "busboy/lib/utils.js";
 import { UploadRejectedError, ValidationError } from "../errors.ts";
@@ -115,46 +116,60 @@ const boundaryOf = (contentType: string): string => {
   return boundary;
 };
 
+/** streamsearch's callback: bytes that are not the needle, then whether the needle followed. */
+type SearchCallback = (
+  isMatch: boolean,
+  data: Buffer | undefined,
+  start: number,
+  end: number,
+) => void;
+
 /**
- * Finds the delimiters busboy looks for, to learn what busboy does not tell:
- * where the preamble ends (bounded), how many parts were opened (busboy skips
- * a part it cannot read silently), and where the closing delimiter is, so the
- * epilogue is never read. A native `indexOf`, so it costs little.
+ * Finds the delimiters busboy looks for, with the search busboy uses, to learn
+ * what busboy does not tell: where the preamble ends (bounded), how many parts
+ * were opened (busboy skips a part it cannot read silently), and where the
+ * closing delimiter is, so the epilogue is never read.
  */
 class Delimiters {
   /** Delimiters that open a part, readable or not. */
   opened = 0;
   closed = false;
   private preamble = 0;
-  // A virtual CRLF lets the first delimiter match like every later one, as in busboy.
-  private carry: Buffer = Buffer.from("\r\n");
+  /** Bytes seen after the last delimiter while they cannot yet tell opening from closing. */
+  private after: number[] | null = null;
+  private readonly search: { push(chunk: Buffer): void };
 
-  constructor(private readonly needle: Buffer) {}
+  constructor(boundary: string) {
+    const found: SearchCallback = (isMatch, data, start, end) => {
+      if (data) this.follow(data, start, end);
+      if (!isMatch || this.closed) return;
+      // A delimiter right after another: the first was not followed by "--".
+      if (this.after !== null) this.opened++;
+      this.after = [];
+    };
+    this.search = new StreamSearch(Buffer.from(`\r\n--${boundary}`), found);
+    // A virtual CRLF lets the first delimiter match like every later one, as in busboy.
+    this.search.push(Buffer.from("\r\n"));
+  }
 
   push(chunk: Buffer): void {
-    const hay = Buffer.concat([this.carry, chunk]);
-    const n = this.needle.length;
-    let from = 0;
-    for (;;) {
-      const at = hay.indexOf(this.needle, from);
-      // Two more bytes tell a closing delimiter from an opening one.
-      if (at >= 0 && at + n + 2 <= hay.length) {
-        if (hay[at + n] === DASH && hay[at + n + 1] === DASH) {
-          this.closed = true;
-          return;
-        }
-        this.opened++;
-        from = at + n;
-        continue;
-      }
-      const keep = at >= 0 ? at : Math.max(from, hay.length - n - 1);
-      if (this.opened === 0) this.preamble += keep - from;
-      this.carry = Buffer.from(hay.subarray(keep));
-      break;
-    }
-    if (this.opened === 0 && this.preamble > MAX_PREAMBLE_BYTES) {
+    if (this.closed) return;
+    this.search.push(chunk);
+    if (this.opened === 0 && this.after === null && this.preamble > MAX_PREAMBLE_BYTES) {
       throw invalid("no multipart boundary found in the body");
     }
+  }
+
+  private follow(data: Buffer, start: number, end: number): void {
+    if (this.after === null) {
+      if (this.opened === 0) this.preamble += end - start;
+      return;
+    }
+    for (let i = start; i < end && this.after.length < 2; i++) this.after.push(data[i]!);
+    if (this.after.length < 2) return;
+    if (this.after[0] === DASH && this.after[1] === DASH) this.closed = true;
+    else this.opened++;
+    this.after = null;
   }
 }
 
@@ -243,7 +258,7 @@ class Form {
 
   constructor(contentType: string, private readonly limits: Limits) {
     const boundary = boundaryOf(contentType);
-    this.delimiters = new Delimiters(Buffer.from(`\r\n--${boundary}`));
+    this.delimiters = new Delimiters(boundary);
     // Parts busboy skips, and the rest of an oversize field, are read through:
     // this bounds them by what a valid form could hold.
     this.maxBodyBytes = limits.maxFileBytes + MAX_PREAMBLE_BYTES +
