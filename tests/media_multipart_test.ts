@@ -7,6 +7,7 @@ import {
   parseMultipart,
   sanitizeFilename,
 } from "../src/media/multipart.ts";
+import { uploadFields } from "../src/media/pipeline.ts";
 
 const BOUNDARY = "----chartlogBoundary7MA4YWxkTrZu0gW";
 const CONTENT_TYPE = `multipart/form-data; boundary=${BOUNDARY}`;
@@ -281,6 +282,27 @@ Deno.test("multipart: field count and field size limits", async () => {
     }),
     ValidationError,
   );
+});
+
+Deno.test("multipart: part headers past busboy's 16 KiB are refused", async () => {
+  const long = `Content-Disposition: form-data; name="a"; x="${"h".repeat(17 * 1024)}"`;
+  await rejects(buildBody([{ name: "a", value: "1", headers: [long] }]), /malformed part header/);
+  const nul = 'Content-Disposition: form-data; name="a\0"';
+  await rejects(buildBody([{ name: "a", value: "1", headers: [nul] }]), /malformed part header/);
+});
+
+Deno.test("multipart: a NUL in a text field reaches the upload's field check, which refuses it", async () => {
+  const upload = await parse(buildBody([
+    { name: "category", value: "before" },
+    { name: "notes", value: "knee\0left" },
+    filePart(randomBytes(10)),
+  ]));
+  assert.equal(upload.fields.notes, "knee\0left");
+  assert.throws(() => uploadFields("photo", upload), (err: unknown) => {
+    assert.ok(err instanceof ValidationError);
+    assert.deepEqual(err.issues, [{ path: "notes", message: "must not contain NUL characters" }]);
+    return true;
+  });
 });
 
 Deno.test("multipart: a field named __proto__ stays a plain property", async () => {
