@@ -7,6 +7,7 @@ import {
   parseMultipart,
   sanitizeFilename,
 } from "../src/media/multipart.ts";
+import { uploadFields } from "../src/media/pipeline.ts";
 
 const BOUNDARY = "----chartlogBoundary7MA4YWxkTrZu0gW";
 const CONTENT_TYPE = `multipart/form-data; boundary=${BOUNDARY}`;
@@ -135,13 +136,55 @@ Deno.test("multipart: 1-byte and random chunking give identical results", async 
   }
 });
 
-Deno.test("multipart: preamble, transport padding and epilogue are tolerated", async () => {
-  const inner = buildBody([{ name: "a", value: "1" }]);
-  const text = new TextDecoder().decode(inner).replace(`--${BOUNDARY}\r\n`, `--${BOUNDARY} \t\r\n`);
-  const body = enc.encode(`preamble text\r\n${text}epilogue ignored`);
+Deno.test("multipart: preamble and epilogue are tolerated", async () => {
+  const inner = new TextDecoder().decode(buildBody([{ name: "a", value: "1" }]));
+  const body = enc.encode(`preamble text\r\n${inner}epilogue ignored`);
   const upload = await parse(body, () => 7);
   assert.deepEqual(upload.fields, { a: "1" });
   assert.equal(upload.file, null);
+});
+
+Deno.test("multipart: a preamble past 64 KiB is refused before any part", async () => {
+  const inner = new TextDecoder().decode(buildBody([{ name: "a", value: "1" }]));
+  const body = enc.encode(`${"p".repeat(100 * 1024)}\r\n${inner}`);
+  await rejects(body, /no multipart boundary found/);
+  const short = await parse(enc.encode(`${"p".repeat(60 * 1024)}\r\n${inner}`));
+  assert.deepEqual(short.fields, { a: "1" });
+});
+
+Deno.test("multipart: a part busboy skips is refused, not lost", async () => {
+  // Transport padding after a delimiter (RFC 2046) makes busboy drop the part that follows.
+  const inner = buildBody([{ name: "a", value: "1" }]);
+  const text = new TextDecoder().decode(inner).replace(`--${BOUNDARY}\r\n`, `--${BOUNDARY} \t\r\n`);
+  await rejects(enc.encode(text), /unreadable part/);
+});
+
+Deno.test("multipart: an endless part busboy skips is cut off at the body bound", async () => {
+  let pulled = 0;
+  let cancelled = false;
+  const head = enc.encode(`--${BOUNDARY}\r\nContent-Type: text/plain\r\n\r\n`);
+  const chunk = new Uint8Array(64 * 1024).fill(7);
+  const body = new ReadableStream<Uint8Array>({
+    start(ctrl) {
+      ctrl.enqueue(head);
+    },
+    pull(ctrl) {
+      if (pulled >= 64 * MB) return ctrl.close();
+      pulled += chunk.length;
+      ctrl.enqueue(chunk.slice());
+    },
+    cancel() {
+      cancelled = true;
+    },
+  });
+  await assert.rejects(parseMultipart(body, CONTENT_TYPE, { maxFileBytes: MB }), (err: unknown) => {
+    assert.ok(err instanceof UploadRejectedError);
+    assert.equal(err.reason, "too_large");
+    assert.match(err.message, /^the body exceeds \d+ bytes$/);
+    return true;
+  });
+  assert.ok(cancelled, "producer stream was cancelled");
+  assert.ok(pulled < 3 * MB, `pulled ${pulled} bytes`);
 });
 
 Deno.test("multipart: a file over the limit is rejected and the body cancelled early", async () => {
@@ -199,15 +242,19 @@ Deno.test("multipart: structural errors are ValidationErrors", async () => {
   );
   await rejects(
     buildBody([{ name: "x", value: "1", headers: ["Content-Type: text/plain"] }]),
-    /no Content-Disposition/,
+    /unreadable part/,
   );
   await rejects(
     buildBody([{ name: "x", value: "1", headers: ['Content-Disposition: attachment; name="x"'] }]),
-    /malformed Content-Disposition/,
+    /unreadable part/,
   );
   await rejects(
     buildBody([{ name: "x", value: "1", headers: ['Content-Disposition: form-data; name="x'] }]),
-    /malformed header parameter/,
+    /unreadable part/,
+  );
+  await rejects(
+    buildBody([{ name: "x", value: "1", headers: ["Content-Disposition: form-data"] }]),
+    /malformed Content-Disposition/,
   );
   await rejects(
     buildBody([{ name: "a", value: new Uint8Array([0xc3, 0x28]) }]),
@@ -215,7 +262,7 @@ Deno.test("multipart: structural errors are ValidationErrors", async () => {
   );
   const bad = new TextDecoder().decode(buildBody([{ name: "a", value: "1" }]))
     .replace(`--${BOUNDARY}\r\nContent`, `--${BOUNDARY}junk\r\nContent`);
-  await rejects(enc.encode(bad), /malformed multipart boundary line/);
+  await rejects(enc.encode(bad), /unreadable part/);
 });
 
 Deno.test("multipart: field count and field size limits", async () => {
@@ -235,6 +282,27 @@ Deno.test("multipart: field count and field size limits", async () => {
     }),
     ValidationError,
   );
+});
+
+Deno.test("multipart: part headers past busboy's 16 KiB are refused", async () => {
+  const long = `Content-Disposition: form-data; name="a"; x="${"h".repeat(17 * 1024)}"`;
+  await rejects(buildBody([{ name: "a", value: "1", headers: [long] }]), /malformed part header/);
+  const nul = 'Content-Disposition: form-data; name="a\0"';
+  await rejects(buildBody([{ name: "a", value: "1", headers: [nul] }]), /malformed part header/);
+});
+
+Deno.test("multipart: a NUL in a text field reaches the upload's field check, which refuses it", async () => {
+  const upload = await parse(buildBody([
+    { name: "category", value: "before" },
+    { name: "notes", value: "knee\0left" },
+    filePart(randomBytes(10)),
+  ]));
+  assert.equal(upload.fields.notes, "knee\0left");
+  assert.throws(() => uploadFields("photo", upload), (err: unknown) => {
+    assert.ok(err instanceof ValidationError);
+    assert.deepEqual(err.issues, [{ path: "notes", message: "must not contain NUL characters" }]);
+    return true;
+  });
 });
 
 Deno.test("multipart: a field named __proto__ stays a plain property", async () => {
@@ -293,14 +361,23 @@ Deno.test("multipart: filename*, quoted escapes and sanitizing in the parse", as
     value: f,
     headers: [`Content-Disposition: form-data; name="file"; filename*=UTF-8''%FF.jpg`],
   }]);
-  await rejects(badExt, /malformed filename\*/);
+  await rejects(badExt, /malformed filename/);
 });
 
-Deno.test("multipart: the file part without a filename still counts as the file", async () => {
-  const upload = await parse(buildBody([{ name: "file", value: "raw" }]));
-  assert.equal(upload.file?.filename, null);
-  assert.equal(new TextDecoder().decode(upload.file?.bytes), "raw");
-  assert.deepEqual(upload.fields, {});
+Deno.test("multipart: the file part without a filename is refused, not read as text", async () => {
+  // busboy tells files from fields by the filename; such a part's bytes would arrive decoded.
+  await rejects(buildBody([{ name: "file", value: "raw" }]), /the file part has no filename/);
+  const octets = await parse(buildBody([{
+    name: "file",
+    value: "raw",
+    headers: [
+      'Content-Disposition: form-data; name="file"',
+      "Content-Type: application/octet-stream",
+    ],
+  }]));
+  assert.equal(octets.file?.filename, null);
+  assert.equal(new TextDecoder().decode(octets.file?.bytes), "raw");
+  assert.deepEqual(octets.fields, {});
 });
 
 Deno.test("sanitizeFilename", () => {
