@@ -1,4 +1,5 @@
 import { type Role, ROLES } from "../../events/user.ts";
+import type { Db } from "../store/db.ts";
 import { ident, type Query, sql } from "../store/sql.ts";
 
 /** Who is asking: from a verified access token and the current users row. */
@@ -185,7 +186,7 @@ const relationsOf = (actor: Actor): Relation[] =>
  * One query answering which of the actor's relations hold to `patientId`:
  * a row of booleans named by relation, or null when the role has none.
  */
-export const relationsQuery = (
+const relationsQuery = (
   actor: Actor,
   patientId: string,
   rule: RelationRule,
@@ -198,6 +199,22 @@ export const relationsQuery = (
     }`
   );
   return sql`select ${cols.reduce((a, b) => sql`${a}${b}`, sql``)}`;
+};
+
+/**
+ * The actor's relations to one patient, for {@link can}: one query, none at
+ * all for a role without relations.
+ */
+export const relationsTo = async (
+  db: Db,
+  actor: Actor,
+  patientId: string,
+  rule: RelationRule,
+): Promise<Relation[]> => {
+  const q = relationsQuery(actor, patientId, rule);
+  if (!q) return [];
+  const [r] = await db.query<Record<string, boolean>>(q);
+  return Object.entries(r ?? {}).filter(([, v]) => v === true).map(([k]) => k as Relation);
 };
 
 /**

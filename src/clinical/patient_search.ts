@@ -23,8 +23,11 @@ export interface PatientQuery {
   limit: number;
   cursor?: string;
   includeDeleted: boolean;
-  /** The policy's list filter (`patients.id in (…)`); absent: every patient. */
-  scope?: Query | null;
+  /**
+   * The policy's `listFilter` for the actor: required, so no list can forget
+   * it; null only where the policy says the actor reads every patient.
+   */
+  scope: Query | null;
 }
 
 export interface PatientSummary {

@@ -1,7 +1,7 @@
 import { createHmac } from "node:crypto";
 import type { EventMetadata } from "../../events/metadata.ts";
 import type { PatientDemographics } from "../../events/patient.ts";
-import { type Actor, type Relation, type RelationRule, relationsQuery } from "../auth/policy.ts";
+import type { Actor } from "../auth/policy.ts";
 import {
   age,
   decide,
@@ -161,19 +161,6 @@ export const isErased = async (store: EventStore, patientId: string): Promise<bo
     sql`select erased_at is not null as erased from patients where id = ${patientId}::uuid`,
   );
   return p?.erased === true;
-};
-
-/** The actor's relations to a patient, for the policy (the rule lives in the policy module). */
-export const relationsTo = async (
-  store: EventStore,
-  actor: Actor,
-  patientId: string,
-  rule: RelationRule,
-): Promise<Relation[]> => {
-  const q = relationsQuery(actor, patientId, rule);
-  if (!q) return [];
-  const [r] = await store.db.query<Record<string, boolean>>(q);
-  return Object.entries(r ?? {}).filter(([, v]) => v === true).map(([k]) => k as Relation);
 };
 
 /**

@@ -1,9 +1,9 @@
 import { z } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
-import type { PatientResource, RelationRule } from "../auth/policy.ts";
+import { type PatientResource, type RelationRule, relationsTo } from "../auth/policy.ts";
 import { encounterPatient } from "../clinical/encounters.ts";
 import { mediaPatient } from "../clinical/media.ts";
-import { isErased, relationsTo } from "../clinical/patients.ts";
+import { isErased } from "../clinical/patients.ts";
 import { GoneError, NotFoundError } from "../errors.ts";
 import { sql } from "../store/sql.ts";
 import { allowed } from "./auth_middleware.ts";
@@ -60,8 +60,8 @@ export const resourceOf = async (
 ): Promise<PatientResource | undefined> => {
   if (!patientId) return undefined;
   await refuseErased(c, patientId);
-  const store = c.var.deps.runtime().store;
-  const relations = await relationsTo(store, c.get("actor")!, patientId, relationRule(c));
+  const { db } = c.var.deps.runtime().store;
+  const relations = await relationsTo(db, c.get("actor")!, patientId, relationRule(c));
   return { patientId, relations };
 };
 

@@ -484,6 +484,7 @@ const breakdown = async (runtime: Runtime, app: App, token: string, ids: readonl
             ordering: "last_name",
             limit: 20,
             includeDeleted: false,
+            scope: null, // an admin's list: every patient
           })
         ),
     ],
