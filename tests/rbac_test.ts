@@ -3,7 +3,8 @@ import { ROLES } from "../events/user.ts";
 import { ACTIONS, type Grant, RBAC } from "../src/auth/policy.ts";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
-import { bearer, createUser, login } from "./support/users.ts";
+import { registerUser } from "../src/auth/accounts.ts";
+import { bearer, createUser, login, PASSWORD } from "./support/users.ts";
 
 /** Routes anyone may call: no actor, so no policy decision. */
 const PUBLIC = new Set([
@@ -64,7 +65,105 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
     // 3. every role against every route
     const target = await createUser(t.runtime, "reception", "target@clinic.test");
     const users = new Map<string, { id: string; email: string }>();
-    for (const role of ROLES) users.set(role, await createUser(t.runtime, role));
+    for (const role of ROLES) {
+      if (role !== "patient") users.set(role, await createUser(t.runtime, role));
+    }
+    // two patients, each with an encounter and a document: `related` is the
+    // record the "rel" roles stand in a relation to, `other` one they do not
+    const admin = (await login(t.app, users.get("admin")!.email)).body.accessToken;
+    const call = async (token: string, method: string, path: string, body?: unknown) => {
+      const res = await t.app.request(path, {
+        method,
+        headers: {
+          ...bearer(token),
+          ...(body && !(body instanceof FormData) ? { "content-type": "application/json" } : {}),
+        },
+        ...(body instanceof FormData ? { body } : body ? { body: JSON.stringify(body) } : {}),
+      });
+      assert.ok(res.status < 300, `${method} ${path}: ${res.status} ${await res.clone().text()}`);
+      return await res.json();
+    };
+    const careTeamMember = users.get("practitioner")!;
+    const encounterPractitioner = await createUser(t.runtime, "practitioner", "enc@clinic.test");
+    const otherPractitioner = await createUser(t.runtime, "practitioner", "other@clinic.test");
+    const record = async (mrn: string, practitionerId: string) => {
+      const p = await call(admin, "POST", "/v1/patients", {
+        mrn,
+        firstName: "Rel",
+        lastName: "Walk",
+        dateOfBirth: "1975-05-05",
+        gender: "F",
+      });
+      // planned: a practitioner named on it is related to the patient
+      const e = await call(admin, "POST", `/v1/patients/${p.id}/encounters`, {
+        practitionerId,
+        startsAt: "2099-01-01T09:00:00Z",
+        reason: "walk",
+      });
+      const doc = new FormData();
+      doc.set("category", "patient_records");
+      doc.set("file", new Blob(["a note\n"]), "note.txt");
+      const m = await call(admin, "POST", `/v1/patients/${p.id}/documents`, doc);
+      return { patients: p.id as string, encounters: e.id as string, media: m.id as string };
+    };
+    const related = await record("REL-1", encounterPractitioner.id);
+    const other = await record("REL-2", otherPractitioner.id);
+    await call(admin, "POST", `/v1/patients/${related.patients}/care-team`, {
+      practitionerId: careTeamMember.id,
+    });
+    // the patient role's user is the related record's own (relation "self")
+    users.set(
+      "patient",
+      await registerUser(t.runtime.store, {
+        email: "patient@clinic.test",
+        name: "Test patient",
+        role: "patient",
+        password: PASSWORD,
+        patientId: related.patients,
+      }, { actorId: "test-setup" }),
+    );
+    /** The path with its ids: a "rel" cell's from `fixture` (by resource), any other's `target`. */
+    const urlOf = (path: string, fixture?: typeof related) =>
+      path.replace(
+        /^\/v1\/(patients|encounters|media)\/:id/,
+        (m, kind: keyof typeof related) => fixture ? `/v1/${kind}/${fixture[kind]}` : m,
+      ).replace(":id", target.id).replace(":practitionerId", target.id);
+    const bodyOf = (role: string, method: string, path: string) => {
+      const patient = {
+        mrn: `MRN-${role}`,
+        firstName: "Walk",
+        lastName: "Matrix",
+        dateOfBirth: "1980-01-01",
+        gender: "U",
+      };
+      return method === "POST" && path === "/v1/users"
+        ? {
+          email: `made-by-${role}@clinic.test`,
+          name: "Made",
+          role: "analyst",
+          password: "a long enough password",
+        }
+        : method === "POST" && path === "/v1/patients"
+        ? patient
+        : method === "PUT"
+        ? patient
+        : method === "POST" && path.endsWith("/care-team")
+        ? { practitionerId: target.id }
+        : method === "PATCH"
+        ? {}
+        : undefined;
+    };
+    const request = (token: string, method: string, url: string, body: unknown) =>
+      t.app.request(url, {
+        method,
+        headers: { ...bearer(token), ...(body ? { "content-type": "application/json" } : {}) },
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      });
+    /** Past the policy: the handler may still refuse the (empty) input, but never fail. */
+    const assertAllowed = (status: number, cell: string) => {
+      assert.ok(![401, 403].includes(status), `${cell}: ${status}`);
+      assert.ok(status < 500, `${cell}: ${status}`);
+    };
     let denied = 0;
     const cells: string[] = [];
     for (const role of ROLES) {
@@ -81,43 +180,15 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
             ? (await login(t.app, email)).body.accessToken
             : token;
           const [method, path] = route.split(" ") as [string, string];
-          const patient = {
-            mrn: `MRN-${role}`,
-            firstName: "Walk",
-            lastName: "Matrix",
-            dateOfBirth: "1980-01-01",
-            gender: "U",
-          };
-          const body = method === "POST" && path === "/v1/users"
-            ? {
-              email: `made-by-${role}@clinic.test`,
-              name: "Made",
-              role: "analyst",
-              password: "a long enough password",
-            }
-            : method === "POST" && path === "/v1/patients"
-            ? patient
-            : method === "PUT"
-            ? patient
-            : method === "POST" && path.endsWith("/care-team")
-            ? { practitionerId: target.id }
-            : method === "PATCH"
-            ? {}
-            : undefined;
-          const url = path.replace(":id", target.id).replace(":practitionerId", target.id);
-          const res = await t.app.request(url, {
-            method,
-            headers: { ...bearer(tok), ...(body ? { "content-type": "application/json" } : {}) },
-            ...(body ? { body: JSON.stringify(body) } : {}),
-          });
-          // the walk holds no relation to any patient: "related" is a refusal here
-          const allowed = row.grants[role] === "yes";
+          // without a relation, a "rel" cell is refused on a real record of another patient
+          const rel = row.grants[role] === "related";
+          const url = urlOf(path, rel ? other : undefined);
+          const res = await request(tok, method, url, bodyOf(role, method, path));
           cells.push(`${role} ${route} ${res.status}`);
-          if (allowed) {
-            // past the policy; the handler may still refuse the (empty) input
-            assert.ok(![401, 403].includes(res.status), `${role} ${route}: ${res.status}`);
+          if (row.grants[role] === "yes") {
+            assertAllowed(res.status, `${role} ${route}`);
           } else {
-            assert.equal(res.status, 403, `${role} ${route}`);
+            assert.equal(res.status, 403, `${role} ${route}${rel ? " (unrelated)" : ""}`);
             assert.equal((await res.json()).type, "/problems/forbidden");
             denied++;
           }
@@ -125,7 +196,46 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
         }
       }
     }
-    // 4. each refusal is an AccessDenied event naming actor and action, nothing more
+    // 4. with a relation, every "rel" cell is allowed: the patient to their own
+    // record, one practitioner through the care team only, another only as
+    // the practitioner of an encounter. The writes carry empty bodies (a
+    // delete without its reason is a 422), so the records stay as they are.
+    const withRelation = [
+      ["patient", users.get("patient")!],
+      ["practitioner", careTeamMember],
+      ["practitioner", encounterPractitioner],
+    ] as const;
+    let relAllowed = 0;
+    for (const [role, user] of withRelation) {
+      const token = (await login(t.app, user.email)).body.accessToken;
+      for (const row of matrix) {
+        if (row.grants[role] !== "related") continue;
+        for (const route of row.routes) {
+          const [method, path] = route.split(" ") as [string, string];
+          const res = await request(
+            token,
+            method,
+            urlOf(path, related),
+            bodyOf(role, method, path),
+          );
+          cells.push(`${role} ${route} ${res.status} (related)`);
+          assertAllowed(res.status, `${role} ${user.email} ${route} (related)`);
+          if (method === "GET" && !path.endsWith("/thumbnail")) {
+            assert.equal(res.status, 200, `${role} ${user.email} ${route} (related)`);
+          }
+          if (!res.bodyUsed) await res.body?.cancel();
+          relAllowed++;
+        }
+      }
+      if (role === "practitioner") {
+        // the list holds what the reads above allow: the related record, not the other
+        const list = await call(token, "GET", "/v1/patients?limit=100");
+        assert.deepEqual(list.items.map((p: { id: string }) => p.id), [related.patients]);
+      }
+    }
+    assert.ok(relAllowed > 0);
+
+    // 5. each refusal is an AccessDenied event naming actor and action, nothing more
     const events = await t.runtime.db.query<{ data: Record<string, unknown>; ip: string | null }>(
       sql`select data, metadata->>'ip' as ip from events where type = 'AccessDenied'`,
     );
