@@ -2,7 +2,7 @@ import { setImmediate } from "node:timers";
 import { EventMetadata } from "../../events/metadata.ts";
 import { ConcurrencyError, UnavailableError, ValidationError } from "../errors.ts";
 import type { Catalog } from "./catalog.ts";
-import { type Db, pgCode } from "./db.ts";
+import { type Db, pgCode, pgConstraint } from "./db.ts";
 import { eventHash } from "./hash_chain.ts";
 import { LOCK_APPEND } from "./locks.ts";
 import { applyEvent } from "./projection_engine.ts";
@@ -74,6 +74,9 @@ const COLUMNS = sql`global_position, stream_id, stream_version, event_id::text a
   prev_hash, hash`;
 
 const yieldToCallers = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** The default name PostgreSQL gave `unique (stream_id, stream_version)` in migration 1. */
+export const STREAM_VERSION_CONSTRAINT = "events_stream_id_stream_version_key";
 
 const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$/;
 
@@ -222,8 +225,9 @@ export class EventStore {
   }
 
   async #mapError(err: unknown, p: Pending): Promise<unknown> {
-    // unique (stream_id, stream_version): a writer outside this process got there first
-    if (pgCode(err) === "23505" && String((err as Error).message).includes("stream")) {
+    // unique (stream_id, stream_version): a writer outside this process got there first.
+    // Any other unique violation (an inline projection's index) is not a version conflict.
+    if (pgCode(err) === "23505" && pgConstraint(err) === STREAM_VERSION_CONSTRAINT) {
       const actual = await this.streamVersion(p.streamId).catch(() => -1);
       return new ConcurrencyError(p.streamId, p.expected, actual);
     }
