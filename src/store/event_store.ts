@@ -8,7 +8,7 @@ import { LOCK_APPEND } from "./locks.ts";
 import { applyEvent } from "./projection_engine.ts";
 import { subjectKeyShredder } from "./shred.ts";
 import type { PhiCodec } from "./phi_codec.ts";
-import { sql } from "./sql.ts";
+import { type Query, sql } from "./sql.ts";
 import type { AppendResult, ExpectedVersion, NewEvent, Projection, StoredEvent } from "./types.ts";
 
 export interface EventStoreOptions {
@@ -399,6 +399,27 @@ export class EventStore {
       ${opts.asOf ? sql`and recorded_at <= ${opts.asOf.toISOString()}::text::timestamptz` : sql``}
       order by stream_version`);
     return await this.#decode(rows, opts.unseal ?? true);
+  }
+
+  /**
+   * Several streams' events in one query. `streams` selects rows of
+   * (`stream_id`, `ord`); the result holds each stream that has events, in
+   * `ord` order, with its events in version order.
+   */
+  async readStreams(
+    streams: Query,
+    opts: { unseal?: boolean } = {},
+  ): Promise<Map<string, StoredEvent[]>> {
+    const rows = await this.db.query<EventRow>(sql`select ${COLUMNS}
+      from (${streams}) as s join events using (stream_id)
+      order by s.ord, events.stream_version`);
+    const out = new Map<string, StoredEvent[]>();
+    for (const e of await this.#decode(rows, opts.unseal ?? true)) {
+      const list = out.get(e.streamId);
+      if (list) list.push(e);
+      else out.set(e.streamId, [e]);
+    }
+    return out;
   }
 
   /**
