@@ -10,6 +10,7 @@ import { Catalog, defineEvent } from "../src/store/catalog.ts";
 import { EventStore } from "../src/store/event_store.ts";
 import { PhiCodec } from "../src/store/phi_codec.ts";
 import { sql } from "../src/store/sql.ts";
+import type { Projection } from "../src/store/types.ts";
 import { verifyChain } from "../src/store/verify_chain.ts";
 import { z } from "zod";
 import { eachDriver } from "./support/harness.ts";
@@ -328,5 +329,60 @@ eachDriver(
         "crossed a power of ten",
       );
     }
+  },
+);
+
+/**
+ * An inline projection with a unique index whose name mentions "stream": a
+ * violation of it is the projection's refusal, not a stream version conflict.
+ */
+const streamHandles: Projection = {
+  name: "stream_handles",
+  version: 1,
+  mode: "inline",
+  tables: ["stream_handles"],
+  setup: `create table if not exists stream_handles (
+    handle text constraint stream_handles_handle_key unique)`,
+  handlers: {
+    ThingNamed: async (db, e) => {
+      await db.query(sql`insert into stream_handles (handle) values (${e.data.first as string})`);
+    },
+  },
+};
+
+eachDriver(
+  "store: a unique violation is a version conflict only on the stream version constraint",
+  async (h) => {
+    const store = await h.openStore({ projections: [streamHandles] });
+    await store.append("thing-1", "no_stream", [
+      { type: "ThingNamed", data: { first: "ada", last: "l" } },
+    ]);
+    // another stream, expected version right: the projection's index refuses it
+    const err = await store.append("thing-2", "no_stream", [
+      { type: "ThingNamed", data: { first: "ada", last: "m" } },
+    ]).then(() => null, (e: unknown) => e);
+    assert.ok(!(err instanceof ConcurrencyError), "not a version conflict");
+    assert.equal((err as { code?: string }).code, "23505");
+    assert.equal(await store.streamVersion("thing-2"), 0);
+
+    // A writer that bypasses the append lock takes the version first (simulated
+    // by a trigger that inserts the same stream version just before ours).
+    await h.db.exec(`
+      create function race_first() returns trigger language plpgsql as $$
+      begin
+        insert into events (stream_id, stream_version, event_id, type, schema_version, data,
+          metadata, recorded_at, hash)
+        values (new.stream_id, new.stream_version, gen_random_uuid(), 'ThingNamed', 2,
+          '{"first":"x","last":"y"}', '{}', now(), 'h');
+        return new;
+      end $$;
+      create trigger race_first before insert on events for each row
+        when (new.stream_id = 'counter-race' and new.type = 'CounterIncremented')
+        execute function race_first();`);
+    await assert.rejects(
+      store.append("counter-race", "no_stream", [{ type: "CounterIncremented", data: { by: 1 } }]),
+      ConcurrencyError,
+    );
+    assert.equal(await store.streamVersion("counter-race"), 0);
   },
 );

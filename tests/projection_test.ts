@@ -5,12 +5,14 @@ import {
   projectionStatus,
   ProjectionWorker,
   rebuildProjection,
+  setupProjections,
 } from "../src/store/projection_engine.ts";
 import { ident, sql } from "../src/store/sql.ts";
 import { streamSummary } from "../projections/stream_summary.ts";
 import { counterTotals, counterTotalsAsync } from "./fixtures/test_projections.ts";
 import { eachDriver } from "./support/harness.ts";
 import { keyEnv, runCli } from "./support/cli.ts";
+import { type GivenEvent, givenEventsThenRows } from "./support/projection.ts";
 
 const silent = createLogger("silent");
 
@@ -149,8 +151,9 @@ eachDriver("projections: rebuild reproduces identical rows", async (h) => {
   assert.ok(before.inline.startsWith("7:"));
   assert.ok(before.summary.startsWith("8:"));
   let progress = 0;
-  assert.equal(await rebuildProjection(h.store, counterTotals, (d) => (progress = d)), 121);
-  assert.equal(progress, 121);
+  // counter_totals folds only its own type: the note is skipped, not counted
+  assert.equal(await rebuildProjection(h.store, counterTotals, (d) => (progress = d)), 120);
+  assert.equal(progress, 120);
   assert.equal(await rebuildProjection(h.store, streamSummary), 121);
   assert.deepEqual({
     inline: await tableDigest(h.db, "counter_totals"),
@@ -169,3 +172,104 @@ eachDriver("projections: rebuild reproduces identical rows", async (h) => {
     assert.equal(await tableDigest(h.db, "stream_summary"), before.summary);
   }
 }, { projections });
+
+/** A log where most events are of types the counter projections do not handle. */
+const mostlyOtherTypes = (counters: number): GivenEvent[] =>
+  Array.from(
+    { length: counters * 4 },
+    (_, i): GivenEvent =>
+      i % 4 === 0
+        ? { stream: `counter-${i % 3}`, type: "CounterIncremented", data: { by: (i % 5) + 1 } }
+        : i % 4 === 1
+        ? { stream: `thing-${i}`, type: "ThingNamed", data: { first: "a", last: "b" } }
+        : {
+          stream: `note-${i % 7}`,
+          type: "NoteWritten",
+          data: { subjectId: "subject-1", title: "t", text: "PHI" },
+        },
+  );
+
+/**
+ * An event no projection here handles and that cannot be unsealed (its
+ * ciphertext is not one): a replay that decoded it would fail.
+ */
+const appendUnreadable = async (h: { db: Db }) => {
+  await h.db.query(sql`insert into events (stream_id, stream_version, event_id, type,
+      schema_version, data, metadata, recorded_at, hash)
+    values ('note-unreadable', 1, gen_random_uuid(), 'NoteWritten', 1,
+      ${
+    JSON.stringify({
+      subjectId: "subject-1",
+      title: { $sealed: { s: "subject-1", c: "A".repeat(40) } },
+      text: "x",
+    })
+  }::text::jsonb, '{}'::jsonb, now(), 'h')`);
+};
+
+eachDriver(
+  "projections: given events, then rows: a rebuild reads only the types the projection handles",
+  async (h) => {
+    const given = mostlyOtherTypes(6);
+    // the data key of subject-1 exists, so a decode of the row below would be attempted
+    await h.store.append(given[2]!.stream, "any", [{ type: given[2]!.type, data: given[2]!.data }]);
+    await appendUnreadable(h);
+    const rows = await givenEventsThenRows(
+      h,
+      counterTotals,
+      given,
+      sql`select stream_id, total, events from counter_totals order by stream_id`,
+    );
+    assert.deepEqual(rows, [
+      { stream_id: "counter-0", total: 1 + 3, events: 2 },
+      { stream_id: "counter-1", total: 5 + 2, events: 2 },
+      { stream_id: "counter-2", total: 4 + 1, events: 2 },
+    ]);
+    // the checkpoint is past every skipped event: the head of the log
+    const [s] = await h.db.query<{ position: string }>(
+      sql`select position from projection_state where name = 'counter_totals'`,
+    );
+    assert.equal(Number(s!.position), await h.store.headPosition());
+  },
+);
+
+eachDriver(
+  "projections: the async worker skips other types and its checkpoint reaches the head",
+  async (h) => {
+    const given = mostlyOtherTypes(6);
+    await h.store.append(given[2]!.stream, "any", [{ type: given[2]!.type, data: given[2]!.data }]);
+    await appendUnreadable(h);
+    for (const e of given) await h.store.append(e.stream, "any", [{ type: e.type, data: e.data }]);
+    // trailing events of other types: the checkpoint must still move past them
+    for (let i = 0; i < 5; i++) {
+      await h.store.append("thing-tail", "any", [{
+        type: "ThingNamed",
+        data: { first: "a", last: "b" },
+      }]);
+    }
+    await setupProjections(h.store, [counterTotalsAsync]);
+    const worker = new ProjectionWorker(h.store, counterTotalsAsync, silent, {
+      pollMs: 20,
+      batch: 2,
+    }).start();
+    try {
+      await waitFor(
+        "catch-up",
+        async () => (await projectionStatus(h.store, [counterTotalsAsync]))[0]!.lag === 0,
+      );
+    } finally {
+      await worker.stop();
+    }
+    const [status] = await projectionStatus(h.store, [counterTotalsAsync]);
+    assert.equal(status!.lastError, null);
+    assert.deepEqual(
+      await h.db.query(
+        sql`select stream_id, total, events from counter_totals_async order by stream_id`,
+      ),
+      [
+        { stream_id: "counter-0", total: 4, events: 2 },
+        { stream_id: "counter-1", total: 7, events: 2 },
+        { stream_id: "counter-2", total: 5, events: 2 },
+      ],
+    );
+  },
+);

@@ -9,7 +9,7 @@ import {
   PreconditionFailedError,
   ValidationError,
 } from "../errors.ts";
-import { pgCode } from "../store/db.ts";
+import { pgCode, pgConstraint } from "../store/db.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import { runCredentialCommand } from "./credentials.ts";
@@ -91,13 +91,11 @@ export const handle = async (
     await store.append(userStream(userId), version === 0 ? "no_stream" : version, out, metadata);
   } catch (err) {
     // the users projection's unique indexes: one account per email, one per patient
-    if (pgCode(err) === "23505") {
-      const msg = String((err as Error).message);
-      throw new ConflictError(
-        msg.includes("patient")
-          ? "that patient record already has a user"
-          : "that email is already registered",
-      );
+    if (pgCode(err) === "23505" && pgConstraint(err) === "users_patient_id_key") {
+      throw new ConflictError("that patient record already has a user");
+    }
+    if (pgCode(err) === "23505" && pgConstraint(err) === "users_email_key") {
+      throw new ConflictError("that email is already registered");
     }
     throw err;
   }

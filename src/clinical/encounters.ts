@@ -2,6 +2,7 @@ import type { EventMetadata } from "../../events/metadata.ts";
 import { decide, type EncounterStatus, fold } from "../domain/encounter.ts";
 import { ConflictError, NotFoundError, PreconditionFailedError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
+import type { StoredEvent } from "../store/types.ts";
 import { sql } from "../store/sql.ts";
 import { timestamp } from "../timestamp.ts";
 import { patientStream } from "./patients.ts";
@@ -24,8 +25,10 @@ export interface EncounterView {
 export const loadEncounter = async (
   store: EventStore,
   id: string,
-): Promise<EncounterView | null> => {
-  const events = await store.readStream(encounterStream(id));
+): Promise<EncounterView | null> => view(await store.readStream(encounterStream(id)));
+
+/** An encounter as its stream's events (unsealed) tell it, or null when it has none. */
+const view = (events: readonly StoredEvent[]): EncounterView | null => {
   const s = fold(events);
   if (s.status === "none") return null;
   return {
@@ -91,14 +94,13 @@ export const changeEncounterStatus = async (
   return (await loadEncounter(store, id))!;
 };
 
-/** A patient's encounters, soonest first. */
+/** A patient's encounters, soonest first: every stream read in one query. */
 export const listEncounters = async (
   store: EventStore,
   patientId: string,
 ): Promise<EncounterView[]> => {
-  const rows = await store.db.query<{ id: string }>(sql`select id::text as id from encounters
-    where patient_id = ${patientId}::uuid order by starts_at, id`);
-  const out: EncounterView[] = [];
-  for (const r of rows) out.push((await loadEncounter(store, r.id))!);
-  return out;
+  const streams = await store.readStreams(sql`select 'encounter-' || id::text as stream_id,
+      row_number() over (order by starts_at, id) as ord
+    from encounters where patient_id = ${patientId}::uuid`);
+  return [...streams.values()].map((events) => view(events)!);
 };

@@ -35,6 +35,17 @@ export const pgCode = (err: unknown): string | undefined => {
   return typeof e?.code === "string" ? e.code : undefined;
 };
 
+/**
+ * The constraint a violation names, whichever driver raised it: postgres.js
+ * calls the field `constraint_name`, PGlite `constraint`. Violations are told
+ * apart by this, never by message text, which quotes other names and values.
+ */
+export const pgConstraint = (err: unknown): string | undefined => {
+  const e = err as { constraint_name?: unknown; constraint?: unknown } | null;
+  const name = e?.constraint_name ?? e?.constraint;
+  return typeof name === "string" ? name : undefined;
+};
+
 /** postgres.js and Node socket codes of a connection that failed or was lost. */
 const CONNECTION_CODES = new Set([
   "CONNECTION_CLOSED",

@@ -2,13 +2,13 @@ import { setImmediate } from "node:timers";
 import { EventMetadata } from "../../events/metadata.ts";
 import { ConcurrencyError, UnavailableError, ValidationError } from "../errors.ts";
 import type { Catalog } from "./catalog.ts";
-import { type Db, pgCode } from "./db.ts";
+import { type Db, pgCode, pgConstraint } from "./db.ts";
 import { eventHash } from "./hash_chain.ts";
 import { LOCK_APPEND } from "./locks.ts";
 import { applyEvent } from "./projection_engine.ts";
 import { subjectKeyShredder } from "./shred.ts";
 import type { PhiCodec } from "./phi_codec.ts";
-import { sql } from "./sql.ts";
+import { type Query, sql } from "./sql.ts";
 import type { AppendResult, ExpectedVersion, NewEvent, Projection, StoredEvent } from "./types.ts";
 
 export interface EventStoreOptions {
@@ -74,6 +74,9 @@ const COLUMNS = sql`global_position, stream_id, stream_version, event_id::text a
   prev_hash, hash`;
 
 const yieldToCallers = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** The default name PostgreSQL gave `unique (stream_id, stream_version)` in migration 1. */
+export const STREAM_VERSION_CONSTRAINT = "events_stream_id_stream_version_key";
 
 const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$/;
 
@@ -222,8 +225,9 @@ export class EventStore {
   }
 
   async #mapError(err: unknown, p: Pending): Promise<unknown> {
-    // unique (stream_id, stream_version): a writer outside this process got there first
-    if (pgCode(err) === "23505" && String((err as Error).message).includes("stream")) {
+    // unique (stream_id, stream_version): a writer outside this process got there first.
+    // Any other unique violation (an inline projection's index) is not a version conflict.
+    if (pgCode(err) === "23505" && pgConstraint(err) === STREAM_VERSION_CONSTRAINT) {
       const actual = await this.streamVersion(p.streamId).catch(() => -1);
       return new ConcurrencyError(p.streamId, p.expected, actual);
     }
@@ -398,6 +402,27 @@ export class EventStore {
   }
 
   /**
+   * Several streams' events in one query. `streams` selects rows of
+   * (`stream_id`, `ord`); the result holds each stream that has events, in
+   * `ord` order, with its events in version order.
+   */
+  async readStreams(
+    streams: Query,
+    opts: { unseal?: boolean } = {},
+  ): Promise<Map<string, StoredEvent[]>> {
+    const rows = await this.db.query<EventRow>(sql`select ${COLUMNS}
+      from (${streams}) as s join events using (stream_id)
+      order by s.ord, events.stream_version`);
+    const out = new Map<string, StoredEvent[]>();
+    for (const e of await this.#decode(rows, opts.unseal ?? true)) {
+      const list = out.get(e.streamId);
+      if (list) list.push(e);
+      else out.set(e.streamId, [e]);
+    }
+    return out;
+  }
+
+  /**
    * Up to `limit` events after `afterPosition`, for followers of the whole
    * log. Only events of transactions older than the oldest one still in
    * flight are returned, ordered by (transaction id, position): an event
@@ -424,6 +449,61 @@ export class EventStore {
           order by events.transaction_id, events.global_position
           limit ${limit}`);
     return await this.#decode(rows, opts.unseal ?? true, db);
+  }
+
+  /**
+   * Like {@link readAll}, for a projection: only events of `types` (all when
+   * omitted) are read and decoded, and `position` is the checkpoint to store
+   * once they are folded. It moves past events of other types too: to the
+   * last event returned when the page is full, else to the last event of any
+   * type below the horizon (`horizon: false`: the head of the log), so that
+   * skipped events are never scanned again. Both come from one statement,
+   * hence one snapshot and one horizon.
+   */
+  async follow(
+    afterPosition: number,
+    limit: number,
+    opts: ReadAllOptions & { types?: readonly string[] } = {},
+  ): Promise<{ events: StoredEvent[]; position: number }> {
+    const db = opts.db ?? this.db;
+    const only = opts.types ? sql`and events.type = any(${opts.types}::text[])` : sql``;
+    // left join: the frontier row comes back even when no event matched
+    const rows = opts.horizon === false
+      ? await db.query<Partial<EventRow> & { frontier: string | number | null }>(sql`
+          select f.frontier, p.*
+          from (select max(global_position) as frontier from events) as f
+          left join (select ${COLUMNS} from events
+            where global_position > ${afterPosition} ${only}
+            order by global_position limit ${limit}) as p on true
+          order by p.global_position`)
+      : await db.query<Partial<EventRow> & { frontier: string | number | null }>(sql`
+          with bound as (select
+            -- the transaction of the checkpoint's event (or of the last one before it)
+            coalesce((select transaction_id from events where global_position <= ${afterPosition}
+              order by global_position desc limit 1), '0'::xid8) as tx,
+            pg_snapshot_xmin(pg_current_snapshot()) as horizon)
+          select f.frontier, p.*
+          from (select (select events.global_position from events, bound
+              where (events.transaction_id, events.global_position) > (bound.tx, ${afterPosition})
+                and events.transaction_id < bound.horizon
+              order by events.transaction_id desc, events.global_position desc
+              limit 1) as frontier) as f
+          left join (select ${COLUMNS}, events.transaction_id as tx_order from events, bound
+            where (events.transaction_id, events.global_position) > (bound.tx, ${afterPosition})
+              and events.transaction_id < bound.horizon ${only}
+            order by events.transaction_id, events.global_position limit ${limit}) as p on true
+          order by p.tx_order, p.global_position`);
+    const found = rows.filter((r) => r.global_position != null) as EventRow[];
+    const events = await this.#decode(found, opts.unseal ?? true, db);
+    const frontier = rows[0]?.frontier == null ? null : Number(rows[0].frontier);
+    const position = events.length === limit
+      ? events.at(-1)!.globalPosition
+      : frontier === null
+      ? afterPosition
+      : opts.horizon === false
+      ? Math.max(afterPosition, frontier)
+      : frontier;
+    return { events, position };
   }
 
   /** The highest global position written (committed or not yet visible). */

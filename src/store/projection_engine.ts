@@ -32,6 +32,14 @@ export const setupProjections = async (
   }
 };
 
+/**
+ * The event types a projection folds, as its handler map declares them;
+ * undefined (every type) when it has an `anyEvent` handler. Replays and the
+ * worker read only these: other events are skipped in SQL, never decoded.
+ */
+export const handledTypes = (p: Projection): readonly string[] | undefined =>
+  p.anyEvent ? undefined : Object.keys(p.handlers);
+
 /** Folds one event into a projection, if it has a handler for it. */
 export const applyEvent = async (db: Db, p: Projection, e: StoredEvent): Promise<void> => {
   const handler = p.handlers[e.type] ?? p.anyEvent;
@@ -58,17 +66,21 @@ export const rebuildProjection = async (
     return await reserved.transaction(async (tx) => {
       await tx.query(sql`select pg_advisory_xact_lock(${LOCK_APPEND})`);
       for (const t of p.tables) await tx.query(sql`truncate ${ident(t)}`);
-      const [c] = await tx.query<{ n: string | number }>(sql`select count(*) as n from events`);
+      const types = handledTypes(p);
+      const [c] = await tx.query<{ n: string | number }>(sql`select count(*) as n from events
+        ${types ? sql`where type = any(${types}::text[])` : sql``}`);
       const total = Number(c?.n ?? 0);
       let position = 0, done = 0;
       onProgress?.(0, total);
       for (;;) {
-        const batch = await store.readAll(position, REPLAY_BATCH, { db: tx, horizon: false });
-        if (batch.length === 0) break;
-        for (const e of batch) await applyEvent(tx, p, e);
-        position = batch[batch.length - 1]!.globalPosition;
-        done += batch.length;
+        // the append lock is held: no append is in flight, so no horizon is needed
+        const page = await store.follow(position, REPLAY_BATCH, { db: tx, horizon: false, types });
+        for (const e of page.events) await applyEvent(tx, p, e);
+        // past skipped events too: the checkpoint ends at the head of the log
+        position = page.position;
+        done += page.events.length;
         onProgress?.(done, total);
+        if (page.events.length < REPLAY_BATCH) break;
       }
       await tx.query(sql`insert into projection_state (name, version, mode, position, updated_at)
         values (${p.name}, ${p.version}, ${p.mode}, ${position}, now())
@@ -173,6 +185,7 @@ export class ProjectionWorker {
     const { pollMs = 200, lockRetryMs = 2000, batch = 500 } = this.opts;
     const { retryMs = 500, maxRetryMs = 30_000 } = this.opts;
     const name = this.projection.name;
+    const types = handledTypes(this.projection);
     const signal = this.#abort.signal;
     let failures = 0;
     while (!signal.aborted) {
@@ -205,18 +218,21 @@ export class ProjectionWorker {
         let position = Number(s?.position ?? 0);
         failures = 0;
         while (!signal.aborted) {
-          const events = await this.store.readAll(position, batch, { db: reserved });
-          if (events.length === 0) {
+          const { events, position: next } = await this.store.follow(position, batch, {
+            db: reserved,
+            types,
+          });
+          if (events.length === 0 && next === position) {
             await sleep(pollMs, signal);
             continue;
           }
-          const last = events[events.length - 1]!.globalPosition;
+          // skipped events move the checkpoint too, folded ones with it in one transaction
           await reserved.transaction(async (tx) => {
             for (const e of events) await applyEvent(tx, this.projection, e);
-            await tx.query(sql`update projection_state set position = ${last}, updated_at = now(),
+            await tx.query(sql`update projection_state set position = ${next}, updated_at = now(),
               last_error = null where name = ${name}`);
           });
-          position = last;
+          position = next;
         }
       } catch (err) {
         const e = err as { name?: string; code?: string };
