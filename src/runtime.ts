@@ -1,6 +1,7 @@
 import { catalog as appCatalog } from "../events/index.ts";
 import { projections as appProjections } from "../projections/index.ts";
 import { Sessions } from "./auth/sessions.ts";
+import { type ScryptParams, scryptParamsFor } from "./auth/password.ts";
 import { deriveIndexKey, deriveJwtKey, deriveRecoveryCodeKey } from "./auth/tokens.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./logger.ts";
@@ -71,6 +72,8 @@ export interface Runtime {
   sessions: Sessions;
   /** Keys digests used as index stream ids (e.g. MRN reservations). */
   indexKey: Uint8Array;
+  /** scrypt parameters for new password hashes: cheap only under CHARTLOG_ENV=test. */
+  passwordParams: Readonly<ScryptParams>;
   /** Every PHI read appends an access event. Off only in benchmarks, never by configuration. */
   auditReads: boolean;
   projections: readonly Projection[];
@@ -130,12 +133,14 @@ export const openRuntime = async (
     const workers = opts.workers === false ? [] : projections
       .filter((p) => p.mode === "async")
       .map((p) => new ProjectionWorker(store, p, log).start());
+    const passwordParams = scryptParamsFor(config.env);
     const sessions = new Sessions(store, {
       jwtKey: await deriveJwtKey(masterKey),
       mfaRequiredRoles: config.mfaRequiredRoles,
       accessTokenTtlSec: config.accessTokenTtlSec,
       sessionIdleTimeoutSec: config.sessionIdleTimeoutSec,
       recoveryCodeKey: await deriveRecoveryCodeKey(masterKey),
+      passwordParams,
       now: opts.now,
     });
     const images = new ImagePool(config.imageWorkers, { maxQueue: config.imageQueue });
@@ -144,6 +149,7 @@ export const openRuntime = async (
       migrated: applied,
       store,
       sessions,
+      passwordParams,
       indexKey,
       blobs,
       images,

@@ -13,7 +13,13 @@ import { pgCode } from "../store/db.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import { runCredentialCommand } from "./credentials.ts";
-import { hashPassword, passwordProblem, verifyPassword } from "./password.ts";
+import {
+  hashPassword,
+  passwordProblem,
+  SCRYPT_PARAMS,
+  type ScryptParams,
+  verifyPassword,
+} from "./password.ts";
 import { timestamp } from "../timestamp.ts";
 
 /** A user as the API shows it: never a secret. */
@@ -118,6 +124,7 @@ export const registerUser = async (
   store: EventStore,
   input: RegisterInput,
   metadata: EventMetadata,
+  passwordParams: Readonly<ScryptParams> = SCRYPT_PARAMS,
 ): Promise<UserView> => {
   const problem = passwordProblem(input.password);
   if (problem) throw new ValidationError("weak password", [{ path: "password", message: problem }]);
@@ -132,7 +139,7 @@ export const registerUser = async (
     name: input.name,
     role: input.role,
     patientId: input.patientId ?? null,
-    passwordHash: await hashPassword(input.password),
+    passwordHash: await hashPassword(input.password, passwordParams),
     ...(input.pending ? { pending: true } : {}),
   }], metadata);
   return (await getUser(store, userId))!;
@@ -155,6 +162,7 @@ export const requestSignup = async (
   store: EventStore,
   input: { email: string; name: string; password: string },
   metadata: EventMetadata,
+  passwordParams: Readonly<ScryptParams> = SCRYPT_PARAMS,
 ): Promise<void> => {
   const problem = passwordProblem(input.password);
   if (problem) throw new ValidationError("weak password", [{ path: "password", message: problem }]);
@@ -162,7 +170,12 @@ export const requestSignup = async (
   let existing = await userIdByEmail(store, email);
   if (!existing) {
     try {
-      await registerUser(store, { ...input, email, role: "practitioner", pending: true }, metadata);
+      await registerUser(
+        store,
+        { ...input, email, role: "practitioner", pending: true },
+        metadata,
+        passwordParams,
+      );
       return;
     } catch (err) {
       if (!(err instanceof ConflictError)) throw err;
@@ -170,7 +183,7 @@ export const requestSignup = async (
       if (!existing) throw err;
     }
   } else {
-    await hashPassword(input.password); // the work a new account costs, thrown away
+    await hashPassword(input.password, passwordParams); // the work a new account costs, thrown away
   }
   await store.append(`signup-${crypto.randomUUID()}`, "no_stream", [
     { type: "SignupRefused", data: { userId: existing, reason: "email_taken" } },
@@ -263,6 +276,7 @@ export const changePassword = async (
   next: string,
   now: Date,
   metadata: EventMetadata,
+  passwordParams: Readonly<ScryptParams> = SCRYPT_PARAMS,
 ): Promise<void> => {
   const [row] = await store.db.query<{ password_hash: string }>(
     sql`select password_hash from user_credentials where user_id = ${id}::uuid`,
@@ -285,7 +299,7 @@ export const changePassword = async (
   await handle(
     store,
     id,
-    [{ type: "ChangePassword", passwordHash: await hashPassword(next) }],
+    [{ type: "ChangePassword", passwordHash: await hashPassword(next, passwordParams) }],
     metadata,
   );
 };

@@ -29,6 +29,8 @@ export const openTestApp = async (
         String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))),
       ),
       LOG_LEVEL: "debug",
+      // cheap password hashes (src/auth/password.ts); a test may still ask for another env
+      CHARTLOG_ENV: "test",
       // tests of other things log admins in without a second factor
       CHARTLOG_MFA_REQUIRED_ROLES: "none",
       ...env,
