@@ -107,10 +107,18 @@ export const openRuntime = async (
      * database's; default true. Commands that never touch blobs skip it.
      */
     claimBlobs?: boolean;
+    /**
+     * Tests only: an open database to use instead of the configured one (an
+     * in-memory PGlite copied from a migrated image); closed with the runtime.
+     */
+    database?: Db;
   } = {},
 ): Promise<Runtime> => {
-  const masterKey = await resolveMasterKey(config, log);
-  const db = await openDatabase(config);
+  const masterKey = await resolveMasterKey(config, log).catch(async (err) => {
+    await opts.database?.close(); // it is ours to close, on failure too
+    throw err;
+  });
+  const db = opts.database ?? await openDatabase(config);
   try {
     const applied = await migrate(db);
     if (applied.length > 0) {
