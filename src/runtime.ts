@@ -1,6 +1,7 @@
 import { catalog as appCatalog } from "../events/index.ts";
 import { projections as appProjections } from "../projections/index.ts";
 import { Sessions } from "./auth/sessions.ts";
+import { type ScryptParams, scryptParamsFor } from "./auth/password.ts";
 import { deriveIndexKey, deriveJwtKey, deriveRecoveryCodeKey } from "./auth/tokens.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./logger.ts";
@@ -71,6 +72,8 @@ export interface Runtime {
   sessions: Sessions;
   /** Keys digests used as index stream ids (e.g. MRN reservations). */
   indexKey: Uint8Array;
+  /** scrypt parameters for new password hashes: cheap only under CHARTLOG_ENV=test. */
+  passwordParams: Readonly<ScryptParams>;
   /** Every PHI read appends an access event. Off only in benchmarks, never by configuration. */
   auditReads: boolean;
   projections: readonly Projection[];
@@ -104,10 +107,18 @@ export const openRuntime = async (
      * database's; default true. Commands that never touch blobs skip it.
      */
     claimBlobs?: boolean;
+    /**
+     * Tests only: an open database to use instead of the configured one (an
+     * in-memory PGlite copied from a migrated image); closed with the runtime.
+     */
+    database?: Db;
   } = {},
 ): Promise<Runtime> => {
-  const masterKey = await resolveMasterKey(config, log);
-  const db = await openDatabase(config);
+  const masterKey = await resolveMasterKey(config, log).catch(async (err) => {
+    await opts.database?.close(); // it is ours to close, on failure too
+    throw err;
+  });
+  const db = opts.database ?? await openDatabase(config);
   try {
     const applied = await migrate(db);
     if (applied.length > 0) {
@@ -130,12 +141,14 @@ export const openRuntime = async (
     const workers = opts.workers === false ? [] : projections
       .filter((p) => p.mode === "async")
       .map((p) => new ProjectionWorker(store, p, log).start());
+    const passwordParams = scryptParamsFor(config.env);
     const sessions = new Sessions(store, {
       jwtKey: await deriveJwtKey(masterKey),
       mfaRequiredRoles: config.mfaRequiredRoles,
       accessTokenTtlSec: config.accessTokenTtlSec,
       sessionIdleTimeoutSec: config.sessionIdleTimeoutSec,
       recoveryCodeKey: await deriveRecoveryCodeKey(masterKey),
+      passwordParams,
       now: opts.now,
     });
     const images = new ImagePool(config.imageWorkers, { maxQueue: config.imageQueue });
@@ -144,6 +157,7 @@ export const openRuntime = async (
       migrated: applied,
       store,
       sessions,
+      passwordParams,
       indexKey,
       blobs,
       images,

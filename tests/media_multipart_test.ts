@@ -421,23 +421,13 @@ Deno.test("multipart: parses the platform's own FormData encoding", async () => 
   assert.equal(upload.file?.sha256, sha256(file));
 });
 
-Deno.test("multipart: timing for a 10 MB body in 64 KB chunks", async () => {
+// How fast this goes is tests/bench/multipart_bench.ts (BENCH_ONLY=multipart deno task bench):
+// a test never passes or fails on wall-clock time.
+Deno.test("multipart: a 10 MB body in 64 KB chunks comes out whole", async () => {
   const file = randomBytes(10 * MB);
   const body = buildBody([{ name: "category", value: "scan" }, filePart(file)]);
-  const parseTimes: number[] = [];
-  for (let run = 0; run < 3; run++) {
-    const t0 = performance.now();
-    const upload = await parse(body, () => 64 * 1024, { maxFileBytes: 16 * MB });
-    const wall = performance.now() - t0;
-    assert.equal(upload.file?.sha256, sha256(file));
-    const { parse: p, hash: h } = upload.timings;
-    parseTimes.push(p);
-    console.log(
-      `10 MB / 64 KB chunks, run ${run}: parse ${p.toFixed(1)} ms, hash ${h.toFixed(1)} ms, ` +
-        `wall ${wall.toFixed(1)} ms`,
-    );
-  }
-  // Best of three and a generous bound: shared CI machines are noisy. Cold runs
-  // are dominated by first-touch page faults on the fresh 10 MB result buffer.
-  assert.ok(Math.min(...parseTimes) < 250, `parse took ${parseTimes.join(", ")} ms`);
+  const upload = await parse(body, () => 64 * 1024, { maxFileBytes: 16 * MB });
+  assert.deepEqual(upload.fields, { category: "scan" });
+  assert.equal(upload.file?.bytes.length, file.length);
+  assert.equal(upload.file?.sha256, sha256(file));
 });

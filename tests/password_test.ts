@@ -7,6 +7,8 @@ import {
   PASSWORD_MIN_LENGTH,
   passwordProblem,
   SCRYPT_PARAMS,
+  scryptParamsFor,
+  TEST_SCRYPT_PARAMS,
   verifyAgainstDummy,
   verifyPassword,
 } from "../src/auth/password.ts";
@@ -107,4 +109,20 @@ Deno.test("password: hashes below the current parameters need a rehash", async (
     weak.split("$").slice(2).join("$");
   assert.equal(needsRehash(fewerLanes), SCRYPT_PARAMS.p > 1);
   assert.equal(needsRehash(await hashPassword(PW)), false);
+});
+
+Deno.test("password: only CHARTLOG_ENV=test hashes with the cheap test parameters", async () => {
+  assert.equal(scryptParamsFor("production"), SCRYPT_PARAMS);
+  assert.equal(scryptParamsFor("development"), SCRYPT_PARAMS);
+  assert.equal(scryptParamsFor("anything else"), SCRYPT_PARAMS);
+  assert.equal(scryptParamsFor("test"), TEST_SCRYPT_PARAMS);
+  assert.ok(TEST_SCRYPT_PARAMS.N < SCRYPT_PARAMS.N);
+  // a cheap hash says so in its string, verifies by it, and would be upgraded
+  const cheap = await hashPassword(PW, TEST_SCRYPT_PARAMS);
+  const { N, r, p } = TEST_SCRYPT_PARAMS;
+  assert.ok(cheap.startsWith(`scrypt$N=${N},r=${r},p=${p}$`));
+  assert.equal(await verifyPassword(PW, cheap), true);
+  assert.equal(await verifyPassword(PW + "!", cheap), false);
+  assert.equal(needsRehash(cheap), true);
+  assert.equal(await verifyAgainstDummy(PW, TEST_SCRYPT_PARAMS), false);
 });

@@ -13,7 +13,13 @@ import { pgCode, pgConstraint } from "../store/db.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import { runCredentialCommand } from "./credentials.ts";
-import { hashPassword, passwordProblem, verifyPassword } from "./password.ts";
+import {
+  hashPassword,
+  passwordProblem,
+  SCRYPT_PARAMS,
+  type ScryptParams,
+  verifyPassword,
+} from "./password.ts";
 import { timestamp } from "../timestamp.ts";
 
 /** A user as the API shows it: never a secret. */
@@ -116,6 +122,7 @@ export const registerUser = async (
   store: EventStore,
   input: RegisterInput,
   metadata: EventMetadata,
+  passwordParams: Readonly<ScryptParams> = SCRYPT_PARAMS,
 ): Promise<UserView> => {
   const problem = passwordProblem(input.password);
   if (problem) throw new ValidationError("weak password", [{ path: "password", message: problem }]);
@@ -130,7 +137,7 @@ export const registerUser = async (
     name: input.name,
     role: input.role,
     patientId: input.patientId ?? null,
-    passwordHash: await hashPassword(input.password),
+    passwordHash: await hashPassword(input.password, passwordParams),
     ...(input.pending ? { pending: true } : {}),
   }], metadata);
   return (await getUser(store, userId))!;
@@ -153,6 +160,7 @@ export const requestSignup = async (
   store: EventStore,
   input: { email: string; name: string; password: string },
   metadata: EventMetadata,
+  passwordParams: Readonly<ScryptParams> = SCRYPT_PARAMS,
 ): Promise<void> => {
   const problem = passwordProblem(input.password);
   if (problem) throw new ValidationError("weak password", [{ path: "password", message: problem }]);
@@ -160,7 +168,12 @@ export const requestSignup = async (
   let existing = await userIdByEmail(store, email);
   if (!existing) {
     try {
-      await registerUser(store, { ...input, email, role: "practitioner", pending: true }, metadata);
+      await registerUser(
+        store,
+        { ...input, email, role: "practitioner", pending: true },
+        metadata,
+        passwordParams,
+      );
       return;
     } catch (err) {
       if (!(err instanceof ConflictError)) throw err;
@@ -168,7 +181,7 @@ export const requestSignup = async (
       if (!existing) throw err;
     }
   } else {
-    await hashPassword(input.password); // the work a new account costs, thrown away
+    await hashPassword(input.password, passwordParams); // the work a new account costs, thrown away
   }
   await store.append(`signup-${crypto.randomUUID()}`, "no_stream", [
     { type: "SignupRefused", data: { userId: existing, reason: "email_taken" } },
@@ -265,6 +278,7 @@ export const changePassword = async (
   next: string,
   now: Date,
   metadata: EventMetadata,
+  passwordParams: Readonly<ScryptParams> = SCRYPT_PARAMS,
 ): Promise<void> => {
   const [row] = await store.db.query<{ password_hash: string }>(
     sql`select password_hash from user_credentials where user_id = ${id}::uuid`,
@@ -287,7 +301,7 @@ export const changePassword = async (
   await handle(
     store,
     id,
-    [{ type: "ChangePassword", passwordHash: await hashPassword(next) }],
+    [{ type: "ChangePassword", passwordHash: await hashPassword(next, passwordParams) }],
     metadata,
   );
 };

@@ -83,7 +83,7 @@ export const resetPassword = async (
   const problem = passwordProblem(password);
   if (problem) throw new ValidationError("weak password", [{ path: "password", message: problem }]);
   const { user, operatorId, reason, metadata } = await resolve(runtime, act);
-  const passwordHash = await hashPassword(password);
+  const passwordHash = await hashPassword(password, runtime.passwordParams);
   await handle(runtime.store, user.id, [
     { type: "ResetPassword", passwordHash, operatorId, reason },
   ], metadata);

@@ -8,7 +8,7 @@ import { secondFactorEvent } from "./mfa.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import { type Amr, decide, evolve, initialSession } from "../domain/session.ts";
-import { verifyAgainstDummy, verifyPassword } from "./password.ts";
+import { type ScryptParams, verifyAgainstDummy, verifyPassword } from "./password.ts";
 import type { Actor } from "./policy.ts";
 import { newRefreshToken, refreshDigest, signAccessToken, verifyAccessToken } from "./tokens.ts";
 
@@ -21,6 +21,8 @@ export interface SessionSettings {
   sessionIdleTimeoutSec: number;
   /** HMAC key for recovery-code digests (derived from the master key). */
   recoveryCodeKey: Uint8Array;
+  /** Parameters of the dummy hash an unknown email is checked against (the ones new hashes get). */
+  passwordParams?: Readonly<ScryptParams>;
   now?: () => Date;
 }
 
@@ -105,7 +107,7 @@ export class Sessions {
       where u.email = ${email.trim().toLowerCase()}`,
     );
     if (!u) {
-      await verifyAgainstDummy(password); // the same cost as a wrong password
+      await verifyAgainstDummy(password, this.settings.passwordParams); // the same cost as a wrong password
       await this.store.append(`login-${crypto.randomUUID()}`, "no_stream", [
         { type: "LoginFailed", data: { userId: null, reason: "unknown_email" } },
       ], metadata);

@@ -61,13 +61,18 @@ const COMMANDS: Record<string, Command> = {
         throw new UsageError(`unknown role ${v.role}`);
       }
       const password = await readPassword();
-      const user = await registerUser(runtime.store, {
-        email: v.email!,
-        name: v.name!,
-        role: v.role as (typeof ROLES)[number],
-        password,
-        patientId: v["patient-id"] ?? null,
-      }, { actorId: "cli", actorRole: "admin", userAgent: "chartlog-cli" });
+      const user = await registerUser(
+        runtime.store,
+        {
+          email: v.email!,
+          name: v.name!,
+          role: v.role as (typeof ROLES)[number],
+          password,
+          patientId: v["patient-id"] ?? null,
+        },
+        { actorId: "cli", actorRole: "admin", userAgent: "chartlog-cli" },
+        runtime.passwordParams,
+      );
       return `created user ${user.id} (${user.role})`;
     },
   },

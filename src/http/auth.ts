@@ -96,11 +96,8 @@ export const authRoutes = (deps: AppDeps) => {
       }),
       async (c) => {
         if (!c.var.deps.config.signup) throw new ForbiddenError("self sign-up is switched off");
-        await requestSignup(
-          c.var.deps.runtime().store,
-          c.req.valid("json"),
-          requestMetadata(c),
-        );
+        const { store, passwordParams } = c.var.deps.runtime();
+        await requestSignup(store, c.req.valid("json"), requestMetadata(c), passwordParams);
         return c.json(SIGNUP_RECEIVED, 202);
       },
     )

@@ -86,10 +86,12 @@ export const users = new OpenAPIHono<AppEnv>()
       },
     }),
     async (c) => {
+      const { store, passwordParams } = c.var.deps.runtime();
       const user = await registerUser(
-        c.var.deps.runtime().store,
+        store,
         c.req.valid("json"),
         requestMetadata(c),
+        passwordParams,
       );
       c.header("Location", `/v1/users/${user.id}`);
       return c.json(versioned(c, user), 201);
@@ -226,7 +228,7 @@ export const users = new OpenAPIHono<AppEnv>()
       },
     }),
     async (c) => {
-      const { store, sessions } = c.var.deps.runtime();
+      const { store, sessions, passwordParams } = c.var.deps.runtime();
       const actor = c.get("actor")!;
       const body = c.req.valid("json");
       const meta = requestMetadata(c);
@@ -237,6 +239,7 @@ export const users = new OpenAPIHono<AppEnv>()
         body.newPassword,
         sessions.now(),
         meta,
+        passwordParams,
       );
       await sessions.logoutAll(actor, meta, actor.sessionId);
       return c.body(null, 204);

@@ -79,6 +79,28 @@ const lockDataDir = async (dataDir: string): Promise<() => Promise<void>> => {
 };
 
 /**
+ * Runs `prepare` on a fresh in-memory PGlite and returns its data directory
+ * as a tarball, for {@link openPgliteImage}. Tests make one migrated image
+ * per process: initdb is most of a fresh PGlite's start-up (seconds).
+ */
+export const pgliteImage = async (prepare: (db: Db) => Promise<void>): Promise<Blob> => {
+  const pg = await PGlite.create();
+  try {
+    await prepare(wrap(pg, pg, 0));
+    // gzip: a tenth of the size (40 MB raw) and no slower to load
+    return await pg.dumpDataDir("gzip");
+  } finally {
+    await pg.close();
+  }
+};
+
+/** An in-memory PGlite started from a copy of an image made by {@link pgliteImage}. */
+export const openPgliteImage = async (image: Blob): Promise<Db> => {
+  const pg = await PGlite.create({ loadDataDir: image });
+  return wrap(pg, pg, 0);
+};
+
+/**
  * A {@link Db} over an embedded PGlite: `memory://` for an in-memory
  * database, otherwise a data directory path (locked to this process).
  */

@@ -21,11 +21,12 @@
  *   BENCH_SEED_WRITERS  concurrent seeding appenders             (default 2)
  *   BENCH_READ_DIAG     1: always break the readAll time down (default: only below target)
  *   BENCH_ONLY          comma list of sections: ours-pg, pglite, emmett, read, auth,
- *                       patients, media (default: all)
+ *                       patients, media, multipart (default: all)
  *
  * The auth section (logins, token checks) has knobs of its own: see auth_bench.ts;
  * so has the patients section (audited PHI reads over HTTP): see patients_bench.ts;
- * so has the media section (photo uploads over HTTP): see media_bench.ts.
+ * so has the media section (photo uploads over HTTP): see media_bench.ts; the multipart
+ * section (parsing a 10 MB upload alone) is multipart_bench.ts.
  */
 import pg from "pg";
 import postgres from "postgres";
@@ -41,6 +42,7 @@ import { testCatalog } from "../fixtures/test_events.ts";
 import { PG_ADMIN_URL } from "../support/harness.ts";
 import { authBench } from "./auth_bench.ts";
 import { mediaBench } from "./media_bench.ts";
+import { multipartBench } from "./multipart_bench.ts";
 import { patientsBench } from "./patients_bench.ts";
 import { diagnoseReadAll } from "./read_diag.ts";
 import { envInt, fmtInt, fmtMs, fmtSec, percentile, split, table } from "./stats.ts";
@@ -59,7 +61,16 @@ const cfg = {
   readDiag: Deno.env.get("BENCH_READ_DIAG") === "1",
 };
 const READ_TARGET = 100_000;
-const SECTIONS = ["ours-pg", "pglite", "emmett", "read", "auth", "patients", "media"] as const;
+const SECTIONS = [
+  "ours-pg",
+  "pglite",
+  "emmett",
+  "read",
+  "auth",
+  "patients",
+  "media",
+  "multipart",
+] as const;
 type Section = (typeof SECTIONS)[number];
 const only = (Deno.env.get("BENCH_ONLY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
 for (const s of only) {
@@ -437,6 +448,11 @@ const main = async () => {
       pool: cfg.pool,
     });
   }
+  let multipartSummary: string[] = [];
+  if (enabled("multipart")) {
+    console.log("\n[Multipart: a 10 MB upload parsed alone]");
+    multipartSummary = await multipartBench();
+  }
 
   console.log("\n## Results\n");
   console.log(table(
@@ -499,6 +515,7 @@ const main = async () => {
   }
   for (const line of patientsSummary) console.log(line);
   for (const line of mediaSummary) console.log(line);
+  for (const line of multipartSummary) console.log(line);
   console.log(`\nload average at end: ${loadavg()}`);
   console.log(`total run time ${fmtSec(performance.now() - started)}`);
 };

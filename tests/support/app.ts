@@ -3,6 +3,7 @@ import { createApp } from "../../src/http/app.ts";
 import { createLogger, type Logger } from "../../src/logger.ts";
 import { openRuntime, type Runtime } from "../../src/runtime.ts";
 import { UnavailableError } from "../../src/errors.ts";
+import { openMigratedPglite } from "./pglite_image.ts";
 
 /** Captured log lines (parsed JSON) of an app under test. */
 export interface LogCapture {
@@ -29,12 +30,19 @@ export const openTestApp = async (
         String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))),
       ),
       LOG_LEVEL: "debug",
+      // cheap password hashes (src/auth/password.ts); a test may still ask for another env
+      CHARTLOG_ENV: "test",
       // tests of other things log admins in without a second factor
       CHARTLOG_MFA_REQUIRED_ROLES: "none",
       ...env,
     });
     log = createLogger(config.logLevel, { write: (l: string) => void lines.push(l) });
-    runtime = await openRuntime(config, log, { workers: false, now: opts.now });
+    const inMemory = config.database.kind === "pglite" && config.database.dataDir === "memory://";
+    runtime = await openRuntime(config, log, {
+      workers: false,
+      now: opts.now,
+      database: inMemory ? await openMigratedPglite() : undefined,
+    });
   } catch (err) {
     await removeBlobs(); // a refused configuration leaves no temporary directory behind
     throw err;

@@ -9,6 +9,7 @@ import { PhiCodec } from "../../src/store/phi_codec.ts";
 import { setupProjections } from "../../src/store/projection_engine.ts";
 import type { Projection } from "../../src/store/types.ts";
 import { testCatalog } from "../fixtures/test_events.ts";
+import { openMigratedPglite } from "./pglite_image.ts";
 
 export type DriverKind = "postgres" | "pglite";
 
@@ -100,7 +101,7 @@ export const openHarness = async (
   } else {
     const dir = opts.pgliteDir ?? "memory://";
     location = dir;
-    db = await openPglite(dir);
+    db = dir === "memory://" ? await openMigratedPglite() : await openPglite(dir);
     cleanup = async () => {};
   }
   await migrate(db);

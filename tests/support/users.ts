@@ -8,13 +8,18 @@ export const PASSWORD = "correct horse battery staple";
 
 /** Creates a user straight through the account service (as the CLI does). */
 export const createUser = async (runtime: Runtime, role: Role, email = `${role}@clinic.test`) =>
-  await registerUser(runtime.store, {
-    email,
-    name: `Test ${role}`,
-    role,
-    password: PASSWORD,
-    patientId: role === "patient" ? crypto.randomUUID() : null,
-  }, { actorId: "test-setup" });
+  await registerUser(
+    runtime.store,
+    {
+      email,
+      name: `Test ${role}`,
+      role,
+      password: PASSWORD,
+      patientId: role === "patient" ? crypto.randomUUID() : null,
+    },
+    { actorId: "test-setup" },
+    runtime.passwordParams,
+  );
 
 type App = { request: (path: string, init?: RequestInit) => Response | Promise<Response> };
 
