@@ -3,6 +3,8 @@ import { catalog } from "../events/index.ts";
 import { encounters } from "../projections/encounters.ts";
 import { media } from "../projections/media.ts";
 import { patients } from "../projections/patients.ts";
+import { sessions } from "../projections/sessions.ts";
+import { users } from "../projections/users.ts";
 import { sql } from "../src/store/sql.ts";
 import { eachDriver } from "./support/harness.ts";
 import { type GivenEvent, givenEventsThenRows } from "./support/projection.ts";
@@ -21,6 +23,10 @@ const ENC = "00000000-0000-4000-8000-0000000000e1";
 const ENC2 = "00000000-0000-4000-8000-0000000000e2";
 const M = "00000000-0000-4000-8000-0000000000a1";
 const SHA = "a".repeat(64);
+const U = "00000000-0000-4000-8000-0000000000b1";
+const U2 = "00000000-0000-4000-8000-0000000000b2";
+const S = "00000000-0000-4000-8000-0000000000c1";
+const S2 = "00000000-0000-4000-8000-0000000000c2";
 
 const demographics = (mrn: string, first: string) => ({
   mrn,
@@ -281,4 +287,177 @@ eachDriver("read model media: uploaded, deleted, restored, patient erased", asyn
   assert.deepEqual(await rows([erase(`patient-${P}`)]), [
     row({ modality: null, study_date: null, version: 3 }),
   ]);
+}, opts);
+
+eachDriver("read model users: registered, role changed, deactivated, erased", async (h) => {
+  const rows = (given: GivenEvent[]) =>
+    givenEventsThenRows(
+      h,
+      users,
+      given,
+      sql`select u.id::text, u.email, u.name, u.role, u.active, u.pending,
+        u.patient_id::text, u.phone, u.specialization, u.version,
+        u.erased_at is not null as erased, c.password_hash
+        from users u left join user_credentials c on c.user_id = u.id order by u.id`,
+    );
+  const registered = (id: string, email: string, name: string): GivenEvent => ({
+    stream: `user-${id}`,
+    type: "UserRegistered",
+    data: {
+      userId: id,
+      email,
+      name,
+      role: "reception",
+      patientId: null,
+      passwordHash: `hash-${name}`,
+    },
+  });
+  const row = (over: Record<string, unknown>) => ({
+    id: U,
+    email: "grace@example.org",
+    name: "Grace",
+    role: "reception",
+    active: true,
+    pending: false,
+    patient_id: null,
+    phone: null,
+    specialization: null,
+    version: 1,
+    erased: false,
+    password_hash: "hash-Grace",
+    ...over,
+  });
+  const other = row({
+    id: U2,
+    email: "alan@example.org",
+    name: "Alan",
+    password_hash: "hash-Alan",
+  });
+
+  // the email is stored lower-case
+  assert.deepEqual(
+    await rows([
+      registered(U, "Grace@Example.org", "Grace"),
+      registered(U2, "alan@example.org", "Alan"),
+    ]),
+    [row({}), other],
+  );
+  assert.deepEqual(
+    await rows([
+      {
+        stream: `user-${U}`,
+        type: "UserRoleChanged",
+        data: { userId: U, role: "patient", patientId: P },
+      },
+      {
+        stream: `user-${U}`,
+        type: "UserProfileUpdated",
+        data: { userId: U, phone: "555-0199", specialization: null },
+      },
+    ]),
+    [row({ role: "patient", patient_id: P, phone: "555-0199", version: 3 }), other],
+  );
+  const patientUser = row({ role: "patient", patient_id: P, phone: "555-0199" });
+  assert.deepEqual(
+    await rows([{ stream: `user-${U}`, type: "UserDeactivated", data: { userId: U } }]),
+    [{ ...patientUser, active: false, version: 4 }, other],
+  );
+  assert.deepEqual(
+    await rows([{ stream: `user-${U}`, type: "UserReactivated", data: { userId: U } }]),
+    [{ ...patientUser, version: 5 }, other],
+  );
+  // erasure: an inactive tombstone keeping id, role and patient link; PHI and
+  // the password hash gone; the other user untouched
+  assert.deepEqual(await rows([erase(`user-${U}`)]), [
+    row({
+      email: null,
+      name: null,
+      role: "patient",
+      active: false,
+      patient_id: P,
+      version: 5,
+      erased: true,
+      password_hash: null,
+    }),
+    other,
+  ]);
+  // a reactivation after erasure does not bring the account back
+  assert.deepEqual(
+    (await rows([{ stream: `user-${U}`, type: "UserReactivated", data: { userId: U } }]))
+      .map((r) => (r as { active: boolean }).active),
+    [false, true],
+  );
+}, opts);
+
+eachDriver("read model sessions: logged in, refreshed, ended, user erased", async (h) => {
+  const rows = (given: GivenEvent[]) =>
+    givenEventsThenRows(
+      h,
+      sessions,
+      given,
+      sql`select id::text, user_id::text, ended_at is not null as ended, end_reason, version,
+        amr from sessions order by id`,
+    );
+  const tokens = () =>
+    h.db.query(sql`select digest, session_id::text, rotated from session_refresh_tokens
+      order by digest`);
+  const loggedIn = (id: string, digest: string): GivenEvent => ({
+    stream: `session-${id}`,
+    type: "UserLoggedIn",
+    data: { sessionId: id, userId: U, refreshTokenDigest: digest, amr: ["pwd"] },
+  });
+  const row = (id: string, over: Record<string, unknown> = {}) => ({
+    id,
+    user_id: U,
+    ended: false,
+    end_reason: null,
+    version: 1,
+    amr: ["pwd"],
+    ...over,
+  });
+
+  assert.deepEqual(await rows([loggedIn(S, "d1"), loggedIn(S2, "e1")]), [row(S), row(S2)]);
+  assert.deepEqual(await tokens(), [
+    { digest: "d1", session_id: S, rotated: false },
+    { digest: "e1", session_id: S2, rotated: false },
+  ]);
+
+  // a refresh rotates the old digest (kept, to recognise reuse) and stores the new one
+  assert.deepEqual(
+    await rows([
+      {
+        stream: `session-${S}`,
+        type: "SessionRefreshed",
+        data: { sessionId: S, userId: U, refreshTokenDigest: "d2" },
+      },
+      {
+        stream: `session-${S}`,
+        type: "SessionSecondFactorVerified",
+        data: { sessionId: S, userId: U },
+      },
+    ]),
+    [row(S, { version: 3, amr: ["pwd", "otp"] }), row(S2)],
+  );
+  assert.deepEqual(await tokens(), [
+    { digest: "d1", session_id: S, rotated: true },
+    { digest: "d2", session_id: S, rotated: false },
+    { digest: "e1", session_id: S2, rotated: false },
+  ]);
+
+  assert.deepEqual(
+    await rows([{
+      stream: `session-${S}`,
+      type: "SessionEnded",
+      data: { sessionId: S, userId: U, reason: "logout" },
+    }]),
+    [row(S, { ended: true, end_reason: "logout", version: 4, amr: ["pwd", "otp"] }), row(S2)],
+  );
+
+  // erasing the user ends the sessions still open and drops every digest
+  // (a replay reads them as null: sealed with the user's key)
+  assert.deepEqual(await rows([erase(`user-${U}`)]), [
+    row(S, { ended: true, end_reason: "logout", version: 4, amr: ["pwd", "otp"] }),
+    row(S2, { ended: true, end_reason: "erased" }),
+  ]);
+  assert.deepEqual(await tokens(), []);
 }, opts);
