@@ -12,7 +12,7 @@ export const encounters: Projection = {
   version: 2, // 2: finished_at
   mode: "inline",
   tables: ["encounters"],
-  setup: `create table if not exists encounters (
+  setup: `create table encounters (
     id               uuid primary key,
     patient_id       uuid not null,
     practitioner_id  uuid not null,
@@ -23,9 +23,8 @@ export const encounters: Projection = {
     updated_at       timestamptz not null,
     finished_at      timestamptz
   );
-  alter table encounters add column if not exists finished_at timestamptz;
-  create index if not exists encounters_patient on encounters (patient_id, starts_at);
-  create index if not exists encounters_practitioner on encounters (practitioner_id, patient_id);`,
+  create index encounters_patient on encounters (patient_id, starts_at);
+  create index encounters_practitioner on encounters (practitioner_id, patient_id);`,
   handlers: {
     EncounterPlanned: async (db, e) => {
       const d = e.data;

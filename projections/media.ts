@@ -15,7 +15,7 @@ export const media: Projection = {
   version: 2, // 2: erasure nulls the DICOM columns
   mode: "inline",
   tables: ["media"],
-  setup: `create table if not exists media (
+  setup: `create table media (
     id             uuid primary key,
     patient_id     uuid not null,
     encounter_id   uuid,
@@ -35,10 +35,10 @@ export const media: Projection = {
     created_at     timestamptz not null,
     updated_at     timestamptz not null
   );
-  create index if not exists media_patient on media (patient_id, created_at desc, id desc);
-  create index if not exists media_encounter on media (encounter_id, created_at desc, id desc);
-  create index if not exists media_blob on media (blob);
-  create index if not exists media_thumb_blob on media (thumb_blob);`,
+  create index media_patient on media (patient_id, created_at desc, id desc);
+  create index media_encounter on media (encounter_id, created_at desc, id desc);
+  create index media_blob on media (blob);
+  create index media_thumb_blob on media (thumb_blob);`,
   handlers: {
     MediaUploaded: async (db, e) => {
       const d = e.data as Record<string, unknown>;

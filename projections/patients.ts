@@ -18,7 +18,7 @@ export const patients: Projection = {
   version: 2, // 2: erasure (nullable PHI columns, erased_at)
   mode: "inline",
   tables: ["patients", "care_team"],
-  setup: `create table if not exists patients (
+  setup: `create table patients (
     id             uuid primary key,
     mrn            text,
     first_name     text,
@@ -34,23 +34,16 @@ export const patients: Projection = {
     updated_at     timestamptz not null,
     erased_at      timestamptz
   );
-  -- version 1 had not-null PHI columns, which a replay over erased events breaks
-  alter table patients alter column mrn drop not null;
-  alter table patients alter column first_name drop not null;
-  alter table patients alter column last_name drop not null;
-  alter table patients alter column date_of_birth drop not null;
-  alter table patients alter column gender drop not null;
-  alter table patients add column if not exists erased_at timestamptz;
-  create index if not exists patients_first on patients (lower(first_name) text_pattern_ops, id);
-  create index if not exists patients_last on patients (lower(last_name) text_pattern_ops, id);
-  create index if not exists patients_mrn on patients (lower(mrn) text_pattern_ops);
-  create index if not exists patients_email on patients (email text_pattern_ops);
-  create table if not exists care_team (
+  create index patients_first on patients (lower(first_name) text_pattern_ops, id);
+  create index patients_last on patients (lower(last_name) text_pattern_ops, id);
+  create index patients_mrn on patients (lower(mrn) text_pattern_ops);
+  create index patients_email on patients (email text_pattern_ops);
+  create table care_team (
     patient_id       uuid not null,
     practitioner_id  uuid not null,
     primary key (patient_id, practitioner_id)
   );
-  create index if not exists care_team_practitioner on care_team (practitioner_id);`,
+  create index care_team_practitioner on care_team (practitioner_id);`,
   handlers: {
     PatientRegistered: async (db, e) => {
       const d = e.data as Record<string, unknown>;

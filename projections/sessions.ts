@@ -24,7 +24,7 @@ export const sessions: Projection = {
   version: 3, // 3: erasure
   mode: "inline",
   tables: ["sessions", "session_refresh_tokens"],
-  setup: `create table if not exists sessions (
+  setup: `create table sessions (
     id                uuid primary key,
     user_id           uuid not null,
     started_at        timestamptz not null,
@@ -34,10 +34,8 @@ export const sessions: Projection = {
     version           integer not null,
     amr               jsonb not null default '["pwd"]'
   );
-  -- version 2 added amr; the version bump then rebuilds the rows from the log
-  alter table sessions add column if not exists amr jsonb not null default '["pwd"]';
-  create index if not exists sessions_user on sessions (user_id) where ended_at is null;
-  create table if not exists session_refresh_tokens (
+  create index sessions_user on sessions (user_id) where ended_at is null;
+  create table session_refresh_tokens (
     digest      text primary key,
     session_id  uuid not null,
     rotated     boolean not null

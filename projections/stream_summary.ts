@@ -11,7 +11,7 @@ export const streamSummary: Projection = {
   version: 1,
   mode: "async",
   tables: ["stream_summary"],
-  setup: `create table if not exists stream_summary (
+  setup: `create table stream_summary (
     stream_id          text primary key,
     category           text not null,
     version            integer not null,
@@ -21,7 +21,7 @@ export const streamSummary: Projection = {
     last_event_type    text not null,
     last_position      bigint not null
   );
-  create index if not exists stream_summary_category on stream_summary (category);`,
+  create index stream_summary_category on stream_summary (category);`,
   handlers: {},
   anyEvent: async (db, e) => {
     const category = e.streamId.split("-")[0]!;

@@ -33,7 +33,7 @@ export const users: Projection = {
   version: 5, // 5: erasure
   mode: "inline",
   tables: ["users", "user_credentials", "user_mfa"],
-  setup: `create table if not exists users (
+  setup: `create table users (
     id              uuid primary key,
     email           text unique,
     name            text,
@@ -51,20 +51,14 @@ export const users: Projection = {
     updated_at      timestamptz not null,
     erased_at       timestamptz
   );
-  alter table users alter column email drop not null;
-  alter table users add column if not exists erased_at timestamptz;
-  create table if not exists user_mfa (
+  create table user_mfa (
     user_id          uuid primary key,
     sealed_secret    jsonb not null,
     enabled          boolean not null,
     recovery_digests jsonb not null default '[]',
     last_step        bigint
   );
-  -- version 3 kept the TOTP secret in the clear: drop it; the version bump
-  -- then truncates (rewriting the table's files) and refills from the log
-  alter table user_mfa drop column if exists secret;
-  alter table user_mfa add column if not exists sealed_secret jsonb;
-  create table if not exists user_credentials (
+  create table user_credentials (
     user_id        uuid primary key,
     password_hash  text not null,
     updated_at     timestamptz not null

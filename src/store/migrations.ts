@@ -93,6 +93,16 @@ create table session_activity (
 );
 `,
   },
+  {
+    version: 4,
+    name: "projection tables",
+    // The tables each projection's current version built: a new version is
+    // built beside them and drops them when it is switched in, even those it
+    // no longer has.
+    sql: `
+alter table projection_state add column tables text[];
+`,
+  },
 ];
 
 export const latestMigration = migrations[migrations.length - 1]!.version;

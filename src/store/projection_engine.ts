@@ -9,27 +9,29 @@ import type { Projection, StoredEvent } from "./types.ts";
 const REPLAY_BATCH = 2000;
 
 /**
- * Creates each projection's tables and registers it. A projection whose
- * version changed since its rows were built is rebuilt from the log (inline
- * ones now, async ones by resetting their checkpoint for the worker).
+ * Brings each projection's tables to its version at start-up. Tables belong
+ * to a version: a projection whose stored version differs (or whose tables
+ * are missing, as on a new database) is built beside the old tables and
+ * switched in (see {@link rebuildProjection}); one already at its version is
+ * left alone, its setup DDL is not run again.
  */
 export const setupProjections = async (
   store: EventStore,
   projections: readonly Projection[],
 ): Promise<void> => {
   for (const p of projections) {
-    await store.db.exec(p.setup);
-    const [state] = await store.db.query<{ version: number }>(
-      sql`select version from projection_state where name = ${p.name}`,
-    );
-    if (state && Number(state.version) === p.version) continue;
-    if (!state && p.mode === "async") {
-      await store.db.query(sql`insert into projection_state (name, version, mode)
-        values (${p.name}, ${p.version}, ${p.mode}) on conflict (name) do nothing`);
-      continue;
-    }
-    await rebuildProjection(store, p);
+    if (await isCurrent(store.db, p)) continue;
+    await buildProjection(store, p, { onlyIfStale: true });
   }
+};
+
+/** Whether the projection's tables exist and were built by this version. */
+const isCurrent = async (db: Db, p: Projection): Promise<boolean> => {
+  const [r] = await db.query<{ version: number | null; missing: number }>(sql`select
+      (select version from projection_state where name = ${p.name}) as version,
+      (select count(*)::int from unnest(${p.tables}::text[]) as t(name)
+        where to_regclass('public.' || quote_ident(t.name)) is null) as missing`);
+  return Number(r?.version) === p.version && Number(r?.missing) === 0;
 };
 
 /**
@@ -46,55 +48,148 @@ export const applyEvent = async (db: Db, p: Projection, e: StoredEvent): Promise
   if (handler) await handler(db, e);
 };
 
+/** The schema a projection's next tables are built in before they are switched in. */
+export const buildSchema = (p: Projection): string => {
+  if (!/^[a-z][a-z0-9_]{0,40}$/.test(p.name)) throw new Error(`bad projection name ${p.name}`);
+  return `chartlog_build_${p.name}`;
+};
+
+/** The lock one builder of a projection holds (across instances; in process on PGlite). */
+const buildLockName = (name: string) => `chartlog.build:${name}`;
+const buildingInProcess = new Map<string, Promise<unknown>>();
+
 /**
- * Replays the whole log into a projection from position 0, in one
- * transaction that holds the append lock: no append lands half-way, and the
- * result is the same rows a fresh database would build. Readers see the old
- * rows until it commits. Appends wait for the duration.
+ * Rebuilds a projection from position 0 into new tables and switches them
+ * in; returns the number of events folded. The running server keeps
+ * serving (and, for inline projections, writing) the old tables meanwhile.
+ * See {@link buildProjection}.
  */
 export const rebuildProjection = async (
   store: EventStore,
   p: Projection,
   onProgress?: (done: number, total: number) => void,
+): Promise<number> => await buildProjection(store, p, { onProgress });
+
+/**
+ * Builds a projection's tables beside the ones in use and switches them in:
+ *
+ * 1. its setup DDL runs in a build schema of its own (`chartlog_build_NAME`,
+ *    first on the search path, so the handlers' unqualified table names
+ *    resolve there and reads of other projections' tables fall through to
+ *    `public`);
+ * 2. it catches up from position 0 in batches of one transaction each,
+ *    reading below the in-flight horizon like the async worker: appends go
+ *    on, and the old tables keep serving and (inline) being written;
+ * 3. one transaction takes the append lock, folds the last events, locks
+ *    the projection's checkpoint row (a running async worker folds each
+ *    batch under that row lock, so it waits here and then goes on from the
+ *    new checkpoint), drops the old tables, moves the new ones into
+ *    `public` and records version, tables and checkpoint.
+ *
+ * Builders of one projection take turns (an advisory lock); with
+ * `onlyIfStale` (start-up) a builder that finds the version already built
+ * by another does nothing. A build that dies leaves only its build schema,
+ * which the next build drops.
+ */
+export const buildProjection = async (
+  store: EventStore,
+  p: Projection,
+  opts: { onProgress?: (done: number, total: number) => void; onlyIfStale?: boolean } = {},
 ): Promise<number> => {
-  const reserved = await store.db.reserve();
-  try {
-    if (p.mode === "async") {
-      // the running worker (in any instance) holds this lock; wait for it
-      await reserved.query(sql`select pg_advisory_lock(hashtext(${projectionLockName(p.name)}))`);
-    }
-    return await reserved.transaction(async (tx) => {
-      await tx.query(sql`select pg_advisory_xact_lock(${LOCK_APPEND})`);
-      for (const t of p.tables) await tx.query(sql`truncate ${ident(t)}`);
-      const types = handledTypes(p);
-      const [c] = await tx.query<{ n: string | number }>(sql`select count(*) as n from events
-        ${types ? sql`where type = any(${types}::text[])` : sql``}`);
-      const total = Number(c?.n ?? 0);
-      let position = 0, done = 0;
-      onProgress?.(0, total);
-      for (;;) {
-        // the append lock is held: no append is in flight, so no horizon is needed
-        const page = await store.follow(position, REPLAY_BATCH, { db: tx, horizon: false, types });
-        for (const e of page.events) await applyEvent(tx, p, e);
-        // past skipped events too: the checkpoint ends at the head of the log
-        position = page.position;
-        done += page.events.length;
-        onProgress?.(done, total);
-        if (page.events.length < REPLAY_BATCH) break;
+  const previous = buildingInProcess.get(p.name);
+  const run = (async () => {
+    await previous?.catch(() => {});
+    const reserved = await store.db.reserve();
+    try {
+      await reserved.query(sql`select pg_advisory_lock(hashtext(${buildLockName(p.name)}))`);
+      try {
+        if (opts.onlyIfStale && await isCurrent(reserved, p)) return 0;
+        return await build(store, reserved, p, opts.onProgress);
+      } finally {
+        await reserved.query(sql`select pg_advisory_unlock(hashtext(${buildLockName(p.name)}))`)
+          .catch(() => {});
       }
-      await tx.query(sql`insert into projection_state (name, version, mode, position, updated_at)
-        values (${p.name}, ${p.version}, ${p.mode}, ${position}, now())
-        on conflict (name) do update set version = excluded.version, mode = excluded.mode,
-          position = excluded.position, updated_at = now(), last_error = null`);
-      return done;
-    });
-  } finally {
-    if (p.mode === "async") {
-      await reserved.query(sql`select pg_advisory_unlock(hashtext(${projectionLockName(p.name)}))`)
-        .catch(() => {});
+    } finally {
+      await reserved.release();
     }
-    await reserved.release();
+  })();
+  buildingInProcess.set(p.name, run);
+  try {
+    return await run;
+  } finally {
+    if (buildingInProcess.get(p.name) === run) buildingInProcess.delete(p.name);
   }
+};
+
+const build = async (
+  store: EventStore,
+  db: Db,
+  p: Projection,
+  onProgress?: (done: number, total: number) => void,
+): Promise<number> => {
+  const schema = buildSchema(p);
+  const inBuild = sql`select set_config('search_path', ${`${schema}, public`}, true)`;
+  await db.query(sql`drop schema if exists ${ident(schema)} cascade`);
+  await db.query(sql`create schema ${ident(schema)}`);
+  await db.transaction(async (tx) => {
+    await tx.query(inBuild);
+    await tx.exec(p.setup);
+    const made = (await tx.query<{ t: string }>(sql`select table_name as t
+      from information_schema.tables where table_schema = ${schema} order by 1`)).map((r) => r.t);
+    const declared = [...p.tables].sort();
+    if (made.join() !== declared.join()) {
+      throw new Error(
+        `projection ${p.name}: its setup makes tables [${made}] but it declares [${declared}]`,
+      );
+    }
+  });
+  const types = handledTypes(p);
+  const [c] = await db.query<{ n: string | number }>(sql`select count(*) as n from events
+    ${types ? sql`where type = any(${types}::text[])` : sql``}`);
+  let total = Number(c?.n ?? 0);
+  let position = 0, done = 0;
+  onProgress?.(0, total);
+  const fold = async (tx: Db, horizon: boolean): Promise<number> => {
+    const page = await store.follow(position, REPLAY_BATCH, { db: tx, horizon, types });
+    for (const e of page.events) await applyEvent(tx, p, e);
+    // past skipped events too: the checkpoint ends at the head of the log
+    position = page.position;
+    done += page.events.length;
+    total = Math.max(total, done);
+    onProgress?.(done, total);
+    return page.events.length;
+  };
+  // catch up beside the tables in use, a batch per transaction
+  for (;;) {
+    const n = await db.transaction(async (tx) => {
+      await tx.query(inBuild);
+      return await fold(tx, true);
+    });
+    if (n < REPLAY_BATCH) break;
+  }
+  // the last events and the switch, with appends held
+  await db.transaction(async (tx) => {
+    await tx.query(sql`select pg_advisory_xact_lock(${LOCK_APPEND})`);
+    await tx.query(inBuild);
+    // the append lock is held: no append is in flight, so no horizon is needed
+    while (await fold(tx, false) === REPLAY_BATCH);
+    await tx.query(sql`insert into projection_state (name, version, mode)
+      values (${p.name}, ${p.version}, ${p.mode}) on conflict (name) do nothing`);
+    const [state] = await tx.query<{ tables: string[] | null }>(
+      sql`select tables from projection_state where name = ${p.name} for update`,
+    );
+    await tx.query(sql`select set_config('search_path', 'public', true)`);
+    const old = new Set([...(state?.tables ?? []), ...p.tables]);
+    for (const t of old) await tx.query(sql`drop table if exists ${ident(`public.${t}`)}`);
+    for (const t of p.tables) {
+      await tx.query(sql`alter table ${ident(`${schema}.${t}`)} set schema public`);
+    }
+    await tx.query(sql`drop schema ${ident(schema)}`);
+    await tx.query(sql`update projection_state set version = ${p.version}, mode = ${p.mode},
+      position = ${position}, tables = ${p.tables}::text[], updated_at = now(),
+      last_error = null where name = ${p.name}`);
+  });
+  return done;
 };
 
 export interface ProjectionStatus {
@@ -218,21 +313,34 @@ export class ProjectionWorker {
         let position = Number(s?.position ?? 0);
         failures = 0;
         while (!signal.aborted) {
-          const { events, position: next } = await this.store.follow(position, batch, {
-            db: reserved,
-            types,
-          });
-          if (events.length === 0 && next === position) {
+          const page = await this.store.follow(position, batch, { db: reserved, types });
+          if (page.events.length === 0 && page.position === position) {
             await sleep(pollMs, signal);
             continue;
           }
-          // skipped events move the checkpoint too, folded ones with it in one transaction
-          await reserved.transaction(async (tx) => {
+          // skipped events move the checkpoint too, folded ones with it in one
+          // transaction, under the checkpoint row's lock: a rebuild switching
+          // in new tables takes that lock, and its checkpoint is then the one
+          // to go on from
+          const folded = await reserved.transaction(async (tx) => {
+            const [now] = await tx.query<{ position: string; version: number }>(sql`select
+              position, version from projection_state where name = ${name} for update`);
+            if (!now || Number(now.version) !== this.projection.version) return false;
+            const from = Number(now.position);
+            const { events, position: next } = from === position
+              ? page
+              : await this.store.follow(from, batch, { db: tx, types });
             for (const e of events) await applyEvent(tx, this.projection, e);
             await tx.query(sql`update projection_state set position = ${next}, updated_at = now(),
               last_error = null where name = ${name}`);
+            position = next;
+            return true;
           });
-          position = next;
+          if (!folded) {
+            // another version's tables are in place (a newer deploy rebuilt them)
+            this.log.warn({ projection: name }, "projection tables are of another version");
+            await sleep(lockRetryMs, signal);
+          }
         }
       } catch (err) {
         const e = err as { name?: string; code?: string };

@@ -38,8 +38,12 @@ export interface AppendResult {
 }
 
 /**
- * A read model: a name, a version (bump it to rebuild), the tables it owns,
- * idempotent DDL that creates them, and a handler per event type it folds.
+ * A read model: a name, a version, the tables it owns, the DDL that creates
+ * them and a handler per event type it folds. Its tables belong to its
+ * version: bump the version when the tables or the handlers change, and the
+ * new version is built from the log in a schema of its own (where `setup`
+ * runs, with plain `create table`), beside the tables in use, and switched
+ * in when it has caught up. `tables` must list every table `setup` makes.
  * Inline projections run in the append's transaction; async ones follow the
  * log from a checkpoint.
  */

@@ -9,6 +9,8 @@ export const runCli = async (
     env: { LOG_LEVEL: "warn", ...env },
     stdout: "piped",
     stderr: "piped",
+    // a guard against a hang only: a CLI that waits forever is killed and fails
+    signal: AbortSignal.timeout(120_000),
   }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };

@@ -22,7 +22,6 @@ export const givenEventsThenRows = async <T = Record<string, unknown>>(
   then: Query,
 ): Promise<T[]> => {
   for (const e of given) await h.store.append(e.stream, "any", [{ type: e.type, data: e.data }]);
-  await h.db.exec(projection.setup);
   await rebuildProjection(h.store, projection);
   return await h.db.query<T>(then);
 };
