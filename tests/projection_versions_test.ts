@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import type { Db } from "../src/store/db.ts";
-import { buildSchema, rebuildProjection } from "../src/store/projection_engine.ts";
+import { buildProjection, buildSchema, rebuildProjection } from "../src/store/projection_engine.ts";
 import { ident, sql } from "../src/store/sql.ts";
 import type { Projection } from "../src/store/types.ts";
 import { counterTotals } from "./fixtures/test_projections.ts";
@@ -130,6 +130,38 @@ eachDriver(
       sql`select version from projection_state where name = 'counter_totals'`,
     );
     assert.equal(state!.version, 1);
+  },
+  { projections: [counterTotals] },
+);
+
+eachDriver(
+  "projection versions: 20 concurrent start-ups of a new version build it once; concurrent rebuilds take turns",
+  async (h) => {
+    for (let i = 0; i < 30; i++) {
+      await h.store.append(`counter-${i % 3}`, "any", [{
+        type: "CounterIncremented",
+        data: { by: 1 },
+      }]);
+    }
+    const expected = [
+      { stream_id: "counter-0", total: 10, events: 10, doubled: 20 },
+      { stream_id: "counter-1", total: 10, events: 10, doubled: 20 },
+      { stream_id: "counter-2", total: 10, events: 10, doubled: 20 },
+    ];
+    const folded = await Promise.all(
+      Array.from(
+        { length: 20 },
+        () => buildProjection(h.store, counterTotalsV2, { onlyIfStale: true }),
+      ),
+    );
+    assert.deepEqual(folded.filter((n) => n > 0), [30]);
+    const rows = () => h.db.query(sql`select * from counter_totals order by stream_id`);
+    assert.deepEqual(await rows(), expected);
+    const rebuilt = await Promise.all(
+      Array.from({ length: 5 }, () => rebuildProjection(h.store, counterTotalsV2)),
+    );
+    assert.deepEqual(rebuilt, [30, 30, 30, 30, 30]);
+    assert.deepEqual(await rows(), expected);
   },
   { projections: [counterTotals] },
 );
