@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { Image } from "imagescript";
 import { registerUser } from "../src/auth/accounts.ts";
 import type { Db } from "../src/store/db.ts";
-import { rebuildProjection } from "../src/store/projection_engine.ts";
+import { rebuildProjection, setupProjections } from "../src/store/projection_engine.ts";
 import { ident, sql } from "../src/store/sql.ts";
 import { verifyChain } from "../src/store/verify_chain.ts";
 import { openTestApp } from "./support/app.ts";
@@ -296,6 +296,19 @@ for (const driver of (await drivers()).slice(0, 1)) {
       const live = await snapshot(t.runtime.db, tables);
       for (const p of t.runtime.projections) await rebuildProjection(t.runtime.store, p);
       assert.deepEqual(await snapshot(t.runtime.db, tables), live);
+      // and a start-up that finds every projection's version bumped builds new
+      // tables beside these and switches them in, to the same rows
+      const bumped = t.runtime.projections.map((p) => ({ ...p, version: p.version + 1 }));
+      await setupProjections(t.runtime.store, bumped);
+      assert.deepEqual(await snapshot(t.runtime.db, tables), live);
+      const versions = await t.runtime.db.query<{ name: string; version: number }>(
+        sql`select name, version from projection_state order by name`,
+      );
+      assert.deepEqual(
+        versions,
+        bumped.map((p) => ({ name: p.name, version: p.version }))
+          .sort((a, b) => a.name.localeCompare(b.name)),
+      );
       assert.deepEqual(await findPhi(t.runtime.db, values), []);
       const report = await verifyChain(t.runtime.db);
       assert.equal(report.ok, true);
