@@ -71,7 +71,7 @@ export const readStream = async (
 ): Promise<StoredEvent[]> => {
   const rows = await log.db.query<EventRow>(sql`select ${COLUMNS} from events
     where stream_id = ${streamId}
-    ${opts.asOf ? sql`and recorded_at <= ${opts.asOf.toISOString()}::text::timestamptz` : sql``}
+    ${opts.asOf ? sql`and recorded_at <= ${opts.asOf}::timestamptz` : sql``}
     order by stream_version`);
   return await decode(log, rows, opts.unseal ?? true);
 };
