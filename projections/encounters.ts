@@ -28,18 +28,18 @@ export const encounters: Projection = {
   handlers: {
     EncounterPlanned: async (db, e) => {
       const d = e.data;
-      const at = e.recordedAt.toISOString();
+      const at = e.recordedAt;
       await db.query(sql`insert into encounters (id, patient_id, practitioner_id, starts_at, status,
           version, created_at, updated_at)
         values (${d.encounterId}::uuid, ${d.patientId}::uuid, ${d.practitionerId}::uuid,
-          ${d.startsAt}::text::timestamptz, 'planned', ${e.streamVersion}, ${at}::text::timestamptz,
-          ${at}::text::timestamptz)`);
+          ${d.startsAt}::text::timestamptz, 'planned', ${e.streamVersion}, ${at}::timestamptz,
+          ${at}::timestamptz)`);
     },
     EncounterStatusChanged: async (db, e) => {
-      const at = e.recordedAt.toISOString();
+      const at = e.recordedAt;
       await db.query(sql`update encounters set status = ${e.data.to}, version = ${e.streamVersion},
-        updated_at = ${at}::text::timestamptz,
-        finished_at = ${e.data.to === "finished" ? at : null}::text::timestamptz
+        updated_at = ${at}::timestamptz,
+        finished_at = ${e.data.to === "finished" ? at : null}::timestamptz
         where id = ${e.data.encounterId}::uuid`);
     },
   },

@@ -45,7 +45,7 @@ export const media: Projection = {
       const thumb = d.thumbnail as { blob: string } | null;
       const dicom = d.dicom as Record<string, string | null> | null;
       const scan = d.scan as { status: string };
-      const at = e.recordedAt.toISOString();
+      const at = e.recordedAt;
       await db.query(sql`insert into media (id, patient_id, encounter_id, uploader_id, kind,
           category, content_type, size, sha256, blob, thumb_blob, scan_status, modality,
           study_date, version, created_at, updated_at)
@@ -53,7 +53,7 @@ export const media: Projection = {
           ${d.uploaderId}::uuid, ${d.kind}, ${d.category}, ${d.contentType}, ${d.size},
           ${d.sha256}, ${d.blob}, ${thumb?.blob ?? null}, ${scan.status},
           ${dicom?.modality ?? null}, ${dicom?.studyDate ?? null}, ${e.streamVersion},
-          ${at}::text::timestamptz, ${at}::text::timestamptz)`);
+          ${at}::timestamptz, ${at}::timestamptz)`);
     },
     SubjectKeyDestroyed: async (db, e) => {
       const id = erasedId(e.data.subjectId, "patient");
@@ -63,12 +63,12 @@ export const media: Projection = {
     },
     MediaDeleted: async (db, e) => {
       await db.query(sql`update media set deleted = true, version = ${e.streamVersion},
-        updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        updated_at = ${e.recordedAt}::timestamptz
         where id = ${e.data.mediaId}::uuid`);
     },
     MediaRestored: async (db, e) => {
       await db.query(sql`update media set deleted = false, version = ${e.streamVersion},
-        updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        updated_at = ${e.recordedAt}::timestamptz
         where id = ${e.data.mediaId}::uuid`);
     },
   },

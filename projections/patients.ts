@@ -48,13 +48,13 @@ export const patients: Projection = {
     PatientRegistered: async (db, e) => {
       const d = e.data as Record<string, unknown>;
       const address = d.address as { city?: string; state?: string } | null;
-      const at = e.recordedAt.toISOString();
+      const at = e.recordedAt;
       await db.query(sql`insert into patients (id, mrn, first_name, last_name, email,
           date_of_birth, gender, city, state, version, created_at, updated_at)
         values (${d.patientId}::uuid, ${d.mrn}, ${d.firstName}, ${d.lastName}, ${d.email},
           ${d.dateOfBirth}::text::date, ${d.gender}, ${address?.city ?? null},
-          ${address?.state ?? null}, ${e.streamVersion}, ${at}::text::timestamptz,
-          ${at}::text::timestamptz)`);
+          ${address?.state ?? null}, ${e.streamVersion}, ${at}::timestamptz,
+          ${at}::timestamptz)`);
     },
     PatientUpdated: async (db, e) => {
       const c = (e.data.changes ?? {}) as Record<string, unknown>;
@@ -72,17 +72,17 @@ export const patients: Projection = {
           city = case when ${has("address")} then ${address?.city ?? null} else city end,
           state = case when ${has("address")} then ${address?.state ?? null} else state end,
           version = ${e.streamVersion},
-          updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+          updated_at = ${e.recordedAt}::timestamptz
         where id = ${e.data.patientId}::uuid`);
     },
     PatientDeleted: async (db, e) => {
       await db.query(sql`update patients set deleted = true, version = ${e.streamVersion},
-        updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        updated_at = ${e.recordedAt}::timestamptz
         where id = ${e.data.patientId}::uuid`);
     },
     PatientRestored: async (db, e) => {
       await db.query(sql`update patients set deleted = false, version = ${e.streamVersion},
-        updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        updated_at = ${e.recordedAt}::timestamptz
         where id = ${e.data.patientId}::uuid`);
     },
     CareTeamMemberAdded: async (db, e) => {
@@ -94,7 +94,7 @@ export const patients: Projection = {
       if (!id) return;
       await db.query(sql`update patients set mrn = null, first_name = null, last_name = null,
           email = null, date_of_birth = null, gender = null, city = null, state = null,
-          erased_at = coalesce(erased_at, ${e.recordedAt.toISOString()}::text::timestamptz)
+          erased_at = coalesce(erased_at, ${e.recordedAt}::timestamptz)
         where id = ${id}::uuid`);
       // who treated an erased patient is no longer anyone's business here (the log keeps it)
       await db.query(sql`delete from care_team where patient_id = ${id}::uuid`);

@@ -42,13 +42,11 @@ export const sessions: Projection = {
   );`,
   handlers: {
     UserLoggedIn: async (db, e) => {
-      const at = e.recordedAt.toISOString();
+      const at = e.recordedAt;
       await db.query(sql`insert into sessions (id, user_id, started_at, last_activity_at, version,
           amr)
-        values (${e.data.sessionId}::uuid, ${e.data.userId}::uuid, ${at}::text::timestamptz,
-          ${at}::text::timestamptz, ${e.streamVersion}, ${
-        JSON.stringify(e.data.amr)
-      }::text::jsonb)`);
+        values (${e.data.sessionId}::uuid, ${e.data.userId}::uuid, ${at}::timestamptz,
+          ${at}::timestamptz, ${e.streamVersion}, ${e.data.amr}::jsonb)`);
       await insertDigest(db, e.data.refreshTokenDigest, e.data.sessionId);
     },
     SessionRefreshed: async (db, e) => {
@@ -56,7 +54,7 @@ export const sessions: Projection = {
         where session_id = ${e.data.sessionId}::uuid`);
       await insertDigest(db, e.data.refreshTokenDigest, e.data.sessionId);
       await db.query(sql`update sessions set version = ${e.streamVersion},
-        last_activity_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        last_activity_at = ${e.recordedAt}::timestamptz
         where id = ${e.data.sessionId}::uuid`);
     },
     SessionSecondFactorVerified: async (db, e) => {
@@ -70,12 +68,12 @@ export const sessions: Projection = {
       await db.query(sql`delete from session_refresh_tokens where session_id in
         (select id from sessions where user_id = ${id}::uuid)`);
       await db.query(sql`update sessions set
-          ended_at = ${e.recordedAt.toISOString()}::text::timestamptz, end_reason = 'erased'
+          ended_at = ${e.recordedAt}::timestamptz, end_reason = 'erased'
         where user_id = ${id}::uuid and ended_at is null`);
     },
     SessionEnded: async (db, e) => {
       await db.query(
-        sql`update sessions set ended_at = ${e.recordedAt.toISOString()}::text::timestamptz,
+        sql`update sessions set ended_at = ${e.recordedAt}::timestamptz,
         end_reason = ${e.data.reason}, version = ${e.streamVersion}
         where id = ${e.data.sessionId}::uuid and ended_at is null`,
       );

@@ -28,8 +28,8 @@ export const streamSummary: Projection = {
     await db.query(sql`insert into stream_summary (stream_id, category, version, event_count,
           first_recorded_at, last_recorded_at, last_event_type, last_position)
         values (${e.streamId}, ${category}, ${e.streamVersion}, 1,
-          ${e.recordedAt.toISOString()}::text::timestamptz,
-          ${e.recordedAt.toISOString()}::text::timestamptz, ${e.type}, ${e.globalPosition})
+          ${e.recordedAt}::timestamptz,
+          ${e.recordedAt}::timestamptz, ${e.type}, ${e.globalPosition})
         on conflict (stream_id) do update set
           version = excluded.version,
           event_count = stream_summary.event_count + 1,

@@ -66,50 +66,50 @@ export const users: Projection = {
   handlers: {
     UserRegistered: async (db, e) => {
       const d = e.data;
-      const at = e.recordedAt.toISOString();
+      const at = e.recordedAt;
       await db.query(sql`insert into users (id, email, name, role, active, pending, patient_id,
           version, created_at, updated_at)
         values (${d.userId}::uuid, ${d.email == null ? null : String(d.email).toLowerCase()},
           ${d.name}, ${d.role},
           ${!d.pending}, ${!!d.pending},
-          ${d.patientId}::uuid, ${e.streamVersion}, ${at}::text::timestamptz,
-          ${at}::text::timestamptz)`);
+          ${d.patientId}::uuid, ${e.streamVersion}, ${at}::timestamptz,
+          ${at}::timestamptz)`);
       if (d.passwordHash == null) return; // erased: no credentials to keep
       await db.query(sql`insert into user_credentials (user_id, password_hash, updated_at)
-        values (${d.userId}::uuid, ${d.passwordHash}, ${at}::text::timestamptz)`);
+        values (${d.userId}::uuid, ${d.passwordHash}, ${at}::timestamptz)`);
     },
     UserRoleChanged: async (db, e) => {
       await db.query(
         sql`update users set role = ${e.data.role}, patient_id = ${e.data.patientId}::uuid,
-        version = ${e.streamVersion}, updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        version = ${e.streamVersion}, updated_at = ${e.recordedAt}::timestamptz
         where id = ${e.data.userId}::uuid`,
       );
     },
     UserApproved: async (db, e) => {
       await db.query(
         sql`update users set active = erased_at is null, pending = false, version = ${e.streamVersion},
-        updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        updated_at = ${e.recordedAt}::timestamptz
         where id = ${e.data.userId}::uuid`,
       );
     },
     UserDeactivated: async (db, e) => {
       await db.query(sql`update users set active = false, pending = false,
         version = ${e.streamVersion},
-        updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        updated_at = ${e.recordedAt}::timestamptz
         where id = ${e.data.userId}::uuid`);
     },
     UserReactivated: async (db, e) => {
       await db.query(sql`update users set active = erased_at is null, failed_logins = 0,
         locked_until = null, version = ${e.streamVersion},
-        updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+        updated_at = ${e.recordedAt}::timestamptz
         where id = ${e.data.userId}::uuid`);
     },
     UserPasswordChanged: async (db, e) => {
-      const at = e.recordedAt.toISOString();
+      const at = e.recordedAt;
       await db.query(sql`update user_credentials set password_hash = ${e.data.passwordHash},
-        updated_at = ${at}::text::timestamptz where user_id = ${e.data.userId}::uuid`);
+        updated_at = ${at}::timestamptz where user_id = ${e.data.userId}::uuid`);
       await db.query(sql`update users set version = ${e.streamVersion},
-        updated_at = ${at}::text::timestamptz where id = ${e.data.userId}::uuid`);
+        updated_at = ${at}::timestamptz where id = ${e.data.userId}::uuid`);
     },
     UserProfileUpdated: async (db, e) => {
       const d = e.data;
@@ -119,15 +119,15 @@ export const users: Projection = {
           specialization = case when ${"specialization" in d}
             then ${d.specialization ?? null} else specialization end,
           version = ${e.streamVersion},
-          updated_at = ${e.recordedAt.toISOString()}::text::timestamptz
+          updated_at = ${e.recordedAt}::timestamptz
         where id = ${d.userId}::uuid`);
     },
     UserPasswordReset: async (db, e) => {
-      const at = e.recordedAt.toISOString();
+      const at = e.recordedAt;
       await db.query(sql`update user_credentials set password_hash = ${e.data.passwordHash},
-        updated_at = ${at}::text::timestamptz where user_id = ${e.data.userId}::uuid`);
+        updated_at = ${at}::timestamptz where user_id = ${e.data.userId}::uuid`);
       await db.query(sql`update users set version = ${e.streamVersion},
-        updated_at = ${at}::text::timestamptz where id = ${e.data.userId}::uuid`);
+        updated_at = ${at}::timestamptz where id = ${e.data.userId}::uuid`);
     },
     // failed_logins and locked_until are for display: logins decide from the
     // auth stream itself (src/domain/credentials.ts), never from these columns
@@ -160,7 +160,7 @@ export const users: Projection = {
       // unkeyed SHA-256 digests of earlier versions are cheap to reverse: not kept
       const keyed = ((e.data.recoveryCodeDigests ?? []) as string[]).filter(isKeyedDigest);
       await db.query(sql`update user_mfa set enabled = true,
-        recovery_digests = ${JSON.stringify(keyed)}::text::jsonb
+        recovery_digests = ${keyed}::jsonb
         where user_id = ${e.data.userId}::uuid`);
       await db.query(sql`update users set mfa_enabled = true where id = ${e.data.userId}::uuid`);
     },
@@ -192,7 +192,7 @@ export const users: Projection = {
       if (!id) return;
       await db.query(sql`update users set email = null, name = null, phone = null,
           specialization = null, active = false, pending = false, mfa_enabled = false,
-          erased_at = coalesce(erased_at, ${e.recordedAt.toISOString()}::text::timestamptz)
+          erased_at = coalesce(erased_at, ${e.recordedAt}::timestamptz)
         where id = ${id}::uuid`);
       await db.query(sql`delete from user_credentials where user_id = ${id}::uuid`);
       await db.query(sql`delete from user_mfa where user_id = ${id}::uuid`);

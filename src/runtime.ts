@@ -17,6 +17,7 @@ import { openPglite } from "./store/pglite_driver.ts";
 import { openPostgres } from "./store/postgres_driver.ts";
 import { PhiCodec } from "./store/phi_codec.ts";
 import { ProjectionWorker, setupProjections } from "./store/projection_engine.ts";
+import { subjectKeyShredder } from "./store/shred.ts";
 import type { Projection } from "./store/types.ts";
 
 /** Opens the configured database: postgres.js pool or embedded PGlite. */
@@ -130,6 +131,7 @@ export const openRuntime = async (
       db,
       catalog: opts.catalog ?? appCatalog,
       codec,
+      shredder: subjectKeyShredder(codec),
       projections,
       now: opts.now,
     });

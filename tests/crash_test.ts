@@ -16,6 +16,7 @@
 import assert from "node:assert/strict";
 import type { Db } from "../src/store/db.ts";
 import { EventStore } from "../src/store/event_store.ts";
+import { subjectKeyShredder } from "../src/store/shred.ts";
 import { PhiCodec } from "../src/store/phi_codec.ts";
 import { openPglite } from "../src/store/pglite_driver.ts";
 import { openPostgres } from "../src/store/postgres_driver.ts";
@@ -185,7 +186,13 @@ const checkLog = async (db: Db, masterKey: Uint8Array<ArrayBuffer>, acks: AckLin
   for (const stream of ackedVersion.keys()) assert.ok(streams.has(stream), stream);
 
   // 4. the recovered store takes the next command at the recovered version
-  const store = new EventStore({ db, catalog: testCatalog, codec: new PhiCodec(db, masterKey) });
+  const codec = new PhiCodec(db, masterKey);
+  const store = new EventStore({
+    db,
+    catalog: testCatalog,
+    codec,
+    shredder: subjectKeyShredder(codec),
+  });
   const head = await store.streamVersion("counter-w0");
   const next = await store.append(
     "counter-w0",

@@ -4,6 +4,7 @@ import { projections } from "../projections/index.ts";
 import { encounterStream, listEncounters } from "../src/clinical/encounters.ts";
 import type { Db } from "../src/store/db.ts";
 import { EventStore } from "../src/store/event_store.ts";
+import { subjectKeyShredder } from "../src/store/shred.ts";
 import { sql } from "../src/store/sql.ts";
 import { eachDriver } from "./support/harness.ts";
 
@@ -60,7 +61,12 @@ eachDriver(
 
     const c = counting(h.db);
     // the same key cache as the writer: the patient's data key is not re-read
-    const store = new EventStore({ db: c.db, catalog, codec: h.store.codec });
+    const store = new EventStore({
+      db: c.db,
+      catalog,
+      codec: h.store.codec,
+      shredder: subjectKeyShredder(h.store.codec),
+    });
     const list = await listEncounters(store, patientId);
     assert.equal(c.count(), 1);
     assert.deepEqual(list.map((e) => [e.id, e.reason, e.status, e.version]), [

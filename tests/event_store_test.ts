@@ -5,7 +5,7 @@ import {
   UnknownEventTypeError,
   ValidationError,
 } from "../src/errors.ts";
-import { shredSubject } from "../src/store/shred.ts";
+import { shredSubject, subjectKeyShredder } from "../src/store/shred.ts";
 import { Catalog, defineEvent } from "../src/store/catalog.ts";
 import { EventStore } from "../src/store/event_store.ts";
 import { PhiCodec } from "../src/store/phi_codec.ts";
@@ -146,6 +146,7 @@ eachDriver("store: as-of reads return the stream as it stood then", async (h) =>
     db: h.db,
     catalog: h.store.catalog,
     codec: h.store.codec,
+    shredder: subjectKeyShredder(h.store.codec),
     now: () => clock,
   });
   await store.append("counter-e", "no_stream", [{ type: "CounterIncremented", data: { by: 1 } }]);
@@ -187,7 +188,12 @@ eachDriver("store: an older schema version is read upcast to the current one", a
     version: 1,
     schema: z.strictObject({ name: z.string() }),
   })]);
-  const old = new EventStore({ db: h.db, catalog: v1, codec: h.store.codec });
+  const old = new EventStore({
+    db: h.db,
+    catalog: v1,
+    codec: h.store.codec,
+    shredder: subjectKeyShredder(h.store.codec),
+  });
   await old.append("thing-1", "no_stream", [{
     type: "ThingNamed",
     data: { name: "Ada Lovelace" },

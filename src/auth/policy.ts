@@ -172,7 +172,7 @@ const RELATION_SQL: Partial<Record<Relation, (actor: Actor, rule: RelationRule) 
     return sql`select patient_id from encounters
       where practitioner_id = ${actor.userId}::uuid
         and (status in ('planned', 'in_progress')
-          or (status = 'finished' and finished_at > ${since.toISOString()}::text::timestamptz))`;
+          or (status = 'finished' and finished_at > ${since}::timestamptz))`;
   },
 };
 

@@ -286,12 +286,12 @@ export class Sessions {
     if (this.#seen.size > 10_000) {
       for (const [id, at] of this.#seen) if (now - at >= every) this.#seen.delete(id);
     }
-    const at = new Date(now).toISOString();
-    const threshold = new Date(now - every).toISOString();
+    const at = new Date(now);
+    const threshold = new Date(now - every);
     await this.store.db.query(sql`insert into session_activity (session_id, last_seen)
-      values (${sessionId}::uuid, ${at}::text::timestamptz)
+      values (${sessionId}::uuid, ${at}::timestamptz)
       on conflict (session_id) do update set last_seen = excluded.last_seen
-      where session_activity.last_seen <= ${threshold}::text::timestamptz`);
+      where session_activity.last_seen <= ${threshold}::timestamptz`);
   }
 
   /** Ends this session. */

@@ -5,6 +5,13 @@ import type { Query } from "./sql.ts";
  * The database port both drivers implement: parameterised queries,
  * transactions, a reserved session (for session-level advisory locks) and
  * multi-statement DDL for migrations.
+ *
+ * Parameters bind the same way on both drivers: a `Date` as timestamptz
+ * (exact to the millisecond), an object or array where the statement wants
+ * json or jsonb (`${doc}::jsonb`; any value there is JSON-encoded, a string
+ * too), other values as text for the server to read. A timestamp held as a
+ * string goes through `::text::timestamptz`: postgres.js would parse it
+ * with JavaScript's `Date` (dropping microseconds), PGlite would not.
  */
 export interface Db {
   readonly kind: "postgres" | "pglite";

@@ -1,20 +1,27 @@
-import { setImmediate } from "node:timers";
-import { EventMetadata } from "../../events/metadata.ts";
-import { ConcurrencyError, UnavailableError, ValidationError } from "../errors.ts";
+import type { EventMetadata } from "../../events/metadata.ts";
+import { Appender } from "./append.ts";
 import type { Catalog } from "./catalog.ts";
-import { type Db, pgCode, pgConstraint } from "./db.ts";
-import { eventHash } from "./hash_chain.ts";
-import { LOCK_APPEND } from "./locks.ts";
-import { applyEvent } from "./projection_engine.ts";
-import { subjectKeyShredder } from "./shred.ts";
+import type { Db } from "./db.ts";
+import { follow } from "./follow.ts";
 import type { PhiCodec } from "./phi_codec.ts";
-import { type Query, sql } from "./sql.ts";
+import * as read from "./read.ts";
+import type { Query } from "./sql.ts";
 import type { AppendResult, ExpectedVersion, NewEvent, Projection, StoredEvent } from "./types.ts";
+
+export { STREAM_VERSION_CONSTRAINT } from "./append.ts";
+export type { ReadAllOptions } from "./read.ts";
 
 export interface EventStoreOptions {
   db: Db;
   catalog: Catalog;
   codec: PhiCodec;
+  /**
+   * Destroys a subject's key in the append that records `SubjectKeyDestroyed`
+   * (`subjectKeyShredder(codec)` from shred.ts): an inline projection that
+   * always runs first. Required, so that no store appends erasures that
+   * leave the key in place.
+   */
+  shredder: Projection;
   /** Inline projections: updated in the same transaction as each append. */
   projections?: readonly Projection[];
   /** Upper bound of events committed in one group-commit transaction. */
@@ -22,93 +29,28 @@ export interface EventStoreOptions {
   now?: () => Date;
 }
 
-export interface ReadAllOptions {
-  /** Open PHI fields (default true). */
-  unseal?: boolean;
-  /** Read through this connection or transaction instead of the pool. */
-  db?: Db;
-  /**
-   * Stay below the oldest in-flight transaction (default true). Only a caller
-   * that holds the append lock, so that no append can be in flight, may turn
-   * it off and read plainly by position.
-   */
-  horizon?: boolean;
-}
-
-interface PreparedEvent {
-  eventId: string;
-  type: string;
-  schemaVersion: number;
-  plain: Record<string, unknown>;
-  sealed: Record<string, unknown>;
-}
-
-interface Pending {
-  streamId: string;
-  expected: ExpectedVersion;
-  events: PreparedEvent[];
-  metadata: EventMetadata;
-  resolve: (r: AppendResult) => void;
-  reject: (e: unknown) => void;
-}
-
-type Outcome = { ok: AppendResult } | { error: Error };
-
-interface EventRow {
-  global_position: string | number;
-  stream_id: string;
-  stream_version: number;
-  event_id: string;
-  type: string;
-  schema_version: number;
-  data: Record<string, unknown>;
-  metadata: EventMetadata;
-  recorded_at: Date | string;
-  transaction_id: string;
-  prev_hash: string | null;
-  hash: string;
-}
-
-const COLUMNS = sql`global_position, stream_id, stream_version, event_id::text as event_id, type,
-  schema_version, data, metadata, recorded_at, transaction_id::text as transaction_id,
-  prev_hash, hash`;
-
-const yieldToCallers = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-/** The default name PostgreSQL gave `unique (stream_id, stream_version)` in migration 1. */
-export const STREAM_VERSION_CONSTRAINT = "events_stream_id_stream_version_key";
-
-const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$/;
-
 /**
- * The append-only event log.
- *
- * Appends are validated against the catalogue, PHI is sealed, and then the
- * append joins a queue: concurrent appends are committed together in one
- * transaction (group commit) while each caller still gets its own
- * optimistic-concurrency check and acknowledgement. Append transactions hold
- * an advisory lock so global positions follow commit order.
+ * The append-only event log: appends (append.ts, group commit), reads
+ * (read.ts) and followers of the whole log (follow.ts) behind one object.
  */
-export class EventStore {
+export class EventStore implements read.LogReader {
   readonly db: Db;
   readonly catalog: Catalog;
   readonly codec: PhiCodec;
-  readonly #inline: readonly Projection[];
-  readonly #maxBatch: number;
-  readonly #now: () => Date;
-  #queue: Pending[] = [];
-  #running = false;
+  readonly #appender: Appender;
 
   constructor(opts: EventStoreOptions) {
     this.db = opts.db;
     this.catalog = opts.catalog;
     this.codec = opts.codec;
-    this.#inline = [
-      subjectKeyShredder(() => this),
-      ...(opts.projections ?? []).filter((p) => p.mode === "inline"),
-    ];
-    this.#maxBatch = opts.maxBatchEvents ?? 1000;
-    this.#now = opts.now ?? (() => new Date());
+    this.#appender = new Appender({
+      db: opts.db,
+      catalog: opts.catalog,
+      codec: opts.codec,
+      inline: [opts.shredder, ...(opts.projections ?? []).filter((p) => p.mode === "inline")],
+      maxBatchEvents: opts.maxBatchEvents ?? 1000,
+      now: opts.now ?? (() => new Date()),
+    });
   }
 
   /**
@@ -116,431 +58,56 @@ export class EventStore {
    * when the stream is not at `expected`, a ValidationError for an unknown
    * type or invalid payload; in both cases nothing is written.
    */
-  async append(
+  append(
     streamId: string,
     expected: ExpectedVersion,
     events: readonly NewEvent[],
     metadata: EventMetadata = {},
   ): Promise<AppendResult> {
-    if (!STREAM_ID.test(streamId)) {
-      throw new ValidationError("invalid stream id", [{ path: "streamId", message: "invalid" }]);
-    }
-    if (typeof expected === "number" && (!Number.isInteger(expected) || expected < 0)) {
-      throw new ValidationError("invalid expected version", [
-        { path: "expectedVersion", message: "must be a non-negative integer" },
-      ]);
-    }
-    if (events.length === 0) {
-      throw new ValidationError("nothing to append", [{ path: "events", message: "empty" }]);
-    }
-    const meta = EventMetadata.safeParse(metadata);
-    if (!meta.success) {
-      throw new ValidationError(
-        "invalid event metadata",
-        meta.error.issues.map((i) => ({
-          path: `metadata.${i.path.join(".")}`,
-          message: i.message,
-        })),
-      );
-    }
-    const prepared: PreparedEvent[] = [];
-    for (const e of events) {
-      const def = this.catalog.get(e.type);
-      const plain = this.catalog.validate(e.type, e.data);
-      prepared.push({
-        eventId: e.id ?? crypto.randomUUID(),
-        type: e.type,
-        schemaVersion: def.version,
-        plain,
-        sealed: await this.codec.sealPayload(def, plain),
-      });
-    }
-    return await new Promise<AppendResult>((resolve, reject) => {
-      this.#queue.push({
-        streamId,
-        expected,
-        events: prepared,
-        metadata: meta.data,
-        resolve,
-        reject,
-      });
-      void this.#pump();
-    });
-  }
-
-  async #pump(): Promise<void> {
-    if (this.#running) return;
-    this.#running = true;
-    try {
-      // Let callers acknowledged by the previous batch queue their next append
-      // first (a macrotask runs after their microtasks): batches stay full
-      // under steady load instead of alternating between halves of the writers.
-      while ((await yieldToCallers(), this.#queue.length > 0)) {
-        let n = 0, size = 0;
-        while (
-          n < this.#queue.length &&
-          (n === 0 || size + this.#queue[n]!.events.length <= this.#maxBatch)
-        ) {
-          size += this.#queue[n]!.events.length;
-          n++;
-        }
-        const batch = this.#queue.splice(0, n);
-        try {
-          await this.#commit(batch);
-        } catch (err) {
-          // #commit settles every caller itself; this is a last resort so that
-          // no caller waits forever and the queue keeps moving
-          for (const p of batch) p.reject(err);
-        }
-      }
-    } finally {
-      this.#running = false;
-    }
-  }
-
-  async #commit(batch: Pending[]): Promise<void> {
-    let outcomes: Outcome[];
-    try {
-      outcomes = await this.#runBatch(batch);
-    } catch (err) {
-      if (batch.length === 1) {
-        batch[0]!.reject(await this.#mapError(err, batch[0]!));
-        return;
-      }
-      // A lost connection leaves the commit in doubt: retrying could append twice.
-      if (err instanceof UnavailableError) {
-        for (const p of batch) p.reject(err);
-        return;
-      }
-      // One request spoiled the shared transaction (e.g. an inline projection
-      // refused it): retry each alone so only that caller sees the failure.
-      for (const p of batch) await this.#commit([p]);
-      return;
-    }
-    batch.forEach((p, i) => {
-      const o = outcomes[i]!;
-      if ("ok" in o) p.resolve(o.ok);
-      else p.reject(o.error);
-    });
-  }
-
-  async #mapError(err: unknown, p: Pending): Promise<unknown> {
-    // unique (stream_id, stream_version): a writer outside this process got there first.
-    // Any other unique violation (an inline projection's index) is not a version conflict.
-    if (pgCode(err) === "23505" && pgConstraint(err) === STREAM_VERSION_CONSTRAINT) {
-      const actual = await this.streamVersion(p.streamId).catch(() => -1);
-      return new ConcurrencyError(p.streamId, p.expected, actual);
-    }
-    return err;
-  }
-
-  /**
-   * One group-commit transaction. On PostgreSQL it drives BEGIN and COMMIT
-   * itself on a reserved connection so that statements can be pipelined:
-   * BEGIN, the lock and the head lookup go out together, and so do the insert
-   * and COMMIT when no inline projection must see the new rows first. That
-   * is two network round trips per batch. PGlite, one session shared by every
-   * caller, needs its own transaction API to keep other queries out.
-   */
-  async #runBatch(batch: Pending[]): Promise<Outcome[]> {
-    if (this.db.kind !== "postgres") {
-      return await this.db.transaction((tx) => this.#applyBatch(tx, batch, false));
-    }
-    const conn = await this.db.reserve();
-    try {
-      return await this.#applyBatch(conn, batch, true);
-    } catch (err) {
-      await conn.query(sql`rollback`).catch(() => {});
-      throw err;
-    } finally {
-      await conn.release();
-    }
-  }
-
-  async #applyBatch(tx: Db, batch: Pending[], ownTransaction: boolean): Promise<Outcome[]> {
-    const streams = [...new Set(batch.map((p) => p.streamId))];
-    const heads = new Map<string, { version: number; hash: string }>();
-    // Sent together (postgres.js pipelines them): the server runs them in
-    // order, and the head lookup takes its snapshot only once the lock is held.
-    const opened = await tx.batch([
-      ...(ownTransaction ? [sql`begin`] : []),
-      sql`select pg_advisory_xact_lock(${LOCK_APPEND})`,
-      // one backward index probe per stream for its last event
-      sql`select s.stream_id, e.stream_version, e.hash
-        from unnest(${streams}::text[]) as s(stream_id)
-        cross join lateral (select stream_version, hash from events
-          where events.stream_id = s.stream_id order by stream_version desc limit 1) as e`,
-    ]);
-    for (const r of opened.at(-1)!) {
-      heads.set(r.stream_id as string, {
-        version: Number(r.stream_version),
-        hash: r.hash as string,
-      });
-    }
-
-    const recordedAt = this.#now();
-    const rows: Record<string, unknown>[] = [];
-    const outcomes: Outcome[] = [];
-    const accepted: { p: Pending; first: number }[] = [];
-    for (const p of batch) {
-      const head = heads.get(p.streamId);
-      const current = head?.version ?? 0;
-      const ok = p.expected === "any" ||
-        (p.expected === "no_stream" ? current === 0 : p.expected === current);
-      if (!ok) {
-        outcomes.push({ error: new ConcurrencyError(p.streamId, p.expected, current) });
-        continue;
-      }
-      let prevHash = head?.hash ?? null;
-      let version = current;
-      accepted.push({ p, first: rows.length });
-      for (const e of p.events) {
-        version++;
-        const hash = eventHash({
-          streamId: p.streamId,
-          streamVersion: version,
-          eventId: e.eventId,
-          type: e.type,
-          schemaVersion: e.schemaVersion,
-          data: e.sealed,
-          metadata: p.metadata,
-          recordedAt,
-          prevHash,
-        });
-        rows.push({
-          ord: rows.length,
-          stream_id: p.streamId,
-          stream_version: version,
-          event_id: e.eventId,
-          type: e.type,
-          schema_version: e.schemaVersion,
-          data: e.sealed,
-          metadata: p.metadata,
-          recorded_at: recordedAt.toISOString(),
-          prev_hash: prevHash,
-          hash,
-        });
-        prevHash = hash;
-      }
-      heads.set(p.streamId, { version, hash: prevHash! });
-      outcomes.push({ ok: { streamId: p.streamId, version, positions: [] } });
-    }
-    if (rows.length === 0) {
-      if (ownTransaction) await tx.query(sql`commit`);
-      return outcomes;
-    }
-
-    const insert =
-      sql`insert into events (stream_id, stream_version, event_id, type, schema_version, data,
-          metadata, recorded_at, prev_hash, hash)
-        select x.stream_id, x.stream_version, x.event_id, x.type, x.schema_version, x.data,
-          x.metadata, x.recorded_at, x.prev_hash, x.hash
-        from jsonb_to_recordset(${JSON.stringify(rows)}::text::jsonb) as x(ord int,
-          stream_id text, stream_version int, event_id uuid, type text, schema_version int,
-          data jsonb, metadata jsonb, recorded_at timestamptz, prev_hash text, hash text)
-        order by x.ord
-        returning global_position, transaction_id::text as transaction_id`;
-    const inline = accepted.some(({ p }) =>
-      p.events.some((e) => this.#inline.some((proj) => proj.handlers[e.type] ?? proj.anyEvent))
-    );
-    const inserted =
-      (ownTransaction && !inline
-        ? (await tx.batch([insert, sql`commit`]))[0]!
-        : await tx.query(insert)) as { global_position: string | number; transaction_id: string }[];
-    // identity values are assigned in insertion order, which follows `order by x.ord`
-    const positions = inserted.map((r) => Number(r.global_position)).sort((a, b) => a - b);
-    const txid = inserted[0]!.transaction_id;
-
-    for (const { p, first } of accepted) {
-      const outcome = outcomes[batch.indexOf(p)] as { ok: AppendResult };
-      outcome.ok.positions = positions.slice(first, first + p.events.length);
-      for (const [i, e] of p.events.entries()) {
-        const row = rows[first + i]!;
-        const stored: StoredEvent = {
-          globalPosition: positions[first + i]!,
-          streamId: p.streamId,
-          streamVersion: row.stream_version as number,
-          eventId: e.eventId,
-          type: e.type,
-          schemaVersion: e.schemaVersion,
-          data: e.plain,
-          metadata: p.metadata,
-          recordedAt,
-          transactionId: txid,
-          prevHash: row.prev_hash as string | null,
-          hash: row.hash as string,
-          erasedFields: [],
-        };
-        for (const proj of this.#inline) await applyEvent(tx, proj, stored);
-      }
-    }
-    if (ownTransaction && inline) await tx.query(sql`commit`);
-    return outcomes;
+    return this.#appender.append(streamId, expected, events, metadata);
   }
 
   /** The stream's current version (0 when it has no events). */
-  async streamVersion(streamId: string): Promise<number> {
-    const [r] = await this.db.query<{ v: number | null }>(
-      sql`select max(stream_version) as v from events where stream_id = ${streamId}`,
-    );
-    return Number(r?.v ?? 0);
+  streamVersion(streamId: string): Promise<number> {
+    return read.streamVersion(this.db, streamId);
   }
 
-  /**
-   * A stream's events in version order; with `asOf`, only those recorded at
-   * or before that instant (the stream as it stood then).
-   */
-  async readStream(
+  /** See {@link read.readStream}. */
+  readStream(
     streamId: string,
     opts: { asOf?: Date; unseal?: boolean } = {},
   ): Promise<StoredEvent[]> {
-    const rows = await this.db.query<EventRow>(sql`select ${COLUMNS} from events
-      where stream_id = ${streamId}
-      ${opts.asOf ? sql`and recorded_at <= ${opts.asOf.toISOString()}::text::timestamptz` : sql``}
-      order by stream_version`);
-    return await this.#decode(rows, opts.unseal ?? true);
+    return read.readStream(this, streamId, opts);
   }
 
-  /**
-   * Several streams' events in one query. `streams` selects rows of
-   * (`stream_id`, `ord`); the result holds each stream that has events, in
-   * `ord` order, with its events in version order.
-   */
-  async readStreams(
+  /** See {@link read.readStreams}. */
+  readStreams(
     streams: Query,
     opts: { unseal?: boolean } = {},
   ): Promise<Map<string, StoredEvent[]>> {
-    const rows = await this.db.query<EventRow>(sql`select ${COLUMNS}
-      from (${streams}) as s join events using (stream_id)
-      order by s.ord, events.stream_version`);
-    const out = new Map<string, StoredEvent[]>();
-    for (const e of await this.#decode(rows, opts.unseal ?? true)) {
-      const list = out.get(e.streamId);
-      if (list) list.push(e);
-      else out.set(e.streamId, [e]);
-    }
-    return out;
+    return read.readStreams(this, streams, opts);
   }
 
-  /**
-   * Up to `limit` events after `afterPosition`, for followers of the whole
-   * log. Only events of transactions older than the oldest one still in
-   * flight are returned, ordered by (transaction id, position): an event
-   * committed late by a slow concurrent transaction is therefore never
-   * skipped. Store appends hold an advisory lock, so for them this order is
-   * global-position order.
-   */
-  async readAll(
+  /** See {@link read.readAll}. */
+  readAll(
     afterPosition: number,
     limit: number,
-    opts: ReadAllOptions = {},
+    opts: read.ReadAllOptions = {},
   ): Promise<StoredEvent[]> {
-    const db = opts.db ?? this.db;
-    const rows = opts.horizon === false
-      ? await db.query<EventRow>(sql`select ${COLUMNS} from events
-          where global_position > ${afterPosition} order by global_position limit ${limit}`)
-      : await db.query<EventRow>(sql`select ${COLUMNS} from events
-          where (transaction_id, global_position) > (
-              -- the transaction of the checkpoint's event (or of the last one before it)
-              coalesce((select transaction_id from events where global_position <= ${afterPosition}
-                order by global_position desc limit 1), '0'::xid8), ${afterPosition})
-            and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          -- qualified: a bare name would bind to the ::text output column and sort as text
-          order by events.transaction_id, events.global_position
-          limit ${limit}`);
-    return await this.#decode(rows, opts.unseal ?? true, db);
+    return read.readAll(this, afterPosition, limit, opts);
   }
 
-  /**
-   * Like {@link readAll}, for a projection: only events of `types` (all when
-   * omitted) are read and decoded, and `position` is the checkpoint to store
-   * once they are folded. It moves past events of other types too: to the
-   * last event returned when the page is full, else to the last event of any
-   * type below the horizon (`horizon: false`: the head of the log), so that
-   * skipped events are never scanned again. Both come from one statement,
-   * hence one snapshot and one horizon.
-   */
-  async follow(
+  /** See {@link follow}. */
+  follow(
     afterPosition: number,
     limit: number,
-    opts: ReadAllOptions & { types?: readonly string[] } = {},
+    opts: read.ReadAllOptions & { types?: readonly string[] } = {},
   ): Promise<{ events: StoredEvent[]; position: number }> {
-    const db = opts.db ?? this.db;
-    const only = opts.types ? sql`and events.type = any(${opts.types}::text[])` : sql``;
-    // left join: the frontier row comes back even when no event matched
-    const rows = opts.horizon === false
-      ? await db.query<Partial<EventRow> & { frontier: string | number | null }>(sql`
-          select f.frontier, p.*
-          from (select max(global_position) as frontier from events) as f
-          left join (select ${COLUMNS} from events
-            where global_position > ${afterPosition} ${only}
-            order by global_position limit ${limit}) as p on true
-          order by p.global_position`)
-      : await db.query<Partial<EventRow> & { frontier: string | number | null }>(sql`
-          with bound as (select
-            -- the transaction of the checkpoint's event (or of the last one before it)
-            coalesce((select transaction_id from events where global_position <= ${afterPosition}
-              order by global_position desc limit 1), '0'::xid8) as tx,
-            pg_snapshot_xmin(pg_current_snapshot()) as horizon)
-          select f.frontier, p.*
-          from (select (select events.global_position from events, bound
-              where (events.transaction_id, events.global_position) > (bound.tx, ${afterPosition})
-                and events.transaction_id < bound.horizon
-              order by events.transaction_id desc, events.global_position desc
-              limit 1) as frontier) as f
-          left join (select ${COLUMNS}, events.transaction_id as tx_order from events, bound
-            where (events.transaction_id, events.global_position) > (bound.tx, ${afterPosition})
-              and events.transaction_id < bound.horizon ${only}
-            order by events.transaction_id, events.global_position limit ${limit}) as p on true
-          order by p.tx_order, p.global_position`);
-    const found = rows.filter((r) => r.global_position != null) as EventRow[];
-    const events = await this.#decode(found, opts.unseal ?? true, db);
-    const frontier = rows[0]?.frontier == null ? null : Number(rows[0].frontier);
-    const position = events.length === limit
-      ? events.at(-1)!.globalPosition
-      : frontier === null
-      ? afterPosition
-      : opts.horizon === false
-      ? Math.max(afterPosition, frontier)
-      : frontier;
-    return { events, position };
+    return follow(this, afterPosition, limit, opts);
   }
 
   /** The highest global position written (committed or not yet visible). */
-  async headPosition(): Promise<number> {
-    const [r] = await this.db.query<{ p: string | number | null }>(
-      sql`select max(global_position) as p from events`,
-    );
-    return Number(r?.p ?? 0);
-  }
-
-  async #decode(rows: EventRow[], unseal: boolean, db?: Db): Promise<StoredEvent[]> {
-    const out: StoredEvent[] = [];
-    for (const r of rows) {
-      // unseal first: ciphertexts are bound to the field names they were stored under
-      let data = r.data;
-      let erasedFields: string[] = [];
-      // key lookups go through the reader's connection: on PGlite, a rebuild's
-      // open transaction holds the only session
-      if (unseal) ({ data, erasedFields } = await this.codec.unsealPayload(data, db));
-      const up = this.catalog.upcast(r.type, Number(r.schema_version), data);
-      data = up.data;
-      out.push({
-        globalPosition: Number(r.global_position),
-        streamId: r.stream_id,
-        streamVersion: Number(r.stream_version),
-        eventId: r.event_id,
-        type: r.type,
-        schemaVersion: up.version,
-        data,
-        metadata: r.metadata,
-        recordedAt: new Date(r.recorded_at),
-        transactionId: r.transaction_id,
-        prevHash: r.prev_hash,
-        hash: r.hash,
-        erasedFields,
-      });
-    }
-    return out;
+  headPosition(): Promise<number> {
+    return read.headPosition(this.db);
   }
 }

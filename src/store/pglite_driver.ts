@@ -4,6 +4,12 @@ import type { Query } from "./sql.ts";
 
 type Conn = PGlite | Transaction;
 
+/**
+ * JSON-encode every json (114) and jsonb (3802) parameter, as postgres.js
+ * does: PGlite would pass a string through as JSON text, not as a JSON string.
+ */
+const QUERY_OPTIONS = { serializers: { 114: JSON.stringify, 3802: JSON.stringify } };
+
 const rethrow = (err: unknown): never => {
   throw mapConnectionError(err);
 };
@@ -11,13 +17,13 @@ const rethrow = (err: unknown): never => {
 const wrap = (conn: Conn, root: PGlite, depth: number): Db => ({
   kind: "pglite",
   query: async <T>(q: Query) =>
-    (await conn.query<T>(q.text, q.values as unknown[]).catch(rethrow)).rows as T[],
+    (await conn.query<T>(q.text, q.values as unknown[], QUERY_OPTIONS).catch(rethrow)).rows as T[],
   batch: async (queries: readonly Query[]) => {
     const out: Record<string, unknown>[][] = [];
     for (const q of queries) {
       out.push(
-        (await conn.query<Record<string, unknown>>(q.text, q.values as unknown[]).catch(rethrow))
-          .rows,
+        (await conn.query<Record<string, unknown>>(q.text, q.values as unknown[], QUERY_OPTIONS)
+          .catch(rethrow)).rows,
       );
     }
     return out;

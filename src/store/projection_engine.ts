@@ -1,10 +1,11 @@
 import type { Logger } from "pino";
 import { UnavailableError } from "../errors.ts";
+import { applyEvent } from "./apply.ts";
 import type { Db } from "./db.ts";
 import type { EventStore } from "./event_store.ts";
 import { LOCK_APPEND, projectionLockName } from "./locks.ts";
 import { ident, sql } from "./sql.ts";
-import type { Projection, StoredEvent } from "./types.ts";
+import type { Projection } from "./types.ts";
 
 const REPLAY_BATCH = 2000;
 
@@ -42,11 +43,7 @@ const isCurrent = async (db: Db, p: Projection): Promise<boolean> => {
 export const handledTypes = (p: Projection): readonly string[] | undefined =>
   p.anyEvent ? undefined : Object.keys(p.handlers);
 
-/** Folds one event into a projection, if it has a handler for it. */
-export const applyEvent = async (db: Db, p: Projection, e: StoredEvent): Promise<void> => {
-  const handler = p.handlers[e.type] ?? p.anyEvent;
-  if (handler) await handler(db, e);
-};
+export { applyEvent };
 
 /** The schema a projection's next tables are built in before they are switched in. */
 export const buildSchema = (p: Projection): string => {

@@ -1,13 +1,15 @@
 import type { EventMetadata } from "../../events/metadata.ts";
 import type { EventStore } from "./event_store.ts";
+import type { PhiCodec } from "./phi_codec.ts";
 import type { AppendResult, ExpectedVersion, Projection } from "./types.ts";
 
 /**
  * Destroys a data subject's key when `SubjectKeyDestroyed` is appended, in
  * the append's own transaction: the key is gone if and only if the log says
- * so. Always installed as an inline projection by the event store.
+ * so. Every event store takes one (its `shredder` option) and runs it first
+ * among its inline projections.
  */
-export const subjectKeyShredder = (store: () => EventStore): Projection => ({
+export const subjectKeyShredder = (codec: PhiCodec): Projection => ({
   name: "subject_key_shredder",
   version: 1,
   mode: "inline",
@@ -15,7 +17,7 @@ export const subjectKeyShredder = (store: () => EventStore): Projection => ({
   setup: "",
   handlers: {
     SubjectKeyDestroyed: async (db, e) => {
-      await store().codec.destroy(e.data.subjectId as string, db);
+      await codec.destroy(e.data.subjectId as string, db);
     },
   },
 });

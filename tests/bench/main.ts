@@ -33,6 +33,7 @@ import postgres from "postgres";
 import type { Event } from "@event-driven-io/emmett";
 import { getPostgreSQLEventStore } from "@event-driven-io/emmett-postgresql";
 import { EventStore } from "../../src/store/event_store.ts";
+import { subjectKeyShredder } from "../../src/store/shred.ts";
 import { migrate } from "../../src/store/migrations.ts";
 import { openPglite } from "../../src/store/pglite_driver.ts";
 import { openPostgres } from "../../src/store/postgres_driver.ts";
@@ -165,13 +166,16 @@ const newPgDatabase = async (): Promise<string> => {
   return url.toString();
 };
 
-const newStore = (db: Db, maxBatchEvents?: number) =>
-  new EventStore({
+const newStore = (db: Db, maxBatchEvents?: number) => {
+  const codec = new PhiCodec(db, crypto.getRandomValues(new Uint8Array(32)));
+  return new EventStore({
     db,
     catalog: testCatalog,
-    codec: new PhiCodec(db, crypto.getRandomValues(new Uint8Array(32))),
+    codec,
+    shredder: subjectKeyShredder(codec),
     maxBatchEvents,
   });
+};
 
 const openOursPg = async (maxBatchEvents?: number) => {
   const url = await newPgDatabase();

@@ -16,6 +16,7 @@
  */
 import type { Db } from "../../src/store/db.ts";
 import { EventStore } from "../../src/store/event_store.ts";
+import { subjectKeyShredder } from "../../src/store/shred.ts";
 import { migrate } from "../../src/store/migrations.ts";
 import { PhiCodec } from "../../src/store/phi_codec.ts";
 import { openPglite } from "../../src/store/pglite_driver.ts";
@@ -61,7 +62,13 @@ const main = async (): Promise<void> => {
     ? openPostgres(location, { max: 4 })
     : await openPglite(location);
   await migrate(db);
-  const store = new EventStore({ db, catalog: testCatalog, codec: new PhiCodec(db, masterKey) });
+  const codec = new PhiCodec(db, masterKey);
+  const store = new EventStore({
+    db,
+    catalog: testCatalog,
+    codec,
+    shredder: subjectKeyShredder(codec),
+  });
   emit({ ready: true });
 
   const writer = async (k: number): Promise<never> => {

@@ -2,6 +2,7 @@ import postgres from "postgres";
 import type { Catalog } from "../../src/store/catalog.ts";
 import type { Db } from "../../src/store/db.ts";
 import { EventStore } from "../../src/store/event_store.ts";
+import { subjectKeyShredder } from "../../src/store/shred.ts";
 import { migrate } from "../../src/store/migrations.ts";
 import { openPglite } from "../../src/store/pglite_driver.ts";
 import { openPostgres } from "../../src/store/postgres_driver.ts";
@@ -106,10 +107,12 @@ export const openHarness = async (
   }
   await migrate(db);
   const make = async (d: Db, projections: readonly Projection[]) => {
+    const codec = new PhiCodec(d, masterKey);
     const store = new EventStore({
       db: d,
       catalog,
-      codec: new PhiCodec(d, masterKey),
+      codec,
+      shredder: subjectKeyShredder(codec),
       projections,
     });
     await setupProjections(store, projections);

@@ -1,0 +1,61 @@
+import { COLUMNS, decode, type EventRow, type LogReader, type ReadAllOptions } from "./read.ts";
+import { sql } from "./sql.ts";
+import type { StoredEvent } from "./types.ts";
+
+type FollowRow = Partial<EventRow> & { frontier: string | number | null };
+
+/**
+ * Like `readAll` (read.ts), for a projection: only events of `types` (all when
+ * omitted) are read and decoded, and `position` is the checkpoint to store
+ * once they are folded. It moves past events of other types too: to the
+ * last event returned when the page is full, else to the last event of any
+ * type below the horizon (`horizon: false`: the head of the log), so that
+ * skipped events are never scanned again. Both come from one statement,
+ * hence one snapshot and one horizon.
+ */
+export const follow = async (
+  log: LogReader,
+  afterPosition: number,
+  limit: number,
+  opts: ReadAllOptions & { types?: readonly string[] } = {},
+): Promise<{ events: StoredEvent[]; position: number }> => {
+  const db = opts.db ?? log.db;
+  const only = opts.types ? sql`and events.type = any(${opts.types}::text[])` : sql``;
+  // left join: the frontier row comes back even when no event matched
+  const rows = opts.horizon === false
+    ? await db.query<FollowRow>(sql`
+        select f.frontier, p.*
+        from (select max(global_position) as frontier from events) as f
+        left join (select ${COLUMNS} from events
+          where global_position > ${afterPosition} ${only}
+          order by global_position limit ${limit}) as p on true
+        order by p.global_position`)
+    : await db.query<FollowRow>(sql`
+        with bound as (select
+          -- the transaction of the checkpoint's event (or of the last one before it)
+          coalesce((select transaction_id from events where global_position <= ${afterPosition}
+            order by global_position desc limit 1), '0'::xid8) as tx,
+          pg_snapshot_xmin(pg_current_snapshot()) as horizon)
+        select f.frontier, p.*
+        from (select (select events.global_position from events, bound
+            where (events.transaction_id, events.global_position) > (bound.tx, ${afterPosition})
+              and events.transaction_id < bound.horizon
+            order by events.transaction_id desc, events.global_position desc
+            limit 1) as frontier) as f
+        left join (select ${COLUMNS}, events.transaction_id as tx_order from events, bound
+          where (events.transaction_id, events.global_position) > (bound.tx, ${afterPosition})
+            and events.transaction_id < bound.horizon ${only}
+          order by events.transaction_id, events.global_position limit ${limit}) as p on true
+        order by p.tx_order, p.global_position`);
+  const found = rows.filter((r) => r.global_position != null) as EventRow[];
+  const events = await decode(log, found, opts.unseal ?? true, db);
+  const frontier = rows[0]?.frontier == null ? null : Number(rows[0].frontier);
+  const position = events.length === limit
+    ? events.at(-1)!.globalPosition
+    : frontier === null
+    ? afterPosition
+    : opts.horizon === false
+    ? Math.max(afterPosition, frontier)
+    : frontier;
+  return { events, position };
+};
