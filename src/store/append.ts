@@ -282,11 +282,12 @@ export class Appender {
     }
 
     // Text casts kept on purpose (issue 11 item 9). tests/bench/native_params_bench.ts,
-    // median of paired ratios new/old for 50 single-event appends: rows bound
-    // natively as jsonb 1.07 on PostgreSQL, 1.04 on PGlite; with recorded_at
-    // bound once as a Date too 1.06 / 1.08; recorded_at alone as a Date
-    // 1.02 / 1.04. Single appends are the common case; batches of 100 and
-    // 1000 events with one Date were 3-8 % faster.
+    // median of paired ratios new/old for 50 single-event appends, two runs:
+    // rows bound natively as jsonb 1.05-1.07 on PostgreSQL, 1.04-1.05 on
+    // PGlite; with recorded_at bound once as a Date too 1.06-1.08 / 1.08-1.09;
+    // recorded_at alone as a Date 1.02-1.05 / 1.04 (A/A noise: 0.99-1.01).
+    // Single appends are the common case; batches of 100 and 1000 events
+    // with one Date were 3-10 % faster.
     const insert =
       sql`insert into events (stream_id, stream_version, event_id, type, schema_version, data,
           metadata, recorded_at, prev_hash, hash)
