@@ -163,6 +163,10 @@ Deno.test("http: the OpenAPI document covers every mounted route", async () => {
     assert.ok(mounted.length >= 6);
     const missing = mounted.filter((r) => !documented.has(r));
     assert.deepEqual(missing, [], `routes missing from /openapi.json: ${missing.join(", ")}`);
+    // and the other way: routers mounted by prefix document exactly the paths they route
+    const routed = new Set(mounted);
+    const unrouted = [...documented].filter((r) => !routed.has(r));
+    assert.deepEqual(unrouted, [], `documented but not routed: ${unrouted.join(", ")}`);
     // every operation documents its responses, problems included where it can fail
     for (
       const [path, ops] of Object.entries(

@@ -1,6 +1,11 @@
 import type { EventMetadata } from "../../events/metadata.ts";
 import { z } from "zod";
-import { type MediaKind, MediaUploaded } from "../../events/media.ts";
+import {
+  type CONTENT_TYPES,
+  type MediaKind,
+  MediaUploaded,
+  type SCAN_STATUSES,
+} from "../../events/media.ts";
 import { ConflictError, NotFoundError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
@@ -9,6 +14,10 @@ import { timestamp } from "../timestamp.ts";
 
 export const mediaStream = (id: string) => `media-${id}`;
 
+/** A type the pipeline stores (sniffed from the bytes). */
+export type MediaContentType = (typeof CONTENT_TYPES)[number];
+type ScanStatus = (typeof SCAN_STATUSES)[number];
+
 /** One photo or document as its events tell it (PHI unsealed). */
 export interface MediaRecord {
   id: string;
@@ -16,14 +25,14 @@ export interface MediaRecord {
   encounterId: string | null;
   kind: MediaKind;
   category: string;
-  contentType: string;
+  contentType: MediaContentType;
   size: number;
   sha256: string;
   blob: string;
   width: number | null;
   height: number | null;
   thumbnail: { blob: string; size: number; sha256: string; width: number; height: number } | null;
-  scanStatus: "clean" | "not_scanned";
+  scanStatus: ScanStatus;
   dicomPatientMismatch: boolean;
   filename: string | null;
   notes: string | null;
@@ -109,10 +118,10 @@ export interface MediaListItem {
   encounterId: string | null;
   kind: MediaKind;
   category: string;
-  contentType: string;
+  contentType: MediaContentType;
   size: number;
   sha256: string;
-  scanStatus: string;
+  scanStatus: ScanStatus;
   uploaderId: string;
   dicom: { modality: string | null; studyDate: string | null } | null;
   deleted: boolean;
@@ -152,10 +161,10 @@ export const listMedia = async (
     encounter_id: string | null;
     kind: MediaKind;
     category: string;
-    content_type: string;
+    content_type: MediaContentType;
     size: string;
     sha256: string;
-    scan_status: string;
+    scan_status: ScanStatus;
     uploader_id: string;
     modality: string | null;
     study_date: string | null;

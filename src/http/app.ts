@@ -12,11 +12,11 @@ import { rejectNul } from "./nul_guard.ts";
 import { validationHook } from "./validation.ts";
 import { system } from "./system.ts";
 import { authRoutes } from "./auth.ts";
-import { users } from "./users.ts";
+import { me, users } from "./users.ts";
 import { mfa } from "./mfa.ts";
 import { patients } from "./patients.ts";
-import { encounters } from "./encounters.ts";
-import { media } from "./media.ts";
+import { encounters, patientEncounters } from "./encounters.ts";
+import { encounterMedia, media, patientMedia } from "./media.ts";
 
 export const API_INFO = {
   title: "Chartlog API",
@@ -105,14 +105,19 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   // after the limit, so a JSON body it reads is a bounded one; uploads are streamed, not read
   app.use("*", rejectNul({ skipBody: isUpload }));
 
+  // each router spells its paths below the prefix it is mounted under
   app.route("/", system);
-  app.route("/", docs);
-  app.route("/", authRoutes(deps));
-  app.route("/", users);
-  app.route("/", mfa);
-  app.route("/", patients);
-  app.route("/", encounters);
-  app.route("/", media);
+  app.route("/docs", docs);
+  app.route("/v1/auth", authRoutes(deps));
+  app.route("/v1/users", users);
+  app.route("/v1/me", me);
+  app.route("/v1/me/mfa", mfa);
+  app.route("/v1/patients", patients);
+  app.route("/v1/patients", patientEncounters);
+  app.route("/v1/patients", patientMedia);
+  app.route("/v1/encounters", encounters);
+  app.route("/v1/encounters", encounterMedia);
+  app.route("/v1/media", media);
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
     scheme: "bearer",

@@ -71,12 +71,12 @@ export const authRoutes = (deps: AppDeps) => {
     key: (c) => clientIp(c, { trustProxy: deps.config.trustProxy }),
   });
   const app = new OpenAPIHono<AppEnv>();
-  app.use("/v1/auth/*", limit);
+  app.use("*", limit);
   return app
     .openapi(
       createRoute({
         method: "post",
-        path: "/v1/auth/signup",
+        path: "/signup",
         tags: ["auth"],
         summary: "Sign up as a practitioner (pending until an admin approves)",
         description: 'An admin approves with `PATCH /v1/users/{id} {"active": true}`. ' +
@@ -104,7 +104,7 @@ export const authRoutes = (deps: AppDeps) => {
     .openapi(
       createRoute({
         method: "post",
-        path: "/v1/auth/login",
+        path: "/login",
         tags: ["auth"],
         summary: "Log in with email and password",
         description: "After 5 failed attempts in a row the account is locked for 15 minutes. A " +
@@ -134,7 +134,7 @@ export const authRoutes = (deps: AppDeps) => {
     .openapi(
       createRoute({
         method: "post",
-        path: "/v1/auth/refresh",
+        path: "/refresh",
         tags: ["auth"],
         summary: "Rotate the refresh token and get a new access token",
         description: "The refresh token comes in the body or the HttpOnly cookie. Presenting an " +
@@ -157,7 +157,7 @@ export const authRoutes = (deps: AppDeps) => {
     .openapi(
       createRoute({
         method: "post",
-        path: "/v1/auth/logout",
+        path: "/logout",
         tags: ["auth"],
         summary: "End this session",
         security: [{ bearer: [] }],
@@ -173,7 +173,7 @@ export const authRoutes = (deps: AppDeps) => {
     .openapi(
       createRoute({
         method: "post",
-        path: "/v1/auth/logout-all",
+        path: "/logout-all",
         tags: ["auth"],
         summary: "End every session of this user, on every device",
         security: [{ bearer: [] }],

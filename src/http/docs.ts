@@ -28,7 +28,7 @@ export const docs = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "get",
-      path: "/docs",
+      path: "/",
       tags: ["system"],
       summary: "Interactive API documentation",
       responses: {
@@ -40,7 +40,7 @@ export const docs = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "get",
-      path: "/docs/assets/{name}",
+      path: "/assets/{name}",
       tags: ["system"],
       summary: "Static assets of the documentation page",
       request: { params: z.object({ name: z.string().max(64) }) },

@@ -38,12 +38,12 @@ const PlanBody = z.strictObject({
   reason: z.string().trim().min(1).max(1000),
 }).openapi("PlanEncounterRequest");
 
-/** Encounters: planned for a patient, read (audited), moved through their statuses. */
-export const encounters = new OpenAPIHono<AppEnv>()
+/** A patient's encounters (mounted under `/v1/patients`): planned, listed (audited). */
+export const patientEncounters = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "post",
-      path: "/v1/patients/{id}/encounters",
+      path: "/{id}/encounters",
       tags: ["encounters"],
       summary: "Plan an encounter for a patient",
       description: "Naming a practitioner other than yourself needs `careteam.manage` (403 " +
@@ -75,13 +75,13 @@ export const encounters = new OpenAPIHono<AppEnv>()
         requestMetadata(c),
       );
       c.header("Location", `/v1/encounters/${e.id}`);
-      return c.json(versioned(c, e) as never, 201);
+      return c.json(versioned(c, e), 201);
     },
   )
   .openapi(
     createRoute({
       method: "get",
-      path: "/v1/patients/{id}/encounters",
+      path: "/{id}/encounters",
       tags: ["encounters"],
       summary: "A patient's encounters (audited)",
       security: bearer,
@@ -116,11 +116,14 @@ export const encounters = new OpenAPIHono<AppEnv>()
       c.header("Cache-Control", "no-store");
       return c.json({ items, nextCursor: null, total: items.length }, 200);
     },
-  )
+  );
+
+/** Encounters (mounted under `/v1/encounters`): read (audited), moved through their statuses. */
+export const encounters = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "get",
-      path: "/v1/encounters/{id}",
+      path: "/{id}",
       tags: ["encounters"],
       summary: "Read an encounter (audited)",
       security: bearer,
@@ -143,13 +146,13 @@ export const encounters = new OpenAPIHono<AppEnv>()
         type: "EncounterViewed",
         data: { encounterId: e.id, patientId: e.patientId },
       }, requestMetadata(c));
-      return c.json(versioned(c, e) as never, 200);
+      return c.json(versioned(c, e), 200);
     },
   )
   .openapi(
     createRoute({
       method: "patch",
-      path: "/v1/encounters/{id}",
+      path: "/{id}",
       tags: ["encounters"],
       summary: "Change an encounter's status",
       description: "planned → in_progress → finished, or cancelled from any state that is not " +
@@ -180,6 +183,6 @@ export const encounters = new OpenAPIHono<AppEnv>()
         requestMetadata(c),
         ifMatchVersion(c),
       );
-      return c.json(versioned(c, e) as never, 200);
+      return c.json(versioned(c, e), 200);
     },
   );

@@ -12,18 +12,11 @@ import {
   restoreMedia,
   userName,
 } from "../clinical/media.ts";
-import {
-  ConflictError,
-  NotFoundError,
-  RequestTimeoutError,
-  UploadRejectedError,
-  ValidationError,
-} from "../errors.ts";
+import { uploadMedia } from "../clinical/media_upload.ts";
+import { NotFoundError, ValidationError } from "../errors.ts";
 import { ALLOW_LISTS, DOCUMENT_CATEGORIES, PHOTO_CATEGORIES } from "../media/categories.ts";
-import { parseMultipart, sanitizeFilename } from "../media/multipart.ts";
-import { ingest, recordRejection, type StepTimings, uploadFields } from "../media/pipeline.ts";
-import { sniff } from "../media/sniff.ts";
-import { sql } from "../store/sql.ts";
+import { sanitizeFilename } from "../media/multipart.ts";
+import type { StepTimings } from "../media/pipeline.ts";
 import { allowed, authenticate, authorize, deny, requestMetadata } from "./auth_middleware.ts";
 import {
   byEncounter,
@@ -38,9 +31,6 @@ import {
 import type { AppEnv } from "./env.ts";
 import { problemResponses } from "./problem.ts";
 import { bearer, json } from "./route_kit.ts";
-
-/** Room for the multipart envelope and the text fields around the file. */
-const ENVELOPE_BYTES = 256 * 1024;
 
 const MediaSchema = z.object({
   id: z.uuid(),
@@ -103,7 +93,7 @@ const view = async (c: Context<AppEnv>, m: MediaRecord) => ({
   encounterId: m.encounterId,
   kind: m.kind,
   category: m.category,
-  contentType: m.contentType as (typeof CONTENT_TYPES)[number],
+  contentType: m.contentType,
   size: m.size,
   sha256: m.sha256,
   width: m.width,
@@ -132,163 +122,41 @@ const visible = async (c: Context<AppEnv>, id: string, unseal = true): Promise<M
 const serverTiming = (t: StepTimings) =>
   Object.entries(t).map(([k, v]) => `${k};dur=${v!.toFixed(1)}`).join(", ");
 
-/** An encounter's patient and status, or null when there is none. */
-const encounterOf = async (c: Context<AppEnv>, id: string) => {
-  const [e] = await c.var.deps.runtime().store.db.query<{ patient_id: string; status: string }>(
-    sql`select patient_id::text as patient_id, status from encounters where id = ${id}::uuid`,
-  );
-  return e ? { patientId: e.patient_id, status: e.status } : null;
-};
-
-/** One rule for photos and documents: a cancelled encounter takes no media. */
-const cancelledEncounter = (status: string | null) =>
-  status === "cancelled"
-    ? new UploadRejectedError("encounter_cancelled", "cannot upload media to a cancelled encounter")
-    : null;
-
-/** Where an upload is going (the patient, and the encounter of a photo), or null. */
-const resolveTarget = async (c: Context<AppEnv>, kind: MediaKind) => {
-  const store = c.var.deps.runtime().store;
-  const id = c.req.param("id")!;
-  let patientId = id;
-  let encounterStatus: string | null = null;
-  if (kind === "photo") {
-    const e = await encounterOf(c, id);
-    if (!e) return null;
-    patientId = e.patientId;
-    encounterStatus = e.status;
-  }
-  const [p] = await store.db.query<{ mrn: string; deleted: boolean }>(
-    sql`select mrn, deleted from patients where id = ${patientId}::uuid`,
-  );
-  if (!p) return null;
-  return {
-    kind,
-    patientId,
-    encounterId: kind === "photo" ? id : null,
-    mrn: p.mrn,
-    patientDeleted: p.deleted,
-    encounterStatus,
-  };
-};
-
-/**
- * The upload pipeline behind both upload routes: policy, target checks,
- * the streamed body (size-limited while it arrives), then {@link ingest}.
- * Every refusal past authentication is an `UploadRejected` event.
- */
+/** Both upload routes: the path's id, the actor's policy, then {@link uploadMedia}. */
 const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
   const runtime = c.var.deps.runtime();
   const config = c.var.deps.config;
-  const actor = c.get("actor")!;
   const id = c.req.param("id")!;
   if (!z.uuid().safeParse(id).success) {
     throw new ValidationError("bad id", [{ path: "id", message: "must be a UUID" }]);
   }
-  const target = await resolveTarget(c, kind);
-  const metadata = requestMetadata(c);
-  let bytesRead = 0;
-  let category: string | null = null;
-  let encounterId = target?.encounterId ?? null;
-  let detectedType: (typeof CONTENT_TYPES)[number] | null = null;
-  /** Records a refusal with what is known of the upload so far. */
-  const record = (reason: UploadRejectedError["reason"]) =>
-    recordRejection(runtime.store, actor, {
-      patientId: target?.patientId ?? null,
-      encounterId,
+  const { media: m, timings } = await uploadMedia(
+    {
+      store: runtime.store,
+      blobs: runtime.blobs,
+      scanner: runtime.scanner,
+      maxPixels: config.mediaMaxPixels,
+      maxBytes: config.mediaMaxBytes,
+      images: runtime.images,
+      timeoutSec: config.uploadTimeoutSec,
+    },
+    {
       kind,
-      category,
-      reason,
-      detectedType,
-      bytesRead,
-    }, metadata);
-  const reject = async (err: UploadRejectedError): Promise<never> => {
-    await record(err.reason);
-    throw err;
-  };
-  // the policy first: who may not upload here learns nothing about what exists
-  const resource = target ? await resourceOf(c, target.patientId) : undefined;
-  if (!(await allowed(c, "media.upload", () => Promise.resolve(resource)))) {
-    await record("forbidden");
-    await deny(c, "media.upload");
-  }
-  if (!target) throw new NotFoundError(kind === "photo" ? "no such encounter" : "no such patient");
-
-  if (target.patientDeleted) throw new ConflictError("the patient is deleted");
-  const cancelled = cancelledEncounter(target.encounterStatus);
-  if (cancelled) await reject(cancelled);
-  const contentType = c.req.header("content-type") ?? "";
-  if (!/^multipart\/form-data\s*;/i.test(contentType) || !c.req.raw.body) {
-    throw new ValidationError("the body must be multipart/form-data", [{
-      path: "content-type",
-      message: "expected multipart/form-data with a `file` part",
-    }]);
-  }
-  const declared = Number(c.req.header("content-length") ?? NaN);
-  if (declared > config.mediaMaxBytes + ENVELOPE_BYTES) {
-    await reject(
-      new UploadRejectedError("too_large", `the file exceeds ${config.mediaMaxBytes} bytes`),
-    );
-  }
-  // a deadline for the body: a client that trickles bytes cannot hold an upload open for ever
-  const deadline = new AbortController();
-  const timer = setTimeout(() => deadline.abort(), config.uploadTimeoutSec * 1000);
-  try {
-    const parsed = await parseMultipart(c.req.raw.body, contentType, {
-      maxFileBytes: config.mediaMaxBytes,
-      signal: deadline.signal,
-    }).catch((err) => {
-      throw deadline.signal.aborted
-        ? new RequestTimeoutError(`the upload took longer than ${config.uploadTimeoutSec} s`)
-        : err;
-    });
-    clearTimeout(timer);
-    bytesRead = parsed.file?.size ?? 0;
-    // every field is checked before anything is stored: a bad one is a 422 and no event
-    const fields = uploadFields(kind, parsed);
-    category = fields.category;
-    if (parsed.file) detectedType = sniff(parsed.file.bytes);
-    // a document may name one of the patient's encounters, under the photos' rule
-    if (kind === "document" && fields.encounterId) {
-      const e = await encounterOf(c, fields.encounterId);
-      if (e?.patientId !== target.patientId) {
-        throw new ValidationError("no such encounter for this patient", [{
-          path: "encounterId",
-          message: "not an encounter of this patient",
-        }]);
-      }
-      encounterId = fields.encounterId;
-      const refused = cancelledEncounter(e.status);
-      if (refused) throw refused; // recorded below, with the other refusals
-    }
-    const done = await ingest(
-      {
-        store: runtime.store,
-        blobs: runtime.blobs,
-        scanner: runtime.scanner,
-        maxPixels: config.mediaMaxPixels,
-        maxBytes: config.mediaMaxBytes,
-        images: runtime.images,
-      },
-      target,
-      parsed,
-      fields,
-      actor,
-      metadata,
-    );
-    const m = (await loadMedia(runtime.store, done.mediaId))!;
-    c.header("Location", `/v1/media/${m.id}`);
-    c.header("Server-Timing", serverTiming(done.timings));
-    return c.json(await view(c, m), 201);
-  } catch (err) {
-    if (err instanceof UploadRejectedError) {
-      if (err.reason === "too_large" && bytesRead === 0) bytesRead = config.mediaMaxBytes;
-      await reject(err);
-    }
-    throw err;
-  } finally {
-    clearTimeout(timer);
-  }
+      targetId: id,
+      actor: c.get("actor")!,
+      metadata: requestMetadata(c),
+      contentType: c.req.header("content-type") ?? "",
+      contentLength: c.req.header("content-length"),
+      body: c.req.raw.body,
+    },
+    {
+      allows: (patientId) => allowed(c, "media.upload", () => resourceOf(c, patientId)),
+      deny: () => deny(c, "media.upload"),
+    },
+  );
+  c.header("Location", `/v1/media/${m.id}`);
+  c.header("Server-Timing", serverTiming(timings));
+  return c.json(await view(c, m), 201);
 };
 
 const uploadDoc = (kind: MediaKind) => {
@@ -303,7 +171,7 @@ const uploadDoc = (kind: MediaKind) => {
   };
   return createRoute({
     method: "post",
-    path: kind === "photo" ? "/v1/encounters/{id}/media" : "/v1/patients/{id}/documents",
+    path: kind === "photo" ? "/{id}/media" : "/{id}/documents",
     tags: ["media"],
     summary: kind === "photo"
       ? "Upload a clinical photo to an encounter"
@@ -348,7 +216,7 @@ const uploadDoc = (kind: MediaKind) => {
 const listRoute = (by: "patient" | "encounter") =>
   createRoute({
     method: "get",
-    path: by === "patient" ? "/v1/patients/{id}/media" : "/v1/encounters/{id}/media",
+    path: "/{id}/media",
     tags: ["media"],
     summary: by === "patient"
       ? "A patient's photos and documents, newest first (audited)"
@@ -438,26 +306,26 @@ const STATS_ROW = z.object({
   deletedBytes: z.number().int(),
 });
 
-/** Clinical photos and documents: upload, list, read, download, delete, restore, statistics. */
-export const media = new OpenAPIHono<AppEnv>();
+/** A patient's photos and documents, mounted under `/v1/patients`: upload a document, list. */
+export const patientMedia = new OpenAPIHono<AppEnv>();
+/** An encounter's photos and documents, mounted under `/v1/encounters`: upload a photo, list. */
+export const encounterMedia = new OpenAPIHono<AppEnv>();
 
 // uploads read the raw body as a stream: documented here, mounted without a body validator
-for (const kind of ["photo", "document"] as const) {
-  media.openAPIRegistry.registerPath(uploadDoc(kind));
-  media.post(
-    kind === "photo" ? "/v1/encounters/:id/media" : "/v1/patients/:id/documents",
-    authenticate(),
-    upload(kind),
-  );
-}
+encounterMedia.openAPIRegistry.registerPath(uploadDoc("photo"));
+encounterMedia.post("/:id/media", authenticate(), upload("photo"));
+patientMedia.openAPIRegistry.registerPath(uploadDoc("document"));
+patientMedia.post("/:id/documents", authenticate(), upload("document"));
 
-media
-  .openapi(listRoute("patient"), list("patient") as never)
-  .openapi(listRoute("encounter"), list("encounter") as never)
+patientMedia.openapi(listRoute("patient"), list("patient"));
+encounterMedia.openapi(listRoute("encounter"), list("encounter"));
+
+/** Photos and documents by id, mounted under `/v1/media`: read, download, delete, restore, statistics. */
+export const media = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "get",
-      path: "/v1/media/categories",
+      path: "/categories",
       tags: ["media"],
       summary: "Upload categories and the types each accepts",
       security: bearer,
@@ -475,7 +343,7 @@ media
   .openapi(
     createRoute({
       method: "get",
-      path: "/v1/media/stats",
+      path: "/stats",
       tags: ["media"],
       summary: "Storage statistics: count and bytes by kind and category",
       security: bearer,
@@ -498,7 +366,7 @@ media
   .openapi(
     createRoute({
       method: "get",
-      path: "/v1/media/{id}",
+      path: "/{id}",
       tags: ["media"],
       summary: "A photo's or document's metadata (audited)",
       security: bearer,
@@ -527,7 +395,7 @@ media
   .openapi(
     createRoute({
       method: "get",
-      path: "/v1/media/{id}/content",
+      path: "/{id}/content",
       tags: ["media"],
       summary: "Download the file (audited)",
       description: "The stored bytes (images re-encoded without metadata) with the sniffed " +
@@ -565,13 +433,13 @@ media
         m.contentType,
         m.sha256,
         disposition(inline ? "inline" : "attachment", m.filename ?? "file"),
-      ) as never;
+      );
     },
   )
   .openapi(
     createRoute({
       method: "get",
-      path: "/v1/media/{id}/thumbnail",
+      path: "/{id}/thumbnail",
       tags: ["media"],
       summary: "A 256-px JPEG thumbnail of an image (audited)",
       security: bearer,
@@ -599,13 +467,13 @@ media
         type: "MediaThumbnailViewed",
         data: { mediaId: m.id, patientId: m.patientId },
       }, requestMetadata(c));
-      return sendBytes(c, bytes, "image/jpeg", m.thumbnail.sha256, "inline") as never;
+      return sendBytes(c, bytes, "image/jpeg", m.thumbnail.sha256, "inline");
     },
   )
   .openapi(
     createRoute({
       method: "delete",
-      path: "/v1/media/{id}",
+      path: "/{id}",
       tags: ["media"],
       summary: "Soft-delete a photo or document; `reason` (JSON body or query) is required",
       security: bearer,
@@ -641,7 +509,7 @@ media
   .openapi(
     createRoute({
       method: "post",
-      path: "/v1/media/{id}/restore",
+      path: "/{id}/restore",
       tags: ["media"],
       summary: "Restore a soft-deleted photo or document (admin)",
       security: bearer,

@@ -13,7 +13,7 @@ export const mfa = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "post",
-      path: "/v1/me/mfa/totp",
+      path: "/totp",
       tags: ["auth"],
       summary: "Start TOTP enrolment: returns the otpauth URI once",
       security: bearer,
@@ -37,7 +37,7 @@ export const mfa = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "post",
-      path: "/v1/me/mfa/totp/confirm",
+      path: "/totp/confirm",
       tags: ["auth"],
       summary: "Confirm enrolment with a first code: returns ten recovery codes once",
       security: bearer,
@@ -69,7 +69,7 @@ export const mfa = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "delete",
-      path: "/v1/me/mfa/totp",
+      path: "/totp",
       tags: ["auth"],
       summary: "Turn two-factor authentication off (needs a current or recovery code)",
       security: bearer,

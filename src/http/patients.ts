@@ -147,7 +147,7 @@ export const patients = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "post",
-      path: "/v1/patients",
+      path: "/",
       tags: ["patients"],
       summary: "Register a patient",
       description:
@@ -171,13 +171,13 @@ export const patients = new OpenAPIHono<AppEnv>()
         now(c),
       );
       c.header("Location", `/v1/patients/${p.id}`);
-      return c.json(versioned(c, p) as never, 201);
+      return c.json(versioned(c, p), 201);
     },
   )
   .openapi(
     createRoute({
       method: "get",
-      path: "/v1/patients",
+      path: "/",
       tags: ["patients"],
       summary: "Search and list patients",
       description:
@@ -235,7 +235,7 @@ export const patients = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "get",
-      path: "/v1/patients/{id}",
+      path: "/{id}",
       tags: ["patients"],
       summary: "Read a patient (audited); `asOf` folds the record as it stood then",
       description: "With `asOf` (needs `patient.read_as_of` as well as `patient.read`: admins) " +
@@ -261,13 +261,13 @@ export const patients = new OpenAPIHono<AppEnv>()
         type: "PatientViewed",
         data: { patientId: id, asOf: asOf ? new Date(asOf).toISOString() : null },
       }, requestMetadata(c));
-      return c.json(versioned(c, p) as never, 200);
+      return c.json(versioned(c, p), 200);
     },
   )
   .openapi(
     createRoute({
       method: "put",
-      path: "/v1/patients/{id}",
+      path: "/{id}",
       tags: ["patients"],
       summary: "Replace a patient's demographics (If-Match honoured)",
       security: bearer,
@@ -290,13 +290,13 @@ export const patients = new OpenAPIHono<AppEnv>()
         ifMatchVersion(c),
       );
       await auditAnswer(c, id);
-      return c.json(versioned(c, p) as never, 200);
+      return c.json(versioned(c, p), 200);
     },
   )
   .openapi(
     createRoute({
       method: "patch",
-      path: "/v1/patients/{id}",
+      path: "/{id}",
       tags: ["patients"],
       summary: "Change some of a patient's demographics (If-Match honoured)",
       security: bearer,
@@ -325,13 +325,13 @@ export const patients = new OpenAPIHono<AppEnv>()
         ifMatchVersion(c),
       );
       await auditAnswer(c, id);
-      return c.json(versioned(c, p) as never, 200);
+      return c.json(versioned(c, p), 200);
     },
   )
   .openapi(
     createRoute({
       method: "delete",
-      path: "/v1/patients/{id}",
+      path: "/{id}",
       tags: ["patients"],
       summary: "Soft-delete a patient; `reason` (JSON body or query) is required",
       security: bearer,
@@ -372,7 +372,7 @@ export const patients = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "post",
-      path: "/v1/patients/{id}/restore",
+      path: "/{id}/restore",
       tags: ["patients"],
       summary: "Restore a soft-deleted patient (admin)",
       security: bearer,
@@ -393,13 +393,13 @@ export const patients = new OpenAPIHono<AppEnv>()
       await restorePatient(runtime.store, id, requestMetadata(c));
       const p = (await loadPatient(runtime.store, id, now(c)))!;
       await auditAnswer(c, id);
-      return c.json(versioned(c, p) as never, 200);
+      return c.json(versioned(c, p), 200);
     },
   )
   .openapi(
     createRoute({
       method: "post",
-      path: "/v1/patients/{id}/erasure",
+      path: "/{id}/erasure",
       tags: ["patients"],
       summary: "Erase a patient for good (admin): crypto-shred the record and its accounts",
       description: "Destroys the patient's data key, so every sealed field in the log and every " +
@@ -447,7 +447,7 @@ export const patients = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "get",
-      path: "/v1/patients/{id}/history",
+      path: "/{id}/history",
       tags: ["patients"],
       summary: "The record's events with who, when and from where (audited)",
       description: "Each item names the actor (id, role, name) and the request it came from " +
@@ -498,7 +498,7 @@ export const patients = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "get",
-      path: "/v1/patients/{id}/care-team",
+      path: "/{id}/care-team",
       tags: ["patients"],
       summary: "The patient's care team (audited)",
       description: "Who may read the patient may read its team. Audited as a read " +
@@ -527,7 +527,7 @@ export const patients = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "post",
-      path: "/v1/patients/{id}/care-team",
+      path: "/{id}/care-team",
       tags: ["patients"],
       summary: "Add a practitioner to the patient's care team",
       description: "201 with the team when the practitioner joins, 200 with the team when they " +
@@ -567,7 +567,7 @@ export const patients = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "delete",
-      path: "/v1/patients/{id}/care-team/{practitionerId}",
+      path: "/{id}/care-team/{practitionerId}",
       tags: ["patients"],
       summary: "Remove a practitioner from the patient's care team",
       description: "The care-team relation ends at once. Removing a non-member changes nothing.",

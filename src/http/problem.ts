@@ -20,6 +20,7 @@ import {
 } from "../errors.ts";
 import { InvalidCursorError } from "../store/cursor.ts";
 import { pgCode } from "../store/db.ts";
+import type { AppEnv } from "./env.ts";
 
 /**
  * The kinds of problem the API reports (RFC 9457). `type` is a stable URI
@@ -75,7 +76,7 @@ export const problemResponses = (...slugs: ProblemSlug[]) =>
 
 /** Builds a problem+json response. */
 export const problem = (
-  c: Context,
+  c: Context<AppEnv>,
   slug: ProblemSlug,
   detail?: string,
   extra: { errors?: FieldIssue[]; headers?: Record<string, string> } = {},
@@ -87,7 +88,7 @@ export const problem = (
     status,
     ...(detail ? { detail } : {}),
     instance: new URL(c.req.url).pathname,
-    requestId: c.get("requestId" as never) as string | undefined,
+    requestId: c.get("requestId"),
     ...(extra.errors ? { errors: extra.errors } : {}),
   };
   return new Response(JSON.stringify(body), {

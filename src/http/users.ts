@@ -69,12 +69,12 @@ const strip = <T extends { version: number }>(u: T): Omit<T, "version"> => {
   return rest;
 };
 
-/** User administration (admins) and the caller's own account. */
+/** User administration (admins), mounted under `/v1/users`. */
 export const users = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "post",
-      path: "/v1/users",
+      path: "/",
       tags: ["users"],
       summary: "Create a user",
       security: bearer,
@@ -100,7 +100,7 @@ export const users = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "get",
-      path: "/v1/users",
+      path: "/",
       tags: ["users"],
       summary: "List users (by email)",
       security: bearer,
@@ -125,7 +125,7 @@ export const users = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "get",
-      path: "/v1/users/{id}",
+      path: "/{id}",
       tags: ["users"],
       summary: "Read a user",
       security: bearer,
@@ -145,7 +145,7 @@ export const users = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "patch",
-      path: "/v1/users/{id}",
+      path: "/{id}",
       tags: ["users"],
       summary: "Change a user's role, deactivate / reactivate them, or approve a sign-up",
       description:
@@ -168,11 +168,14 @@ export const users = new OpenAPIHono<AppEnv>()
       );
       return c.json(versioned(c, user), 200);
     },
-  )
+  );
+
+/** The caller's own account, mounted under `/v1/me`. */
+export const me = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "get",
-      path: "/v1/me",
+      path: "/",
       tags: ["users"],
       summary: "The caller's own account",
       security: bearer,
@@ -190,7 +193,7 @@ export const users = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "patch",
-      path: "/v1/me",
+      path: "/",
       tags: ["users"],
       summary: "Update the caller's name, phone or specialization",
       security: bearer,
@@ -214,7 +217,7 @@ export const users = new OpenAPIHono<AppEnv>()
   .openapi(
     createRoute({
       method: "post",
-      path: "/v1/me/password",
+      path: "/password",
       tags: ["users"],
       summary: "Change the caller's password; every other session of theirs ends",
       description: "A wrong `currentPassword` counts towards the account's lock, as a failed " +

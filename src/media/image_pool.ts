@@ -8,9 +8,14 @@ export type ImageJob =
   | { id: number; task: "image"; bytes: Uint8Array; type: SniffedType; opts: ProcessImageOptions }
   | { id: number; task: "dicom"; bytes: Uint8Array; maxInflatedBytes: number };
 
+/** A finished job's result, tagged with its task. */
+export type ImageResult =
+  | { task: "image"; image: ProcessedImage }
+  | { task: "dicom"; dicom: DicomSummary };
+
 /** A worker's answer: the result, a refusal, or a failure. */
 export type ImageReply =
-  | { id: number; ok: ProcessedImage | DicomSummary }
+  | { id: number; ok: ImageResult }
   | { id: number; rejected: { reason: RejectionReason; message: string } }
   | { id: number; failed: true };
 
@@ -28,7 +33,7 @@ export const BUSY_RETRY_AFTER_SEC = 5;
 
 interface Pending {
   job: ImageJob;
-  resolve: (r: never) => void;
+  resolve: (r: ImageResult) => void;
   reject: (e: Error) => void;
 }
 
@@ -74,12 +79,14 @@ export class ImagePool {
    *
    * @throws UploadRejectedError "busy" (at once) when the queue is full.
    */
-  process(
+  async process(
     bytes: Uint8Array,
     type: SniffedType,
     opts: ProcessImageOptions,
   ): Promise<ProcessedImage> {
-    return this.#submit({ id: this.#nextId++, task: "image", bytes, type, opts });
+    const r = await this.#submit({ id: this.#nextId++, task: "image", bytes, type, opts });
+    if (r.task !== "image") throw new Error("the image worker answered another task");
+    return r.image;
   }
 
   /**
@@ -87,13 +94,15 @@ export class ImagePool {
    *
    * @throws UploadRejectedError "busy" (at once) when the queue is full.
    */
-  dicom(bytes: Uint8Array, maxInflatedBytes: number): Promise<DicomSummary> {
-    return this.#submit({
+  async dicom(bytes: Uint8Array, maxInflatedBytes: number): Promise<DicomSummary> {
+    const r = await this.#submit({
       id: this.#nextId++,
       task: "dicom",
       bytes: bytes.slice(),
       maxInflatedBytes,
     });
+    if (r.task !== "dicom") throw new Error("the image worker answered another task");
+    return r.dicom;
   }
 
   /**
@@ -111,15 +120,15 @@ export class ImagePool {
     }
   }
 
-  #submit<T>(job: ImageJob): Promise<T> {
+  #submit(job: ImageJob): Promise<ImageResult> {
     if (this.#closed) return Promise.reject(new Error("the image pool is closed"));
     try {
       this.checkRoom();
     } catch (err) {
       return Promise.reject(err);
     }
-    return new Promise<T>((resolve, reject) => {
-      this.#queue.push({ job, resolve: resolve as (r: never) => void, reject });
+    return new Promise<ImageResult>((resolve, reject) => {
+      this.#queue.push({ job, resolve, reject });
       this.#pump();
     });
   }
@@ -159,7 +168,7 @@ export class ImagePool {
       slot.busy = null;
       if (p && p.job.id === e.data.id) {
         const r = e.data;
-        if ("ok" in r) p.resolve(r.ok as never);
+        if ("ok" in r) p.resolve(r.ok);
         else if ("rejected" in r) {
           p.reject(new UploadRejectedError(r.rejected.reason, r.rejected.message));
         } else p.reject(new Error("image processing failed"));

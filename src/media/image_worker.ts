@@ -17,12 +17,13 @@ self.onmessage = async (e: MessageEvent<ImageJob>) => {
   let reply: ImageReply;
   try {
     if (job.task === "dicom") {
-      reply = { id, ok: parseDicom(job.bytes, { maxInflatedBytes: job.maxInflatedBytes }) };
+      const dicom = parseDicom(job.bytes, { maxInflatedBytes: job.maxInflatedBytes });
+      reply = { id, ok: { task: "dicom", dicom } };
       self.postMessage(reply);
       return;
     }
     const r = await processImage(job.bytes, job.type, job.opts);
-    reply = { id, ok: r };
+    reply = { id, ok: { task: "image", image: r } };
     self.postMessage(reply, [r.bytes.buffer as ArrayBuffer, r.thumbnail.buffer as ArrayBuffer]);
     return;
   } catch (err) {
