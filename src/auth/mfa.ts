@@ -5,7 +5,8 @@ import { ConflictError, NotFoundError, UnauthorizedError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { ERASED, type SealedValue } from "../store/phi_codec.ts";
 import { sql } from "../store/sql.ts";
-import type { NewEvent } from "../store/types.ts";
+import type { NewEventOf } from "../store/catalog.ts";
+import type { MfaVerified } from "../../events/auth.ts";
 
 /**
  * TOTP (RFC 6238: SHA-1, 6 digits, 30 s, ±1 step of clock drift) through the
@@ -63,7 +64,7 @@ const check = (
   code: string,
   now: Date,
   userId: string,
-): NewEvent | null => {
+): NewEventOf<typeof MfaVerified> | null => {
   const clean = code.replace(/\s/g, "");
   if (/^\d{6}$/.test(clean)) {
     const delta = totp(row.secret, userId).validate({
@@ -162,7 +163,7 @@ export const secondFactorEvent = async (
   userId: string,
   code: string,
   now: Date,
-): Promise<NewEvent | null> => {
+): Promise<NewEventOf<typeof MfaVerified> | null> => {
   const row = await mfaRow(store, userId);
   return row?.enabled ? check(row, recoveryCodeKey, code, now, userId) : null;
 };
