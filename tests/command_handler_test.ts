@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { catalog } from "../events/index.ts";
+import { endSession, runSessionCommand, sessionStream } from "../src/auth/session_commands.ts";
 import { careTeamStream } from "../src/clinical/care_team.ts";
 import { changeEncounterStatus, encounterStream } from "../src/clinical/encounters.ts";
 import { careTeamDecider, fold as foldTeam } from "../src/domain/care_team.ts";
@@ -126,6 +127,31 @@ eachDriver(
       data: { patientId: P, practitionerId: D },
     }]);
     assert.ok(r.state.has(D));
+  },
+  { catalog },
+);
+
+eachDriver(
+  'command handler: a session ends once, however many logouts race (no more "any" appends)',
+  async (h) => {
+    const sessionId = crypto.randomUUID();
+    await runSessionCommand(h.store, sessionId, {
+      type: "StartSession",
+      sessionId,
+      userId: D,
+      refreshTokenDigest: "d",
+      amr: ["pwd"],
+    }, {});
+    await Promise.all([
+      endSession(h.store, sessionId, "logout", {}),
+      endSession(h.store, sessionId, "logout_all", {}),
+      endSession(h.store, sessionId, "logout", {}),
+      runSessionCommand(h.store, sessionId, { type: "VerifySecondFactor" }, {}),
+    ]);
+    const types = (await h.store.readStream(sessionStream(sessionId))).map((e) => e.type);
+    assert.equal(types.filter((t) => t === "SessionEnded").length, 1);
+    assert.equal(types[0], "UserLoggedIn");
+    assert.equal(types.at(-1), "SessionEnded"); // nothing after the end
   },
   { catalog },
 );

@@ -5,6 +5,7 @@
 import { careTeamDecider } from "../src/domain/care_team.ts";
 import { encounterDecider, type EncounterEvent } from "../src/domain/encounter.ts";
 import { mediaDecider, type NewMediaEvent } from "../src/domain/media.ts";
+import { mfaDecider } from "../src/domain/mfa.ts";
 import { type NewPatientEvent, patientDecider } from "../src/domain/patient.ts";
 import { type NewUserEvent, userDecider } from "../src/domain/user.ts";
 import { ConflictError, GoneError, NotFoundError, ValidationError } from "../src/errors.ts";
@@ -56,6 +57,42 @@ Deno.test("patient decider: update only what changed; delete needs a reason; res
     type: "PatientDeleted",
     data: { patientId: P, reason: "duplicate" },
   }]).when({ type: "RestorePatient" }).then([{ type: "PatientRestored", data: { patientId: P } }]);
+});
+
+Deno.test("patient decider: a PATCH merges on the stream's state; nested objects are replaced whole", () => {
+  const withAddress: NewPatientEvent = {
+    type: "PatientRegistered",
+    data: {
+      patientId: P,
+      ...demographics,
+      address: {
+        line1: "1 Main St",
+        line2: "Apt 2",
+        city: "Springfield",
+        state: "IL",
+        zip: "62701",
+      },
+    },
+  };
+  const patient = spec(patientDecider).given([withAddress]);
+  patient.when({
+    type: "PatchPatient",
+    patch: { address: { line1: "2 Oak St", city: "Springfield", state: "IL", zip: "62701" } },
+    today: TODAY,
+  }).then([{
+    type: "PatientUpdated",
+    data: {
+      patientId: P,
+      changes: {
+        address: { line1: "2 Oak St", line2: null, city: "Springfield", state: "IL", zip: "62701" },
+      },
+    },
+  }]);
+  patient.when({ type: "PatchPatient", patch: { lastName: "Lovelace" }, today: TODAY }).then([]);
+  patient.when({ type: "PatchPatient", patch: { mrn: "OTHER" }, today: TODAY })
+    .thenThrows(ValidationError, /invalid patient/);
+  spec(patientDecider).given([]).when({ type: "PatchPatient", patch: {}, today: TODAY })
+    .thenThrows(NotFoundError);
 });
 
 Deno.test("patient decider: an erased record (its PHI read as null) is gone to every command", () => {
@@ -199,4 +236,41 @@ Deno.test("user decider: a batch is decided in turn; a patient user needs its re
   user.given([reg]).when([{ type: "ChangeRole", role: "patient", patientId: null }])
     .thenThrows(ValidationError);
   user.given([]).when([{ type: "SetActive", active: true }]).thenThrows(NotFoundError);
+});
+
+Deno.test("mfa decider: start, confirm with a first code, disable; an operator resets what exists", () => {
+  const mfa = spec(mfaDecider);
+  const verified = {
+    type: "MfaVerified" as const,
+    data: { userId: D, method: "totp" as const, step: 7, recoveryCodeDigest: null },
+  };
+  const started = { type: "MfaEnrollmentStarted" as const, data: { userId: D, secret: "S" } };
+  const enabled = {
+    type: "MfaEnabled" as const,
+    data: { userId: D, recoveryCodeDigests: ["r"] },
+  };
+  mfa.given([]).when({ type: "StartEnrollment", userId: D, secret: "S" }).then([started]);
+  mfa.given([started, verified, enabled]).when({ type: "StartEnrollment", userId: D, secret: "T" })
+    .thenThrows(ConflictError);
+  mfa.given([]).when({
+    type: "ConfirmEnrollment",
+    userId: D,
+    verified,
+    recoveryCodeDigests: ["r"],
+  }).thenThrows(NotFoundError);
+  mfa.given([started]).when({
+    type: "ConfirmEnrollment",
+    userId: D,
+    verified,
+    recoveryCodeDigests: ["r"],
+  }).then([verified, enabled]);
+  mfa.given([started]).when({ type: "Disable", userId: D, verified }).thenThrows(NotFoundError);
+  mfa.given([started, verified, enabled]).when({ type: "Disable", userId: D, verified })
+    .then([verified, { type: "MfaDisabled", data: { userId: D } }]);
+  const reset = { type: "Reset" as const, userId: D, operatorId: M, reason: "lost phone" };
+  mfa.given([]).when(reset).thenThrows(ConflictError);
+  mfa.given([started]).when(reset).then([{
+    type: "MfaReset",
+    data: { userId: D, operatorId: M, reason: "lost phone" },
+  }]);
 });

@@ -139,6 +139,19 @@ export const updatePatient = async (
   return (await loadPatient(store, id, now))!;
 };
 
+/** A PATCH, merged on the record as its stream stands (see the decider). */
+export const patchPatient = async (
+  store: EventStore,
+  id: string,
+  patch: Partial<PatientInput>,
+  metadata: EventMetadata,
+  now: Date,
+  ifMatch?: number,
+): Promise<PatientView> => {
+  await handle(store, id, { type: "PatchPatient", patch, today: today(now) }, metadata, ifMatch);
+  return (await loadPatient(store, id, now))!;
+};
+
 export const deletePatient = (
   store: EventStore,
   id: string,

@@ -94,6 +94,8 @@ export type Patient =
 export type PatientCommand =
   | { type: "RegisterPatient"; patientId: string; data: PatientDemographics; today: string }
   | { type: "UpdatePatient"; changes: Partial<PatientDemographics>; today: string }
+  /** A PATCH: absent fields stay; nested objects are replaced whole, as sent. */
+  | { type: "PatchPatient"; patch: Partial<PatientInput>; today: string }
   | { type: "DeletePatient"; reason: string }
   | { type: "RestorePatient" };
 
@@ -158,6 +160,14 @@ export const decide = (cmd: PatientCommand, s: Patient): NewPatientEvent[] => {
   if (s.status === "erased") throw new GoneError("the patient was erased");
   const patientId = s.patientId;
   switch (cmd.type) {
+    case "PatchPatient": {
+      const merged = normalize({ ...s.data, ...cmd.patch });
+      const changes: Partial<PatientDemographics> = {};
+      for (const k of Object.keys(cmd.patch) as (keyof PatientDemographics)[]) {
+        Object.assign(changes, { [k]: merged[k] });
+      }
+      return decide({ type: "UpdatePatient", changes, today: cmd.today }, s);
+    }
     case "UpdatePatient": {
       if (s.status === "deleted") throw new ConflictError("a deleted patient cannot be edited");
       if (cmd.changes.mrn !== undefined && cmd.changes.mrn !== s.data.mrn) {
