@@ -81,12 +81,15 @@ export const handle = async (
   cmds: UserCommand[],
   metadata: EventMetadata,
   ifMatch?: number,
+  /** Attempts in all when a concurrent write moves the stream on (default: no retry). */
+  retry?: number,
 ): Promise<void> => {
   try {
     await handleCommand(store, userDecider, userStream(userId), cmds, {
       metadata,
       unseal: false,
       ...(ifMatch !== undefined ? { ifMatch } : {}),
+      ...(retry !== undefined ? { retry } : {}),
     });
   } catch (err) {
     // the users projection's unique indexes: one account per email, one per patient

@@ -22,6 +22,6 @@ export const runSessionCommand = (
 export const endSession = (
   store: EventStore,
   sessionId: string,
-  reason: "logout" | "logout_all",
+  reason: "logout" | "logout_all" | "user_deactivated",
   metadata: EventMetadata,
 ) => runSessionCommand(store, sessionId, { type: "EndSession", reason }, metadata);

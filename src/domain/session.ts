@@ -47,7 +47,7 @@ export type SessionCommand =
   }
   /** The session's user presented a second factor from within it. */
   | { type: "VerifySecondFactor" }
-  | { type: "EndSession"; reason: "logout" | "logout_all" };
+  | { type: "EndSession"; reason: "logout" | "logout_all" | "user_deactivated" };
 
 type SessionDefs =
   | typeof UserLoggedIn
