@@ -42,7 +42,7 @@ export const PatientDemographics = z.strictObject({
 });
 export type PatientDemographics = z.infer<typeof PatientDemographics>;
 
-const PHI_FIELDS = Object.keys(PatientDemographics.shape);
+const PHI_FIELDS = Object.keys(PatientDemographics.shape) as (keyof PatientDemographics)[];
 
 export const PatientRegistered = defineEvent({
   type: "PatientRegistered",

@@ -15,7 +15,7 @@ export type Role = z.infer<typeof Role>;
 
 const userId = z.uuid();
 /** Personal data of the user and the password hash are sealed under the user's own key. */
-const userPhi = (fields: string[]) => ({
+const userPhi = <const F extends string>(fields: readonly F[]) => ({
   subject: (d: { userId: string }) => `user-${d.userId}`,
   fields,
 });

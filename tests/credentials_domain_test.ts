@@ -1,13 +1,16 @@
 import assert from "node:assert/strict";
+import type { LOGIN_FAILURE_REASONS } from "../events/auth.ts";
 import {
   type CredentialCommand,
-  decide,
+  type CredentialEvent,
+  credentialsDecider,
   fold,
   LOCKOUT_MS,
+  type NewCredentialEvent,
   refusal,
 } from "../src/domain/credentials.ts";
 import { ConflictError } from "../src/errors.ts";
-import type { NewEvent } from "../src/store/types.ts";
+import { spec } from "./support/decider.ts";
 
 const userId = "6f1b0f7e-3c1a-4d53-9a57-1b1f0d6a9e01";
 const operatorId = "0d7c2a55-5a0e-4c57-8d4e-2f0c3b9a1e77";
@@ -15,15 +18,18 @@ const sessionId = "b3f9d0a4-8a51-4c1e-9f3a-77e2a1c5d604";
 const now = new Date("2026-11-24T12:00:00Z");
 const later = (ms: number) => new Date(now.getTime() + ms);
 
-const failed = (reason: string) => ({ type: "LoginFailed", data: { userId, reason } });
-const locked = (until: Date) => ({
+const failed = (reason: (typeof LOGIN_FAILURE_REASONS)[number]): NewCredentialEvent => ({
+  type: "LoginFailed",
+  data: { userId, reason },
+});
+const locked = (until: Date): NewCredentialEvent => ({
   type: "AccountLocked",
   data: { userId, until: until.toISOString(), failures: 5 },
 });
 
 /** given events / when command / then events */
-const then = (given: NewEvent[], when: CredentialCommand) =>
-  decide(when, fold(given as { type: string; data: Record<string, unknown> }[]));
+const then = (given: CredentialEvent[], when: CredentialCommand) =>
+  spec(credentialsDecider).given(given).when(when).events();
 
 const attempt = (over: Partial<Extract<CredentialCommand, { type: "AttemptLogin" }>> = {}) => ({
   type: "AttemptLogin" as const,
@@ -84,8 +90,8 @@ Deno.test("credentials decider: account state and second factor, behind the righ
   assert.deepEqual(then([], attempt({ secondFactor: "missing" })), [failed("mfa_required")]);
   assert.deepEqual(then([], attempt({ secondFactor: "invalid" })), [failed("bad_mfa_code")]);
   const verified = {
-    type: "MfaVerified",
-    data: { userId, method: "totp", step: 1, recoveryCodeDigest: null },
+    type: "MfaVerified" as const,
+    data: { userId, method: "totp" as const, step: 1, recoveryCodeDigest: null },
   };
   assert.deepEqual(then([], attempt({ secondFactor: { verified } })), [
     verified,
@@ -115,7 +121,7 @@ Deno.test("credentials decider: an operator unlocks a locked account, not an unl
     type: "AccountUnlocked",
     data: { userId, operatorId, reason: "verified by phone" },
   }]);
-  assert.throws(() => then([], unlock), ConflictError);
+  spec(credentialsDecider).given([]).when(unlock).thenThrows(ConflictError);
   const unlocked = fold([
     failed("bad_password"),
     locked(later(LOCKOUT_MS)),

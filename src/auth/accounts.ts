@@ -2,13 +2,9 @@ import type { EventMetadata } from "../../events/metadata.ts";
 import type { Role } from "../../events/user.ts";
 import { z } from "zod";
 import { refusal } from "../domain/credentials.ts";
-import { decideAll, fold, type UserCommand } from "../domain/user.ts";
-import {
-  ConflictError,
-  NotFoundError,
-  PreconditionFailedError,
-  ValidationError,
-} from "../errors.ts";
+import { handleCommand } from "../domain/command_handler.ts";
+import { type UserCommand, userDecider } from "../domain/user.ts";
+import { ConflictError, NotFoundError, ValidationError } from "../errors.ts";
 import { pgCode, pgConstraint } from "../store/db.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
@@ -78,23 +74,23 @@ const view = (r: UserRow): UserView => ({
 
 export const userStream = (id: string): string => `user-${id}`;
 
-/** Runs a user command: read the stream, decide, append at that version. */
+/** Runs user commands through the command handler (read, If-Match, decide, append at that version). */
 export const handle = async (
   store: EventStore,
   userId: string,
   cmds: UserCommand[],
   metadata: EventMetadata,
   ifMatch?: number,
+  /** Attempts in all when a concurrent write moves the stream on (default: no retry). */
+  retry?: number,
 ): Promise<void> => {
-  const events = await store.readStream(userStream(userId), { unseal: false });
-  const version = events.at(-1)?.streamVersion ?? 0;
-  if (ifMatch !== undefined && ifMatch !== version) {
-    throw new PreconditionFailedError(`user is at version ${version}`);
-  }
-  const out = decideAll(cmds, fold(events));
-  if (out.length === 0) return;
   try {
-    await store.append(userStream(userId), version === 0 ? "no_stream" : version, out, metadata);
+    await handleCommand(store, userDecider, userStream(userId), cmds, {
+      metadata,
+      unseal: false,
+      ...(ifMatch !== undefined ? { ifMatch } : {}),
+      ...(retry !== undefined ? { retry } : {}),
+    });
   } catch (err) {
     // the users projection's unique indexes: one account per email, one per patient
     if (pgCode(err) === "23505" && pgConstraint(err) === "users_patient_id_key") {

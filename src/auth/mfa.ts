@@ -5,7 +5,12 @@ import { ConflictError, NotFoundError, UnauthorizedError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { ERASED, type SealedValue } from "../store/phi_codec.ts";
 import { sql } from "../store/sql.ts";
-import type { NewEvent } from "../store/types.ts";
+import type { NewEventOf } from "../store/catalog.ts";
+import type { MfaVerified } from "../../events/auth.ts";
+import { runSessionCommand } from "./session_commands.ts";
+import { authStream } from "./credentials.ts";
+import { handleCommand } from "../domain/command_handler.ts";
+import { type MfaCommand, mfaDecider } from "../domain/mfa.ts";
 
 /**
  * TOTP (RFC 6238: SHA-1, 6 digits, 30 s, ±1 step of clock drift) through the
@@ -23,7 +28,17 @@ const totp = (secret: string, label: string) =>
     secret: OTPAuth.Secret.fromBase32(secret),
   });
 
-const authStream = (userId: string) => `auth-${userId}`;
+/**
+ * Decides an MFA command over the account's auth stream and appends at that
+ * version; a login or another change in between is read and decided again
+ * (a code used meanwhile is still refused where it is recorded).
+ */
+export const runMfaCommand = (store: EventStore, cmd: MfaCommand, metadata: EventMetadata) =>
+  handleCommand(store, mfaDecider, authStream(cmd.userId), cmd, {
+    metadata,
+    unseal: false,
+    retry: true,
+  });
 /**
  * A recovery code's digest: HMAC-SHA-256 under a key derived from the master
  * key (see deriveRecoveryCodeKey). The prefix tells these from the unkeyed
@@ -63,7 +78,7 @@ const check = (
   code: string,
   now: Date,
   userId: string,
-): NewEvent | null => {
+): NewEventOf<typeof MfaVerified> | null => {
   const clean = code.replace(/\s/g, "");
   if (/^\d{6}$/.test(clean)) {
     const delta = totp(row.secret, userId).validate({
@@ -95,9 +110,7 @@ export const startEnrollment = async (
 ): Promise<{ otpauthUri: string; secret: string }> => {
   if (user.mfaEnabled) throw new ConflictError("two-factor authentication is already on");
   const secret = new OTPAuth.Secret({ size: 20 }).base32;
-  await store.append(authStream(user.id), "any", [
-    { type: "MfaEnrollmentStarted", data: { userId: user.id, secret } },
-  ], metadata);
+  await runMfaCommand(store, { type: "StartEnrollment", userId: user.id, secret }, metadata);
   return { otpauthUri: totp(secret, user.email).toString(), secret };
 };
 
@@ -123,16 +136,13 @@ export const confirmEnrollment = async (
     const raw = randomBytes(8).toString("hex").toUpperCase().slice(0, 10);
     return `${raw.slice(0, 5)}-${raw.slice(5)}`;
   });
-  await store.append(authStream(userId), "any", [
+  await runMfaCommand(store, {
+    type: "ConfirmEnrollment",
+    userId,
     verified,
-    {
-      type: "MfaEnabled",
-      data: { userId, recoveryCodeDigests: codes.map((c) => digest(recoveryCodeKey, c)) },
-    },
-  ], metadata);
-  await store.append(`session-${sessionId}`, "any", [
-    { type: "SessionSecondFactorVerified", data: { sessionId, userId } },
-  ], metadata);
+    recoveryCodeDigests: codes.map((c) => digest(recoveryCodeKey, c)),
+  }, metadata);
+  await runSessionCommand(store, sessionId, { type: "VerifySecondFactor" }, metadata);
   return codes;
 };
 
@@ -149,10 +159,7 @@ export const disableMfa = async (
   if (!row?.enabled) throw new NotFoundError("two-factor authentication is not on");
   const verified = check(row, recoveryCodeKey, code, now, userId);
   if (!verified) throw new UnauthorizedError("invalid code");
-  await store.append(authStream(userId), "any", [
-    verified,
-    { type: "MfaDisabled", data: { userId } },
-  ], metadata);
+  await runMfaCommand(store, { type: "Disable", userId, verified }, metadata);
 };
 
 /** For login: the event that records an accepted second factor, or null. */
@@ -162,7 +169,7 @@ export const secondFactorEvent = async (
   userId: string,
   code: string,
   now: Date,
-): Promise<NewEvent | null> => {
+): Promise<NewEventOf<typeof MfaVerified> | null> => {
   const row = await mfaRow(store, userId);
   return row?.enabled ? check(row, recoveryCodeKey, code, now, userId) : null;
 };

@@ -1,10 +1,11 @@
 import type { EventMetadata } from "../../events/metadata.ts";
 import type { Role } from "../../events/user.ts";
-import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../errors.ts";
+import { ForbiddenError, NotFoundError, ValidationError } from "../errors.ts";
 import type { Runtime } from "../runtime.ts";
 import { sql } from "../store/sql.ts";
 import { handle } from "./accounts.ts";
-import { authStream, runCredentialCommand } from "./credentials.ts";
+import { runCredentialCommand } from "./credentials.ts";
+import { runMfaCommand } from "./mfa.ts";
 import { hashPassword, passwordProblem } from "./password.ts";
 
 /**
@@ -96,12 +97,10 @@ export const resetPassword = async (
  */
 export const resetMfa = async (runtime: Runtime, act: OperatorAct): Promise<void> => {
   const { user, operatorId, reason, metadata } = await resolve(runtime, act);
-  const [row] = await runtime.store.db.query(
-    sql`select 1 from user_mfa where user_id = ${user.id}::uuid`,
+  await runMfaCommand(
+    runtime.store,
+    { type: "Reset", userId: user.id, operatorId, reason },
+    metadata,
   );
-  if (!row) throw new ConflictError("that user has no second factor to reset");
-  await runtime.store.append(authStream(user.id), "any", [
-    { type: "MfaReset", data: { userId: user.id, operatorId, reason } },
-  ], metadata);
   await endSessions(runtime, user, metadata);
 };

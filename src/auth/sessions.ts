@@ -2,12 +2,14 @@ import type { EventMetadata } from "../../events/metadata.ts";
 import type { Role } from "../../events/user.ts";
 import { ReplayedCodeError } from "../../projections/users.ts";
 import { refusal, type SecondFactor } from "../domain/credentials.ts";
-import { ConcurrencyError, MfaRequiredError, UnauthorizedError } from "../errors.ts";
+import { MfaRequiredError, UnauthorizedError } from "../errors.ts";
 import { runCredentialCommand } from "./credentials.ts";
 import { secondFactorEvent } from "./mfa.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
-import { type Amr, decide, evolve, initialSession } from "../domain/session.ts";
+import { handleCommand } from "../domain/command_handler.ts";
+import { type Amr, refreshOutcome, sessionDecider } from "../domain/session.ts";
+import { endSession, sessionStream } from "./session_commands.ts";
 import { type ScryptParams, verifyAgainstDummy, verifyPassword } from "./password.ts";
 import type { Actor } from "./policy.ts";
 import { newRefreshToken, refreshDigest, signAccessToken, verifyAccessToken } from "./tokens.ts";
@@ -37,8 +39,6 @@ export interface TokenPair {
 export interface LoginResult extends TokenPair {
   mfaEnrolmentRequired: boolean;
 }
-
-const sessionStream = (id: string) => `session-${id}`;
 
 /**
  * Same words for every credential failure, a lock and an unknown email
@@ -156,10 +156,13 @@ export class Sessions {
     const refreshToken = newRefreshToken();
     // the session keeps how it began: enrolling later elsewhere does not upgrade it
     const amr: Amr[] = u.mfa_enabled ? ["pwd", "otp"] : ["pwd"];
-    await this.store.append(sessionStream(sessionId), "no_stream", [{
-      type: "UserLoggedIn",
-      data: { sessionId, userId: u.id, refreshTokenDigest: refreshDigest(refreshToken), amr },
-    }], { ...metadata, actorId: u.id, actorRole: u.role });
+    await handleCommand(this.store, sessionDecider, sessionStream(sessionId), {
+      type: "StartSession",
+      sessionId,
+      userId: u.id,
+      refreshTokenDigest: refreshDigest(refreshToken),
+      amr,
+    }, { metadata: { ...metadata, actorId: u.id, actorRole: u.role }, unseal: false });
     return {
       ...(await this.#issue(u.id, u.role, sessionId, amr)),
       refreshToken,
@@ -177,62 +180,48 @@ export class Sessions {
    */
   async refresh(refreshToken: string, metadata: EventMetadata): Promise<TokenPair> {
     const presented = refreshDigest(refreshToken);
-    const [s] = await this.store.db.query<{ session_id: string; active: boolean; role: Role }>(
-      sql`select s.id::text as session_id, u.active, u.role
+    const [s] = await this.store.db.query<
+      { session_id: string; user_id: string; active: boolean; role: Role }
+    >(
+      sql`select s.id::text as session_id, s.user_id::text as user_id, u.active, u.role
         from session_refresh_tokens t join sessions s on s.id = t.session_id
         join users u on u.id = s.user_id
         where t.digest = ${presented}`,
     );
     if (!s) throw new UnauthorizedError("invalid refresh token");
-    const stream = sessionStream(s.session_id);
     const next = newRefreshToken();
+    const [seen] = await this.store.db.query<{ last_seen: Date | string }>(
+      sql`select last_seen from session_activity where session_id = ${s.session_id}::uuid`,
+    );
     // a conflict means the token was rotated or the session ended meanwhile:
-    // the next round decides reuse or ended, and only a concurrent end can
-    // conflict with that, so this settles in a round or two
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const events = await this.store.readStream(stream);
-      const state = events.reduce(evolve, initialSession);
-      if (state.status === "none") break;
-      const [seen] = await this.store.db.query<{ last_seen: Date | string }>(
-        sql`select last_seen from session_activity where session_id = ${s.session_id}::uuid`,
-      );
-      const decision = decide({
-        type: "RotateRefreshToken",
-        presentedDigest: presented,
-        nextDigest: refreshDigest(next),
-        now: this.#now(),
-        lastSeenAt: seen ? new Date(seen.last_seen) : null,
-        idleTimeoutMs: this.settings.sessionIdleTimeoutSec * 1000,
-        userActive: s.active,
-      }, state);
-      if (decision.events.length > 0) {
-        try {
-          await this.store.append(stream, events.at(-1)!.streamVersion, decision.events, {
-            ...metadata,
-            actorId: state.userId,
-            actorRole: s.role,
-          });
-        } catch (err) {
-          if (err instanceof ConcurrencyError) continue;
-          throw err;
-        }
-      }
-      switch (decision.outcome) {
-        case "rotated":
-          return {
-            ...(await this.#issue(state.userId, s.role, s.session_id, state.amr)),
-            refreshToken: next,
-          };
-        case "reuse":
-          throw new UnauthorizedError("refresh token reuse detected; the session is revoked");
-        case "idle":
-          throw new UnauthorizedError("the session timed out; log in again");
-        case "inactive":
-        case "ended":
-          throw new UnauthorizedError("invalid refresh token");
-        default:
-          return decision.outcome satisfies never;
-      }
+    // the handler decides again, now reuse or ended, and only a concurrent end
+    // can conflict with that, so this settles in a round or two
+    const r = await handleCommand(this.store, sessionDecider, sessionStream(s.session_id), {
+      type: "RotateRefreshToken",
+      presentedDigest: presented,
+      nextDigest: refreshDigest(next),
+      now: this.#now(),
+      lastSeenAt: seen ? new Date(seen.last_seen) : null,
+      idleTimeoutMs: this.settings.sessionIdleTimeoutSec * 1000,
+      userActive: s.active,
+    }, { metadata: { ...metadata, actorId: s.user_id, actorRole: s.role }, retry: 5 });
+    const outcome = refreshOutcome(r.events);
+    switch (outcome) {
+      case "rotated":
+        if (r.state.status === "none") break; // cannot be: a rotation needs a session
+        return {
+          ...(await this.#issue(r.state.userId, s.role, s.session_id, r.state.amr)),
+          refreshToken: next,
+        };
+      case "reuse":
+        throw new UnauthorizedError("refresh token reuse detected; the session is revoked");
+      case "idle":
+        throw new UnauthorizedError("the session timed out; log in again");
+      case "inactive":
+      case "ended":
+        break;
+      default:
+        return outcome satisfies never;
     }
     throw new UnauthorizedError("invalid refresh token");
   }
@@ -296,22 +285,14 @@ export class Sessions {
 
   /** Ends this session. */
   async logout(actor: Actor, metadata: EventMetadata): Promise<void> {
-    await this.store.append(sessionStream(actor.sessionId), "any", [{
-      type: "SessionEnded",
-      data: { sessionId: actor.sessionId, userId: actor.userId, reason: "logout" },
-    }], metadata);
+    await endSession(this.store, actor.sessionId, "logout", metadata);
   }
 
   /** Ends every open session of the user (every device), or all but `except`. */
   async logoutAll(actor: Actor, metadata: EventMetadata, except?: string): Promise<number> {
     const open = (await this.store.db.query<{ id: string }>(sql`select id::text as id from sessions
       where user_id = ${actor.userId}::uuid and ended_at is null`)).filter((s) => s.id !== except);
-    await Promise.all(open.map((s) =>
-      this.store.append(sessionStream(s.id), "any", [{
-        type: "SessionEnded",
-        data: { sessionId: s.id, userId: actor.userId, reason: "logout_all" },
-      }], metadata)
-    ));
+    await Promise.all(open.map((s) => endSession(this.store, s.id, "logout_all", metadata)));
     return open.length;
   }
 }

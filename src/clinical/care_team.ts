@@ -1,6 +1,7 @@
 import type { EventMetadata } from "../../events/metadata.ts";
-import { type CareTeamCommand, decide, fold } from "../domain/care_team.ts";
-import { ConcurrencyError, NotFoundError, UnavailableError } from "../errors.ts";
+import { handleCommand } from "../domain/command_handler.ts";
+import { type CareTeamCommand, careTeamDecider, members } from "../domain/care_team.ts";
+import { NotFoundError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import { patientStream } from "./patients.ts";
@@ -19,7 +20,7 @@ export const loadCareTeam = async (
   store: EventStore,
   patientId: string,
 ): Promise<CareTeamMember[]> => {
-  const team = fold(await store.readStream(careTeamStream(patientId)));
+  const team = members(await store.readStream(careTeamStream(patientId)));
   if (team.size === 0) return [];
   const ids = [...team.keys()];
   const names = new Map(
@@ -33,9 +34,6 @@ export const loadCareTeam = async (
     addedAt: team.get(id)!,
   }));
 };
-
-/** Concurrent changes to one team retry this often before giving up (503). */
-const MAX_ATTEMPTS = 50;
 
 /**
  * Adds or removes a practitioner, decided from the team's stream and
@@ -65,17 +63,11 @@ export const changeCareTeam = async (
     patientId,
     practitionerId,
   };
-  const stream = careTeamStream(patientId);
-  for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-    const events = await store.readStream(stream, { unseal: false });
-    const out = decide(cmd, fold(events));
-    if (out.length === 0) return { changed: false };
-    try {
-      await store.append(stream, events.at(-1)?.streamVersion ?? 0, out, metadata);
-      return { changed: true };
-    } catch (err) {
-      if (!(err instanceof ConcurrencyError)) throw err;
-    }
-  }
-  throw new UnavailableError("the care team is changing too fast; try again");
+  // of concurrent changes the losers re-read and decide again (503 when they never settle)
+  const r = await handleCommand(store, careTeamDecider, careTeamStream(patientId), cmd, {
+    metadata,
+    unseal: false,
+    retry: true,
+  });
+  return { changed: r.events.length > 0 };
 };

@@ -1,6 +1,7 @@
 import type { EventMetadata } from "../../events/metadata.ts";
-import { decide, type EncounterStatus, fold } from "../domain/encounter.ts";
-import { ConflictError, NotFoundError, PreconditionFailedError } from "../errors.ts";
+import { handleCommand } from "../domain/command_handler.ts";
+import { encounterDecider, type EncounterStatus, fold } from "../domain/encounter.ts";
+import { ConflictError, NotFoundError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
 import type { StoredEvent } from "../store/types.ts";
 import { sql } from "../store/sql.ts";
@@ -71,8 +72,8 @@ export const planEncounter = async (
   );
   if (p?.role !== "practitioner") throw new NotFoundError("no such active practitioner");
   const encounterId = crypto.randomUUID();
-  const events = decide({ type: "PlanEncounter", encounterId, ...input }, { status: "none" });
-  await store.append(encounterStream(encounterId), "no_stream", events, metadata);
+  const cmd = { type: "PlanEncounter" as const, encounterId, ...input };
+  await handleCommand(store, encounterDecider, encounterStream(encounterId), cmd, { metadata });
   return (await loadEncounter(store, encounterId))!;
 };
 
@@ -84,13 +85,11 @@ export const changeEncounterStatus = async (
   metadata: EventMetadata,
   ifMatch?: number,
 ): Promise<EncounterView> => {
-  const events = await store.readStream(encounterStream(id), { unseal: false });
-  const version = events.at(-1)?.streamVersion ?? 0;
-  if (ifMatch !== undefined && ifMatch !== version) {
-    throw new PreconditionFailedError(`the encounter is at version ${version}`);
-  }
-  const out = decide({ type: "ChangeStatus", to }, fold(events));
-  if (out.length) await store.append(encounterStream(id), version, out, metadata);
+  await handleCommand(store, encounterDecider, encounterStream(id), { type: "ChangeStatus", to }, {
+    metadata,
+    unseal: false,
+    ...(ifMatch !== undefined ? { ifMatch } : { retry: true }),
+  });
   return (await loadEncounter(store, id))!;
 };
 

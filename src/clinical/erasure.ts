@@ -1,3 +1,4 @@
+import { endSession } from "../auth/session_commands.ts";
 import type { EventMetadata } from "../../events/metadata.ts";
 import { handle as handleUser } from "../auth/accounts.ts";
 import { ConcurrencyError, GoneError, NotFoundError } from "../errors.ts";
@@ -18,26 +19,14 @@ const shredOnce = (store: EventStore, subject: string, reason: string, metadata:
   });
 
 /** Deactivates an account, re-deciding when a concurrent write to it moved its stream on. */
-const deactivate = async (store: EventStore, userId: string, metadata: EventMetadata) => {
-  for (let attempt = 0;; attempt++) {
-    try {
-      return await handleUser(store, userId, [{ type: "SetActive", active: false }], metadata);
-    } catch (err) {
-      if (!(err instanceof ConcurrencyError) || attempt >= 4) throw err;
-    }
-  }
-};
+const deactivate = (store: EventStore, userId: string, metadata: EventMetadata) =>
+  handleUser(store, userId, [{ type: "SetActive", active: false }], metadata, undefined, 5);
 
 /** Ends the account's open sessions, each with an event saying why (as a refresh would). */
 const endSessions = async (store: EventStore, userId: string, metadata: EventMetadata) => {
   const open = await store.db.query<{ id: string }>(sql`select id::text as id from sessions
     where user_id = ${userId}::uuid and ended_at is null`);
-  for (const { id } of open) {
-    await store.append(`session-${id}`, "any", [{
-      type: "SessionEnded",
-      data: { sessionId: id, userId, reason: "user_deactivated" },
-    }], metadata);
-  }
+  for (const { id } of open) await endSession(store, id, "user_deactivated", metadata);
 };
 
 /**

@@ -1,12 +1,9 @@
 import type { EventMetadata } from "../../events/metadata.ts";
 import { z } from "zod";
-import {
-  type CONTENT_TYPES,
-  type MediaKind,
-  MediaUploaded,
-  type SCAN_STATUSES,
-} from "../../events/media.ts";
-import { ConflictError, NotFoundError } from "../errors.ts";
+import type { CONTENT_TYPES, MediaKind, SCAN_STATUSES } from "../../events/media.ts";
+import { handleCommand } from "../domain/command_handler.ts";
+import { unreachable } from "../domain/decider.ts";
+import { isMediaEvent, mediaDecider } from "../domain/media.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import type { StoredEvent } from "../store/types.ts";
@@ -44,45 +41,49 @@ export interface MediaRecord {
   version: number;
 }
 
-type Uploaded = z.infer<typeof MediaUploaded.schema>;
-
-const fold = (events: StoredEvent[]): MediaRecord | null => {
+/** The record as its stream tells it; an erased item's sealed fields read as null. */
+const view = (events: readonly StoredEvent[]): MediaRecord | null => {
   let m: MediaRecord | null = null;
   for (const e of events) {
-    if (e.type === "MediaUploaded") {
-      const d = e.data as unknown as Uploaded;
-      m = {
-        id: d.mediaId,
-        patientId: d.patientId,
-        encounterId: d.encounterId,
-        kind: d.kind,
-        category: d.category,
-        contentType: d.contentType,
-        size: d.size,
-        sha256: d.sha256,
-        blob: d.blob,
-        width: d.width,
-        height: d.height,
-        thumbnail: d.thumbnail,
-        scanStatus: d.scan.status,
-        dicomPatientMismatch: d.dicomPatientMismatch,
-        filename: d.filename,
-        notes: d.notes,
-        dicom: d.dicom,
-        uploaderId: d.uploaderId,
-        deleted: false,
-        createdAt: timestamp(e.recordedAt),
-        updatedAt: timestamp(e.recordedAt),
-        version: e.streamVersion,
-      };
-    } else if (m !== null && (e.type === "MediaDeleted" || e.type === "MediaRestored")) {
-      const before: MediaRecord = m;
-      m = {
-        ...before,
-        deleted: e.type === "MediaDeleted",
-        updatedAt: timestamp(e.recordedAt),
-        version: e.streamVersion,
-      };
+    if (!isMediaEvent(e)) continue;
+    const at = { updatedAt: timestamp(e.recordedAt), version: e.streamVersion };
+    switch (e.type) {
+      case "MediaUploaded": {
+        const d = e.data;
+        m = {
+          id: d.mediaId,
+          patientId: d.patientId,
+          encounterId: d.encounterId,
+          kind: d.kind,
+          category: d.category,
+          contentType: d.contentType,
+          size: d.size,
+          sha256: d.sha256,
+          blob: d.blob,
+          width: d.width,
+          height: d.height,
+          thumbnail: d.thumbnail,
+          scanStatus: d.scan.status,
+          dicomPatientMismatch: d.dicomPatientMismatch,
+          filename: d.filename,
+          notes: d.notes,
+          dicom: d.dicom,
+          uploaderId: d.uploaderId,
+          deleted: false,
+          createdAt: at.updatedAt,
+          ...at,
+        };
+        break;
+      }
+      case "MediaDeleted":
+      case "MediaRestored":
+        if (m !== null) {
+          const before: MediaRecord = m;
+          m = { ...before, deleted: e.type === "MediaDeleted", ...at };
+        }
+        break;
+      default:
+        unreachable(e, "event");
     }
   }
   return m;
@@ -94,7 +95,7 @@ export const loadMedia = async (
   id: string,
   opts: { unseal?: boolean } = {},
 ): Promise<MediaRecord | null> =>
-  fold(await store.readStream(mediaStream(id), { unseal: opts.unseal ?? true }));
+  view(await store.readStream(mediaStream(id), { unseal: opts.unseal ?? true }));
 
 /** The patient a media item belongs to (for the policy), or undefined. */
 export const mediaPatient = async (store: EventStore, id: string): Promise<string | undefined> => {
@@ -221,13 +222,10 @@ export const deleteMedia = async (
   reason: string,
   metadata: EventMetadata,
 ): Promise<void> => {
-  const m = await loadMedia(store, id, { unseal: false });
-  if (!m) throw new NotFoundError("no such media");
-  if (m.deleted) throw new ConflictError("the media item is already deleted");
-  await store.append(mediaStream(id), m.version, [{
-    type: "MediaDeleted",
-    data: { mediaId: id, patientId: m.patientId, reason },
-  }], metadata);
+  await handleCommand(store, mediaDecider, mediaStream(id), { type: "DeleteMedia", reason }, {
+    metadata,
+    unseal: false,
+  });
 };
 
 export const restoreMedia = async (
@@ -235,13 +233,10 @@ export const restoreMedia = async (
   id: string,
   metadata: EventMetadata,
 ): Promise<void> => {
-  const m = await loadMedia(store, id, { unseal: false });
-  if (!m) throw new NotFoundError("no such media");
-  if (!m.deleted) throw new ConflictError("the media item is not deleted");
-  await store.append(mediaStream(id), m.version, [{
-    type: "MediaRestored",
-    data: { mediaId: id, patientId: m.patientId },
-  }], metadata);
+  await handleCommand(store, mediaDecider, mediaStream(id), { type: "RestoreMedia" }, {
+    metadata,
+    unseal: false,
+  });
 };
 
 export interface StatsRow {

@@ -10,14 +10,11 @@ import {
   normalize,
   type Patient,
   type PatientCommand,
+  patientDecider,
   type PatientInput,
 } from "../domain/patient.ts";
-import {
-  ConcurrencyError,
-  ConflictError,
-  PreconditionFailedError,
-  UnavailableError,
-} from "../errors.ts";
+import { ConcurrencyError, ConflictError, GoneError, UnavailableError } from "../errors.ts";
+import { handleCommand } from "../domain/command_handler.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import type { NewEvent, StoredEvent } from "../store/types.ts";
@@ -50,6 +47,7 @@ export interface PatientView extends PatientDemographics {
 
 const view = (s: Patient, events: StoredEvent[], now: Date): PatientView | null => {
   if (s.status === "none") return null;
+  if (s.status === "erased") throw new GoneError("the patient was erased");
   return {
     id: s.patientId,
     ...s.data,
@@ -73,6 +71,7 @@ export const loadPatient = async (
   return view(fold(events), events, now);
 };
 
+/** Runs a patient command through the command handler; returns the new version (the ETag). */
 const handle = async (
   store: EventStore,
   id: string,
@@ -80,14 +79,10 @@ const handle = async (
   metadata: EventMetadata,
   ifMatch?: number,
 ): Promise<number> => {
-  const events = await store.readStream(patientStream(id));
-  const version = events.at(-1)?.streamVersion ?? 0;
-  if (ifMatch !== undefined && ifMatch !== version) {
-    throw new PreconditionFailedError(`the patient is at version ${version}`);
-  }
-  const out = decide(cmd, fold(events));
-  if (out.length === 0) return version;
-  const r = await store.append(patientStream(id), version, out, metadata);
+  const r = await handleCommand(store, patientDecider, patientStream(id), cmd, {
+    metadata,
+    ...(ifMatch !== undefined ? { ifMatch } : {}),
+  });
   return r.version;
 };
 
@@ -107,7 +102,7 @@ export const registerPatient = async (
   const data = normalize(input);
   const patientId = crypto.randomUUID();
   const cmd: PatientCommand = { type: "RegisterPatient", patientId, data, today: today(now) };
-  const registered = decide(cmd, { status: "none" }); // validates before anything is claimed
+  decide(cmd, { status: "none" }); // validates before anything is claimed
   const claim: NewEvent = { type: "MrnReserved", data: { patientId } };
   const stream = mrnStream(indexKey, data.mrn);
   try {
@@ -128,7 +123,7 @@ export const registerPatient = async (
         : e;
     });
   }
-  await store.append(patientStream(patientId), "no_stream", registered, metadata);
+  await handleCommand(store, patientDecider, patientStream(patientId), cmd, { metadata });
   return (await loadPatient(store, patientId, now))!;
 };
 
@@ -141,6 +136,19 @@ export const updatePatient = async (
   ifMatch?: number,
 ): Promise<PatientView> => {
   await handle(store, id, { type: "UpdatePatient", changes, today: today(now) }, metadata, ifMatch);
+  return (await loadPatient(store, id, now))!;
+};
+
+/** A PATCH, merged on the record as its stream stands (see the decider). */
+export const patchPatient = async (
+  store: EventStore,
+  id: string,
+  patch: Partial<PatientInput>,
+  metadata: EventMetadata,
+  now: Date,
+  ifMatch?: number,
+): Promise<PatientView> => {
+  await handle(store, id, { type: "PatchPatient", patch, today: today(now) }, metadata, ifMatch);
   return (await loadPatient(store, id, now))!;
 };
 

@@ -1,28 +1,55 @@
-import type { NewEvent, StoredEvent } from "../store/types.ts";
+import { CareTeamMemberAdded, CareTeamMemberRemoved } from "../../events/patient.ts";
+import { type EventOf, eventsOf, type NewEventOf } from "../store/catalog.ts";
+import { type AnyEvent, type Decider, foldEvents, unreachable } from "./decider.ts";
 
-/** A patient's care team: who is on it, and since when (ISO time of the add). */
-export type CareTeam = ReadonlyMap<string, string>;
+/** A patient's care team: the practitioners on it. */
+export type CareTeam = ReadonlySet<string>;
 
 export type CareTeamCommand =
   | { type: "AddMember"; patientId: string; practitionerId: string }
   | { type: "RemoveMember"; patientId: string; practitionerId: string };
 
-export const evolve = (
-  s: CareTeam,
-  e: Pick<StoredEvent, "type" | "data" | "recordedAt">,
-): CareTeam => {
-  const id = e.data.practitionerId as string;
-  const next = new Map(s);
-  if (e.type === "CareTeamMemberAdded") next.set(id, e.recordedAt.toISOString());
-  if (e.type === "CareTeamMemberRemoved") next.delete(id);
-  return next;
+const isCareTeamEvent = eventsOf(CareTeamMemberAdded, CareTeamMemberRemoved);
+export type CareTeamEvent = EventOf<typeof CareTeamMemberAdded | typeof CareTeamMemberRemoved>;
+export type NewCareTeamEvent = NewEventOf<
+  typeof CareTeamMemberAdded | typeof CareTeamMemberRemoved
+>;
+
+const initialState = (): CareTeam => new Set();
+
+export const evolve = (s: CareTeam, e: CareTeamEvent): CareTeam => {
+  const next = new Set(s);
+  switch (e.type) {
+    case "CareTeamMemberAdded":
+      next.add(e.data.practitionerId);
+      return next;
+    case "CareTeamMemberRemoved":
+      next.delete(e.data.practitionerId);
+      return next;
+    default:
+      return unreachable(e, "event");
+  }
 };
 
-export const fold = (events: readonly Pick<StoredEvent, "type" | "data" | "recordedAt">[]) =>
-  events.reduce(evolve, new Map() as CareTeam);
+/** Who is on the team and since when (ISO time of the add), in the order they joined. */
+export const members = (
+  events: readonly (AnyEvent & { recordedAt: Date })[],
+): ReadonlyMap<string, string> => {
+  const since = new Map<string, string>();
+  for (const e of events) {
+    if (!isCareTeamEvent(e)) continue;
+    if (e.type === "CareTeamMemberAdded") {
+      since.set(e.data.practitionerId, e.recordedAt.toISOString());
+    } else since.delete(e.data.practitionerId);
+  }
+  return since;
+};
+
+export const fold = (events: readonly AnyEvent[]): CareTeam =>
+  foldEvents({ initialState, accepts: isCareTeamEvent, evolve }, events);
 
 /** Pure: adding a member twice or removing a non-member changes nothing (no event). */
-export const decide = (cmd: CareTeamCommand, s: CareTeam): NewEvent[] => {
+export const decide = (cmd: CareTeamCommand, s: CareTeam): NewCareTeamEvent[] => {
   const data = { patientId: cmd.patientId, practitionerId: cmd.practitionerId };
   switch (cmd.type) {
     case "AddMember":
@@ -30,10 +57,9 @@ export const decide = (cmd: CareTeamCommand, s: CareTeam): NewEvent[] => {
     case "RemoveMember":
       return s.has(cmd.practitionerId) ? [{ type: "CareTeamMemberRemoved", data }] : [];
     default:
-      return assertNever(cmd);
+      return unreachable(cmd, "command");
   }
 };
 
-const assertNever = (x: never): never => {
-  throw new Error(`unknown command ${JSON.stringify(x)}`);
-};
+export const careTeamDecider: Decider<CareTeam, CareTeamCommand, CareTeamEvent, NewCareTeamEvent> =
+  { initialState, accepts: isCareTeamEvent, evolve, decide };

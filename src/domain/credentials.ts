@@ -1,5 +1,14 @@
+import {
+  AccountLocked,
+  AccountUnlocked,
+  type LOGIN_FAILURE_REASONS,
+  LoginFailed,
+  LoginSucceeded,
+  MfaVerified,
+} from "../../events/auth.ts";
 import { ConflictError } from "../errors.ts";
-import type { NewEvent, StoredEvent } from "../store/types.ts";
+import { type EventOf, eventsOf, type NewEventOf } from "../store/catalog.ts";
+import { type AnyEvent, type Decider, foldEvents, unreachable } from "./decider.ts";
 
 /**
  * The account's credential checks, decided over its `auth-<userId>` stream:
@@ -8,6 +17,8 @@ import type { NewEvent, StoredEvent } from "../store/types.ts";
  * concurrent attempts cannot all read "four failures" and all pass (the loser
  * of the append re-reads and decides again).
  */
+
+type LoginFailureReason = (typeof LOGIN_FAILURE_REASONS)[number];
 
 /** Failed attempts in a row that lock an account, and for how long. */
 export const LOCKOUT_FAILURES = 5;
@@ -37,7 +48,7 @@ export type SecondFactor =
   /** A wrong, expired or already used code. */
   | "invalid"
   /** An acceptable code: the `MfaVerified` event that records it. */
-  | { verified: NewEvent };
+  | { verified: NewEventOf<typeof MfaVerified> };
 
 export type CredentialCommand =
   | {
@@ -52,29 +63,42 @@ export type CredentialCommand =
   | { type: "CheckCurrentPassword"; userId: string; now: Date; passwordOk: boolean }
   | { type: "Unlock"; userId: string; now: Date; operatorId: string; reason: string };
 
-const assertNever = (x: never): never => {
-  throw new Error(`unhandled command ${JSON.stringify(x)}`);
-};
+type CredentialDefs =
+  | typeof LoginFailed
+  | typeof AccountLocked
+  | typeof LoginSucceeded
+  | typeof AccountUnlocked
+  | typeof MfaVerified;
+const isCredentialEvent = eventsOf(
+  LoginFailed,
+  AccountLocked,
+  LoginSucceeded,
+  AccountUnlocked,
+  MfaVerified,
+);
+export type CredentialEvent = EventOf<CredentialDefs>;
+export type NewCredentialEvent = NewEventOf<CredentialDefs>;
 
-export const evolve = (s: Credentials, e: Pick<StoredEvent, "type" | "data">): Credentials => {
-  const d = e.data as Record<string, unknown>;
+export const evolve = (s: Credentials, e: CredentialEvent): Credentials => {
   switch (e.type) {
     case "LoginFailed":
-      return COUNTED_FAILURES.includes(d.reason as string)
+      return COUNTED_FAILURES.includes(e.data.reason)
         ? { ...s, consecutiveFailures: s.consecutiveFailures + 1 }
         : s;
     case "AccountLocked":
-      return { consecutiveFailures: 0, lockedUntil: d.until as string };
+      return { consecutiveFailures: 0, lockedUntil: e.data.until };
     case "LoginSucceeded":
     case "AccountUnlocked":
       return initial();
-    default:
+    case "MfaVerified": // recorded with a success; the success ends the run
       return s;
+    default:
+      return unreachable(e, "event");
   }
 };
 
-export const fold = (events: readonly Pick<StoredEvent, "type" | "data">[]): Credentials =>
-  events.reduce(evolve, initial());
+export const fold = (events: readonly AnyEvent[]): Credentials =>
+  foldEvents({ initialState: initial, accepts: isCredentialEvent, evolve }, events);
 
 export const isLocked = (s: Credentials, now: Date): boolean =>
   s.lockedUntil !== null && Date.parse(s.lockedUntil) > now.getTime();
@@ -88,7 +112,7 @@ type FailureReason =
   | "inactive"
   | "mfa_required";
 
-const failed = (userId: string, reason: FailureReason): NewEvent => ({
+const failed = (userId: string, reason: FailureReason): NewCredentialEvent => ({
   type: "LoginFailed",
   data: { userId, reason },
 });
@@ -99,7 +123,7 @@ const countFailure = (
   userId: string,
   reason: FailureReason,
   now: Date,
-): NewEvent[] => {
+): NewCredentialEvent[] => {
   const failures = s.consecutiveFailures + 1;
   if (failures < LOCKOUT_FAILURES) return [failed(userId, reason)];
   return [failed(userId, reason), {
@@ -114,7 +138,7 @@ const countFailure = (
  * locked account refuses even the right password, before anything else is
  * looked at, so a guess made during the lock teaches nothing.
  */
-export const decide = (cmd: CredentialCommand, s: Credentials): NewEvent[] => {
+export const decide = (cmd: CredentialCommand, s: Credentials): NewCredentialEvent[] => {
   switch (cmd.type) {
     case "AttemptLogin": {
       const { userId } = cmd;
@@ -124,7 +148,10 @@ export const decide = (cmd: CredentialCommand, s: Credentials): NewEvent[] => {
       if (cmd.account === "inactive") return [failed(userId, "inactive")];
       if (cmd.secondFactor === "missing") return [failed(userId, "mfa_required")];
       if (cmd.secondFactor === "invalid") return countFailure(s, userId, "bad_mfa_code", cmd.now);
-      const succeeded = { type: "LoginSucceeded", data: { userId, sessionId: cmd.sessionId } };
+      const succeeded: NewCredentialEvent = {
+        type: "LoginSucceeded",
+        data: { userId, sessionId: cmd.sessionId },
+      };
       return cmd.secondFactor === "not_enrolled"
         ? [succeeded]
         : [cmd.secondFactor.verified, succeeded];
@@ -142,12 +169,19 @@ export const decide = (cmd: CredentialCommand, s: Credentials): NewEvent[] => {
         data: { userId: cmd.userId, operatorId: cmd.operatorId, reason: cmd.reason },
       }];
     default:
-      return assertNever(cmd);
+      return unreachable(cmd, "command");
   }
 };
 
 /** Why a decided attempt was refused, or null when it passed. */
-export const refusal = (events: readonly NewEvent[]): FailureReason | null => {
-  const f = events.find((e) => e.type === "LoginFailed");
-  return f ? (f.data as { reason: FailureReason }).reason : null;
+export const refusal = (events: readonly NewCredentialEvent[]): LoginFailureReason | null => {
+  for (const e of events) if (e.type === "LoginFailed") return e.data.reason;
+  return null;
 };
+
+export const credentialsDecider: Decider<
+  Credentials,
+  CredentialCommand,
+  CredentialEvent,
+  NewCredentialEvent
+> = { initialState: initial, accepts: isCredentialEvent, evolve, decide };

@@ -1,6 +1,11 @@
-import { ENCOUNTER_STATUSES } from "../../events/encounter.ts";
+import {
+  ENCOUNTER_STATUSES,
+  EncounterPlanned,
+  EncounterStatusChanged,
+} from "../../events/encounter.ts";
 import { ConflictError, NotFoundError, ValidationError } from "../errors.ts";
-import type { NewEvent, StoredEvent } from "../store/types.ts";
+import { type EventOf, eventsOf, type NewEventOf } from "../store/catalog.ts";
+import { type AnyEvent, type Decider, foldEvents, unreachable } from "./decider.ts";
 
 export type EncounterStatus = (typeof ENCOUNTER_STATUSES)[number];
 
@@ -34,44 +39,63 @@ const NEXT: Readonly<Record<EncounterStatus, readonly EncounterStatus[]>> = {
   cancelled: [],
 };
 
-export const evolve = (s: Encounter, e: Pick<StoredEvent, "type" | "data">): Encounter => {
-  const d = e.data as Record<string, unknown>;
-  if (e.type === "EncounterPlanned") {
-    return {
-      status: "planned",
-      encounterId: d.encounterId as string,
-      patientId: d.patientId as string,
-      practitionerId: d.practitionerId as string,
-      startsAt: d.startsAt as string,
-      reason: (d.reason as string | null) ?? null,
-    };
+const isEncounterEvent = eventsOf(EncounterPlanned, EncounterStatusChanged);
+export type EncounterEvent = EventOf<typeof EncounterPlanned | typeof EncounterStatusChanged>;
+export type NewEncounterEvent = NewEventOf<
+  typeof EncounterPlanned | typeof EncounterStatusChanged
+>;
+
+const initialState = (): Encounter => ({ status: "none" });
+
+export const evolve = (s: Encounter, e: EncounterEvent): Encounter => {
+  switch (e.type) {
+    case "EncounterPlanned": {
+      const { encounterId, patientId, practitionerId, startsAt, reason } = e.data;
+      return { status: "planned", encounterId, patientId, practitionerId, startsAt, reason };
+    }
+    case "EncounterStatusChanged":
+      return s.status === "none" ? s : { ...s, status: e.data.to };
+    default:
+      return unreachable(e, "event");
   }
-  if (e.type === "EncounterStatusChanged" && s.status !== "none") {
-    return { ...s, status: d.to as EncounterStatus };
-  }
-  return s;
 };
 
-export const fold = (events: readonly Pick<StoredEvent, "type" | "data">[]): Encounter =>
-  events.reduce(evolve, { status: "none" } as Encounter);
+export const fold = (events: readonly AnyEvent[]): Encounter =>
+  foldEvents({ initialState, accepts: isEncounterEvent, evolve }, events);
 
 /** Pure: the events a command produces on an encounter. An illegal transition is a conflict. */
-export const decide = (cmd: EncounterCommand, s: Encounter): NewEvent[] => {
-  if (cmd.type === "PlanEncounter") {
-    if (s.status !== "none") throw new ConflictError("encounter exists");
-    if (!cmd.reason.trim()) {
-      throw new ValidationError("a reason is required", [{ path: "reason", message: "required" }]);
+export const decide = (cmd: EncounterCommand, s: Encounter): NewEncounterEvent[] => {
+  switch (cmd.type) {
+    case "PlanEncounter": {
+      if (s.status !== "none") throw new ConflictError("encounter exists");
+      if (!cmd.reason.trim()) {
+        throw new ValidationError("a reason is required", [{
+          path: "reason",
+          message: "required",
+        }]);
+      }
+      const { type: _t, ...data } = cmd;
+      return [{ type: "EncounterPlanned", data: { ...data, reason: cmd.reason.trim() } }];
     }
-    const { type: _t, ...data } = cmd;
-    return [{ type: "EncounterPlanned", data: { ...data, reason: cmd.reason.trim() } }];
+    case "ChangeStatus": {
+      if (s.status === "none") throw new NotFoundError("no such encounter");
+      if (cmd.to === s.status) return [];
+      if (!NEXT[s.status].includes(cmd.to)) {
+        throw new ConflictError(`an encounter cannot go from ${s.status} to ${cmd.to}`);
+      }
+      return [{
+        type: "EncounterStatusChanged",
+        data: { encounterId: s.encounterId, patientId: s.patientId, from: s.status, to: cmd.to },
+      }];
+    }
+    default:
+      return unreachable(cmd, "command");
   }
-  if (s.status === "none") throw new NotFoundError("no such encounter");
-  if (cmd.to === s.status) return [];
-  if (!NEXT[s.status].includes(cmd.to)) {
-    throw new ConflictError(`an encounter cannot go from ${s.status} to ${cmd.to}`);
-  }
-  return [{
-    type: "EncounterStatusChanged",
-    data: { encounterId: s.encounterId, patientId: s.patientId, from: s.status, to: cmd.to },
-  }];
 };
+
+export const encounterDecider: Decider<
+  Encounter,
+  EncounterCommand,
+  EncounterEvent,
+  NewEncounterEvent
+> = { initialState, accepts: isEncounterEvent, evolve, decide };

@@ -1,7 +1,21 @@
 import { z } from "zod";
-import { GENDERS, type PatientDemographics } from "../../events/patient.ts";
-import { ConflictError, type FieldIssue, NotFoundError, ValidationError } from "../errors.ts";
-import type { NewEvent, StoredEvent } from "../store/types.ts";
+import {
+  GENDERS,
+  PatientDeleted,
+  type PatientDemographics,
+  PatientRegistered,
+  PatientRestored,
+  PatientUpdated,
+} from "../../events/patient.ts";
+import {
+  ConflictError,
+  type FieldIssue,
+  GoneError,
+  NotFoundError,
+  ValidationError,
+} from "../errors.ts";
+import { type EventOf, eventsOf, type NewEventOf } from "../store/catalog.ts";
+import { type AnyEvent, type Decider, foldEvents, unreachable } from "./decider.ts";
 
 const E164 = /^\+[1-9]\d{1,14}$/;
 const e164 = z.string().trim().regex(E164, "must be E.164, e.g. +15551234567");
@@ -74,49 +88,68 @@ export const checkDates = (dateOfBirth: string, today: string): FieldIssue[] => 
 
 export type Patient =
   | { status: "none" }
+  | { status: "erased"; patientId: string }
   | { status: "active" | "deleted"; patientId: string; data: PatientDemographics };
 
 export type PatientCommand =
   | { type: "RegisterPatient"; patientId: string; data: PatientDemographics; today: string }
   | { type: "UpdatePatient"; changes: Partial<PatientDemographics>; today: string }
+  /** A PATCH: absent fields stay; nested objects are replaced whole, as sent. */
+  | { type: "PatchPatient"; patch: Partial<PatientInput>; today: string }
   | { type: "DeletePatient"; reason: string }
   | { type: "RestorePatient" };
 
-export const evolve = (s: Patient, e: Pick<StoredEvent, "type" | "data">): Patient => {
-  const d = e.data as Record<string, unknown>;
+const isPatientEvent = eventsOf(PatientRegistered, PatientUpdated, PatientDeleted, PatientRestored);
+export type PatientEvent = EventOf<
+  typeof PatientRegistered | typeof PatientUpdated | typeof PatientDeleted | typeof PatientRestored
+>;
+export type NewPatientEvent = NewEventOf<
+  typeof PatientRegistered | typeof PatientUpdated | typeof PatientDeleted | typeof PatientRestored
+>;
+
+const initialState = (): Patient => ({ status: "none" });
+
+/** After erasure the sealed fields read as null: the record is a tombstone. */
+export const evolve = (s: Patient, e: PatientEvent): Patient => {
   switch (e.type) {
     case "PatientRegistered": {
-      const { patientId, ...data } = d;
-      return {
-        status: "active",
-        patientId: patientId as string,
-        data: data as PatientDemographics,
-      };
+      if (e.data.mrn === null) return { status: "erased", patientId: e.data.patientId };
+      const { patientId, ...data } = e.data;
+      return { status: "active", patientId, data };
     }
     case "PatientUpdated":
-      return s.status === "none"
-        ? s
-        : { ...s, data: { ...s.data, ...(d.changes as Partial<PatientDemographics>) } };
+      return s.status === "active" || s.status === "deleted"
+        ? { ...s, data: { ...s.data, ...e.data.changes } }
+        : s;
     case "PatientDeleted":
-      return s.status === "none" ? s : { ...s, status: "deleted" };
+      return s.status === "active" ? { ...s, status: "deleted" } : s;
     case "PatientRestored":
-      return s.status === "none" ? s : { ...s, status: "active" };
+      return s.status === "deleted" ? { ...s, status: "active" } : s;
     default:
-      return s;
+      return unreachable(e, "event");
   }
 };
 
-export const fold = (events: readonly Pick<StoredEvent, "type" | "data">[]): Patient =>
-  events.reduce(evolve, { status: "none" } as Patient);
-
-const assertNever = (x: never): never => {
-  throw new Error(`unhandled command ${JSON.stringify(x)}`);
-};
+export const fold = (events: readonly AnyEvent[]): Patient =>
+  foldEvents({ initialState, accepts: isPatientEvent, evolve }, events);
 
 const sameValue = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
+const changed = (
+  changes: Partial<PatientDemographics>,
+  data: PatientDemographics,
+): Partial<PatientDemographics> => {
+  const out: Partial<PatientDemographics> = {};
+  for (const k of Object.keys(changes) as (keyof PatientDemographics)[]) {
+    if (changes[k] !== undefined && !sameValue(changes[k], data[k])) {
+      Object.assign(out, { [k]: changes[k] });
+    }
+  }
+  return out;
+};
+
 /** Pure: the events a command produces on a patient, or a typed error. */
-export const decide = (cmd: PatientCommand, s: Patient): NewEvent[] => {
+export const decide = (cmd: PatientCommand, s: Patient): NewPatientEvent[] => {
   if (cmd.type === "RegisterPatient") {
     if (s.status !== "none") throw new ConflictError("patient exists");
     const issues = checkDates(cmd.data.dateOfBirth, cmd.today);
@@ -124,8 +157,17 @@ export const decide = (cmd: PatientCommand, s: Patient): NewEvent[] => {
     return [{ type: "PatientRegistered", data: { patientId: cmd.patientId, ...cmd.data } }];
   }
   if (s.status === "none") throw new NotFoundError("no such patient");
+  if (s.status === "erased") throw new GoneError("the patient was erased");
   const patientId = s.patientId;
   switch (cmd.type) {
+    case "PatchPatient": {
+      const merged = normalize({ ...s.data, ...cmd.patch });
+      const changes: Partial<PatientDemographics> = {};
+      for (const k of Object.keys(cmd.patch) as (keyof PatientDemographics)[]) {
+        Object.assign(changes, { [k]: merged[k] });
+      }
+      return decide({ type: "UpdatePatient", changes, today: cmd.today }, s);
+    }
     case "UpdatePatient": {
       if (s.status === "deleted") throw new ConflictError("a deleted patient cannot be edited");
       if (cmd.changes.mrn !== undefined && cmd.changes.mrn !== s.data.mrn) {
@@ -133,11 +175,7 @@ export const decide = (cmd: PatientCommand, s: Patient): NewEvent[] => {
           { path: "mrn", message: "cannot change; register the record under its MRN" },
         ]);
       }
-      const changes = Object.fromEntries(
-        Object.entries(cmd.changes).filter(([k, v]) =>
-          !sameValue(v, s.data[k as keyof PatientDemographics])
-        ),
-      );
+      const changes = changed(cmd.changes, s.data);
       if (Object.keys(changes).length === 0) return [];
       const merged = { ...s.data, ...changes };
       const issues = checkDates(merged.dateOfBirth, cmd.today);
@@ -157,6 +195,13 @@ export const decide = (cmd: PatientCommand, s: Patient): NewEvent[] => {
       if (s.status !== "deleted") throw new ConflictError("the patient is not deleted");
       return [{ type: "PatientRestored", data: { patientId } }];
     default:
-      return assertNever(cmd);
+      return unreachable(cmd, "command");
   }
+};
+
+export const patientDecider: Decider<Patient, PatientCommand, PatientEvent, NewPatientEvent> = {
+  initialState,
+  accepts: isPatientEvent,
+  evolve,
+  decide,
 };

@@ -1,6 +1,17 @@
-import type { Role } from "../../events/user.ts";
+import {
+  type Role,
+  UserApproved,
+  UserDeactivated,
+  UserPasswordChanged,
+  UserPasswordReset,
+  UserProfileUpdated,
+  UserReactivated,
+  UserRegistered,
+  UserRoleChanged,
+} from "../../events/user.ts";
 import { ConflictError, NotFoundError, ValidationError } from "../errors.ts";
-import type { NewEvent, StoredEvent } from "../store/types.ts";
+import { type EventOf, eventsOf, type NewEventOf } from "../store/catalog.ts";
+import { type AnyEvent, type Decider, foldEvents, unreachable } from "./decider.ts";
 
 /** A user as its own events describe it. */
 export type User =
@@ -34,10 +45,6 @@ export type UserCommand =
     specialization?: string | null;
   };
 
-const assertNever = (x: never): never => {
-  throw new Error(`unhandled command ${JSON.stringify(x)}`);
-};
-
 /** A patient user is linked to exactly one patient record; nobody else is. */
 const checkPatientLink = (role: Role, patientId: string | null): void => {
   if (role === "patient" && !patientId) {
@@ -52,40 +59,65 @@ const checkPatientLink = (role: Role, patientId: string | null): void => {
   }
 };
 
-export const evolve = (s: User, e: Pick<StoredEvent, "type" | "data">): User => {
-  const d = e.data as Record<string, unknown>;
+type UserDefs =
+  | typeof UserRegistered
+  | typeof UserApproved
+  | typeof UserRoleChanged
+  | typeof UserDeactivated
+  | typeof UserReactivated
+  | typeof UserPasswordChanged
+  | typeof UserPasswordReset
+  | typeof UserProfileUpdated;
+const isUserEvent = eventsOf(
+  UserRegistered,
+  UserApproved,
+  UserRoleChanged,
+  UserDeactivated,
+  UserReactivated,
+  UserPasswordChanged,
+  UserPasswordReset,
+  UserProfileUpdated,
+);
+export type UserEvent = EventOf<UserDefs>;
+export type NewUserEvent = NewEventOf<UserDefs>;
+
+const initialState = (): User => ({ status: "none" });
+
+export const evolve = (s: User, e: UserEvent): User => {
   switch (e.type) {
     case "UserRegistered":
       return {
-        status: d.pending ? "pending" : "active",
-        userId: d.userId as string,
-        role: d.role as Role,
-        patientId: (d.patientId as string | null) ?? null,
+        status: e.data.pending ? "pending" : "active",
+        userId: e.data.userId,
+        role: e.data.role,
+        patientId: e.data.patientId,
       };
     case "UserRoleChanged":
-      return s.status === "none"
-        ? s
-        : { ...s, role: d.role as Role, patientId: (d.patientId as string | null) ?? null };
+      return s.status === "none" ? s : { ...s, role: e.data.role, patientId: e.data.patientId };
     case "UserDeactivated":
       return s.status === "none" ? s : { ...s, status: "inactive" };
     case "UserReactivated":
     case "UserApproved":
       return s.status === "none" ? s : { ...s, status: "active" };
-    default:
+    case "UserPasswordChanged":
+    case "UserPasswordReset":
+    case "UserProfileUpdated":
       return s;
+    default:
+      return unreachable(e, "event");
   }
 };
 
-export const fold = (events: readonly Pick<StoredEvent, "type" | "data">[]): User =>
-  events.reduce(evolve, { status: "none" } as User);
+export const fold = (events: readonly AnyEvent[]): User =>
+  foldEvents({ initialState, accepts: isUserEvent, evolve }, events);
 
 /** Decides several commands in turn, each on the state the previous ones left. */
-export const decideAll = (cmds: readonly UserCommand[], state: User): NewEvent[] => {
-  const out: NewEvent[] = [];
+export const decideAll = (cmds: readonly UserCommand[], state: User): NewUserEvent[] => {
+  const out: NewUserEvent[] = [];
   let s = state;
   for (const cmd of cmds) {
     for (const e of decide(cmd, s)) {
-      s = evolve(s, { type: e.type, data: e.data as Record<string, unknown> });
+      s = evolve(s, e);
       out.push(e);
     }
   }
@@ -93,7 +125,7 @@ export const decideAll = (cmds: readonly UserCommand[], state: User): NewEvent[]
 };
 
 /** Decides the events a command produces; pure (ids and hashes come in the command). */
-export const decide = (cmd: UserCommand, s: User): NewEvent[] => {
+export const decide = (cmd: UserCommand, s: User): NewUserEvent[] => {
   if (cmd.type === "RegisterUser") {
     if (s.status !== "none") throw new ConflictError("user exists");
     checkPatientLink(cmd.role, cmd.patientId);
@@ -133,6 +165,14 @@ export const decide = (cmd: UserCommand, s: User): NewEvent[] => {
       return [{ type: "UserProfileUpdated", data: { userId, ...fields } }];
     }
     default:
-      return assertNever(cmd);
+      return unreachable(cmd, "command");
   }
+};
+
+/** The user decider takes a batch of commands (an admin's PATCH), decided in turn. */
+export const userDecider: Decider<User, readonly UserCommand[], UserEvent, NewUserEvent> = {
+  initialState,
+  accepts: isUserEvent,
+  evolve,
+  decide: decideAll,
 };

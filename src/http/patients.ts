@@ -7,6 +7,7 @@ import {
   auditRead,
   deletePatient,
   loadPatient,
+  patchPatient,
   patientStream,
   registerPatient,
   restorePatient,
@@ -310,16 +311,11 @@ export const patients = new OpenAPIHono<AppEnv>()
     async (c) => {
       const { id } = c.req.valid("param");
       const body = c.req.valid("json");
-      const current = await visible(c, id);
-      // absent fields stay; nested objects are replaced whole, as sent
-      const merged = normalize({ ...current, ...body } as PatientInput);
-      const changes = Object.fromEntries(
-        Object.keys(body).map((k) => [k, merged[k as keyof typeof merged]]),
-      );
-      const p = await updatePatient(
+      await visible(c, id);
+      const p = await patchPatient(
         c.var.deps.runtime().store,
         id,
-        changes,
+        body,
         requestMetadata(c),
         now(c),
         ifMatchVersion(c),

@@ -3,6 +3,9 @@ import type { EventMetadata } from "../../events/metadata.ts";
 import { type CONTENT_TYPES, EncounterId, type MediaKind } from "../../events/media.ts";
 import type { Actor } from "../auth/policy.ts";
 import { type RejectionReason, UploadRejectedError, ValidationError } from "../errors.ts";
+import { mediaStream } from "../clinical/media.ts";
+import { handleCommand } from "../domain/command_handler.ts";
+import { mediaDecider } from "../domain/media.ts";
 import type { EventStore } from "../store/event_store.ts";
 import type { BlobStore } from "./blob_store.ts";
 import { ALLOW_LISTS, claimedType } from "./categories.ts";
@@ -258,32 +261,36 @@ export const ingest = async (
   const dicomPatientMismatch = !!dicom?.patientId &&
     dicom.patientId.trim().toUpperCase() !== target.mrn.trim().toUpperCase();
   const mediaId = crypto.randomUUID();
-  await timed(timings, "append", () =>
-    deps.store.append(`media-${mediaId}`, "no_stream", [{
-      type: "MediaUploaded",
-      data: {
-        mediaId,
-        patientId: target.patientId,
-        encounterId: fields.encounterId ?? target.encounterId,
-        uploaderId: actor.userId,
-        kind: target.kind,
-        category: fields.category,
-        contentType: type,
-        size: stored.length,
-        sha256,
-        blob: main.address,
-        uploadSize: file.size,
-        uploadSha256: file.sha256,
-        width: dims?.width ?? null,
-        height: dims?.height ?? null,
-        thumbnail,
-        scan,
-        dicomPatientMismatch,
-        filename: sanitizeFilename(file.filename ?? "file"),
-        notes: fields.notes,
-        dicom: dicom as Record<string, string | null> | null,
-      },
-    }], metadata));
+  await timed(
+    timings,
+    "append",
+    () =>
+      handleCommand(deps.store, mediaDecider, mediaStream(mediaId), {
+        type: "RecordUpload",
+        data: {
+          mediaId,
+          patientId: target.patientId,
+          encounterId: fields.encounterId ?? target.encounterId,
+          uploaderId: actor.userId,
+          kind: target.kind,
+          category: fields.category,
+          contentType: type,
+          size: stored.length,
+          sha256,
+          blob: main.address,
+          uploadSize: file.size,
+          uploadSha256: file.sha256,
+          width: dims?.width ?? null,
+          height: dims?.height ?? null,
+          thumbnail,
+          scan,
+          dicomPatientMismatch,
+          filename: sanitizeFilename(file.filename ?? "file"),
+          notes: fields.notes,
+          dicom: dicom as Record<string, string | null> | null,
+        },
+      }, { metadata }),
+  );
   return { mediaId, timings };
 };
 
