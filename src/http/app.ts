@@ -87,6 +87,8 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
         headers: { "Retry-After": "5", Connection: "close" },
       });
     }
+    // accepted: from here a shutdown waits for this request (debug: the method only)
+    deps.log.debug({ requestId: c.get("requestId"), method: c.req.method }, "request received");
     // uploads read their body in the handler: it counts as arriving until the handler is done
     if (c.req.raw.body && isUpload(c.req.method, c.req.path)) return await drain.receiving(next);
     return await next();
