@@ -305,15 +305,15 @@ Deno.test("server process: waits for an unreachable database, survives losing it
     );
     // the server has accepted all three (under load it may parse their headers late; a
     // request it had not accepted by the signal is a new one, rightly turned away)
-    const accepted = async () =>
+    const accepted = () =>
       s.stdout.map(parseLine).filter((l) =>
         l?.msg === "request received" && l.method === "POST" &&
         inFlight.some((r) => r.requestId === l.requestId)
       ).length;
-    for (let i = 0; i < 1200 && (await accepted()) < 3; i++) {
+    for (let i = 0; i < 1200 && accepted() < 3; i++) {
       await new Promise((r) => setTimeout(r, 50));
     }
-    assert.equal(await accepted(), 3, "the server accepted the three requests in flight");
+    assert.equal(accepted(), 3, "the server accepted the three requests in flight");
     const mark = s.stdout.length;
     s.child.kill("SIGTERM");
     await s.waitForLog((l) => l.msg === "shutting down", mark);
