@@ -103,4 +103,4 @@ export const userEvents = [
   UserPasswordChanged,
   UserPasswordReset,
   UserProfileUpdated,
-];
+] as const;

@@ -1,14 +1,4 @@
-import {
-  type Role,
-  UserApproved,
-  UserDeactivated,
-  UserPasswordChanged,
-  UserPasswordReset,
-  UserProfileUpdated,
-  UserReactivated,
-  UserRegistered,
-  UserRoleChanged,
-} from "../../events/user.ts";
+import { type Role, userEvents } from "../../events/user.ts";
 import { ConflictError, NotFoundError, ValidationError } from "../errors.ts";
 import { type EventOf, eventsOf, type NewEventOf } from "../store/catalog.ts";
 import { type AnyEvent, type Decider, foldEvents, unreachable } from "./decider.ts";
@@ -59,25 +49,8 @@ const checkPatientLink = (role: Role, patientId: string | null): void => {
   }
 };
 
-type UserDefs =
-  | typeof UserRegistered
-  | typeof UserApproved
-  | typeof UserRoleChanged
-  | typeof UserDeactivated
-  | typeof UserReactivated
-  | typeof UserPasswordChanged
-  | typeof UserPasswordReset
-  | typeof UserProfileUpdated;
-const isUserEvent = eventsOf(
-  UserRegistered,
-  UserApproved,
-  UserRoleChanged,
-  UserDeactivated,
-  UserReactivated,
-  UserPasswordChanged,
-  UserPasswordReset,
-  UserProfileUpdated,
-);
+type UserDefs = (typeof userEvents)[number];
+const isUserEvent = eventsOf(...userEvents);
 export type UserEvent = EventOf<UserDefs>;
 export type NewUserEvent = NewEventOf<UserDefs>;
 
