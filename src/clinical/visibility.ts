@@ -1,10 +1,3 @@
-import { type Actor, can } from "../auth/policy.ts";
-import { GoneError, NotFoundError } from "../errors.ts";
-import type { EventStore } from "../store/event_store.ts";
-import { sql } from "../store/sql.ts";
-import { loadMedia, type MediaRecord } from "./media.ts";
-import { isErased, loadPatient, type PatientView } from "./patients.ts";
-
 /**
  * Which records an actor may see at all. A soft-deleted record answers as
  * if it did not exist (404) to everyone who may not see deleted ones, so a
@@ -12,7 +5,15 @@ import { isErased, loadPatient, type PatientView } from "./patients.ts";
  * and everything under it is 410 Gone to everyone: there is nothing left to
  * protect or to show, and the id must not read as unknown. Routers call
  * these after `authorize`, so who may not act at all still gets the 403.
+ *
+ * @module
  */
+import { type Actor, can } from "../auth/policy.ts";
+import { GoneError, NotFoundError } from "../errors.ts";
+import type { EventStore } from "../store/event_store.ts";
+import { sql } from "../store/sql.ts";
+import { loadMedia, type MediaRecord } from "./media.ts";
+import { isErased, loadPatient, type PatientView } from "./patients.ts";
 
 /** 410 when the patient was erased. */
 export const refuseErased = async (store: EventStore, patientId: string): Promise<void> => {
