@@ -2,11 +2,12 @@
  * Every decider, given events → when a command → then events (or an error),
  * through one helper, pure and without I/O.
  */
+import assert from "node:assert/strict";
 import { careTeamDecider } from "../src/domain/care_team.ts";
 import { encounterDecider, type EncounterEvent } from "../src/domain/encounter.ts";
 import { mediaDecider, type NewMediaEvent } from "../src/domain/media.ts";
 import { mfaDecider } from "../src/domain/mfa.ts";
-import { type NewPatientEvent, patientDecider } from "../src/domain/patient.ts";
+import { type NewPatientEvent, patientDecider, type PatientEvent } from "../src/domain/patient.ts";
 import { type NewUserEvent, userDecider } from "../src/domain/user.ts";
 import { ConflictError, GoneError, NotFoundError, ValidationError } from "../src/errors.ts";
 import { spec } from "./support/decider.ts";
@@ -273,4 +274,55 @@ Deno.test("mfa decider: start, confirm with a first code, disable; an operator r
     type: "MfaReset",
     data: { userId: D, operatorId: M, reason: "lost phone" },
   }]);
+});
+
+Deno.test("delete commands: a blank reason is a 422 naming `reason` in every state; the reason is stored trimmed", () => {
+  const blank = (err: unknown) =>
+    err instanceof ValidationError && err.issues.length === 1 && err.issues[0]!.path === "reason";
+  const patientDeleted: NewPatientEvent = {
+    type: "PatientDeleted",
+    data: { patientId: P, reason: "duplicate" },
+  };
+  const erased: PatientEvent = {
+    type: "PatientRegistered",
+    data: {
+      patientId: P,
+      mrn: null,
+      firstName: null,
+      middleName: null,
+      lastName: null,
+      dateOfBirth: null,
+      gender: null,
+      phone: null,
+      email: null,
+      address: null,
+      emergencyContact: null,
+      insurance: null,
+    },
+  };
+  const patient = spec(patientDecider);
+  const states: PatientEvent[][] = [[], [registered], [registered, patientDeleted], [erased]];
+  for (const given of states) {
+    for (const reason of ["", "  \n\t"]) {
+      const r = patient.given(given).when({ type: "DeletePatient", reason });
+      assert.throws(r.events, blank, `patient ${given.length} events, ${JSON.stringify(reason)}`);
+    }
+  }
+  patient.given([registered]).when({ type: "DeletePatient", reason: "  duplicate \n" })
+    .then([patientDeleted]);
+
+  const mediaDeleted: NewMediaEvent = {
+    type: "MediaDeleted",
+    data: { mediaId: M, patientId: P, reason: "wrong patient" },
+  };
+  const media = spec(mediaDecider);
+  const mediaStates: NewMediaEvent[][] = [[], [uploaded], [uploaded, mediaDeleted]];
+  for (const given of mediaStates) {
+    for (const reason of ["", "  \n\t"]) {
+      const r = media.given(given).when({ type: "DeleteMedia", reason });
+      assert.throws(r.events, blank, `media ${given.length} events, ${JSON.stringify(reason)}`);
+    }
+  }
+  media.given([uploaded]).when({ type: "DeleteMedia", reason: " wrong patient  " })
+    .then([mediaDeleted]);
 });

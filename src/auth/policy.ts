@@ -232,3 +232,13 @@ export const listFilter = (actor: Actor, rule: RelationRule): Query | null => {
     .reduce((a, b) => sql`${a} union ${b}`);
   return sql`patients.id in (${union})`;
 };
+
+/**
+ * What planning an encounter that names `practitionerId` needs besides
+ * `encounter.create` on the patient: naming anyone but yourself hands them
+ * a relation to the patient (encounter practitioner), which is care-team
+ * management. Null when nothing more is needed; otherwise the action that
+ * is refused (the router answers 403 and records the `AccessDenied`).
+ */
+export const refusedToPlanFor = (actor: Actor, practitionerId: string): Action | null =>
+  practitionerId === actor.userId || can(actor, "careteam.manage") ? null : "careteam.manage";

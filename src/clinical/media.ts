@@ -4,10 +4,12 @@ import type { CONTENT_TYPES, MediaKind, SCAN_STATUSES } from "../../events/media
 import { handleCommand } from "../domain/command_handler.ts";
 import { unreachable } from "../domain/decider.ts";
 import { isMediaEvent, mediaDecider } from "../domain/media.ts";
+import { NotFoundError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import type { StoredEvent } from "../store/types.ts";
 import { timestamp } from "../timestamp.ts";
+import { encounterPatient } from "./encounters.ts";
 
 export const mediaStream = (id: string) => `media-${id}`;
 
@@ -105,12 +107,20 @@ export const mediaPatient = async (store: EventStore, id: string): Promise<strin
   return r?.p;
 };
 
-/** An uploader's display name (users are staff; their names are not patient PHI). */
-export const userName = async (store: EventStore, id: string): Promise<string | null> => {
-  const [r] = await store.db.query<{ name: string | null }>(
-    sql`select name from users where id = ${id}::uuid`,
-  );
-  return r?.name ?? null;
+/**
+ * Whose media a list shows: a patient's, or an encounter's together with its
+ * patient (the list filters on both, the audit event names both). An
+ * unknown encounter is a 404.
+ */
+export const mediaOwner = async (
+  store: EventStore,
+  by: "patient" | "encounter",
+  id: string,
+): Promise<{ patientId: string; encounterId: string | null }> => {
+  if (by === "patient") return { patientId: id, encounterId: null };
+  const patientId = await encounterPatient(store, id);
+  if (!patientId) throw new NotFoundError("no such encounter");
+  return { patientId, encounterId: id };
 };
 
 export interface MediaListItem {
@@ -131,7 +141,7 @@ export interface MediaListItem {
 
 export interface MediaQuery {
   patientId: string;
-  encounterId?: string;
+  encounterId?: string | null;
   category?: string;
   kind?: MediaKind;
   includeDeleted: boolean;

@@ -1,3 +1,5 @@
+import { ValidationError } from "../errors.ts";
+
 /** An event as a stream holds it, before its type is known. */
 export interface AnyEvent {
   readonly type: string;
@@ -32,4 +34,16 @@ export const foldEvents = <S, E>(
 /** Fails to compile when a switch over a union misses a case. */
 export const unreachable = (x: never, what: string): never => {
   throw new Error(`unhandled ${what}: ${JSON.stringify(x)}`);
+};
+
+/**
+ * The reason a command must give (a delete, a planned encounter), trimmed;
+ * blank is a 422 naming `reason`, whatever the state of the stream.
+ */
+export const requiredReason = (reason: string): string => {
+  const r = reason.trim();
+  if (!r) {
+    throw new ValidationError("a reason is required", [{ path: "reason", message: "required" }]);
+  }
+  return r;
 };

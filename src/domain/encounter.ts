@@ -3,9 +3,9 @@ import {
   EncounterPlanned,
   EncounterStatusChanged,
 } from "../../events/encounter.ts";
-import { ConflictError, NotFoundError, ValidationError } from "../errors.ts";
+import { ConflictError, NotFoundError } from "../errors.ts";
 import { type EventOf, eventsOf, type NewEventOf } from "../store/catalog.ts";
-import { type AnyEvent, type Decider, foldEvents, unreachable } from "./decider.ts";
+import { type AnyEvent, type Decider, foldEvents, requiredReason, unreachable } from "./decider.ts";
 
 export type EncounterStatus = (typeof ENCOUNTER_STATUSES)[number];
 
@@ -68,14 +68,8 @@ export const decide = (cmd: EncounterCommand, s: Encounter): NewEncounterEvent[]
   switch (cmd.type) {
     case "PlanEncounter": {
       if (s.status !== "none") throw new ConflictError("encounter exists");
-      if (!cmd.reason.trim()) {
-        throw new ValidationError("a reason is required", [{
-          path: "reason",
-          message: "required",
-        }]);
-      }
       const { type: _t, ...data } = cmd;
-      return [{ type: "EncounterPlanned", data: { ...data, reason: cmd.reason.trim() } }];
+      return [{ type: "EncounterPlanned", data: { ...data, reason: requiredReason(cmd.reason) } }];
     }
     case "ChangeStatus": {
       if (s.status === "none") throw new NotFoundError("no such encounter");

@@ -1,7 +1,7 @@
 import { MediaDeleted, MediaRestored, MediaUploaded } from "../../events/media.ts";
-import { ConflictError, NotFoundError, ValidationError } from "../errors.ts";
+import { ConflictError, NotFoundError } from "../errors.ts";
 import { type EventOf, eventsOf, type NewEventOf } from "../store/catalog.ts";
-import { type AnyEvent, type Decider, foldEvents, unreachable } from "./decider.ts";
+import { type AnyEvent, type Decider, foldEvents, requiredReason, unreachable } from "./decider.ts";
 
 /** A photo or document as its own stream (`media-<id>`) describes it, for deciding. */
 export type Media =
@@ -37,25 +37,22 @@ export const evolve = (s: Media, e: MediaEvent): Media => {
 export const fold = (events: readonly AnyEvent[]): Media =>
   foldEvents({ initialState, accepts: isMediaEvent, evolve }, events);
 
-/** Pure: soft delete (with a reason) and restore, each only from the other state. */
+/** Pure: soft delete (with a reason, trimmed) and restore, each only from the other state. */
 export const decide = (cmd: MediaCommand, s: Media): NewMediaEvent[] => {
   switch (cmd.type) {
     case "RecordUpload":
       if (s.status !== "none") throw new ConflictError("media exists");
       return [{ type: "MediaUploaded", data: cmd.data }];
-    case "DeleteMedia":
+    case "DeleteMedia": {
+      // a delete without a reason is refused as such, whatever the item's state
+      const reason = requiredReason(cmd.reason);
       if (s.status === "none") throw new NotFoundError("no such media");
       if (s.status === "deleted") throw new ConflictError("the media item is already deleted");
-      if (!cmd.reason.trim()) {
-        throw new ValidationError("a reason is required", [{
-          path: "reason",
-          message: "required",
-        }]);
-      }
       return [{
         type: "MediaDeleted",
-        data: { mediaId: s.mediaId, patientId: s.patientId, reason: cmd.reason },
+        data: { mediaId: s.mediaId, patientId: s.patientId, reason },
       }];
+    }
     case "RestoreMedia":
       if (s.status === "none") throw new NotFoundError("no such media");
       if (s.status !== "deleted") throw new ConflictError("the media item is not deleted");

@@ -15,7 +15,7 @@ import {
   ValidationError,
 } from "../errors.ts";
 import { type EventOf, eventsOf, type NewEventOf } from "../store/catalog.ts";
-import { type AnyEvent, type Decider, foldEvents, unreachable } from "./decider.ts";
+import { type AnyEvent, type Decider, foldEvents, requiredReason, unreachable } from "./decider.ts";
 
 const E164 = /^\+[1-9]\d{1,14}$/;
 const e164 = z.string().trim().regex(E164, "must be E.164, e.g. +15551234567");
@@ -156,6 +156,8 @@ export const decide = (cmd: PatientCommand, s: Patient): NewPatientEvent[] => {
     if (issues.length) throw new ValidationError("invalid patient", issues);
     return [{ type: "PatientRegistered", data: { patientId: cmd.patientId, ...cmd.data } }];
   }
+  // a delete without a reason is refused as such, whatever the record's state
+  const reason = cmd.type === "DeletePatient" ? requiredReason(cmd.reason) : "";
   if (s.status === "none") throw new NotFoundError("no such patient");
   if (s.status === "erased") throw new GoneError("the patient was erased");
   const patientId = s.patientId;
@@ -183,14 +185,8 @@ export const decide = (cmd: PatientCommand, s: Patient): NewPatientEvent[] => {
       return [{ type: "PatientUpdated", data: { patientId, changes } }];
     }
     case "DeletePatient":
-      if (!cmd.reason.trim()) {
-        throw new ValidationError("a reason is required", [{
-          path: "reason",
-          message: "required",
-        }]);
-      }
       if (s.status === "deleted") throw new ConflictError("the patient is already deleted");
-      return [{ type: "PatientDeleted", data: { patientId, reason: cmd.reason.trim() } }];
+      return [{ type: "PatientDeleted", data: { patientId, reason } }];
     case "RestorePatient":
       if (s.status !== "deleted") throw new ConflictError("the patient is not deleted");
       return [{ type: "PatientRestored", data: { patientId } }];

@@ -1,5 +1,6 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import { ENCOUNTER_STATUSES } from "../../events/encounter.ts";
+import { refusedToPlanFor } from "../auth/policy.ts";
 import {
   changeEncounterStatus,
   listEncounters,
@@ -8,7 +9,7 @@ import {
 } from "../clinical/encounters.ts";
 import { auditRead } from "../clinical/patients.ts";
 import { NotFoundError } from "../errors.ts";
-import { allowed, authenticate, authorize, deny, requestMetadata } from "./auth_middleware.ts";
+import { authenticate, authorize, deny, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
 import { ifMatchVersion } from "./etag.ts";
 import {
@@ -64,11 +65,8 @@ export const patientEncounters = new OpenAPIHono<AppEnv>()
       },
     }),
     async (c) => {
-      // naming someone else hands them access to the patient: that is care-team management
-      const { practitionerId } = c.req.valid("json");
-      if (practitionerId !== c.get("actor")!.userId && !(await allowed(c, "careteam.manage"))) {
-        await deny(c, "careteam.manage");
-      }
+      const refused = refusedToPlanFor(c.get("actor")!, c.req.valid("json").practitionerId);
+      if (refused) await deny(c, refused);
       const e = await planEncounter(
         c.var.deps.runtime().store,
         { patientId: c.req.valid("param").id, ...c.req.valid("json") },

@@ -1,17 +1,18 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { CONTENT_TYPES, MEDIA_KINDS, type MediaKind, SCAN_STATUSES } from "../../events/media.ts";
-import { encounterPatient } from "../clinical/encounters.ts";
 import { auditRead } from "../clinical/patients.ts";
 import {
   deleteMedia,
   listMedia,
   loadMedia,
+  mediaOwner,
   type MediaRecord,
   mediaStats,
   restoreMedia,
-  userName,
 } from "../clinical/media.ts";
+import { userName } from "../clinical/staff.ts";
+import { visibleMedia } from "../clinical/visibility.ts";
 import { uploadMedia } from "../clinical/media_upload.ts";
 import { NotFoundError, ValidationError } from "../errors.ts";
 import { ALLOW_LISTS, DOCUMENT_CATEGORIES, PHOTO_CATEGORIES } from "../media/categories.ts";
@@ -110,14 +111,9 @@ const view = async (c: Context<AppEnv>, m: MediaRecord) => ({
   updatedAt: m.updatedAt,
 });
 
-/** A media item the actor may see: deleted ones are 404 to everyone but admins. */
-const visible = async (c: Context<AppEnv>, id: string, unseal = true): Promise<MediaRecord> => {
-  const m = await loadMedia(c.var.deps.runtime().store, id, { unseal });
-  if (!m || (m.deleted && !(await allowed(c, "media.see_deleted")))) {
-    throw new NotFoundError("no such media");
-  }
-  return m;
-};
+/** The media item, 404 when soft-deleted unless the actor may see deleted ones. */
+const visible = (c: Context<AppEnv>, id: string, unseal = true) =>
+  visibleMedia(c.var.deps.runtime().store, c.get("actor")!, id, { unseal });
 
 const serverTiming = (t: StepTimings) =>
   Object.entries(t).map(([k, v]) => `${k};dur=${v!.toFixed(1)}`).join(", ");
@@ -249,15 +245,10 @@ const list = (by: "patient" | "encounter") => async (c: Context<AppEnv>) => {
   if (includeDeleted && !(await allowed(c, "media.see_deleted"))) {
     await deny(c, "media.see_deleted");
   }
-  let patientId = id;
-  if (by === "encounter") {
-    const owner = await encounterPatient(runtime.store, id);
-    if (!owner) throw new NotFoundError("no such encounter");
-    patientId = owner;
-  }
+  const { patientId, encounterId } = await mediaOwner(runtime.store, by, id);
   const page = await listMedia(runtime.store, {
     patientId,
-    ...(by === "encounter" ? { encounterId: id } : {}),
+    encounterId,
     ...(q.category ? { category: q.category } : {}),
     ...(q.kind ? { kind: q.kind } : {}),
     includeDeleted,
@@ -268,7 +259,7 @@ const list = (by: "patient" | "encounter") => async (c: Context<AppEnv>) => {
     type: "MediaListed",
     data: {
       patientId,
-      encounterId: by === "encounter" ? id : null,
+      encounterId,
       mediaIds: page.items.map((m) => m.id),
     },
   }, requestMetadata(c));
@@ -494,13 +485,8 @@ export const media = new OpenAPIHono<AppEnv>()
     }),
     async (c) => {
       const { id } = c.req.valid("param");
-      const reason = (c.req.valid("json")?.reason ?? c.req.valid("query").reason ?? "").trim();
-      if (!reason) {
-        throw new ValidationError("a reason is required", [{
-          path: "reason",
-          message: "required",
-        }]);
-      }
+      // the decider refuses a blank reason (422)
+      const reason = c.req.valid("json")?.reason ?? c.req.valid("query").reason ?? "";
       await visible(c, id, false);
       await deleteMedia(c.var.deps.runtime().store, id, reason, requestMetadata(c));
       return c.body(null, 204);

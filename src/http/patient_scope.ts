@@ -3,10 +3,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { type PatientResource, type RelationRule, relationsTo } from "../auth/policy.ts";
 import { encounterPatient } from "../clinical/encounters.ts";
 import { mediaPatient } from "../clinical/media.ts";
-import { isErased } from "../clinical/patients.ts";
-import { GoneError, NotFoundError } from "../errors.ts";
-import { sql } from "../store/sql.ts";
-import { allowed } from "./auth_middleware.ts";
+import { refuseErased, requireLivePatient } from "../clinical/visibility.ts";
 import type { AppEnv } from "./env.ts";
 
 /** Finds the patient a request is about (undefined: none, or no such record). */
@@ -43,25 +40,15 @@ export const patientOfMedia: PatientOf = perRequest((c, id) =>
   mediaPatient(c.var.deps.runtime().store, id)
 );
 
-/**
- * An erased patient and everything under it is 410 Gone to everyone: there
- * is nothing left to protect or to show, and the id must not read as unknown.
- */
-const refuseErased = async (c: Context<AppEnv>, patientId: string): Promise<void> => {
-  if (await isErased(c.var.deps.runtime().store, patientId)) {
-    throw new GoneError("the patient was erased");
-  }
-};
-
 /** The patient resource for the policy: its id and the actor's relations to it. */
 export const resourceOf = async (
   c: Context<AppEnv>,
   patientId: string | undefined,
 ): Promise<PatientResource | undefined> => {
   if (!patientId) return undefined;
-  await refuseErased(c, patientId);
-  const { db } = c.var.deps.runtime().store;
-  const relations = await relationsTo(db, c.get("actor")!, patientId, relationRule(c));
+  const { store } = c.var.deps.runtime();
+  await refuseErased(store, patientId);
+  const relations = await relationsTo(store.db, c.get("actor")!, patientId, relationRule(c));
   return { patientId, relations };
 };
 
@@ -73,22 +60,14 @@ export const byEncounter = async (c: Context<AppEnv>) => resourceOf(c, await pat
 export const byMedia = async (c: Context<AppEnv>) => resourceOf(c, await patientOfMedia(c));
 
 /**
- * A soft-deleted patient's sub-resources are 404 to everyone but those who
- * may see deleted patients (admins), as the patient itself is; an erased
- * patient's are 410 to everyone. Placed after `authorize`, so who may not
- * act at all still gets the 403 and its event.
+ * The patient under the sub-resource must be live for the actor (see
+ * {@link requireLivePatient}: 410 erased, 404 soft-deleted unless the actor
+ * may see deleted patients). Placed after `authorize`, so who may not act at
+ * all still gets the 403 and its event.
  */
 export const livePatient = (patientOf: PatientOf): MiddlewareHandler<AppEnv> =>
   async function livePatient(c, next) {
     const id = await patientOf(c);
-    if (id) {
-      await refuseErased(c, id);
-      const [p] = await c.var.deps.runtime().store.db.query<{ deleted: boolean }>(
-        sql`select deleted from patients where id = ${id}::uuid`,
-      );
-      if (p?.deleted && !(await allowed(c, "patient.see_deleted"))) {
-        throw new NotFoundError("no such patient");
-      }
-    }
+    if (id) await requireLivePatient(c.var.deps.runtime().store, c.get("actor")!, id);
     await next();
   };

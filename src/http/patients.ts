@@ -15,9 +15,10 @@ import {
 } from "../clinical/patients.ts";
 import { erasePatient } from "../clinical/erasure.ts";
 import { ORDERINGS, searchPatients } from "../clinical/patient_search.ts";
+import { patientHistory } from "../clinical/patient_history.ts";
+import { visiblePatient } from "../clinical/visibility.ts";
 import { normalize, PatientInput } from "../domain/patient.ts";
-import { NotFoundError, ValidationError } from "../errors.ts";
-import { sql } from "../store/sql.ts";
+import { NotFoundError } from "../errors.ts";
 import { allowed, authenticate, authorize, deny, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
 import { ifMatchVersion } from "./etag.ts";
@@ -103,24 +104,9 @@ const PatientPatchDoc = PatientInput.partial();
 
 const now = (c: Context<AppEnv>) => c.var.deps.runtime().sessions.now();
 
-/** The record, hidden when soft-deleted unless the actor may see deleted ones. */
-const visible = async (c: Context<AppEnv>, id: string, asOf?: Date) => {
-  const p = await loadPatient(c.var.deps.runtime().store, id, now(c), asOf);
-  if (!p || (p.deleted && !(await allowed(c, "patient.see_deleted")))) {
-    throw new NotFoundError("no such patient");
-  }
-  return p;
-};
-
-/** Display names of the staff among these actor ids (users are staff: not patient PHI). */
-const staffNames = async (c: Context<AppEnv>, ids: (string | undefined)[]) => {
-  const uuids = [...new Set(ids)].filter((x): x is string => !!x && z.uuid().safeParse(x).success);
-  if (uuids.length === 0) return new Map<string, string>();
-  const rows = await c.var.deps.runtime().store.db.query<{ id: string; name: string }>(
-    sql`select id::text as id, name from users where id = any(${uuids}::uuid[])`,
-  );
-  return new Map(rows.map((r) => [r.id, r.name]));
-};
+/** The record, 404 when soft-deleted unless the actor may see deleted ones. */
+const visible = (c: Context<AppEnv>, id: string, asOf?: Date) =>
+  visiblePatient(c.var.deps.runtime().store, c.get("actor")!, id, now(c), asOf);
 
 /** The team as an answer, audited as a read (see the GET route for why). */
 const careTeamAnswer = async (c: Context<AppEnv>, patientId: string) => {
@@ -347,13 +333,8 @@ export const patients = new OpenAPIHono<AppEnv>()
     }),
     async (c) => {
       const { id } = c.req.valid("param");
+      // the decider refuses a blank reason (422)
       const reason = c.req.valid("json")?.reason ?? c.req.valid("query").reason ?? "";
-      if (!reason.trim()) {
-        throw new ValidationError("a reason is required", [{
-          path: "reason",
-          message: "required",
-        }]);
-      }
       await visible(c, id);
       await deletePatient(
         c.var.deps.runtime().store,
@@ -466,29 +447,13 @@ export const patients = new OpenAPIHono<AppEnv>()
     }),
     async (c) => {
       const { id } = c.req.valid("param");
-      const { store } = c.var.deps.runtime();
-      const events = await store.readStream(patientStream(id));
-      if (events.length === 0) throw new NotFoundError("no such patient");
-      const names = await staffNames(c, events.map((e) => e.metadata.actorId));
+      const items = await patientHistory(c.var.deps.runtime().store, id);
       await auditRead(c.var.deps.runtime(), c.get("actor")!, {
         type: "PatientHistoryViewed",
         data: { patientId: id },
       }, requestMetadata(c));
       c.header("Cache-Control", "no-store");
-      return c.json({
-        items: events.map((e) => ({
-          version: e.streamVersion,
-          type: e.type,
-          recordedAt: e.recordedAt.toISOString(),
-          actorId: e.metadata.actorId ?? null,
-          actorRole: e.metadata.actorRole ?? null,
-          actorName: (e.metadata.actorId && names.get(e.metadata.actorId)) ?? null,
-          ip: e.metadata.ip ?? null,
-          userAgent: e.metadata.userAgent ?? null,
-          requestId: e.metadata.requestId ?? null,
-          data: e.data,
-        })),
-      }, 200);
+      return c.json({ items }, 200);
     },
   )
   .openapi(
