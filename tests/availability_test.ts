@@ -333,13 +333,16 @@ Deno.test("server process: waits for an unreachable database, survives losing it
       }
     }
     assert.ok(refused, "new connections are still accepted after SIGTERM");
+    const results = await answers;
+    assert.equal((await s.status).code, 0);
+    await s.kill(); // the whole log is read: a request's lines may come after its answer
     const unavailable = new Map(
       s.stdout.map(parseLine).filter((l) => l?.msg === "unavailable").map((l) => [
         l!.requestId,
         (l!.err as { code?: string }).code,
       ]),
     );
-    for (const r of await answers) {
+    for (const r of results) {
       if (r.status === 503) {
         // only a connection lost from outside (the restarts above can leave a pooled socket
         // dead, or another test run on this server terminates backends) may fail a request in
@@ -357,8 +360,6 @@ Deno.test("server process: waits for an unreachable database, survives losing it
       assert.equal(r.status, 201, JSON.stringify(r.body));
       assert.equal(typeof r.body.id, "string");
     }
-    assert.equal((await s.status).code, 0);
-    await s.kill();
     phase("drained");
 
     // the log: JSON lines only, no password
