@@ -350,7 +350,7 @@ Deno.test("server process: waits for an unreachable database, survives losing it
         // ("the database is closed", no code) nor the drain turning it away (no such line)
         assert.match(
           String(unavailable.get(r.body.requestId)),
-          /^(57P0\d|08\w{3}|CONNECTION_\w+|ECONN\w+|EPIPE)$/,
+          /^(57P0\d|08\w{3}|CONNECT\w+|ECONN\w+|EPIPE)$/,
           `${JSON.stringify(r.body)}\n${
             s.stdout.filter((l) => l.includes(String(r.body.requestId))).join("\n")
           }`,
