@@ -1,5 +1,6 @@
 import { Catalog } from "../src/store/catalog.ts";
 import { authEvents } from "./auth.ts";
+import { clinicEvents } from "./clinic.ts";
 import { encounterEvents } from "./encounter.ts";
 import { mediaEvents } from "./media.ts";
 import { patientEvents } from "./patient.ts";
@@ -14,4 +15,5 @@ export const catalog = new Catalog([
   ...patientEvents,
   ...encounterEvents,
   ...mediaEvents,
+  ...clinicEvents,
 ]);

@@ -1,4 +1,5 @@
 import type { Projection } from "../src/store/types.ts";
+import { clinics } from "./clinics.ts";
 import { encounters } from "./encounters.ts";
 import { media } from "./media.ts";
 import { patients } from "./patients.ts";
@@ -13,5 +14,6 @@ export const projections: readonly Projection[] = [
   patients,
   encounters,
   media,
+  clinics,
   streamSummary,
 ];

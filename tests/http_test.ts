@@ -41,6 +41,7 @@ Deno.test("http: health, readiness and request ids", async () => {
       "patients",
       "encounters",
       "media",
+      "clinics",
       "stream_summary",
     ]);
 
