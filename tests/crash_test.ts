@@ -251,6 +251,8 @@ Deno.test("crash: SIGKILL during concurrent multi-event appends loses no acknowl
       await crashAndCheck("pglite", dir, () => openPglite(dir));
     } finally {
       await Deno.remove(dir, { recursive: true });
+      // the lock file beside the data directory (kept, emptied, by design)
+      await Deno.remove(`${dir}.lock`).catch(() => {});
     }
   });
 });
