@@ -88,3 +88,39 @@ export const clinicEvents = [
   ClinicReactivated,
   ClinicLicenseClaimed,
 ];
+
+export const EMPLOYMENT_TYPES = ["full_time", "part_time", "visiting", "contractor"] as const;
+export type EmploymentType = (typeof EMPLOYMENT_TYPES)[number];
+
+/**
+ * A practitioner joined the clinic (stream `clinic-<clinicId>`). Who added
+ * them and when are the event's metadata and time.
+ */
+export const ClinicPractitionerAdded = defineEvent({
+  type: "ClinicPractitionerAdded",
+  version: 1,
+  schema: z.strictObject({
+    clinicId,
+    userId: z.uuid(),
+    employmentType: z.enum(EMPLOYMENT_TYPES),
+  }),
+});
+
+/**
+ * A membership changed: `active: false` is leaving the clinic (every use of
+ * the clinic's grants ends at once), `true` rejoining; or a new employment type.
+ */
+export const ClinicPractitionerUpdated = defineEvent({
+  type: "ClinicPractitionerUpdated",
+  version: 1,
+  schema: z.strictObject({
+    clinicId,
+    userId: z.uuid(),
+    changes: z.strictObject({
+      active: z.boolean().optional(),
+      employmentType: z.enum(EMPLOYMENT_TYPES).optional(),
+    }),
+  }),
+});
+
+export const clinicMembershipEvents = [ClinicPractitionerAdded, ClinicPractitionerUpdated];

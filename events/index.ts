@@ -1,9 +1,11 @@
 import { Catalog } from "../src/store/catalog.ts";
 import { authEvents } from "./auth.ts";
-import { clinicEvents } from "./clinic.ts";
+import { accessEvents } from "./access.ts";
+import { clinicEvents, clinicMembershipEvents } from "./clinic.ts";
 import { encounterEvents } from "./encounter.ts";
 import { mediaEvents } from "./media.ts";
 import { patientEvents } from "./patient.ts";
+import { proxyEvents } from "./proxy.ts";
 import { subjectEvents } from "./subject.ts";
 import { userEvents } from "./user.ts";
 
@@ -16,4 +18,7 @@ export const catalog = new Catalog([
   ...encounterEvents,
   ...mediaEvents,
   ...clinicEvents,
+  ...clinicMembershipEvents,
+  ...proxyEvents,
+  ...accessEvents,
 ]);

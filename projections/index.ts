@@ -1,8 +1,11 @@
 import type { Projection } from "../src/store/types.ts";
+import { accessGrants } from "./access_grants.ts";
+import { clinicPractitioners } from "./clinic_practitioners.ts";
 import { clinics } from "./clinics.ts";
 import { encounters } from "./encounters.ts";
 import { media } from "./media.ts";
 import { patients } from "./patients.ts";
+import { proxies } from "./proxies.ts";
 import { sessions } from "./sessions.ts";
 import { streamSummary } from "./stream_summary.ts";
 import { users } from "./users.ts";
@@ -15,5 +18,8 @@ export const projections: readonly Projection[] = [
   encounters,
   media,
   clinics,
+  clinicPractitioners,
+  proxies,
+  accessGrants,
   streamSummary,
 ];

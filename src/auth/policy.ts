@@ -16,7 +16,13 @@ export interface Actor {
 }
 
 /** How an actor stands to one patient. */
-export type Relation = "self" | "care_team" | "encounter_practitioner" | "active_grant" | "proxy";
+export type Relation =
+  | "self"
+  | "care_team"
+  | "encounter_practitioner"
+  | "active_grant"
+  | "proxy"
+  | "full_proxy";
 
 /** A patient-scoped resource: whose record it is and the actor's relations to it. */
 export interface PatientResource {
@@ -114,11 +120,29 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "media.categories": row(ALL),
 };
 
-/** Which relations count, per role, where the matrix says "related". */
+/**
+ * Which relations count, per role, where the matrix says "related" (unless
+ * {@link ACTION_RELATIONS} narrows them for one action). A `proxy` is any
+ * family proxy of the patient; a `full_proxy` one whose level is full (it
+ * is a proxy too).
+ */
 export const RELATIONS: Readonly<Partial<Record<Role, readonly Relation[]>>> = {
   practitioner: ["care_team", "encounter_practitioner", "active_grant"],
   patient: ["self", "proxy"],
 };
+
+/**
+ * Actions whose "related" cells need other relations than the role's
+ * {@link RELATIONS}: what a patient user may do besides reading is done as
+ * the patient or as a full proxy, never as a read-only one.
+ */
+export const ACTION_RELATIONS: Readonly<
+  Partial<Record<Action, Readonly<Partial<Record<Role, readonly Relation[]>>>>>
+> = {};
+
+/** The relations that qualify `role` for `action` where its cell says "related". */
+export const relationsFor = (action: Action, role: Role): readonly Relation[] =>
+  ACTION_RELATIONS[action]?.[role] ?? RELATIONS[role] ?? [];
 
 /** What an actor with {@link Actor.mfaPending} may still do. */
 const MFA_ENROLMENT: readonly Action[] = ["me.read", "mfa.manage", "session.logout"];
@@ -137,7 +161,7 @@ export const can = (actor: Actor, action: Action, resource?: PatientResource): b
   const grant = RBAC[action][actor.role];
   if (grant === "yes") return true;
   if (grant === "no" || !resource) return false;
-  const allowed = RELATIONS[actor.role] ?? [];
+  const allowed = relationsFor(action, actor.role);
   return resource.relations.some((r) => allowed.includes(r));
 };
 
@@ -159,9 +183,13 @@ export interface RelationRule {
  * - encounter practitioner: named on an encounter that is planned or in
  *   progress, or that finished less than `encounterAccessDays` ago; a
  *   cancelled encounter grants nothing (it never happened);
- * - self: a patient user's own record.
- *
- * Grants and proxies have no tables yet: without SQL they never hold.
+ * - self: a patient user's own record;
+ * - proxy / full proxy: a family member the patient (or an admin) added, at
+ *   any level / at level full; removal ends it at once;
+ * - active grant: a grant to the practitioner, or to a clinic where they
+ *   are an active member of an active clinic, that is neither revoked nor
+ *   past its expiry by the rule's clock (the sweeper's AccessGrantExpired
+ *   only records an end the clock has already enforced).
  */
 const RELATION_SQL: Partial<Record<Relation, (actor: Actor, rule: RelationRule) => Query>> = {
   self: (actor) => sql`select ${actor.patientId}::uuid as patient_id`,
@@ -174,13 +202,31 @@ const RELATION_SQL: Partial<Record<Relation, (actor: Actor, rule: RelationRule) 
         and (status in ('planned', 'in_progress')
           or (status = 'finished' and finished_at > ${since}::timestamptz))`;
   },
+  proxy: (actor) =>
+    sql`select patient_id from patient_proxies where user_id = ${actor.userId}::uuid`,
+  full_proxy: (actor) =>
+    sql`select patient_id from patient_proxies
+      where user_id = ${actor.userId}::uuid and level = 'full'`,
+  active_grant: (actor, rule) =>
+    sql`select patient_id from access_grants g
+      where g.status = 'active' and g.expires_at > ${rule.now}::timestamptz
+        and ((g.grantee_kind = 'practitioner' and g.grantee_id = ${actor.userId}::uuid)
+          or (g.grantee_kind = 'clinic' and g.grantee_id in (
+            select m.clinic_id from clinic_practitioners m join clinics c on c.id = m.clinic_id
+            where m.user_id = ${actor.userId}::uuid and m.active and c.active)))`,
 };
 
-/** The relations that can hold for this actor at all (those of its role that have a rule). */
-const relationsOf = (actor: Actor): Relation[] =>
-  (RELATIONS[actor.role] ?? []).filter((r) =>
-    RELATION_SQL[r] && (r !== "self" || actor.patientId !== null)
-  );
+/**
+ * The relations that can hold for this actor at all: those any action lets
+ * its role use, that have a rule (and `self` only for a user who is a patient).
+ */
+const relationsOf = (actor: Actor): Relation[] => {
+  const all = new Set<Relation>(RELATIONS[actor.role] ?? []);
+  for (const byRole of Object.values(ACTION_RELATIONS)) {
+    for (const r of byRole?.[actor.role] ?? []) all.add(r);
+  }
+  return [...all].filter((r) => RELATION_SQL[r] && (r !== "self" || actor.patientId !== null));
+};
 
 /**
  * One query answering which of the actor's relations hold to `patientId`:
@@ -226,7 +272,8 @@ export const relationsTo = async (
 export const listFilter = (actor: Actor, rule: RelationRule): Query | null => {
   const grant = RBAC["patient.read"][actor.role];
   if (grant === "yes") return null;
-  const rels = grant === "related" ? relationsOf(actor) : [];
+  const qualifying = relationsFor("patient.read", actor.role);
+  const rels = grant === "related" ? relationsOf(actor).filter((r) => qualifying.includes(r)) : [];
   if (rels.length === 0) return sql`false`;
   const union = rels.map((r) => RELATION_SQL[r]!(actor, rule))
     .reduce((a, b) => sql`${a} union ${b}`);
