@@ -15,8 +15,11 @@ import {
   ValidationError,
 } from "../src/errors.ts";
 import { sql } from "../src/store/sql.ts";
+import { ROLES } from "../events/user.ts";
+import { openTestApp } from "./support/app.ts";
 import { spec } from "./support/decider.ts";
-import { eachDriver, type Harness } from "./support/harness.ts";
+import { createTestDatabase, drivers, eachDriver, type Harness } from "./support/harness.ts";
+import { bearer, createUser, login } from "./support/users.ts";
 import { givenEventsThenRows } from "./support/projection.ts";
 
 /** Clinics (issue 12, first slice): the decider, the read model, the license claim. */
@@ -182,3 +185,324 @@ eachDriver("clinics: bad input is a ValidationError and appends nothing", async 
   );
   assert.equal(await eventCount(h), before);
 }, { catalog, projections: [clinics] });
+
+// ---- over HTTP ----
+
+type App = Awaited<ReturnType<typeof openTestApp>>;
+
+/** The app on each available driver: PGlite in memory, and a fresh PostgreSQL database. */
+const eachApp = (name: string, fn: (t: App, api: Api) => Promise<void>) =>
+  Deno.test(name, async (ctx) => {
+    for (const kind of await drivers()) {
+      await ctx.step(kind, async () => {
+        const pg = kind === "postgres" ? await createTestDatabase() : null;
+        const t = await openTestApp({
+          CHARTLOG_LOGIN_RATE_PER_MIN: "10000",
+          ...(pg ? { DATABASE_URL: pg.url } : {}),
+        });
+        try {
+          await fn(t, await apiFor(t));
+        } finally {
+          await t.close();
+          await pg?.drop();
+        }
+      });
+    }
+  });
+
+type Api = Awaited<ReturnType<typeof apiFor>>;
+
+/** One signed-in user per role (and a second practitioner), and a caller. */
+const apiFor = async (t: App) => {
+  const ids: Record<string, string> = {};
+  const tokens: Record<string, string> = {};
+  for (const role of ROLES) {
+    if (role === "patient") continue;
+    ids[role] = (await createUser(t.runtime, role)).id;
+    tokens[role] = (await login(t.app, `${role}@clinic.test`)).body.accessToken;
+  }
+  ids.practitioner2 = (await createUser(t.runtime, "practitioner", "p2@clinic.test")).id;
+  tokens.practitioner2 = (await login(t.app, "p2@clinic.test")).body.accessToken;
+  const call = (
+    method: string,
+    path: string,
+    body?: unknown,
+    as = "admin",
+    headers: Record<string, string> = {},
+  ) =>
+    t.app.request(path, {
+      method,
+      headers: {
+        ...(tokens[as] ? bearer(tokens[as]) : {}),
+        ...(body !== undefined ? { "content-type": "application/json" } : {}),
+        ...headers,
+      },
+      ...(body !== undefined
+        ? { body: typeof body === "string" ? body : JSON.stringify(body) }
+        : {}),
+    });
+  return { ids, tokens, call };
+};
+
+/** A problem+json answer of this status and type; returns its body. */
+const problem = async (res: Response, status: number, type: string) => {
+  const body = await res.json();
+  assert.equal(res.status, status, JSON.stringify(body));
+  assert.equal(res.headers.get("content-type"), "application/problem+json");
+  assert.equal(body.type, type);
+  return body as { errors?: { path: string; message: string }[]; detail?: string };
+};
+
+const fieldPaths = (b: { errors?: { path: string }[] }) =>
+  (b.errors ?? []).map((e) => e.path).sort();
+
+const countEvents = async (t: App, type?: string) =>
+  (await t.runtime.db.query<{ n: number }>(
+    type
+      ? sql`select count(*)::int as n from events where type = ${type}`
+      : sql`select count(*)::int as n from events`,
+  ))[0]!.n;
+
+eachApp("clinics over HTTP: register, read, search, page, patch with If-Match", async (t, api) => {
+  const { call } = api;
+  const res = await call("POST", "/v1/clinics", details("L-100", "North Clinic"), "clinical_ops");
+  assert.equal(res.status, 201);
+  const north = await res.json();
+  assert.equal(res.headers.get("location"), `/v1/clinics/${north.id}`);
+  assert.equal(res.headers.get("etag"), '"1"');
+  assert.deepEqual(
+    { ...north, id: undefined, createdAt: undefined, updatedAt: undefined },
+    {
+      ...details("L-100", "North Clinic"),
+      id: undefined,
+      active: true,
+      createdAt: undefined,
+      updatedAt: undefined,
+    },
+  );
+  assert.match(north.createdAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  // a duplicate license (trimmed, any case) is a 409 and appends nothing
+  const before = await countEvents(t);
+  const dup = await problem(
+    await call("POST", "/v1/clinics", details(" l-100 ", "Other")),
+    409,
+    "/problems/conflict",
+  );
+  assert.equal(dup.detail, "a clinic with that license exists");
+  assert.equal(await countEvents(t), before);
+
+  for (const [i, name] of ["Alpha Care", "beta clinic", "Gamma Clinic", "delta care"].entries()) {
+    assert.equal((await call("POST", "/v1/clinics", details(`L-${i}`, name))).status, 201);
+  }
+  // every signed-in role reads the directory
+  for (const role of ["practitioner", "reception", "auditor", "analyst"]) {
+    const r = await call("GET", `/v1/clinics/${north.id}`, undefined, role);
+    assert.equal(r.status, 200, role);
+    assert.equal(r.headers.get("etag"), '"1"');
+    assert.equal((await r.json()).name, "North Clinic");
+  }
+  const list = async (query: string, as = "reception") => {
+    const r = await call("GET", `/v1/clinics${query}`, undefined, as);
+    assert.equal(r.status, 200, query);
+    return await r.json() as {
+      items: { id: string; name: string }[];
+      nextCursor: string | null;
+      total: number;
+    };
+  };
+  const names = (p: { items: { name: string }[] }) => p.items.map((c) => c.name);
+  assert.deepEqual(names(await list("")), [
+    "Alpha Care",
+    "beta clinic",
+    "delta care",
+    "Gamma Clinic",
+    "North Clinic",
+  ]);
+  // q: a case-insensitive part of the name (a prefix is one); LIKE wildcards are literal
+  assert.deepEqual(names(await list("?q=CLINIC")), ["beta clinic", "Gamma Clinic", "North Clinic"]);
+  assert.deepEqual(names(await list("?q=al")), ["Alpha Care"]);
+  assert.deepEqual((await list("?q=%25")).total, 0);
+  assert.deepEqual((await list("?q=_")).total, 0);
+  // keyset pages: every clinic once, in order, total on each page
+  const seen: string[] = [];
+  let cursor: string | null = null;
+  do {
+    const page: Awaited<ReturnType<typeof list>> = await list(
+      `?limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
+    );
+    assert.equal(page.total, 5);
+    seen.push(...names(page));
+    cursor = page.nextCursor;
+  } while (cursor);
+  assert.deepEqual(seen, names(await list("")));
+
+  // PATCH: a stale If-Match is a 412 and appends nothing; the right one changes the clinic
+  const stale = await countEvents(t);
+  await problem(
+    await call("PATCH", `/v1/clinics/${north.id}`, { phone: "555-0199" }, "admin", {
+      "if-match": '"7"',
+    }),
+    412,
+    "/problems/precondition-failed",
+  );
+  assert.equal(await countEvents(t), stale);
+  const patched = await call("PATCH", `/v1/clinics/${north.id}`, { phone: "555-0199" }, "admin", {
+    "if-match": '"1"',
+  });
+  assert.equal(patched.status, 200);
+  assert.equal(patched.headers.get("etag"), '"2"');
+  assert.equal((await patched.json()).phone, "555-0199");
+  // deactivate: gone from active=true, present in active=false, and back
+  const off = await call("PATCH", `/v1/clinics/${north.id}`, { active: false }, "clinical_ops", {
+    "if-match": 'W/"2"',
+  });
+  assert.equal(off.status, 200);
+  assert.deepEqual([(await off.json()).active, off.headers.get("etag")], [false, '"3"']);
+  assert.deepEqual(names(await list("?active=false")), ["North Clinic"]);
+  assert.equal((await list("?active=true")).total, 4);
+  assert.equal((await list("?active=true&q=north")).total, 0);
+  const on = await call("PATCH", `/v1/clinics/${north.id}`, { active: true });
+  assert.equal((await on.json()).active, true);
+  assert.equal((await list("?active=true")).total, 5);
+  // another clinic may not take North's license
+  await problem(
+    await call("PATCH", `/v1/clinics/${(await list("?q=alpha")).items[0]!.id}`, {
+      licenseNumber: "L-100",
+    }),
+    409,
+    "/problems/conflict",
+  );
+  // unknown clinics
+  await problem(
+    await call("GET", `/v1/clinics/${crypto.randomUUID()}`),
+    404,
+    "/problems/not-found",
+  );
+  await problem(
+    await call("PATCH", `/v1/clinics/${crypto.randomUUID()}`, { name: "X" }),
+    404,
+    "/problems/not-found",
+  );
+});
+
+eachApp(
+  "clinics over HTTP: only admins and clinical ops write; refusals are audited",
+  async (t, api) => {
+    const { call, ids } = api;
+    const c = await (await call("POST", "/v1/clinics", details("W-1"))).json();
+    for (const role of ["practitioner", "reception", "auditor", "analyst"]) {
+      const before = await countEvents(t, "AccessDenied");
+      await problem(
+        await call("POST", "/v1/clinics", details(`W-${role}`), role),
+        403,
+        "/problems/forbidden",
+      );
+      await problem(
+        await call("PATCH", `/v1/clinics/${c.id}`, { name: "Mine" }, role),
+        403,
+        "/problems/forbidden",
+      );
+      assert.equal(await countEvents(t, "AccessDenied"), before + 2);
+      const [denied] = await t.runtime.db.query<{ data: Record<string, unknown> }>(
+        sql`select data from events where type = 'AccessDenied' order by global_position desc limit 1`,
+      );
+      assert.deepEqual(denied!.data, {
+        actorId: ids[role],
+        action: "clinic.update",
+        resourceId: c.id,
+      });
+    }
+    await problem(
+      await call("GET", "/v1/clinics", undefined, "nobody"),
+      401,
+      "/problems/unauthorized",
+    );
+    assert.equal((await (await call("GET", `/v1/clinics/${c.id}`)).json()).name, "North Clinic");
+  },
+);
+
+eachApp(
+  "clinics over HTTP: bad input is a 4xx problem naming the fields, never a 500",
+  async (t, api) => {
+    const { call } = api;
+    const c = await (await call("POST", "/v1/clinics", details("B-1"))).json();
+    const before = await countEvents(t);
+    // every bad field at once, an unknown one by its name
+    const bad = await problem(
+      await call("POST", "/v1/clinics", {
+        ...details("B-2"),
+        name: 5,
+        services: "x-ray",
+        email: "nope",
+        operatingHours: { mon: [{ open: "12:00", close: "08:00" }] },
+        extra: true,
+      }),
+      422,
+      "/problems/validation",
+    );
+    assert.deepEqual(fieldPaths(bad), [
+      "email",
+      "extra",
+      "name",
+      "operatingHours.mon.0",
+      "services",
+    ]);
+    // NUL bytes: in a body value and a query a 422 naming the field, in the path a 404
+    const nul = await problem(
+      await call("POST", "/v1/clinics", { ...details("B-3"), name: "North\u0000" }),
+      422,
+      "/problems/validation",
+    );
+    assert.deepEqual(fieldPaths(nul), ["name"]);
+    assert.deepEqual(
+      fieldPaths(
+        await problem(await call("GET", "/v1/clinics?q=a%00b"), 422, "/problems/validation"),
+      ),
+      ["q"],
+    );
+    await problem(await call("GET", `/v1/clinics/${c.id}%00`), 404, "/problems/not-found");
+    // wrong types and shapes
+    assert.deepEqual(
+      fieldPaths(
+        await problem(
+          await call("PATCH", `/v1/clinics/${c.id}`, { active: "no", phone: 5 }),
+          422,
+          "/problems/validation",
+        ),
+      ),
+      ["active", "phone"],
+    );
+    await problem(
+      await call("PATCH", `/v1/clinics/${c.id}`, "[1,"),
+      400,
+      "/problems/malformed-request",
+    );
+    await problem(await call("PATCH", `/v1/clinics/${c.id}`, [1]), 422, "/problems/validation");
+    await problem(
+      await call("PATCH", `/v1/clinics/${c.id}`, { name: "X" }, "admin", { "if-match": "yes" }),
+      412,
+      "/problems/precondition-failed",
+    );
+    await problem(await call("GET", "/v1/clinics/not-a-uuid"), 422, "/problems/validation");
+    assert.deepEqual(
+      fieldPaths(
+        await problem(
+          await call("GET", "/v1/clinics?limit=0&active=maybe"),
+          422,
+          "/problems/validation",
+        ),
+      ),
+      ["active", "limit"],
+    );
+    // cursors: garbage, edited, or another list's are refused
+    await problem(await call("GET", "/v1/clinics?cursor=garbage"), 422, "/problems/invalid-cursor");
+    const users = await (await call("GET", "/v1/users?limit=1")).json();
+    assert.ok(users.nextCursor);
+    await problem(
+      await call("GET", `/v1/clinics?cursor=${users.nextCursor}`),
+      422,
+      "/problems/invalid-cursor",
+    );
+    assert.equal(await countEvents(t), before);
+  },
+);

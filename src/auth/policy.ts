@@ -63,6 +63,9 @@ export const ACTIONS = [
   "media.see_deleted",
   "media.stats",
   "media.categories",
+  "clinic.create",
+  "clinic.read",
+  "clinic.update",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -118,6 +121,10 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "media.see_deleted": row(["admin"]),
   "media.stats": row(["admin", "clinical_ops"]),
   "media.categories": row(ALL),
+  "clinic.create": row(["admin", "clinical_ops"]),
+  // the clinic directory holds no PHI: any signed-in user reads it
+  "clinic.read": row(ALL),
+  "clinic.update": row(["admin", "clinical_ops"]),
 };
 
 /**

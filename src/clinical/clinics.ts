@@ -92,7 +92,8 @@ export const registerClinic = async (
   return view(r.state, r.version)!;
 };
 
-const ClinicPatch = ClinicDetails.partial().extend({ active: z.boolean().optional() });
+/** A PATCH: any detail, and `active` to deactivate or reactivate. */
+export const ClinicPatch = ClinicDetails.partial().extend({ active: z.boolean().optional() });
 
 /**
  * Changes a clinic (If-Match honoured). A new license is claimed first; the
