@@ -42,6 +42,10 @@ Deno.test("http: health, readiness and request ids", async () => {
       "encounters",
       "media",
       "clinics",
+      "clinic_practitioners",
+      "practitioner_profiles",
+      "patient_proxies",
+      "access_grants",
       "stream_summary",
     ]);
 

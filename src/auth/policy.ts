@@ -66,6 +66,8 @@ export const ACTIONS = [
   "clinic.create",
   "clinic.read",
   "clinic.update",
+  "practitioner_profile.read",
+  "practitioner_profile.update",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -125,6 +127,10 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   // the clinic directory holds no PHI: any signed-in user reads it
   "clinic.read": row(ALL),
   "clinic.update": row(["admin", "clinical_ops"]),
+  // a practitioner's professional profile is part of the directory
+  "practitioner_profile.read": row(ALL),
+  // "related" here is `self`: a practitioner edits their own profile only
+  "practitioner_profile.update": row(["admin"], ["practitioner"]),
 };
 
 /**
@@ -145,11 +151,25 @@ export const RELATIONS: Readonly<Partial<Record<Role, readonly Relation[]>>> = {
  */
 export const ACTION_RELATIONS: Readonly<
   Partial<Record<Action, Readonly<Partial<Record<Role, readonly Relation[]>>>>>
-> = {};
+> = {
+  // the resource is the practitioner's own profile (see ownProfile), not a patient record
+  "practitioner_profile.update": { practitioner: ["self"] },
+};
 
 /** The relations that qualify `role` for `action` where its cell says "related". */
 export const relationsFor = (action: Action, role: Role): readonly Relation[] =>
   ACTION_RELATIONS[action]?.[role] ?? RELATIONS[role] ?? [];
+
+/**
+ * A practitioner profile as a resource for {@link can}: `self` when it is
+ * the actor's own. The id in `patientId` is the practitioner's user id (a
+ * practitioner's `self` never comes from the patient relations: they have
+ * no patient record, so {@link relationsOf} drops it for them).
+ */
+export const ownProfile = (actor: Actor, userId: string): PatientResource => ({
+  patientId: userId,
+  relations: actor.userId === userId ? ["self"] : [],
+});
 
 /** What an actor with {@link Actor.mfaPending} may still do. */
 const MFA_ENROLMENT: readonly Action[] = ["me.read", "mfa.manage", "session.logout"];
