@@ -66,6 +66,7 @@ export const ACTIONS = [
   "clinic.create",
   "clinic.read",
   "clinic.update",
+  "clinic.manage_practitioners",
   "practitioner_profile.read",
   "practitioner_profile.update",
 ] as const;
@@ -127,6 +128,8 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   // the clinic directory holds no PHI: any signed-in user reads it
   "clinic.read": row(ALL),
   "clinic.update": row(["admin", "clinical_ops"]),
+  // membership is what a clinic grant reaches through: only operations staff change it
+  "clinic.manage_practitioners": row(["admin", "clinical_ops"]),
   // a practitioner's professional profile is part of the directory
   "practitioner_profile.read": row(ALL),
   // "related" here is `self`: a practitioner edits their own profile only
