@@ -666,10 +666,16 @@ eachApp(
     const others = await Promise.all(
       Array.from({ length: 10 }, (_, i) => createUser(t.runtime, "practitioner", `m${i}@c.test`)),
     );
-    const adds = await Promise.all(
-      others.map((u) => call("POST", members, { userId: u.id, employmentType: "contractor" })),
-    );
-    assert.deepEqual(adds.map((r) => r.status), Array(10).fill(201));
+    // and clinic edits without If-Match beside them: the clinic's stream is shared, each is
+    // decided again on the newer state
+    const adds = await Promise.all([
+      ...others.map((u) => call("POST", members, { userId: u.id, employmentType: "contractor" })),
+      ...Array.from(
+        { length: 5 },
+        (_, i) => call("PATCH", `/v1/clinics/${clinic.id}`, { services: [`s${i}`] }),
+      ),
+    ]);
+    assert.deepEqual(adds.map((r) => r.status), [...Array(10).fill(201), ...Array(5).fill(200)]);
     for (const r of adds) await r.body?.cancel();
     // keyset pages over the members: each once, in join order
     const seen: string[] = [];

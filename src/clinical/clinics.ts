@@ -97,9 +97,10 @@ export const registerClinic = async (
 export const ClinicPatch = ClinicDetails.partial().extend({ active: z.boolean().optional() });
 
 /**
- * Changes a clinic (If-Match honoured). A new license is claimed first; the
- * old claim is kept, so a license once held stays with its clinic (it may go
- * back to it, no other clinic may take it up).
+ * Changes a clinic (If-Match honoured; without it, a concurrent write to the
+ * clinic's stream, such as a membership, is read and decided again). A new
+ * license is claimed first; the old claim is kept, so a license once held
+ * stays with its clinic (it may go back to it, no other clinic may take it up).
  */
 export const updateClinic = async (
   store: EventStore,
@@ -125,7 +126,7 @@ export const updateClinic = async (
     type: "UpdateClinic",
     changes,
     active,
-  }, { metadata, unseal: false, ifMatch });
+  }, { metadata, unseal: false, ifMatch, retry: true });
   return view(r.state, r.version)!;
 };
 
