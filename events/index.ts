@@ -5,6 +5,7 @@ import { clinicEvents, clinicMembershipEvents } from "./clinic.ts";
 import { encounterEvents } from "./encounter.ts";
 import { mediaEvents } from "./media.ts";
 import { patientEvents } from "./patient.ts";
+import { practitionerEvents } from "./practitioner.ts";
 import { proxyEvents } from "./proxy.ts";
 import { subjectEvents } from "./subject.ts";
 import { userEvents } from "./user.ts";
@@ -19,6 +20,7 @@ export const catalog = new Catalog([
   ...mediaEvents,
   ...clinicEvents,
   ...clinicMembershipEvents,
+  ...practitionerEvents,
   ...proxyEvents,
   ...accessEvents,
 ]);

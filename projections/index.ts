@@ -5,6 +5,7 @@ import { clinics } from "./clinics.ts";
 import { encounters } from "./encounters.ts";
 import { media } from "./media.ts";
 import { patients } from "./patients.ts";
+import { practitionerProfiles } from "./practitioner_profiles.ts";
 import { proxies } from "./proxies.ts";
 import { sessions } from "./sessions.ts";
 import { streamSummary } from "./stream_summary.ts";
@@ -19,6 +20,7 @@ export const projections: readonly Projection[] = [
   media,
   clinics,
   clinicPractitioners,
+  practitionerProfiles,
   proxies,
   accessGrants,
   streamSummary,

@@ -122,12 +122,17 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
         patientId: related.patients,
       }, { actorId: "test-setup" }),
     );
-    /** The path with its ids: a "rel" cell's from `fixture` (by resource), any other's `target`. */
-    const urlOf = (path: string, fixture?: typeof related) =>
+    /**
+     * The path with its ids: a "rel" cell's from `fixture` (by resource), any other's `target`.
+     * `self`: the caller's id, for a resource of their own (a practitioner's profile).
+     */
+    const urlOf = (path: string, fixture?: typeof related, self?: string) =>
       path.replace(
         /^\/v1\/(patients|encounters|media)\/:id/,
         (m, kind: keyof typeof related) => fixture ? `/v1/${kind}/${fixture[kind]}` : m,
-      ).replace(":id", target.id).replace(":practitionerId", target.id);
+      ).replace(/^\/v1\/practitioners\/:id/, (m) => self ? `/v1/practitioners/${self}` : m)
+        .replace(":id", target.id).replace(":practitionerId", target.id)
+        .replace(":userId", target.id);
     const bodyOf = (role: string, method: string, path: string) => {
       const patient = {
         mrn: `MRN-${role}`,
@@ -215,7 +220,7 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
           const res = await request(
             token,
             method,
-            urlOf(path, related),
+            urlOf(path, related, user.id),
             bodyOf(role, method, path),
           );
           cells.push(`${role} ${route} ${res.status} (related)`);

@@ -63,6 +63,12 @@ export const ACTIONS = [
   "media.see_deleted",
   "media.stats",
   "media.categories",
+  "clinic.create",
+  "clinic.read",
+  "clinic.update",
+  "clinic.manage_practitioners",
+  "practitioner_profile.read",
+  "practitioner_profile.update",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -118,6 +124,16 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "media.see_deleted": row(["admin"]),
   "media.stats": row(["admin", "clinical_ops"]),
   "media.categories": row(ALL),
+  "clinic.create": row(["admin", "clinical_ops"]),
+  // the clinic directory holds no PHI: any signed-in user reads it
+  "clinic.read": row(ALL),
+  "clinic.update": row(["admin", "clinical_ops"]),
+  // membership is what a clinic grant reaches through: only operations staff change it
+  "clinic.manage_practitioners": row(["admin", "clinical_ops"]),
+  // a practitioner's professional profile is part of the directory
+  "practitioner_profile.read": row(ALL),
+  // "related" here is `self`: a practitioner edits their own profile only
+  "practitioner_profile.update": row(["admin"], ["practitioner"]),
 };
 
 /**
@@ -138,11 +154,25 @@ export const RELATIONS: Readonly<Partial<Record<Role, readonly Relation[]>>> = {
  */
 export const ACTION_RELATIONS: Readonly<
   Partial<Record<Action, Readonly<Partial<Record<Role, readonly Relation[]>>>>>
-> = {};
+> = {
+  // the resource is the practitioner's own profile (see ownProfile), not a patient record
+  "practitioner_profile.update": { practitioner: ["self"] },
+};
 
 /** The relations that qualify `role` for `action` where its cell says "related". */
 export const relationsFor = (action: Action, role: Role): readonly Relation[] =>
   ACTION_RELATIONS[action]?.[role] ?? RELATIONS[role] ?? [];
+
+/**
+ * A practitioner profile as a resource for {@link can}: `self` when it is
+ * the actor's own. The id in `patientId` is the practitioner's user id (a
+ * practitioner's `self` never comes from the patient relations: they have
+ * no patient record, so {@link relationsOf} drops it for them).
+ */
+export const ownProfile = (actor: Actor, userId: string): PatientResource => ({
+  patientId: userId,
+  relations: actor.userId === userId ? ["self"] : [],
+});
 
 /** What an actor with {@link Actor.mfaPending} may still do. */
 const MFA_ENROLMENT: readonly Action[] = ["me.read", "mfa.manage", "session.logout"];

@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
 import { z } from "zod";
-import { ClinicDetails } from "../../events/clinic.ts";
+import { ClinicDetails, EMPLOYMENT_TYPES } from "../../events/clinic.ts";
 import type { EventMetadata } from "../../events/metadata.ts";
-import { type Clinic, clinicDecider } from "../domain/clinic.ts";
+import { getUser } from "../auth/accounts.ts";
+import { type Clinic, clinicDecider, type PractitionerStanding } from "../domain/clinic.ts";
 import { handleCommand } from "../domain/command_handler.ts";
 import {
   ConcurrencyError,
@@ -92,12 +93,14 @@ export const registerClinic = async (
   return view(r.state, r.version)!;
 };
 
-const ClinicPatch = ClinicDetails.partial().extend({ active: z.boolean().optional() });
+/** A PATCH: any detail, and `active` to deactivate or reactivate. */
+export const ClinicPatch = ClinicDetails.partial().extend({ active: z.boolean().optional() });
 
 /**
- * Changes a clinic (If-Match honoured). A new license is claimed first; the
- * old claim is kept, so a license once held stays with its clinic (it may go
- * back to it, no other clinic may take it up).
+ * Changes a clinic (If-Match honoured; without it, a concurrent write to the
+ * clinic's stream, such as a membership, is read and decided again). A new
+ * license is claimed first; the old claim is kept, so a license once held
+ * stays with its clinic (it may go back to it, no other clinic may take it up).
  */
 export const updateClinic = async (
   store: EventStore,
@@ -123,6 +126,61 @@ export const updateClinic = async (
     type: "UpdateClinic",
     changes,
     active,
-  }, { metadata, unseal: false, ifMatch });
+  }, { metadata, unseal: false, ifMatch, retry: true });
   return view(r.state, r.version)!;
+};
+
+/** Who the membership command names, as the decider needs it (it reads nothing itself). */
+const standingOf = async (store: EventStore, userId: string): Promise<PractitionerStanding> => {
+  const user = await getUser(store, userId);
+  if (!user) return "unknown";
+  return user.role === "practitioner" && user.active ? "eligible" : "ineligible";
+};
+
+export const MembershipInput = z.strictObject({
+  userId: z.uuid(),
+  employmentType: z.enum(EMPLOYMENT_TYPES),
+});
+
+export const MembershipPatch = z.strictObject({
+  active: z.boolean().optional(),
+  employmentType: z.enum(EMPLOYMENT_TYPES).optional(),
+});
+
+/**
+ * Adds a practitioner to a clinic, decided on the clinic's stream: of
+ * concurrent adds of one practitioner exactly one appends, the others read
+ * again and find them a member (409). Adds of different practitioners all
+ * succeed, each decided on the state the last left.
+ */
+export const addPractitioner = async (
+  store: EventStore,
+  clinicId: string,
+  input: unknown,
+  metadata: EventMetadata,
+): Promise<void> => {
+  const { userId, employmentType } = parse(MembershipInput, input);
+  await handleCommand(store, clinicDecider, clinicStream(clinicId), {
+    type: "AddPractitioner",
+    userId,
+    employmentType,
+    standing: await standingOf(store, userId),
+  }, { metadata, unseal: false, retry: true });
+};
+
+/** Changes a membership: `active: false` is leaving, `true` rejoining; or the employment type. */
+export const updateMembership = async (
+  store: EventStore,
+  clinicId: string,
+  userId: string,
+  input: unknown,
+  metadata: EventMetadata,
+): Promise<void> => {
+  const changes = parse(MembershipPatch, input);
+  await handleCommand(store, clinicDecider, clinicStream(clinicId), {
+    type: "UpdatePractitioner",
+    userId,
+    changes,
+    standing: await standingOf(store, userId),
+  }, { metadata, unseal: false, retry: true });
 };

@@ -1,32 +1,71 @@
 import {
   ClinicDeactivated,
   type ClinicDetails,
+  ClinicPractitionerAdded,
+  ClinicPractitionerUpdated,
   ClinicReactivated,
   ClinicRegistered,
   ClinicUpdated,
+  type EmploymentType,
 } from "../../events/clinic.ts";
-import { ConflictError, NotFoundError } from "../errors.ts";
+import { ConflictError, NotFoundError, ValidationError } from "../errors.ts";
 import { type EventOf, eventsOf, type NewEventOf } from "../store/catalog.ts";
 import { type AnyEvent, type Decider, foldEvents, unreachable } from "./decider.ts";
 
+/** A practitioner's membership of a clinic; kept when they leave (`active: false`). */
+export interface Membership {
+  active: boolean;
+  employmentType: EmploymentType;
+}
+
 export type Clinic =
   | { status: "none" }
-  | { status: "registered"; clinicId: string; active: boolean; details: ClinicDetails };
+  | {
+    status: "registered";
+    clinicId: string;
+    active: boolean;
+    details: ClinicDetails;
+    /** By practitioner user id. */
+    members: Readonly<Record<string, Membership>>;
+  };
+
+/**
+ * What the handler read about the practitioner a membership command names:
+ * `unknown` (no such account: 404), `ineligible` (not an active user with
+ * the practitioner role: 422), or `eligible`. The decider has no I/O.
+ */
+export type PractitionerStanding = "unknown" | "ineligible" | "eligible";
 
 export type ClinicCommand =
   | { type: "RegisterClinic"; clinicId: string; details: ClinicDetails }
-  | { type: "UpdateClinic"; changes: Partial<ClinicDetails>; active?: boolean };
+  | { type: "UpdateClinic"; changes: Partial<ClinicDetails>; active?: boolean }
+  | {
+    type: "AddPractitioner";
+    userId: string;
+    employmentType: EmploymentType;
+    standing: PractitionerStanding;
+  }
+  | {
+    type: "UpdatePractitioner";
+    userId: string;
+    changes: { active?: boolean; employmentType?: EmploymentType };
+    standing: PractitionerStanding;
+  };
 
 type Events =
   | typeof ClinicRegistered
   | typeof ClinicUpdated
   | typeof ClinicDeactivated
-  | typeof ClinicReactivated;
+  | typeof ClinicReactivated
+  | typeof ClinicPractitionerAdded
+  | typeof ClinicPractitionerUpdated;
 const isClinicEvent = eventsOf(
   ClinicRegistered,
   ClinicUpdated,
   ClinicDeactivated,
   ClinicReactivated,
+  ClinicPractitionerAdded,
+  ClinicPractitionerUpdated,
 );
 export type ClinicEvent = EventOf<Events>;
 export type NewClinicEvent = NewEventOf<Events>;
@@ -37,7 +76,7 @@ export const evolve = (s: Clinic, e: ClinicEvent): Clinic => {
   switch (e.type) {
     case "ClinicRegistered": {
       const { clinicId, ...details } = e.data;
-      return { status: "registered", clinicId, active: true, details };
+      return { status: "registered", clinicId, active: true, details, members: {} };
     }
     case "ClinicUpdated":
       return s.status === "none" ? s : { ...s, details: { ...s.details, ...e.data.changes } };
@@ -45,6 +84,19 @@ export const evolve = (s: Clinic, e: ClinicEvent): Clinic => {
       return s.status === "none" ? s : { ...s, active: false };
     case "ClinicReactivated":
       return s.status === "none" ? s : { ...s, active: true };
+    case "ClinicPractitionerAdded":
+      return s.status === "none" ? s : {
+        ...s,
+        members: {
+          ...s.members,
+          [e.data.userId]: { active: true, employmentType: e.data.employmentType },
+        },
+      };
+    case "ClinicPractitionerUpdated": {
+      const m = s.status === "none" ? undefined : s.members[e.data.userId];
+      if (s.status === "none" || !m) return s;
+      return { ...s, members: { ...s.members, [e.data.userId]: { ...m, ...e.data.changes } } };
+    }
     default:
       return unreachable(e, "event");
   }
@@ -54,6 +106,16 @@ export const fold = (events: readonly AnyEvent[]): Clinic =>
   foldEvents({ initialState, accepts: isClinicEvent, evolve }, events);
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+/** Only an existing, active practitioner joins a clinic. */
+const checkStanding = (standing: PractitionerStanding): void => {
+  if (standing === "unknown") throw new NotFoundError("no such user");
+  if (standing === "ineligible") {
+    throw new ValidationError("only an active practitioner can be a clinic member", [
+      { path: "userId", message: "not an active user with the practitioner role" },
+    ]);
+  }
+};
 
 /** Pure: the events a command produces. An update records only what changed. */
 export const decide = (cmd: ClinicCommand, s: Clinic): NewClinicEvent[] => {
@@ -81,6 +143,42 @@ export const decide = (cmd: ClinicCommand, s: Clinic): NewClinicEvent[] => {
         out.push({ type: "ClinicReactivated", data: { clinicId: s.clinicId } });
       }
       return out;
+    }
+    case "AddPractitioner": {
+      if (s.status === "none") throw new NotFoundError("no such clinic");
+      checkStanding(cmd.standing);
+      if (s.members[cmd.userId]) {
+        throw new ConflictError("already a member of this clinic (PATCH it to rejoin)");
+      }
+      if (!s.active) throw new ConflictError("the clinic is inactive: it takes no new members");
+      return [{
+        type: "ClinicPractitionerAdded",
+        data: { clinicId: s.clinicId, userId: cmd.userId, employmentType: cmd.employmentType },
+      }];
+    }
+    case "UpdatePractitioner": {
+      if (s.status === "none") throw new NotFoundError("no such clinic");
+      const m = s.members[cmd.userId];
+      if (!m) throw new NotFoundError("not a member of this clinic");
+      const changes: { active?: boolean; employmentType?: EmploymentType } = {};
+      if (cmd.changes.active !== undefined && cmd.changes.active !== m.active) {
+        changes.active = cmd.changes.active;
+      }
+      if (
+        cmd.changes.employmentType !== undefined && cmd.changes.employmentType !== m.employmentType
+      ) {
+        changes.employmentType = cmd.changes.employmentType;
+      }
+      if (changes.active === true) {
+        // rejoining is joining: the same rules as a new member
+        checkStanding(cmd.standing);
+        if (!s.active) throw new ConflictError("the clinic is inactive: it takes no new members");
+      }
+      if (Object.keys(changes).length === 0) return [];
+      return [{
+        type: "ClinicPractitionerUpdated",
+        data: { clinicId: s.clinicId, userId: cmd.userId, changes },
+      }];
     }
     default:
       return unreachable(cmd, "command");

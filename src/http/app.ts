@@ -17,6 +17,8 @@ import { mfa } from "./mfa.ts";
 import { patients } from "./patients.ts";
 import { encounters, patientEncounters } from "./encounters.ts";
 import { encounterMedia, media, patientMedia } from "./media.ts";
+import { clinics } from "./clinics.ts";
+import { practitioners } from "./practitioners.ts";
 
 export const API_INFO = {
   title: "Chartlog API",
@@ -120,6 +122,8 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/encounters", encounters);
   app.route("/v1/encounters", encounterMedia);
   app.route("/v1/media", media);
+  app.route("/v1/clinics", clinics);
+  app.route("/v1/practitioners", practitioners);
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
     scheme: "bearer",
