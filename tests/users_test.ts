@@ -42,7 +42,14 @@ Deno.test("users: admin creates, lists, reads and changes users; bad input is a 
     const paths = (await bad.json()).errors.map((e: { path: string }) => e.path).sort();
     for (const p of ["email", "name", "password", "role"]) assert.ok(paths.includes(p), p);
     assert.ok(paths.some((p: string) => p === "" || p.includes("extra")), "unknown field reported");
-    assert.equal((await post({ ...valid, email: "p@clinic.test", role: "patient" })).status, 422);
+    // a family member: role patient, no record of their own (a proxy once a patient adds them)
+    const family = await post({ ...valid, email: "p@clinic.test", role: "patient" });
+    assert.equal(family.status, 201);
+    assert.equal((await family.json()).patientId, null);
+    assert.equal(
+      (await post({ ...valid, email: "x@clinic.test", patientId: crypto.randomUUID() })).status,
+      422,
+    );
     assert.equal((await post(valid)).status, 409); // same email, any case
     assert.equal((await post({ ...valid, email: "DR.WHO@clinic.test" })).status, 409);
     const pid = crypto.randomUUID();
@@ -62,15 +69,15 @@ Deno.test("users: admin creates, lists, reads and changes users; bad input is a 
     do {
       const q: string = `/v1/users?limit=3${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
       const page = await (await t.app.request(q, { headers: bearer(token) })).json();
-      assert.equal(page.total, 8); // admin, dr.who, p1, u0–u4
+      assert.equal(page.total, 9); // admin, dr.who, p, p1, u0–u4
       seen.push(...page.items.map((u: { email: string }) => u.email));
       cursor = page.nextCursor;
     } while (cursor);
-    assert.equal(seen.length, 8);
+    assert.equal(seen.length, 9);
     assert.deepEqual(seen, [...seen].sort());
     const byRole = await (await t.app.request("/v1/users?role=patient", { headers: bearer(token) }))
       .json();
-    assert.equal(byRole.total, 1);
+    assert.equal(byRole.total, 2);
     assert.equal(
       (await t.app.request("/v1/users?limit=101", { headers: bearer(token) })).status,
       422,
@@ -101,7 +108,7 @@ Deno.test("users: admin creates, lists, reads and changes users; bad input is a 
     const body = await changed.json();
     assert.equal(body.role, "clinical_ops");
     assert.equal(body.active, false);
-    assert.equal((await patch({ role: "patient" })).status, 422);
+    assert.equal((await patch({ patientId: crypto.randomUUID() })).status, 422);
     assert.equal((await patch({ nickname: "x" })).status, 422);
 
     // the caller's own profile

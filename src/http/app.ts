@@ -15,6 +15,7 @@ import { authRoutes } from "./auth.ts";
 import { me, users } from "./users.ts";
 import { mfa } from "./mfa.ts";
 import { patients } from "./patients.ts";
+import { proxies } from "./proxies.ts";
 import { encounters, patientEncounters } from "./encounters.ts";
 import { encounterMedia, media, patientMedia } from "./media.ts";
 
@@ -117,6 +118,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/patients", patients);
   app.route("/v1/patients", patientEncounters);
   app.route("/v1/patients", patientMedia);
+  app.route("/v1/patients", proxies);
   app.route("/v1/encounters", encounters);
   app.route("/v1/encounters", encounterMedia);
   app.route("/v1/media", media);
