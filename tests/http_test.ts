@@ -42,6 +42,9 @@ Deno.test("http: health, readiness and request ids", async () => {
       "encounters",
       "media",
       "clinics",
+      "clinic_practitioners",
+      "patient_proxies",
+      "access_grants",
       "stream_summary",
     ]);
 
