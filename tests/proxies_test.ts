@@ -317,6 +317,18 @@ for (const driver of await drivers()) {
           };
           await refused(ids.practitioner!, /role patient/);
           await refused(ids.self!, /own account/);
+          // a family member an admin creates over HTTP, then deactivates
+          const aunt = await request("admin", "POST", "/v1/users", {
+            email: "aunt@home.test",
+            name: "Aunt",
+            role: "patient",
+            password: PASSWORD,
+          });
+          assert.equal(aunt.status, 201);
+          const auntId = (await aunt.json()).id;
+          const off = await request("admin", "PATCH", `/v1/users/${auntId}`, { active: false });
+          assert.equal(off.status, 200);
+          await refused(auntId, /active/);
           await problemOf(
             await request("admin", "POST", proxiesUrl, {
               userId: crypto.randomUUID(),

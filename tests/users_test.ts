@@ -168,6 +168,35 @@ Deno.test({
       assert.match(stdout, /^created user [0-9a-f-]{36} \(admin\)/);
       assert.ok(!stdout.includes("passphrase"));
 
+      // a family member: role patient without --patient-id
+      const family = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../src/cli/user.ts", import.meta.url).pathname,
+          "create",
+          "--email",
+          "family@home.test",
+          "--role",
+          "patient",
+          "--name",
+          "Family",
+        ],
+        env: { DATABASE_URL: db.url, CHARTLOG_MASTER_KEY: keyEnv(key), LOG_LEVEL: "warn" },
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const fw = family.stdin.getWriter();
+      await fw.write(new TextEncoder().encode("a family passphrase\n"));
+      await fw.close();
+      const fout = await family.output();
+      assert.equal(fout.code, 0, new TextDecoder().decode(fout.stderr));
+      assert.match(
+        new TextDecoder().decode(fout.stdout),
+        /^created user [0-9a-f-]{36} \(patient\)/,
+      );
+
       const short = await runCli("user.ts", [
         "create",
         "--email",
@@ -187,6 +216,11 @@ Deno.test({
       try {
         const { res } = await login(t.app, "boot@clinic.test", "a bootstrap passphrase");
         assert.equal(res.status, 200);
+        const member = await login(t.app, "family@home.test", "a family passphrase");
+        assert.equal(member.res.status, 200);
+        const me = await t.app.request("/v1/me", { headers: bearer(member.body.accessToken) });
+        assert.equal(me.status, 200);
+        assert.equal((await me.json()).patientId, null);
       } finally {
         await t.close();
       }

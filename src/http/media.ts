@@ -177,7 +177,11 @@ const uploadDoc = (kind: MediaKind) => {
     summary: kind === "photo"
       ? "Upload a clinical photo to an encounter"
       : "Upload a document or image to a patient's record",
-    description: "multipart/form-data. The type is decided from the bytes (JPEG, PNG, WebP, " +
+    description: (kind === "photo"
+      ? "Clinicians only (`media.upload`): never the patient role, as patient or proxy. "
+      : "`media.upload_document`: clinicians, and the patient or a full proxy of the patient " +
+        "(any document category). ") +
+      "multipart/form-data. The type is decided from the bytes (JPEG, PNG, WebP, " +
       "PDF, DICOM, plain text), never from the name; a name or declared type that disagrees, or " +
       "a polyglot, is 415, as is a type the category does not accept. Images are decoded and " +
       "re-encoded without their metadata (EXIF, GPS, XMP) and get a 256-px thumbnail; DICOM " +
