@@ -209,6 +209,9 @@ for (const driver of await drivers()) {
         const body = await me.json();
         assert.equal(body.role, "patient");
         assert.equal(body.patientId, null);
+        const mine = await request("cousin", "GET", "/v1/me/proxies");
+        assert.equal(mine.status, 200);
+        assert.deepEqual((await mine.json()).items, []);
         for (
           const [method, path] of [
             ["GET", "/v1/patients"],
@@ -294,6 +297,11 @@ for (const driver of await drivers()) {
         // the admin reads it too; the full proxy (son) may list, the read-only one may not
         assert.equal((await request("admin", "GET", proxiesUrl)).status, 200);
         assert.equal((await request("son", "GET", proxiesUrl)).status, 200);
+        const sonOf = (await (await request("son", "GET", "/v1/me/proxies")).json()).items;
+        assert.deepEqual(
+          sonOf.map((i: { patientId: string; level: string }) => [i.patientId, i.level]),
+          [[patient.id, "full"]],
+        );
         await problemOf(await request("daughter", "GET", proxiesUrl), 403, "/problems/forbidden");
         // a practitioner manages no proxies, even of a patient they treat
         await problemOf(
@@ -530,6 +538,10 @@ for (const driver of await drivers()) {
         );
         const items = (await (await request("admin", "GET", proxiesUrl)).json()).items;
         assert.deepEqual(items.map((i: { userId: string }) => i.userId), [ids.son]);
+        assert.deepEqual(
+          (await (await request("daughter", "GET", "/v1/me/proxies")).json()).items,
+          [],
+        );
       });
 
       await tt.step("20 concurrent adds of one proxy: one 201, one ProxyAdded", async () => {

@@ -73,6 +73,38 @@ export const listProxies = async (store: EventStore, patientId: string): Promise
   }));
 };
 
+/** One patient a user acts for, as `GET /v1/me/proxies` shows it: ids and level, no PHI. */
+export interface ProxyOfView {
+  patientId: string;
+  level: ProxyLevel;
+  proxyId: string;
+  addedAt: string;
+}
+
+/**
+ * The patients a user is a proxy of, in the order they were added: how a
+ * family member's app finds the records it may open (a patient user may not
+ * search patients). Soft-deleted patients are left out, as their reads are 404.
+ */
+export const proxiesOf = async (store: EventStore, userId: string): Promise<ProxyOfView[]> => {
+  const rows = await store.db.query<{
+    patient_id: string;
+    level: ProxyLevel;
+    proxy_id: string;
+    added_at: Date | string;
+  }>(sql`select p.patient_id::text as patient_id, p.level, p.proxy_id::text as proxy_id,
+      p.added_at
+    from patient_proxies p join patients pt on pt.id = p.patient_id
+    where p.user_id = ${userId}::uuid and not pt.deleted and pt.erased_at is null
+    order by p.added_at, p.patient_id`);
+  return rows.map((r) => ({
+    patientId: r.patient_id,
+    level: r.level,
+    proxyId: r.proxy_id,
+    addedAt: new Date(r.added_at).toISOString(),
+  }));
+};
+
 /**
  * Makes a user a proxy of the patient, or changes their level. Decided from
  * `proxies-<patientId>` and appended at the version it was read at: of

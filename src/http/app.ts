@@ -15,7 +15,7 @@ import { authRoutes } from "./auth.ts";
 import { me, users } from "./users.ts";
 import { mfa } from "./mfa.ts";
 import { patients } from "./patients.ts";
-import { proxies } from "./proxies.ts";
+import { myProxies, proxies } from "./proxies.ts";
 import { encounters, patientEncounters } from "./encounters.ts";
 import { encounterMedia, media, patientMedia } from "./media.ts";
 
@@ -115,6 +115,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/users", users);
   app.route("/v1/me", me);
   app.route("/v1/me/mfa", mfa);
+  app.route("/v1/me/proxies", myProxies);
   app.route("/v1/patients", patients);
   app.route("/v1/patients", patientEncounters);
   app.route("/v1/patients", patientMedia);

@@ -1,6 +1,6 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import { PROXY_LEVELS } from "../../events/proxy.ts";
-import { addProxy, listProxies, removeProxy } from "../clinical/proxies.ts";
+import { addProxy, listProxies, proxiesOf, removeProxy } from "../clinical/proxies.ts";
 import { auditRead, patientStream } from "../clinical/patients.ts";
 import { NotFoundError } from "../errors.ts";
 import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
@@ -156,5 +156,40 @@ export const proxies = new OpenAPIHono<AppEnv>()
       const { id, userId } = c.req.valid("param");
       await removeProxy(c.var.deps.runtime().store, id, userId, requestMetadata(c));
       return c.body(null, 204);
+    },
+  );
+
+/** The caller's own proxy relations, mounted under `/v1/me/proxies`. */
+export const myProxies = new OpenAPIHono<AppEnv>()
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      tags: ["proxies"],
+      summary: "The patients the caller is a proxy of, and at which level",
+      description: "How a family member finds the records they may open (`patientId` for " +
+        "`/v1/patients/{id}`). Ids and levels only; soft-deleted and erased patients are left " +
+        "out. Empty for anyone who is no proxy.",
+      security: bearer,
+      middleware: [authenticate(), authorize("me.read")] as const,
+      responses: {
+        200: {
+          description: "in the order they were added",
+          content: json(z.object({
+            items: z.array(z.object({
+              patientId: z.uuid(),
+              level: z.enum(PROXY_LEVELS),
+              proxyId: z.uuid(),
+              addedAt: z.string(),
+            })),
+          })),
+        },
+        ...problemResponses("unauthorized", "forbidden"),
+      },
+    }),
+    async (c) => {
+      const items = await proxiesOf(c.var.deps.runtime().store, c.get("actor")!.userId);
+      c.header("Cache-Control", "no-store");
+      return c.json({ items }, 200);
     },
   );
