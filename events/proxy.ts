@@ -28,4 +28,14 @@ export const ProxyRemoved = defineEvent({
   schema: z.strictObject({ proxyId: z.uuid(), patientId: z.uuid(), userId: z.uuid() }),
 });
 
-export const proxyEvents = [ProxyAdded, ProxyRemoved];
+/**
+ * A read of a patient's proxy list (who acts for the patient): the users
+ * returned. Stream `access-<actorId>`, as every audited read.
+ */
+export const ProxiesViewed = defineEvent({
+  type: "ProxiesViewed",
+  version: 1,
+  schema: z.strictObject({ patientId: z.uuid(), userIds: z.array(z.uuid()) }),
+});
+
+export const proxyEvents = [ProxyAdded, ProxyRemoved, ProxiesViewed];

@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
-import { ROLES } from "../events/user.ts";
-import { ACTIONS, type Grant, RBAC } from "../src/auth/policy.ts";
+import { type Role, ROLES } from "../events/user.ts";
+import {
+  type Action,
+  ACTIONS,
+  type Grant,
+  RBAC,
+  type Relation,
+  relationsFor,
+} from "../src/auth/policy.ts";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
 import { registerUser } from "../src/auth/accounts.ts";
@@ -122,6 +129,24 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
         patientId: related.patients,
       }, { actorId: "test-setup" }),
     );
+    // family members (patient users without a record) made proxies of the related
+    // record (before the walk: it logs the admin out)
+    const family = async (email: string, level: "full" | "read_only") => {
+      const u = await registerUser(t.runtime.store, {
+        email,
+        name: "Family",
+        role: "patient",
+        password: PASSWORD,
+      }, { actorId: "test-setup" });
+      await call(admin, "POST", `/v1/patients/${related.patients}/proxies`, {
+        userId: u.id,
+        level,
+      });
+      return u;
+    };
+    const fullProxy = await family("full.proxy@home.test", "full");
+    const readOnlyProxy = await family("read.only@home.test", "read_only");
+
     /**
      * The path with its ids: a "rel" cell's from `fixture` (by resource), any other's `target`.
      * `self`: the caller's id, for a resource of their own (a practitioner's profile).
@@ -201,20 +226,27 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
         }
       }
     }
-    // 4. with a relation, every "rel" cell is allowed: the patient to their own
-    // record, one practitioner through the care team only, another only as
-    // the practitioner of an encounter. The writes carry empty bodies (a
-    // delete without its reason is a 422), so the records stay as they are.
-    const withRelation = [
-      ["patient", users.get("patient")!],
-      ["practitioner", careTeamMember],
-      ["practitioner", encounterPractitioner],
-    ] as const;
+    // 4. with a relation, a "rel" cell is allowed where the action counts it
+    // (relationsFor), else refused: the patient to their own record, one
+    // practitioner through the care team only, another only as the
+    // practitioner of an encounter, a full and a read-only proxy (whose
+    // writes are 403). The writes carry empty bodies (a delete without its
+    // reason is a 422), so the records stay as they are.
+    const withRelation: [Role, { id: string; email: string }, Relation[]][] = [
+      ["patient", users.get("patient")!, ["self"]],
+      // "self" of a practitioner: their own profile (urlOf puts their id in its path)
+      ["practitioner", careTeamMember, ["care_team", "self"]],
+      ["practitioner", encounterPractitioner, ["encounter_practitioner", "self"]],
+      ["patient", fullProxy, ["proxy", "full_proxy"]],
+      ["patient", readOnlyProxy, ["proxy"]],
+    ];
     let relAllowed = 0;
-    for (const [role, user] of withRelation) {
+    let relDenied = 0;
+    for (const [role, user, held] of withRelation) {
       const token = (await login(t.app, user.email)).body.accessToken;
       for (const row of matrix) {
         if (row.grants[role] !== "related") continue;
+        const counts = relationsFor(row.action as Action, role).some((r) => held.includes(r));
         for (const route of row.routes) {
           const [method, path] = route.split(" ") as [string, string];
           const res = await request(
@@ -223,10 +255,18 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
             urlOf(path, related, user.id),
             bodyOf(role, method, path),
           );
-          cells.push(`${role} ${route} ${res.status} (related)`);
-          assertAllowed(res.status, `${role} ${user.email} ${route} (related)`);
+          const cell = `${role} ${user.email} ${route} (related: ${held.join(", ")})`;
+          cells.push(`${cell} ${res.status}`);
+          if (!counts) {
+            assert.equal(res.status, 403, cell);
+            assert.equal((await res.json()).type, "/problems/forbidden");
+            denied++;
+            relDenied++;
+            continue;
+          }
+          assertAllowed(res.status, cell);
           if (method === "GET" && !path.endsWith("/thumbnail")) {
-            assert.equal(res.status, 200, `${role} ${user.email} ${route} (related)`);
+            assert.equal(res.status, 200, cell);
           }
           if (!res.bodyUsed) await res.body?.cancel();
           relAllowed++;
@@ -239,6 +279,8 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
       }
     }
     assert.ok(relAllowed > 0);
+    // the read-only proxy's writes and the full proxy's proxy management, at least
+    assert.ok(relDenied >= 3, `${relDenied} related cells refused`);
 
     // 5. each refusal is an AccessDenied event naming actor and action, nothing more
     const events = await t.runtime.db.query<{ data: Record<string, unknown>; ip: string | null }>(

@@ -42,7 +42,14 @@ Deno.test("users: admin creates, lists, reads and changes users; bad input is a 
     const paths = (await bad.json()).errors.map((e: { path: string }) => e.path).sort();
     for (const p of ["email", "name", "password", "role"]) assert.ok(paths.includes(p), p);
     assert.ok(paths.some((p: string) => p === "" || p.includes("extra")), "unknown field reported");
-    assert.equal((await post({ ...valid, email: "p@clinic.test", role: "patient" })).status, 422);
+    // a family member: role patient, no record of their own (a proxy once a patient adds them)
+    const family = await post({ ...valid, email: "p@clinic.test", role: "patient" });
+    assert.equal(family.status, 201);
+    assert.equal((await family.json()).patientId, null);
+    assert.equal(
+      (await post({ ...valid, email: "x@clinic.test", patientId: crypto.randomUUID() })).status,
+      422,
+    );
     assert.equal((await post(valid)).status, 409); // same email, any case
     assert.equal((await post({ ...valid, email: "DR.WHO@clinic.test" })).status, 409);
     const pid = crypto.randomUUID();
@@ -62,15 +69,15 @@ Deno.test("users: admin creates, lists, reads and changes users; bad input is a 
     do {
       const q: string = `/v1/users?limit=3${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
       const page = await (await t.app.request(q, { headers: bearer(token) })).json();
-      assert.equal(page.total, 8); // admin, dr.who, p1, u0–u4
+      assert.equal(page.total, 9); // admin, dr.who, p, p1, u0–u4
       seen.push(...page.items.map((u: { email: string }) => u.email));
       cursor = page.nextCursor;
     } while (cursor);
-    assert.equal(seen.length, 8);
+    assert.equal(seen.length, 9);
     assert.deepEqual(seen, [...seen].sort());
     const byRole = await (await t.app.request("/v1/users?role=patient", { headers: bearer(token) }))
       .json();
-    assert.equal(byRole.total, 1);
+    assert.equal(byRole.total, 2);
     assert.equal(
       (await t.app.request("/v1/users?limit=101", { headers: bearer(token) })).status,
       422,
@@ -101,7 +108,7 @@ Deno.test("users: admin creates, lists, reads and changes users; bad input is a 
     const body = await changed.json();
     assert.equal(body.role, "clinical_ops");
     assert.equal(body.active, false);
-    assert.equal((await patch({ role: "patient" })).status, 422);
+    assert.equal((await patch({ patientId: crypto.randomUUID() })).status, 422);
     assert.equal((await patch({ nickname: "x" })).status, 422);
 
     // the caller's own profile
@@ -161,6 +168,35 @@ Deno.test({
       assert.match(stdout, /^created user [0-9a-f-]{36} \(admin\)/);
       assert.ok(!stdout.includes("passphrase"));
 
+      // a family member: role patient without --patient-id
+      const family = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../src/cli/user.ts", import.meta.url).pathname,
+          "create",
+          "--email",
+          "family@home.test",
+          "--role",
+          "patient",
+          "--name",
+          "Family",
+        ],
+        env: { DATABASE_URL: db.url, CHARTLOG_MASTER_KEY: keyEnv(key), LOG_LEVEL: "warn" },
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const fw = family.stdin.getWriter();
+      await fw.write(new TextEncoder().encode("a family passphrase\n"));
+      await fw.close();
+      const fout = await family.output();
+      assert.equal(fout.code, 0, new TextDecoder().decode(fout.stderr));
+      assert.match(
+        new TextDecoder().decode(fout.stdout),
+        /^created user [0-9a-f-]{36} \(patient\)/,
+      );
+
       const short = await runCli("user.ts", [
         "create",
         "--email",
@@ -180,6 +216,11 @@ Deno.test({
       try {
         const { res } = await login(t.app, "boot@clinic.test", "a bootstrap passphrase");
         assert.equal(res.status, 200);
+        const member = await login(t.app, "family@home.test", "a family passphrase");
+        assert.equal(member.res.status, 200);
+        const me = await t.app.request("/v1/me", { headers: bearer(member.body.accessToken) });
+        assert.equal(me.status, 200);
+        assert.equal((await me.json()).patientId, null);
       } finally {
         await t.close();
       }

@@ -51,11 +51,14 @@ export const ACTIONS = [
   "patient.history",
   "patient.read_as_of",
   "careteam.manage",
+  "proxy.manage",
+  "proxy.list",
   "encounter.create",
   "encounter.list",
   "encounter.read",
   "encounter.update",
   "media.upload",
+  "media.upload_document",
   "media.list",
   "media.read",
   "media.delete",
@@ -110,13 +113,19 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   // on top of patient.read: an as-of read of today is a read
   "patient.read_as_of": row(["admin"]),
   "careteam.manage": row(["admin", "clinical_ops"]),
+  // family access: the patient (self) adds and removes proxies; see ACTION_RELATIONS
+  "proxy.manage": row(["admin"], ["patient"]),
+  "proxy.list": row(["admin"], ["patient"]),
   // encounters carry clinical content (the reason): reception and analysts stay out
   "encounter.create": row(["admin", "clinical_ops"], ["practitioner"]),
   "encounter.list": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
   "encounter.read": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
   "encounter.update": row(["admin", "clinical_ops"], ["practitioner"]),
   // photos and documents are clinical content too; a patient may read their own
+  // photos to encounters are the clinicians' record: never the patient role's
   "media.upload": row(["admin", "clinical_ops"], ["practitioner"]),
+  // documents to the record: the patient and their full proxies too
+  "media.upload_document": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
   "media.list": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
   "media.read": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
   "media.delete": row(["admin", "clinical_ops"], ["practitioner"]),
@@ -157,6 +166,11 @@ export const ACTION_RELATIONS: Readonly<
 > = {
   // the resource is the practitioner's own profile (see ownProfile), not a patient record
   "practitioner_profile.update": { practitioner: ["self"] },
+  // only the patient decides who acts for them: no proxy makes or ends proxies
+  "proxy.manage": { patient: ["self"] },
+  // a full proxy acts as the patient does, so it sees who else does; a read-only one does not
+  "proxy.list": { patient: ["self", "full_proxy"] },
+  "media.upload_document": { patient: ["self", "full_proxy"] },
 };
 
 /** The relations that qualify `role` for `action` where its cell says "related". */

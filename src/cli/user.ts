@@ -48,7 +48,8 @@ const COMMANDS: Record<string, Command> = {
   --email E        the new user's email (unique, case-insensitive)
   --role R         one of ${ROLES.join(", ")}
   --name N         display name
-  --patient-id P   for role patient: the patient record the account belongs to`,
+  --patient-id P   for role patient: the patient record the account belongs to (without it, a
+                   family member, who sees nothing until a patient makes them a proxy)`,
     options: {
       email: { type: "string" },
       role: { type: "string" },

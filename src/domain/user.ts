@@ -35,13 +35,12 @@ export type UserCommand =
     specialization?: string | null;
   };
 
-/** A patient user is linked to exactly one patient record; nobody else is. */
+/**
+ * Only a patient user is linked to a patient record, and to at most one: a
+ * patient user without one is a family member, who sees nothing until a
+ * patient (or an admin) makes them a proxy.
+ */
 const checkPatientLink = (role: Role, patientId: string | null): void => {
-  if (role === "patient" && !patientId) {
-    throw new ValidationError("a patient user needs a patient record", [
-      { path: "patientId", message: "required for role patient" },
-    ]);
-  }
   if (role !== "patient" && patientId) {
     throw new ValidationError("only a patient user is linked to a patient record", [
       { path: "patientId", message: "allowed only for role patient" },

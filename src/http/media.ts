@@ -118,8 +118,13 @@ const visible = (c: Context<AppEnv>, id: string, unseal = true) =>
 const serverTiming = (t: StepTimings) =>
   Object.entries(t).map(([k, v]) => `${k};dur=${v!.toFixed(1)}`).join(", ");
 
-/** Both upload routes: the path's id, the actor's policy, then {@link uploadMedia}. */
+/**
+ * Both upload routes: the path's id, the actor's policy, then {@link uploadMedia}.
+ * Photos (to an encounter) and documents (to the record) are separate actions:
+ * a patient or their full proxy may add documents, never photos.
+ */
 const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
+  const action = kind === "photo" ? "media.upload" : "media.upload_document";
   const runtime = c.var.deps.runtime();
   const config = c.var.deps.config;
   const id = c.req.param("id")!;
@@ -146,8 +151,8 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
       body: c.req.raw.body,
     },
     {
-      allows: (patientId) => allowed(c, "media.upload", () => resourceOf(c, patientId)),
-      deny: () => deny(c, "media.upload"),
+      allows: (patientId) => allowed(c, action, () => resourceOf(c, patientId)),
+      deny: () => deny(c, action),
     },
   );
   c.header("Location", `/v1/media/${m.id}`);
@@ -172,7 +177,11 @@ const uploadDoc = (kind: MediaKind) => {
     summary: kind === "photo"
       ? "Upload a clinical photo to an encounter"
       : "Upload a document or image to a patient's record",
-    description: "multipart/form-data. The type is decided from the bytes (JPEG, PNG, WebP, " +
+    description: (kind === "photo"
+      ? "Clinicians only (`media.upload`): never the patient role, as patient or proxy. "
+      : "`media.upload_document`: clinicians, and the patient or a full proxy of the patient " +
+        "(any document category). ") +
+      "multipart/form-data. The type is decided from the bytes (JPEG, PNG, WebP, " +
       "PDF, DICOM, plain text), never from the name; a name or declared type that disagrees, or " +
       "a polyglot, is 415, as is a type the category does not accept. Images are decoded and " +
       "re-encoded without their metadata (EXIF, GPS, XMP) and get a 256-px thumbnail; DICOM " +

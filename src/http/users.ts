@@ -37,7 +37,10 @@ const CreateUserBody = z.strictObject({
   name: z.string().trim().min(1).max(200),
   role: RoleSchema,
   password: z.string().min(12).max(1024),
-  patientId: z.uuid().nullable().optional().openapi({ description: "required for role patient" }),
+  patientId: z.uuid().nullable().optional().openapi({
+    description: "role patient only: the patient's own record; without one, a family member " +
+      "who sees nothing until made a proxy",
+  }),
 }).openapi("CreateUserRequest");
 
 const PatchUserBody = z.strictObject({
