@@ -216,7 +216,7 @@ Deno.test("media decider: recorded once; soft delete with a reason; restore only
   }]);
 });
 
-Deno.test("user decider: a batch is decided in turn; a patient user needs its record", () => {
+Deno.test("user decider: a batch is decided in turn; only a patient user has a record", () => {
   const reg: NewUserEvent = {
     type: "UserRegistered",
     data: {
@@ -234,7 +234,10 @@ Deno.test("user decider: a batch is decided in turn; a patient user needs its re
     active: false,
   }])
     .then([{ type: "UserDeactivated", data: { userId: D } }]);
+  // a patient user without a record is a family member
   user.given([reg]).when([{ type: "ChangeRole", role: "patient", patientId: null }])
+    .then([{ type: "UserRoleChanged", data: { userId: D, role: "patient", patientId: null } }]);
+  user.given([reg]).when([{ type: "ChangeRole", role: "auditor", patientId: D }])
     .thenThrows(ValidationError);
   user.given([]).when([{ type: "SetActive", active: true }]).thenThrows(NotFoundError);
 });

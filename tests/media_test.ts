@@ -295,6 +295,7 @@ Deno.test("media: each refusal has its status, problem type and event, and store
       return body;
     };
     // reception may not upload; neither may a practitioner without a relation, nor a patient
+    // a photo (they may add documents to their own record: tests/proxies_test.ts)
     await expect(
       await request("reception", "POST", photoUrl, form(jpeg, "a.jpg", { category: "before" })),
       403,
@@ -306,7 +307,7 @@ Deno.test("media: each refusal has its status, problem type and event, and store
       "/problems/forbidden",
     );
     await expect(
-      await request("patient", "POST", docUrl, form(jpeg, "a.jpg", { category: "other" })),
+      await request("patient", "POST", photoUrl, form(jpeg, "a.jpg", { category: "before" })),
       403,
       "/problems/forbidden",
     );
