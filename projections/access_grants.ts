@@ -1,3 +1,4 @@
+import { actorUserId } from "./actor.ts";
 import { erasedId } from "../src/store/shred.ts";
 import { sql } from "../src/store/sql.ts";
 import type { Projection } from "../src/store/types.ts";
@@ -42,12 +43,12 @@ export const accessGrants: Projection = {
       await db.query(sql`insert into access_grants (id, patient_id, grantee_kind, grantee_id,
           source, source_id, stream_id, granted_by, granted_at, expires_at, status)
         values (${d.grantId}::uuid, ${d.patientId}::uuid, ${d.granteeKind}, ${d.granteeId}::uuid,
-          ${d.source}, ${d.sourceId}::uuid, ${e.streamId}, ${e.metadata.actorId ?? null}::uuid,
+          ${d.source}, ${d.sourceId}::uuid, ${e.streamId}, ${actorUserId(e.metadata)}::uuid,
           ${at}::timestamptz, ${d.expiresAt}::text::timestamptz, 'active')`);
     },
     AccessGrantRevoked: async (db, e) => {
       await db.query(sql`update access_grants set status = 'revoked',
-          ended_at = ${e.recordedAt}::timestamptz, ended_by = ${e.metadata.actorId ?? null}::uuid
+          ended_at = ${e.recordedAt}::timestamptz, ended_by = ${actorUserId(e.metadata)}::uuid
         where id = ${e.data.grantId}::uuid and status = 'active'`);
     },
     AccessGrantExpired: async (db, e) => {

@@ -1,3 +1,4 @@
+import { actorUserId } from "./actor.ts";
 import { sql } from "../src/store/sql.ts";
 import type { Projection } from "../src/store/types.ts";
 
@@ -30,7 +31,7 @@ export const clinicPractitioners: Projection = {
       await db.query(sql`insert into clinic_practitioners (clinic_id, user_id, employment_type,
           active, joined_at, joined_by, updated_at)
         values (${d.clinicId}::uuid, ${d.userId}::uuid, ${d.employmentType}, true,
-          ${at}::timestamptz, ${e.metadata.actorId ?? null}::uuid, ${at}::timestamptz)`);
+          ${at}::timestamptz, ${actorUserId(e.metadata)}::uuid, ${at}::timestamptz)`);
     },
     ClinicPractitionerUpdated: async (db, e) => {
       const c = e.data.changes as { active?: boolean; employmentType?: string };

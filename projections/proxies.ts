@@ -1,3 +1,4 @@
+import { actorUserId } from "./actor.ts";
 import { erasedId } from "../src/store/shred.ts";
 import { sql } from "../src/store/sql.ts";
 import type { Projection } from "../src/store/types.ts";
@@ -29,7 +30,7 @@ export const proxies: Projection = {
         sql`insert into patient_proxies (patient_id, user_id, proxy_id, level, added_at,
           added_by)
         values (${d.patientId}::uuid, ${d.userId}::uuid, ${d.proxyId}::uuid, ${d.level},
-          ${e.recordedAt}::timestamptz, ${e.metadata.actorId ?? null}::uuid)`,
+          ${e.recordedAt}::timestamptz, ${actorUserId(e.metadata)}::uuid)`,
       );
     },
     ProxyRemoved: async (db, e) => {

@@ -3,8 +3,10 @@ import { catalog } from "../events/index.ts";
 import { encounters } from "../projections/encounters.ts";
 import { media } from "../projections/media.ts";
 import { patients } from "../projections/patients.ts";
+import { proxies } from "../projections/proxies.ts";
 import { sessions } from "../projections/sessions.ts";
 import { users } from "../projections/users.ts";
+import { rebuildProjection } from "../src/store/projection_engine.ts";
 import { sql } from "../src/store/sql.ts";
 import { eachDriver } from "./support/harness.ts";
 import { type GivenEvent, givenEventsThenRows } from "./support/projection.ts";
@@ -460,4 +462,16 @@ eachDriver("read model sessions: logged in, refreshed, ended, user erased", asyn
     row(S2, { ended: true, end_reason: "erased" }),
   ]);
   assert.deepEqual(await tokens(), []);
+}, opts);
+
+eachDriver("read models: an actor that is no user (the CLI) is kept as no one", async (h) => {
+  await h.store.append(`proxies-${P}`, "any", [{
+    type: "ProxyAdded",
+    data: { proxyId: S, patientId: P, userId: U, level: "full" },
+  }], { actorId: "cli", actorRole: "admin" });
+  await rebuildProjection(h.store, proxies);
+  assert.deepEqual(
+    await h.db.query(sql`select user_id::text, added_by from patient_proxies`),
+    [{ user_id: U, added_by: null }],
+  );
 }, opts);
