@@ -4,6 +4,7 @@ import { accessEvents } from "./access.ts";
 import { clinicEvents, clinicMembershipEvents } from "./clinic.ts";
 import { encounterEvents } from "./encounter.ts";
 import { mediaEvents } from "./media.ts";
+import { notificationEvents } from "./notification.ts";
 import { patientEvents } from "./patient.ts";
 import { proxyEvents } from "./proxy.ts";
 import { subjectEvents } from "./subject.ts";
@@ -21,4 +22,5 @@ export const catalog = new Catalog([
   ...clinicMembershipEvents,
   ...proxyEvents,
   ...accessEvents,
+  ...notificationEvents,
 ]);

@@ -63,6 +63,8 @@ export const ACTIONS = [
   "media.see_deleted",
   "media.stats",
   "media.categories",
+  "notification.read_own",
+  "outbox.read",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -118,6 +120,10 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "media.see_deleted": row(["admin"]),
   "media.stats": row(["admin", "clinical_ops"]),
   "media.categories": row(ALL),
+  // one's own inbox: the list holds only the caller's notifications
+  "notification.read_own": row(ALL),
+  // the development outbox (codes included); the route is a 404 in production
+  "outbox.read": row(["admin"]),
 };
 
 /**

@@ -17,6 +17,7 @@ import { mfa } from "./mfa.ts";
 import { patients } from "./patients.ts";
 import { encounters, patientEncounters } from "./encounters.ts";
 import { encounterMedia, media, patientMedia } from "./media.ts";
+import { adminOutbox, myNotifications } from "./notifications.ts";
 
 export const API_INFO = {
   title: "Chartlog API",
@@ -114,6 +115,8 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/users", users);
   app.route("/v1/me", me);
   app.route("/v1/me/mfa", mfa);
+  app.route("/v1/me/notifications", myNotifications);
+  app.route("/v1/admin/outbox", adminOutbox);
   app.route("/v1/patients", patients);
   app.route("/v1/patients", patientEncounters);
   app.route("/v1/patients", patientMedia);

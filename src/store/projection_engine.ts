@@ -260,6 +260,13 @@ export class ProjectionWorker {
       batch?: number;
       retryMs?: number;
       maxRetryMs?: number;
+      /**
+       * Work that must have one doer across instances and follows this
+       * projection (the outbox's deliveries): run on the worker's connection,
+       * while it holds the lock, each time it has folded what the log holds.
+       * A throw is handled as the worker's own failures are.
+       */
+      whenCaughtUp?: (db: Db, signal: AbortSignal) => Promise<void>;
     } = {},
   ) {}
 
@@ -312,6 +319,7 @@ export class ProjectionWorker {
         while (!signal.aborted) {
           const page = await this.store.follow(position, batch, { db: reserved, types });
           if (page.events.length === 0 && page.position === position) {
+            await this.opts.whenCaughtUp?.(reserved, signal);
             await sleep(pollMs, signal);
             continue;
           }
