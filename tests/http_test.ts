@@ -42,7 +42,11 @@ Deno.test("http: health, readiness and request ids", async () => {
       "encounters",
       "media",
       "clinics",
+      "clinic_practitioners",
+      "patient_proxies",
+      "access_grants",
       "stream_summary",
+      "notifications",
     ]);
 
     t.detach();

@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import { createHmac, randomInt } from "node:crypto";
 import postgres from "postgres";
 import { registerUser } from "../src/auth/accounts.ts";
+import { rebuildProjection } from "../src/store/projection_engine.ts";
 import { sql } from "../src/store/sql.ts";
+import { notifications } from "../projections/notifications.ts";
 import { openTestApp } from "./support/app.ts";
 import { createTestDatabase, drivers, PG_ADMIN_URL } from "./support/harness.ts";
 import { TestSmtp } from "./support/smtp.ts";
@@ -35,7 +37,12 @@ type TestApp = Awaited<ReturnType<typeof openTestApp>>;
  */
 const world = async (
   driver: string,
-  opts: { smtp?: TestSmtp; env?: Record<string, string>; backoffMs?: number } = {},
+  opts: {
+    smtp?: TestSmtp;
+    env?: Record<string, string>;
+    backoffMs?: number;
+    workers?: boolean;
+  } = {},
 ) => {
   const clock = testClock();
   const pg = driver === "postgres" ? await createTestDatabase() : null;
@@ -48,7 +55,7 @@ const world = async (
       ...opts.env,
     }, {
       now: clock.now,
-      workers: true,
+      workers: opts.workers ?? true,
       outbox: {
         pollMs: 10,
         retryMs: 50,
@@ -380,6 +387,39 @@ for (const driver of await drivers()) {
       assert.ok(!(await eventsText(w.t)).includes(code));
     } finally {
       await w.close();
+    }
+  });
+}
+
+for (const driver of await drivers()) {
+  Deno.test(`outbox [${driver}]: 20 deliverers at once send each mail once and record each outcome once`, async () => {
+    const smtp = await new TestSmtp().start();
+    // no worker: the test folds (a rebuild) and delivers by hand, 20 times over at once
+    const w = await world(driver, { smtp, workers: false, env: { CHARTLOG_DB_POOL_MAX: "30" } });
+    try {
+      const codes = [];
+      for (let i = 0; i < 3; i++) codes.push((await w.requestAccess()).code);
+      await rebuildProjection(w.t.runtime.store, notifications);
+      assert.equal((await w.outbox()).total, 9);
+      const recorded = await Promise.all(
+        Array.from({ length: 20 }, () => w.t.runtime.outbox.deliverDue()),
+      );
+      assert.equal(recorded.reduce((a, b) => a + b, 0), 9);
+      assert.equal(smtp.received.length, 3);
+      for (const code of codes) {
+        assert.equal(smtp.received.filter((m) => m.raw.includes(code)).length, 1);
+      }
+      const events = await w.t.runtime.db.query<{ n: number }>(sql`select count(*)::int as n
+        from events where type like 'Notification%' group by stream_id`);
+      assert.equal(events.length, 9);
+      assert.ok(events.every((e) => e.n === 1));
+      // folded, all delivered; a second round finds nothing due
+      await rebuildProjection(w.t.runtime.store, notifications);
+      assert.equal((await w.outbox("?status=delivered")).total, 9);
+      assert.equal(await w.t.runtime.outbox.deliverDue(), 0);
+    } finally {
+      await w.close();
+      await smtp.stop();
     }
   });
 }

@@ -8,6 +8,9 @@ import { COLUMNS, decode, type EventRow } from "../store/read.ts";
 import { sql } from "../store/sql.ts";
 import { type Mailer, sendErrorClass } from "./mailer.ts";
 
+/** The advisory lock a deliverer holds on one notification while it delivers it. */
+const notificationLockName = (id: string) => `chartlog.notification:${id}`;
+
 /** Who the delivery events say acted: the outbox itself, not a user. */
 const OUTBOX_ACTOR: EventMetadata = { actorId: "system:outbox", actorRole: "system" };
 
@@ -55,9 +58,11 @@ type Outcome =
  * It runs in the notifications projection's worker (`whenCaughtUp`), so one
  * instance delivers at a time, and only rows whose stream is fully folded
  * are due: an outcome appended but not yet folded is never acted on again.
- * The append takes the version the row was folded at, so if two deliverers
- * ever overlap (a worker whose connection was cut finishing a send while
- * another took over) only one outcome is recorded.
+ * Should two deliverers ever overlap (a worker whose connection was cut
+ * finishing a send while another took over, or a direct call beside the
+ * worker), each notification is claimed first (an advisory lock, then its
+ * stream is checked to be where the row says), and the outcome is appended
+ * at the version the row was folded at: it is sent once and recorded once.
  *
  * In-app delivery has no side effect (the row is the inbox), so it is exactly
  * once. E-mail is at least once: a crash after the SMTP server accepted the
@@ -67,6 +72,8 @@ type Outcome =
 export class Outbox {
   readonly #store: EventStore;
   readonly #opts: Required<Omit<OutboxOptions, "mailer">> & { mailer: Mailer | null };
+  /** Notifications a deliverer of this process is at. */
+  readonly #inFlight = new Set<string>();
 
   constructor(store: EventStore, opts: OutboxOptions) {
     this.#store = store;
@@ -88,7 +95,18 @@ export class Outbox {
    * Delivers what is due now, through `db` for reads (the worker's own
    * connection), and returns the number of outcomes recorded.
    */
-  async deliverDue(db: Db = this.#store.db, signal?: AbortSignal): Promise<number> {
+  async deliverDue(db?: Db, signal?: AbortSignal): Promise<number> {
+    if (db) return await this.#deliverDue(db, signal);
+    // the claims are session locks: they need one connection of their own
+    const reserved = await this.#store.db.reserve();
+    try {
+      return await this.#deliverDue(reserved, signal);
+    } finally {
+      await reserved.release();
+    }
+  }
+
+  async #deliverDue(db: Db, signal?: AbortSignal): Promise<number> {
     const now = this.#opts.now();
     const due = await db.query<DueRow>(sql`select n.id::text as id, n.user_id::text as user_id,
         n.channel, n.source_position, n.source_event_id::text as source_event_id,
@@ -102,12 +120,52 @@ export class Outbox {
     let recorded = 0;
     for (const n of due) {
       if (signal?.aborted) break;
-      const outcome = n.channel === "in_app"
-        ? { delivered: true as const }
-        : await this.#email(db, n, now);
-      if (await this.#record(n, outcome, now)) recorded++;
+      if (!(await this.#claim(db, n.id))) continue;
+      try {
+        // claimed: is it still where this read found it (no outcome appended meanwhile)?
+        const [s] = await db.query<{ v: number | null }>(sql`select max(stream_version) as v
+          from events where stream_id = ${`notification-${n.id}`}`);
+        if (Number(s?.v ?? 0) !== n.version) continue;
+        const outcome = n.channel === "in_app"
+          ? { delivered: true as const }
+          : await this.#email(db, n, now);
+        if (await this.#record(n, outcome, now)) recorded++;
+      } finally {
+        await this.#release(db, n.id);
+      }
     }
     return recorded;
+  }
+
+  /**
+   * Claims one notification for this deliverer: a session advisory lock
+   * (another instance's deliverer, or this one's after a lost connection,
+   * skips it meanwhile), and an in-process mark, since on PGlite (one
+   * session) advisory locks are re-entrant. No transaction stays open over
+   * the SMTP conversation.
+   */
+  async #claim(db: Db, id: string): Promise<boolean> {
+    if (this.#inFlight.has(id)) return false;
+    this.#inFlight.add(id);
+    try {
+      const [r] = await db.query<{ ok: boolean }>(
+        sql`select pg_try_advisory_lock(hashtext(${notificationLockName(id)})) as ok`,
+      );
+      if (r?.ok) return true;
+    } catch (err) {
+      this.#inFlight.delete(id);
+      throw err;
+    }
+    this.#inFlight.delete(id);
+    return false;
+  }
+
+  async #release(db: Db, id: string): Promise<void> {
+    try {
+      await db.query(sql`select pg_advisory_unlock(hashtext(${notificationLockName(id)}))`);
+    } finally {
+      this.#inFlight.delete(id);
+    }
   }
 
   async #email(db: Db, n: DueRow, now: Date): Promise<Outcome> {
