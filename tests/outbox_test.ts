@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { createHmac, randomInt } from "node:crypto";
 import postgres from "postgres";
 import { registerUser } from "../src/auth/accounts.ts";
+import { ConfigError, loadConfig } from "../src/config.ts";
+import { accessCodeMail } from "../src/outbox/delivery.ts";
 import { rebuildProjection } from "../src/store/projection_engine.ts";
 import { sql } from "../src/store/sql.ts";
 import { notifications } from "../projections/notifications.ts";
@@ -482,3 +484,46 @@ if ((await drivers()).includes("postgres")) {
     }
   });
 }
+
+Deno.test("outbox: CHARTLOG_SMTP_URL and CHARTLOG_SMTP_FROM are validated, never echoed", () => {
+  const none = loadConfig({});
+  assert.equal(none.smtpUrl, null); // no e-mail channel
+  assert.equal(none.smtpFrom, "Chartlog <no-reply@chartlog.invalid>");
+  for (const url of ["smtp://mail.example:587", "smtps://u:p%40ss@mail.example:465"]) {
+    assert.equal(loadConfig({ CHARTLOG_SMTP_URL: url }).smtpUrl, url);
+  }
+  assert.equal(
+    loadConfig({ CHARTLOG_SMTP_FROM: "Clinic <no-reply@clinic.example>" }).smtpFrom,
+    "Clinic <no-reply@clinic.example>",
+  );
+  const bad: Record<string, string>[] = [
+    { CHARTLOG_SMTP_URL: "http://user:s3cret-pass@mail.example" },
+    { CHARTLOG_SMTP_URL: "smtp-s3cret-nonsense" },
+    { CHARTLOG_SMTP_FROM: "not an address" },
+    { CHARTLOG_SMTP_FROM: "Evil\r\nBcc: x@y.z <a@b.c>" },
+  ];
+  for (const env of bad) {
+    assert.throws(() => loadConfig(env), (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.match(e.message, new RegExp(Object.keys(env)[0]!));
+      assert.ok(!e.message.includes(Object.values(env)[0]!), "the value is echoed");
+      return true;
+    });
+  }
+});
+
+Deno.test("outbox: the access-code mail says who asks, the code and until when", () => {
+  const text = accessCodeMail({
+    practitioner: "Dr A",
+    clinic: "North Clinic",
+    code: "012345",
+    expiresAt: new Date("2026-11-30T12:10:00.000Z"),
+  });
+  assert.match(text, /Dr A of North Clinic asks for access/);
+  assert.match(text, /^ {4}012345$/m);
+  assert.match(text, /until 2026-11-30 12:10 UTC/);
+  assert.match(
+    accessCodeMail({ practitioner: null, clinic: null, code: "1", expiresAt: new Date() }),
+    /A practitioner asks/,
+  );
+});
