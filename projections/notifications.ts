@@ -38,6 +38,11 @@ export const notificationId = async (
  * `version` is how much of the notification's stream is folded, so that the
  * worker never acts on a row whose newest outcome it has not folded yet.
  *
+ * Recipients are read from `users` and `patient_proxies` when the event is
+ * folded (a rebuild reads them as they are then; a code is valid for
+ * minutes, and an expired one is neither shown nor e-mailed). The inbox
+ * shows a proxy's notifications only while they are still a full proxy.
+ *
  * Erasure of the patient (or of the recipient's account) deletes their
  * rows: nothing of theirs, not even that a code was sent, is kept here (the
  * log keeps the facts, the key that sealed the code is gone).

@@ -110,11 +110,12 @@ const world = async (
   const proxy = async (email: string, level: "full" | "read_only") => {
     // a family member: a patient-role account without a record of its own
     const u = await createCheapUser(t.runtime, "patient", email);
+    const proxyId = crypto.randomUUID();
     await t.runtime.store.append(`proxies-${patientId}`, "any", [{
       type: "ProxyAdded",
-      data: { proxyId: crypto.randomUUID(), patientId, userId: u.id, level },
+      data: { proxyId, patientId, userId: u.id, level },
     }], { actorId: admin.id });
-    return u;
+    return { ...u, proxyId };
   };
   const fullProxy = await proxy("full-proxy@mail.test", "full");
   const readOnlyProxy = await proxy("ro-proxy@mail.test", "read_only");
@@ -293,6 +294,14 @@ for (const driver of await drivers()) {
       const anon = await w.t.app.request("/v1/me/notifications");
       assert.equal(anon.status, 401);
       await anon.body?.cancel();
+
+      // a proxy removed no longer reads the patient's codes, at once
+      await w.t.runtime.store.append(`proxies-${w.patientId}`, "any", [{
+        type: "ProxyRemoved",
+        data: { proxyId: w.fullProxy.proxyId, patientId: w.patientId, userId: w.fullProxy.id },
+      }], { actorId: "test-setup" });
+      const removed = await w.get(await w.tokenOf(w.fullProxy.email), "/v1/me/notifications");
+      assert.deepEqual(removed.body, { items: [], nextCursor: null, total: 0 });
 
       // once the code has expired the inbox no longer shows it
       w.clock.advance(11 * 60_000);

@@ -142,7 +142,11 @@ export const listInbox = async (
   const p = await page(
     store,
     `notifications:${userId}`,
-    sql`n.user_id = ${userId}::uuid and n.channel = 'in_app'`,
+    // still theirs to read: the patient's own account, or a full proxy not removed since
+    sql`n.user_id = ${userId}::uuid and n.channel = 'in_app' and (
+      exists (select 1 from users u where u.id = n.user_id and u.patient_id = n.patient_id)
+      or exists (select 1 from patient_proxies x where x.user_id = n.user_id
+        and x.patient_id = n.patient_id and x.level = 'full'))`,
     opts,
   );
   const live = p.rows.filter((r) => new Date(r.expires_at) > now);

@@ -263,7 +263,8 @@ export class ProjectionWorker {
       /**
        * Work that must have one doer across instances and follows this
        * projection (the outbox's deliveries): run on the worker's connection,
-       * while it holds the lock, each time it has folded what the log holds.
+       * while it holds the lock, each time it has folded what the log holds
+       * (below the in-flight horizon).
        * A throw is handled as the worker's own failures are.
        */
       whenCaughtUp?: (db: Db, signal: AbortSignal) => Promise<void>;
@@ -345,6 +346,9 @@ export class ProjectionWorker {
             // another version's tables are in place (a newer deploy rebuilt them)
             this.log.warn({ projection: name }, "projection tables are of another version");
             await sleep(lockRetryMs, signal);
+          } else if (page.events.length < batch) {
+            // caught up with the horizon: a busy log must not starve the hook
+            await this.opts.whenCaughtUp?.(reserved, signal);
           }
         }
       } catch (err) {
