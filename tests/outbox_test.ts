@@ -435,6 +435,64 @@ for (const driver of await drivers()) {
   });
 }
 
+Deno.test("outbox: bad input on both lists is a 422 naming every bad field, never a 500", async () => {
+  const w = await world("pglite", { workers: false });
+  try {
+    for (let i = 0; i < 3; i++) await w.requestAccess();
+    await rebuildProjection(w.t.runtime.store, notifications);
+    const patient = await w.tokenOf(w.patientUser.email);
+    const lists = [
+      { token: patient, url: "/v1/me/notifications?limit=1" },
+      { token: w.adminToken, url: "/v1/admin/outbox?limit=1" },
+      { token: w.adminToken, url: "/v1/admin/outbox?limit=1&channel=in_app" },
+    ];
+    const cursors: string[] = [];
+    for (const l of lists) {
+      const first = await w.get(l.token, l.url);
+      assert.ok(first.body.nextCursor);
+      cursors.push(first.body.nextCursor);
+      const next = await w.get(l.token, `${l.url}&cursor=${first.body.nextCursor}`);
+      assert.equal(next.status, 200);
+      assert.notEqual(next.body.items[0].id, first.body.items[0].id);
+    }
+    const flip = (c: string, at: number) =>
+      c.slice(0, at) + (c[at] === "A" ? "B" : "A") + c.slice(at + 1);
+    for (const [i, l] of lists.entries()) {
+      const own = cursors[i]!;
+      const bad = [
+        "garbage!",
+        "a",
+        own.slice(0, 10),
+        flip(own, 20),
+        flip(own, own.length - 2),
+        btoa(JSON.stringify({ c: "2026-11-30T12:00:00Z", i: crypto.randomUUID() })),
+        "x".repeat(400),
+        ...cursors.filter((_, j) => j !== i), // another list's, or another filter's
+      ];
+      for (const c of bad) {
+        const res = await w.get(l.token, `${l.url}&cursor=${encodeURIComponent(c)}`);
+        assert.equal(res.status, 422, `${l.url} ${c}`);
+        assert.equal(res.body.type, "/problems/invalid-cursor");
+        assert.deepEqual(res.body.errors.map((e: { path: string }) => e.path), ["cursor"]);
+      }
+    }
+    const res = await w.get(
+      w.adminToken,
+      "/v1/admin/outbox?limit=1000&status=lost&channel=pigeon&cursor=" + "y".repeat(600),
+    );
+    assert.equal(res.status, 422);
+    assert.deepEqual(
+      res.body.errors.map((e: { path: string }) => e.path).sort(),
+      ["channel", "cursor", "limit", "status"],
+    );
+    const nul = await w.get(patient, "/v1/me/notifications?cursor=a%00b");
+    assert.equal(nul.status, 422);
+    assert.ok(!w.t.logs.lines.some((l) => l.msg === "unhandled error" || Number(l.status) >= 500));
+  } finally {
+    await w.close();
+  }
+});
+
 Deno.test("outbox: GET /v1/admin/outbox is a 404 in production, for everyone", async () => {
   const t = await openTestApp({ CHARTLOG_ENV: "production" });
   try {
