@@ -4,6 +4,7 @@ import { accessEvents } from "./access.ts";
 import { clinicEvents, clinicMembershipEvents } from "./clinic.ts";
 import { encounterEvents } from "./encounter.ts";
 import { mediaEvents } from "./media.ts";
+import { notificationEvents } from "./notification.ts";
 import { patientEvents } from "./patient.ts";
 import { practitionerEvents } from "./practitioner.ts";
 import { proxyEvents } from "./proxy.ts";
@@ -23,4 +24,5 @@ export const catalog = new Catalog([
   ...practitionerEvents,
   ...proxyEvents,
   ...accessEvents,
+  ...notificationEvents,
 ]);

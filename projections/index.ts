@@ -4,6 +4,7 @@ import { clinicPractitioners } from "./clinic_practitioners.ts";
 import { clinics } from "./clinics.ts";
 import { encounters } from "./encounters.ts";
 import { media } from "./media.ts";
+import { notifications } from "./notifications.ts";
 import { patients } from "./patients.ts";
 import { practitionerProfiles } from "./practitioner_profiles.ts";
 import { proxies } from "./proxies.ts";
@@ -24,4 +25,5 @@ export const projections: readonly Projection[] = [
   proxies,
   accessGrants,
   streamSummary,
+  notifications,
 ];

@@ -58,6 +58,18 @@ const Env = z.object({
     (v) => /^tcp:\/\/(\[[0-9a-fA-F:.]+\]|[^/:[\]]+):\d+\/?$/.test(v) || /^unix:\/\/\/./.test(v),
     "must be tcp://host:port or unix:///path/to/clamd.socket",
   ).optional(),
+  CHARTLOG_SMTP_URL: z.string().refine((v) => {
+    try {
+      const u = new URL(v);
+      return (u.protocol === "smtp:" || u.protocol === "smtps:") && u.hostname !== "";
+    } catch {
+      return false;
+    }
+  }, "must be smtp://[user:password@]host[:port] or smtps://…").optional(),
+  CHARTLOG_SMTP_FROM: z.string().max(320).refine(
+    (v) => /^[^\r\n<>]*<[^\s@<>]+@[^\s@<>]+>$|^[^\s@<>]+@[^\s@<>]+$/.test(v),
+    "must be an address, `no-reply@clinic.example` or `Name <no-reply@clinic.example>`",
+  ).default("Chartlog <no-reply@chartlog.invalid>"),
 });
 
 export type Database =
@@ -108,6 +120,10 @@ export interface Config {
   clamdUrl: string | null;
   /** Days a finished encounter keeps its practitioner related to the patient. */
   encounterAccessDays: number;
+  /** The SMTP server the outbox e-mails codes through; null: no e-mail channel. */
+  smtpUrl: string | null;
+  /** The From of those e-mails. */
+  smtpFrom: string;
 }
 
 /**
@@ -179,5 +195,7 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     shutdownTimeoutSec: e.CHARTLOG_SHUTDOWN_TIMEOUT_S,
     clamdUrl: e.CHARTLOG_CLAMD_URL ?? null,
     encounterAccessDays: e.CHARTLOG_ENCOUNTER_ACCESS_DAYS,
+    smtpUrl: e.CHARTLOG_SMTP_URL ?? null,
+    smtpFrom: e.CHARTLOG_SMTP_FROM,
   };
 };

@@ -18,6 +18,9 @@ import { openPostgres } from "./store/postgres_driver.ts";
 import { PhiCodec } from "./store/phi_codec.ts";
 import { ProjectionWorker, setupProjections } from "./store/projection_engine.ts";
 import { subjectKeyShredder } from "./store/shred.ts";
+import { Outbox, type OutboxOptions } from "./outbox/delivery.ts";
+import { type Mailer, smtpMailer } from "./outbox/mailer.ts";
+import { notifications } from "../projections/notifications.ts";
 import type { Projection } from "./store/types.ts";
 
 /** Opens the configured database: postgres.js pool or embedded PGlite. */
@@ -65,6 +68,15 @@ export const resolveMasterKey = async (
   return key;
 };
 
+/** The outbox's mailer (default: from configuration), backoff, attempts and worker timing. */
+export type OutboxRuntimeOptions = Partial<Pick<OutboxOptions, "backoffMs" | "maxAttempts">> & {
+  mailer?: Mailer | null;
+  /** How often its worker looks for new events and due deliveries (default 200 ms). */
+  pollMs?: number;
+  /** Its worker's first wait after losing the database (default 500 ms). */
+  retryMs?: number;
+};
+
 export interface Runtime {
   db: Db;
   /** Migrations applied while opening (empty when the schema was up to date). */
@@ -85,6 +97,8 @@ export interface Runtime {
   /** The malware scanner uploads go through; null when none is configured. */
   scanner: Scanner | null;
   workers: ProjectionWorker[];
+  /** Delivers notifications; its worker is the notifications projection's. */
+  outbox: Outbox;
   close(): Promise<void>;
 }
 
@@ -113,6 +127,11 @@ export const openRuntime = async (
      * in-memory PGlite copied from a migrated image); closed with the runtime.
      */
     database?: Db;
+    /**
+     * Tests: the outbox's mailer (default: SMTP from `CHARTLOG_SMTP_URL`,
+     * none without it), backoff and attempts, and how often its worker polls.
+     */
+    outbox?: OutboxRuntimeOptions;
   } = {},
 ): Promise<Runtime> => {
   const masterKey = await resolveMasterKey(config, log).catch(async (err) => {
@@ -140,9 +159,34 @@ export const openRuntime = async (
     const blobs = new BlobStore(config.blobDir, codec, indexKey);
     // before any worker starts: a refused directory stops start-up cleanly
     if (opts.claimBlobs !== false) await claimBlobDir(db, blobs);
+    const mailer = opts.outbox?.mailer !== undefined
+      ? opts.outbox.mailer
+      : config.smtpUrl
+      ? smtpMailer(config.smtpUrl, config.smtpFrom)
+      : null;
+    const outbox = new Outbox(store, {
+      mailer,
+      log,
+      now: opts.now,
+      backoffMs: opts.outbox?.backoffMs,
+      maxAttempts: opts.outbox?.maxAttempts,
+    });
     const workers = opts.workers === false ? [] : projections
       .filter((p) => p.mode === "async")
-      .map((p) => new ProjectionWorker(store, p, log).start());
+      .map((p) =>
+        new ProjectionWorker(
+          store,
+          p,
+          log,
+          p.name === notifications.name
+            ? {
+              pollMs: opts.outbox?.pollMs,
+              retryMs: opts.outbox?.retryMs,
+              whenCaughtUp: (db, signal) => outbox.deliverDue(db, signal).then(() => {}),
+            }
+            : {},
+        ).start()
+      );
     const passwordParams = scryptParamsFor(config.env);
     const sessions = new Sessions(store, {
       jwtKey: await deriveJwtKey(masterKey),
@@ -167,9 +211,11 @@ export const openRuntime = async (
       auditReads: opts.auditReads ?? true,
       projections,
       workers,
+      outbox,
       close: async () => {
         images.close();
         await Promise.all(workers.map((w) => w.stop()));
+        mailer?.close();
         await db.close();
       },
     };

@@ -72,6 +72,8 @@ export const ACTIONS = [
   "clinic.manage_practitioners",
   "practitioner_profile.read",
   "practitioner_profile.update",
+  "notification.read_own",
+  "outbox.read",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -143,6 +145,10 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "practitioner_profile.read": row(ALL),
   // "related" here is `self`: a practitioner edits their own profile only
   "practitioner_profile.update": row(["admin"], ["practitioner"]),
+  // one's own inbox: the list holds only the caller's notifications
+  "notification.read_own": row(ALL),
+  // the development outbox (codes included); the route is a 404 in production
+  "outbox.read": row(["admin"]),
 };
 
 /**

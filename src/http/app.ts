@@ -20,6 +20,7 @@ import { encounters, patientEncounters } from "./encounters.ts";
 import { encounterMedia, media, patientMedia } from "./media.ts";
 import { clinics } from "./clinics.ts";
 import { practitioners } from "./practitioners.ts";
+import { adminOutbox, myNotifications } from "./notifications.ts";
 
 export const API_INFO = {
   title: "Chartlog API",
@@ -118,6 +119,8 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/me", me);
   app.route("/v1/me/mfa", mfa);
   app.route("/v1/me/proxies", myProxies);
+  app.route("/v1/me/notifications", myNotifications);
+  app.route("/v1/admin/outbox", adminOutbox);
   app.route("/v1/patients", patients);
   app.route("/v1/patients", patientEncounters);
   app.route("/v1/patients", patientMedia);

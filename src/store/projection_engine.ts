@@ -260,6 +260,14 @@ export class ProjectionWorker {
       batch?: number;
       retryMs?: number;
       maxRetryMs?: number;
+      /**
+       * Work that must have one doer across instances and follows this
+       * projection (the outbox's deliveries): run on the worker's connection,
+       * while it holds the lock, each time it has folded what the log holds
+       * (below the in-flight horizon).
+       * A throw is handled as the worker's own failures are.
+       */
+      whenCaughtUp?: (db: Db, signal: AbortSignal) => Promise<void>;
     } = {},
   ) {}
 
@@ -312,6 +320,7 @@ export class ProjectionWorker {
         while (!signal.aborted) {
           const page = await this.store.follow(position, batch, { db: reserved, types });
           if (page.events.length === 0 && page.position === position) {
+            await this.opts.whenCaughtUp?.(reserved, signal);
             await sleep(pollMs, signal);
             continue;
           }
@@ -337,6 +346,9 @@ export class ProjectionWorker {
             // another version's tables are in place (a newer deploy rebuilt them)
             this.log.warn({ projection: name }, "projection tables are of another version");
             await sleep(lockRetryMs, signal);
+          } else if (page.events.length < batch) {
+            // caught up with the horizon: a busy log must not starve the hook
+            await this.opts.whenCaughtUp?.(reserved, signal);
           }
         }
       } catch (err) {

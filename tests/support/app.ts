@@ -1,7 +1,7 @@
 import { type Config, loadConfig } from "../../src/config.ts";
 import { createApp } from "../../src/http/app.ts";
 import { createLogger, type Logger } from "../../src/logger.ts";
-import { openRuntime, type Runtime } from "../../src/runtime.ts";
+import { openRuntime, type OutboxRuntimeOptions, type Runtime } from "../../src/runtime.ts";
 import { UnavailableError } from "../../src/errors.ts";
 import { openMigratedPglite } from "./pglite_image.ts";
 
@@ -14,7 +14,12 @@ export interface LogCapture {
 /** The app on an in-memory PGlite, with logs captured for inspection. */
 export const openTestApp = async (
   env: Record<string, string> = {},
-  opts: { now?: () => Date } = {},
+  opts: {
+    now?: () => Date;
+    /** Start the async projection workers (default false: tests fold on demand or not at all). */
+    workers?: boolean;
+    outbox?: OutboxRuntimeOptions;
+  } = {},
 ) => {
   const lines: string[] = [];
   const blobDir = await Deno.makeTempDir({ prefix: "chartlog_blobs_" });
@@ -39,8 +44,9 @@ export const openTestApp = async (
     log = createLogger(config.logLevel, { write: (l: string) => void lines.push(l) });
     const inMemory = config.database.kind === "pglite" && config.database.dataDir === "memory://";
     runtime = await openRuntime(config, log, {
-      workers: false,
+      workers: opts.workers ?? false,
       now: opts.now,
+      outbox: opts.outbox,
       database: inMemory ? await openMigratedPglite() : undefined,
     });
   } catch (err) {
