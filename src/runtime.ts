@@ -1,6 +1,7 @@
 import { catalog as appCatalog } from "../events/index.ts";
 import { projections as appProjections } from "../projections/index.ts";
 import { Sessions } from "./auth/sessions.ts";
+import { GrantSweeper } from "./clinical/grant_sweeper.ts";
 import { type ScryptParams, scryptParamsFor } from "./auth/password.ts";
 import { deriveIndexKey, deriveJwtKey, deriveRecoveryCodeKey } from "./auth/tokens.ts";
 import type { Config } from "./config.ts";
@@ -85,6 +86,8 @@ export interface Runtime {
   /** The malware scanner uploads go through; null when none is configured. */
   scanner: Scanner | null;
   workers: ProjectionWorker[];
+  /** Records the end of expired grants (null when workers are off, as in tests). */
+  sweeper: GrantSweeper | null;
   close(): Promise<void>;
 }
 
@@ -143,6 +146,9 @@ export const openRuntime = async (
     const workers = opts.workers === false ? [] : projections
       .filter((p) => p.mode === "async")
       .map((p) => new ProjectionWorker(store, p, log).start());
+    const sweeper = opts.workers === false
+      ? null
+      : new GrantSweeper(store, log, { now: opts.now }).start();
     const passwordParams = scryptParamsFor(config.env);
     const sessions = new Sessions(store, {
       jwtKey: await deriveJwtKey(masterKey),
@@ -167,9 +173,10 @@ export const openRuntime = async (
       auditReads: opts.auditReads ?? true,
       projections,
       workers,
+      sweeper,
       close: async () => {
         images.close();
-        await Promise.all(workers.map((w) => w.stop()));
+        await Promise.all([...workers.map((w) => w.stop()), sweeper?.stop()]);
         await db.close();
       },
     };

@@ -17,6 +17,8 @@ import { mfa } from "./mfa.ts";
 import { patients } from "./patients.ts";
 import { encounters, patientEncounters } from "./encounters.ts";
 import { encounterMedia, media, patientMedia } from "./media.ts";
+import { grantRoutes, myGrantRoutes, patientGrantRoutes } from "./grants.ts";
+import { breakGlassAudit, patientBreakGlass } from "./break_glass.ts";
 
 export const API_INFO = {
   title: "Chartlog API",
@@ -120,6 +122,11 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/encounters", encounters);
   app.route("/v1/encounters", encounterMedia);
   app.route("/v1/media", media);
+  app.route("/v1/patients", patientGrantRoutes);
+  app.route("/v1/patients", patientBreakGlass);
+  app.route("/v1/me", myGrantRoutes);
+  app.route("/v1/grants", grantRoutes);
+  app.route("/v1/audit/break-glass", breakGlassAudit);
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
     scheme: "bearer",
