@@ -84,9 +84,14 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
       return await res.json();
     };
     const careTeamMember = users.get("practitioner")!;
+    // practitioners outside the walk open break-glass, one on each record: the grant the
+    // patient may list and revoke, and a relation (active grant) of its own
+    const emergency = await createUser(t.runtime, "practitioner", "emergency@clinic.test");
+    const elsewhere = await createUser(t.runtime, "practitioner", "elsewhere@clinic.test");
+    const tokenOf = async (u: { email: string }) => (await login(t.app, u.email)).body.accessToken;
     const encounterPractitioner = await createUser(t.runtime, "practitioner", "enc@clinic.test");
     const otherPractitioner = await createUser(t.runtime, "practitioner", "other@clinic.test");
-    const record = async (mrn: string, practitionerId: string) => {
+    const record = async (mrn: string, practitionerId: string, breaksGlass: { email: string }) => {
       const p = await call(admin, "POST", "/v1/patients", {
         mrn,
         firstName: "Rel",
@@ -104,10 +109,18 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
       doc.set("category", "patient_records");
       doc.set("file", new Blob(["a note\n"]), "note.txt");
       const m = await call(admin, "POST", `/v1/patients/${p.id}/documents`, doc);
-      return { patients: p.id as string, encounters: e.id as string, media: m.id as string };
+      const g = await call(await tokenOf(breaksGlass), "POST", `/v1/patients/${p.id}/break-glass`, {
+        reason: "unconscious in the emergency room",
+      });
+      return {
+        patients: p.id as string,
+        encounters: e.id as string,
+        media: m.id as string,
+        grants: g.grantId as string,
+      };
     };
-    const related = await record("REL-1", encounterPractitioner.id);
-    const other = await record("REL-2", otherPractitioner.id);
+    const related = await record("REL-1", encounterPractitioner.id, emergency);
+    const other = await record("REL-2", otherPractitioner.id, elsewhere);
     await call(admin, "POST", `/v1/patients/${related.patients}/care-team`, {
       practitionerId: careTeamMember.id,
     });
@@ -125,7 +138,7 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
     /** The path with its ids: a "rel" cell's from `fixture` (by resource), any other's `target`. */
     const urlOf = (path: string, fixture?: typeof related) =>
       path.replace(
-        /^\/v1\/(patients|encounters|media)\/:id/,
+        /^\/v1\/(patients|encounters|media|grants)\/:id/,
         (m, kind: keyof typeof related) => fixture ? `/v1/${kind}/${fixture[kind]}` : m,
       ).replace(":id", target.id).replace(":practitionerId", target.id);
     const bodyOf = (role: string, method: string, path: string) => {
@@ -198,9 +211,11 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
     }
     // 4. with a relation, every "rel" cell is allowed: the patient to their own
     // record, one practitioner through the care team only, another only as
-    // the practitioner of an encounter. The writes carry empty bodies (a
+    // the practitioner of an encounter, a third only through a grant (break-glass). The writes carry empty bodies (a
     // delete without its reason is a 422), so the records stay as they are.
     const withRelation = [
+      // first: the patient revokes this grant in their walk
+      ["practitioner", emergency],
       ["patient", users.get("patient")!],
       ["practitioner", careTeamMember],
       ["practitioner", encounterPractitioner],
