@@ -42,6 +42,10 @@ Deno.test("http: health, readiness and request ids", async () => {
       "encounters",
       "media",
       "clinics",
+      "clinic_practitioners",
+      "patient_proxies",
+      "access_grants",
+      "break_glass",
       "stream_summary",
     ]);
 
