@@ -682,4 +682,63 @@ for (const driver of await drivers()) {
       await s.close();
     }
   });
+
+  if (driver === "postgres") {
+    Deno.test(`grant sweeper [${driver}]: survives losing its connection and its lock, then sweeps again`, async () => {
+      const s = await setup(driver);
+      const lines: string[] = [];
+      const log = createLogger("info", { write: (l: string) => void lines.push(l) });
+      const store = s.t.runtime.store;
+      const now = () => new Date(s.clock.now);
+      const sweeper = new GrantSweeper(store, log, {
+        now,
+        intervalMs: 20,
+        lockRetryMs: 20,
+        retryMs: 20,
+        maxRetryMs: 100,
+      });
+      const waitFor = async (ok: () => boolean | Promise<boolean>, what: string) => {
+        for (let i = 0; i < 250; i++) {
+          if (await ok()) return;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        assert.fail(`timed out waiting for ${what}: ${lines.join("")}`);
+      };
+      const count = (msg: string) => lines.filter((l) => JSON.parse(l).msg === msg).length;
+      try {
+        await s.user("doc", "practitioner");
+        const p = await s.patient("SW-2");
+        sweeper.start();
+        await waitFor(() => count("grant sweeper active") === 1, "the lock");
+        // the backend holding the sweeper's advisory lock goes away
+        const [gone] = await store.db.query<{ ok: boolean }>(
+          sql`select pg_terminate_backend(l.pid) as ok
+          from pg_locks l where l.locktype = 'advisory' and l.objid::int = hashtext(${"chartlog.sweeper:grants"})
+            and l.database = (select oid from pg_database where datname = current_database())`,
+        );
+        assert.equal(gone?.ok, true);
+        await waitFor(() => count("grant sweeper active") === 2, "the lock again");
+        assert.ok(
+          count("grant sweeper cannot reach the database") + count("grant sweeper failed") >= 1,
+          lines.join(""),
+        );
+        const g = await appendGrant(store, {
+          patientId: p,
+          granteeId: s.ids.doc!,
+          hours: 1,
+          now: now(),
+        });
+        s.clock.now += HOUR;
+        await waitFor(
+          async () =>
+            (await store.db.query(sql`select 1 from access_grants where id = ${g}::uuid
+            and status = 'expired'`)).length === 1,
+          "the sweep",
+        );
+      } finally {
+        await sweeper.stop();
+        await s.close();
+      }
+    });
+  }
 }
