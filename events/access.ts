@@ -182,7 +182,29 @@ export const BreakGlassReviewed = defineEvent({
   phi: { subject: sealed, fields: ["note"] },
 });
 
+/**
+ * Reads of grants with their purposes (PHI): the grants and whose records
+ * they are. Stream `access-<actorId>`, as every read.
+ */
+export const GrantsViewed = defineEvent({
+  type: "GrantsViewed",
+  version: 1,
+  schema: z.strictObject({ patientIds: z.array(z.uuid()), grantIds: z.array(z.uuid()) }),
+});
+
+/** An auditor's read of break-glass uses with their reasons (PHI). Stream `access-<actorId>`. */
+export const BreakGlassViewed = defineEvent({
+  type: "BreakGlassViewed",
+  version: 1,
+  schema: z.strictObject({
+    patientIds: z.array(z.uuid()),
+    breakGlassIds: z.array(z.uuid()),
+  }),
+});
+
 export const accessEvents = [
+  GrantsViewed,
+  BreakGlassViewed,
   AccessRequested,
   AccessCodeShared,
   AccessCodeVerified,

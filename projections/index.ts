@@ -1,5 +1,6 @@
 import type { Projection } from "../src/store/types.ts";
 import { accessGrants } from "./access_grants.ts";
+import { breakGlass } from "./break_glass.ts";
 import { clinicPractitioners } from "./clinic_practitioners.ts";
 import { clinics } from "./clinics.ts";
 import { encounters } from "./encounters.ts";
@@ -24,6 +25,7 @@ export const projections: readonly Projection[] = [
   practitionerProfiles,
   proxies,
   accessGrants,
+  breakGlass,
   streamSummary,
   notifications,
 ];

@@ -1,6 +1,7 @@
 import { catalog as appCatalog } from "../events/index.ts";
 import { projections as appProjections } from "../projections/index.ts";
 import { Sessions } from "./auth/sessions.ts";
+import { GrantSweeper } from "./clinical/grant_sweeper.ts";
 import { type ScryptParams, scryptParamsFor } from "./auth/password.ts";
 import { deriveIndexKey, deriveJwtKey, deriveRecoveryCodeKey } from "./auth/tokens.ts";
 import type { Config } from "./config.ts";
@@ -99,6 +100,8 @@ export interface Runtime {
   workers: ProjectionWorker[];
   /** Delivers notifications; its worker is the notifications projection's. */
   outbox: Outbox;
+  /** Records the end of expired grants (null when workers are off, as in tests). */
+  sweeper: GrantSweeper | null;
   close(): Promise<void>;
 }
 
@@ -187,6 +190,9 @@ export const openRuntime = async (
             : {},
         ).start()
       );
+    const sweeper = opts.workers === false
+      ? null
+      : new GrantSweeper(store, log, { now: opts.now }).start();
     const passwordParams = scryptParamsFor(config.env);
     const sessions = new Sessions(store, {
       jwtKey: await deriveJwtKey(masterKey),
@@ -212,9 +218,10 @@ export const openRuntime = async (
       projections,
       workers,
       outbox,
+      sweeper,
       close: async () => {
         images.close();
-        await Promise.all(workers.map((w) => w.stop()));
+        await Promise.all([...workers.map((w) => w.stop()), sweeper?.stop()]);
         mailer?.close();
         await db.close();
       },

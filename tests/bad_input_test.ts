@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { problemFor } from "../src/http/problem.ts";
 import { sql } from "../src/store/sql.ts";
+import { useBreakGlass } from "../src/clinical/break_glass.ts";
 import { openTestApp } from "./support/app.ts";
+import { appendGrant } from "./support/grants.ts";
 import { bearer, createUser, login } from "./support/users.ts";
 
 /**
@@ -224,11 +226,31 @@ Deno.test("bad input: a forged, broken or foreign cursor is a 422 invalid-cursor
         body: f,
       });
       assert.equal(up.status, 201, await up.text());
+      const store = t.runtime.store;
+      const someone = crypto.randomUUID();
+      await appendGrant(store, {
+        patientId: patient.id,
+        granteeId: someone,
+        hours: 1,
+        now: new Date(),
+      });
+      await useBreakGlass(
+        store,
+        {
+          patientId: patient.id,
+          practitionerId: someone,
+          reason: "an emergency of some kind, at night",
+        },
+        new Date(),
+        {},
+      );
     }
     const lists = {
       patients: "/v1/patients?limit=1",
       users: "/v1/users?limit=1",
       media: `/v1/patients/${patient.id}/media?limit=1`,
+      grants: `/v1/patients/${patient.id}/grants?limit=1`,
+      breakGlass: "/v1/audit/break-glass?limit=1",
     };
     const cursors: Record<string, string> = {};
     for (const [name, url] of Object.entries(lists)) {

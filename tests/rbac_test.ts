@@ -91,9 +91,14 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
       return await res.json();
     };
     const careTeamMember = users.get("practitioner")!;
+    // practitioners outside the walk open break-glass, one on each record: the grant the
+    // patient may list and revoke, and a relation (active grant) of its own
+    const emergency = await createUser(t.runtime, "practitioner", "emergency@clinic.test");
+    const elsewhere = await createUser(t.runtime, "practitioner", "elsewhere@clinic.test");
+    const tokenOf = async (u: { email: string }) => (await login(t.app, u.email)).body.accessToken;
     const encounterPractitioner = await createUser(t.runtime, "practitioner", "enc@clinic.test");
     const otherPractitioner = await createUser(t.runtime, "practitioner", "other@clinic.test");
-    const record = async (mrn: string, practitionerId: string) => {
+    const record = async (mrn: string, practitionerId: string, breaksGlass: { email: string }) => {
       const p = await call(admin, "POST", "/v1/patients", {
         mrn,
         firstName: "Rel",
@@ -111,10 +116,18 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
       doc.set("category", "patient_records");
       doc.set("file", new Blob(["a note\n"]), "note.txt");
       const m = await call(admin, "POST", `/v1/patients/${p.id}/documents`, doc);
-      return { patients: p.id as string, encounters: e.id as string, media: m.id as string };
+      const g = await call(await tokenOf(breaksGlass), "POST", `/v1/patients/${p.id}/break-glass`, {
+        reason: "unconscious in the emergency room",
+      });
+      return {
+        patients: p.id as string,
+        encounters: e.id as string,
+        media: m.id as string,
+        grants: g.grantId as string,
+      };
     };
-    const related = await record("REL-1", encounterPractitioner.id);
-    const other = await record("REL-2", otherPractitioner.id);
+    const related = await record("REL-1", encounterPractitioner.id, emergency);
+    const other = await record("REL-2", otherPractitioner.id, elsewhere);
     await call(admin, "POST", `/v1/patients/${related.patients}/care-team`, {
       practitionerId: careTeamMember.id,
     });
@@ -153,7 +166,7 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
      */
     const urlOf = (path: string, fixture?: typeof related, self?: string) =>
       path.replace(
-        /^\/v1\/(patients|encounters|media)\/:id/,
+        /^\/v1\/(patients|encounters|media|grants)\/:id/,
         (m, kind: keyof typeof related) => fixture ? `/v1/${kind}/${fixture[kind]}` : m,
       ).replace(/^\/v1\/practitioners\/:id/, (m) => self ? `/v1/practitioners/${self}` : m)
         .replace(":id", target.id).replace(":practitionerId", target.id)
@@ -229,10 +242,13 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
     // 4. with a relation, a "rel" cell is allowed where the action counts it
     // (relationsFor), else refused: the patient to their own record, one
     // practitioner through the care team only, another only as the
-    // practitioner of an encounter, a full and a read-only proxy (whose
+    // practitioner of an encounter, a third only through a grant
+    // (break-glass), a full and a read-only proxy (whose
     // writes are 403). The writes carry empty bodies (a delete without its
     // reason is a 422), so the records stay as they are.
     const withRelation: [Role, { id: string; email: string }, Relation[]][] = [
+      // first: the patient revokes this grant in their walk
+      ["practitioner", emergency, ["active_grant", "self"]],
       ["patient", users.get("patient")!, ["self"]],
       // "self" of a practitioner: their own profile (urlOf puts their id in its path)
       ["practitioner", careTeamMember, ["care_team", "self"]],

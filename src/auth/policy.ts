@@ -28,6 +28,10 @@ export type Relation =
 export interface PatientResource {
   patientId: string;
   relations: readonly Relation[];
+  /** When `active_grant` holds: the grant it stands on (the latest to expire). */
+  grantId?: string;
+  /** When `proxy` (or `full_proxy`) holds: the proxy relation's id. */
+  proxyId?: string;
 }
 
 /** Everything the API lets someone do, named `<resource>.<verb>`. */
@@ -74,6 +78,12 @@ export const ACTIONS = [
   "practitioner_profile.update",
   "notification.read_own",
   "outbox.read",
+  "grant.list",
+  "grant.list_own",
+  "grant.revoke",
+  "breakglass.use",
+  "breakglass.list",
+  "breakglass.review",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -149,6 +159,16 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "notification.read_own": row(ALL),
   // the development outbox (codes included); the route is a 404 in production
   "outbox.read": row(["admin"]),
+  // a patient's grants (purposes are PHI): the patient and their full proxies, and admins
+  "grant.list": row(["admin"], ["patient"]),
+  // the grants a practitioner can use, directly or through a clinic
+  "grant.list_own": row(["practitioner"]),
+  // the route finds the grant's patient; revoking is the patient's (or a full proxy's) call
+  "grant.revoke": row(["admin"], ["patient"]),
+  // emergency access needs no relation (that is its point), only a reason, and is reviewed
+  "breakglass.use": row(["practitioner"]),
+  "breakglass.list": row(["admin", "auditor"]),
+  "breakglass.review": row(["admin", "auditor"]),
 };
 
 /**
@@ -177,6 +197,8 @@ export const ACTION_RELATIONS: Readonly<
   // a full proxy acts as the patient does, so it sees who else does; a read-only one does not
   "proxy.list": { patient: ["self", "full_proxy"] },
   "media.upload_document": { patient: ["self", "full_proxy"] },
+  "grant.list": { patient: ["self", "full_proxy"] },
+  "grant.revoke": { patient: ["self", "full_proxy"] },
 };
 
 /** The relations that qualify `role` for `action` where its cell says "related". */
@@ -257,13 +279,35 @@ const RELATION_SQL: Partial<Record<Relation, (actor: Actor, rule: RelationRule) 
   full_proxy: (actor) =>
     sql`select patient_id from patient_proxies
       where user_id = ${actor.userId}::uuid and level = 'full'`,
-  active_grant: (actor, rule) =>
-    sql`select patient_id from access_grants g
+  active_grant: (actor, rule) => sql`select patient_id ${usableGrants(actor, rule)}`,
+};
+
+/**
+ * `from access_grants g where …`: the grants the actor can use now (the
+ * `active_grant` relation), to select patients or the grant itself from.
+ */
+export const usableGrants = (actor: Pick<Actor, "userId">, rule: Pick<RelationRule, "now">) =>
+  sql`from access_grants g
       where g.status = 'active' and g.expires_at > ${rule.now}::timestamptz
         and ((g.grantee_kind = 'practitioner' and g.grantee_id = ${actor.userId}::uuid)
           or (g.grantee_kind = 'clinic' and g.grantee_id in (
             select m.clinic_id from clinic_practitioners m join clinics c on c.id = m.clinic_id
-            where m.user_id = ${actor.userId}::uuid and m.active and c.active)))`,
+            where m.user_id = ${actor.userId}::uuid and m.active and c.active)))`;
+
+/**
+ * The ids behind a grant or proxy relation, as extra columns of
+ * {@link relationsQuery}: which grant (the latest to expire) or which proxy
+ * relation lets the actor in, for the metadata of what they then write.
+ */
+const RELATION_ID_SQL: Partial<
+  Record<Relation, (actor: Actor, patientId: string, rule: RelationRule) => Query>
+> = {
+  active_grant: (actor, patientId, rule) =>
+    sql`(select g.id::text ${usableGrants(actor, rule)} and g.patient_id = ${patientId}::uuid
+      order by g.expires_at desc, g.id limit 1) as active_grant_id`,
+  proxy: (actor, patientId) =>
+    sql`(select proxy_id::text from patient_proxies
+      where user_id = ${actor.userId}::uuid and patient_id = ${patientId}::uuid) as proxy_id`,
 };
 
 /**
@@ -294,7 +338,10 @@ const relationsQuery = (
       ident(r)
     }`
   );
-  return sql`select ${cols.reduce((a, b) => sql`${a}${b}`, sql``)}`;
+  const ids = (["active_grant", "proxy"] as const)
+    .filter((r) => rels.includes(r) || (r === "proxy" && rels.includes("full_proxy")))
+    .map((r) => sql`, ${RELATION_ID_SQL[r]!(actor, patientId, rule)}`);
+  return sql`select ${[...cols, ...ids].reduce((a, b) => sql`${a}${b}`, sql``)}`;
 };
 
 /**
@@ -306,11 +353,43 @@ export const relationsTo = async (
   actor: Actor,
   patientId: string,
   rule: RelationRule,
-): Promise<Relation[]> => {
+): Promise<PatientResource> => {
   const q = relationsQuery(actor, patientId, rule);
-  if (!q) return [];
-  const [r] = await db.query<Record<string, boolean>>(q);
-  return Object.entries(r ?? {}).filter(([, v]) => v === true).map(([k]) => k as Relation);
+  if (!q) return { patientId, relations: [] };
+  const [r] = await db.query<Record<string, boolean | string | null>>(q);
+  const { active_grant_id: grantId, proxy_id: proxyId, ...flags } = r ?? {};
+  const relations = Object.entries(flags).filter(([, v]) => v === true)
+    .map(([k]) => k as Relation);
+  return {
+    patientId,
+    relations,
+    ...(relations.includes("active_grant") && typeof grantId === "string" ? { grantId } : {}),
+    ...(typeof proxyId === "string" ? { proxyId } : {}),
+  };
+};
+
+/** Relations that stand on something the patient handed out, named in the metadata. */
+const DELEGATED: readonly Relation[] = ["active_grant", "proxy", "full_proxy"];
+
+/**
+ * What an allowed action stood on, when that was only a grant or a proxy:
+ * `grantId` (the grant's id, or the proxy relation's) and, for a proxy,
+ * `onBehalfOf` (the patient). Empty when the role needs no relation, or a
+ * relation of the actor's own (care team, encounter, self) also qualifies:
+ * then the actor did not need the grant.
+ */
+export const delegation = (
+  actor: Actor,
+  action: Action,
+  resource: PatientResource,
+): { grantId?: string; onBehalfOf?: string } => {
+  if (RBAC[action][actor.role] !== "related") return {};
+  const allowed = relationsFor(action, actor.role);
+  const used = resource.relations.filter((r) => allowed.includes(r));
+  if (used.length === 0 || used.some((r) => !DELEGATED.includes(r))) return {};
+  if (used.includes("active_grant") && resource.grantId) return { grantId: resource.grantId };
+  if (resource.proxyId) return { grantId: resource.proxyId, onBehalfOf: resource.patientId };
+  return {};
 };
 
 /**

@@ -21,6 +21,8 @@ import { encounterMedia, media, patientMedia } from "./media.ts";
 import { clinics } from "./clinics.ts";
 import { practitioners } from "./practitioners.ts";
 import { adminOutbox, myNotifications } from "./notifications.ts";
+import { grantRoutes, myGrantRoutes, patientGrantRoutes } from "./grants.ts";
+import { breakGlassAudit, patientBreakGlass } from "./break_glass.ts";
 
 export const API_INFO = {
   title: "Chartlog API",
@@ -130,6 +132,11 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/media", media);
   app.route("/v1/clinics", clinics);
   app.route("/v1/practitioners", practitioners);
+  app.route("/v1/patients", patientGrantRoutes);
+  app.route("/v1/patients", patientBreakGlass);
+  app.route("/v1/me", myGrantRoutes);
+  app.route("/v1/grants", grantRoutes);
+  app.route("/v1/audit/break-glass", breakGlassAudit);
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
     scheme: "bearer",

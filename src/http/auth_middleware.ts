@@ -1,6 +1,12 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { EventMetadata } from "../../events/metadata.ts";
-import { type Action, can, needsEnrolment, type PatientResource } from "../auth/policy.ts";
+import {
+  type Action,
+  can,
+  delegation,
+  needsEnrolment,
+  type PatientResource,
+} from "../auth/policy.ts";
 import { ForbiddenError, MfaEnrolmentRequiredError, UnauthorizedError } from "../errors.ts";
 import type { AppEnv } from "./env.ts";
 import { clientIp } from "./rate_limit.ts";
@@ -14,6 +20,7 @@ export const requestMetadata = (c: Context<AppEnv>): EventMetadata => {
     ip: clientIp(c, { trustProxy: c.var.deps.config.trustProxy }),
     ...(ua ? { userAgent: ua.slice(0, 500) } : {}),
     requestId: c.get("requestId"),
+    ...c.get("delegation"),
   };
 };
 
@@ -54,15 +61,24 @@ export const allowed = async (
   c: Context<AppEnv>,
   action: Action,
   resource?: (c: Context<AppEnv>) => Promise<PatientResource | undefined>,
-): Promise<boolean> => can(c.get("actor")!, action, resource ? await resource(c) : undefined);
+): Promise<boolean> => {
+  const actor = c.get("actor")!;
+  const res = resource ? await resource(c) : undefined;
+  const ok = can(actor, action, res);
+  // the first decision that let the actor reach the patient says what it stood on
+  if (ok && res && !c.get("delegation")) c.set("delegation", delegation(actor, action, res));
+  return ok;
+};
 
 /** Refuses with 403 and an `AccessDenied` event, as `authorize` does. */
 export const deny = async (c: Context<AppEnv>, action: Action): Promise<never> => {
   const actor = c.get("actor")!;
+  // a refusal was not done through any grant the request may otherwise hold
+  const { grantId: _g, onBehalfOf: _o, ...metadata } = requestMetadata(c);
   await c.var.deps.runtime().store.append(`actor-${actor.userId}`, "any", [{
     type: "AccessDenied",
     data: { actorId: actor.userId, action, resourceId: c.req.param("id") ?? null },
-  }], requestMetadata(c));
+  }], metadata);
   if (needsEnrolment(actor, action)) {
     throw new MfaEnrolmentRequiredError(
       `your role requires two-factor authentication: enrol with POST /v1/me/mfa/totp, ` +

@@ -23,5 +23,11 @@ export interface AppEnv {
     deps: AppDeps;
     /** Set by `authenticate()`. */
     actor?: Actor;
+    /**
+     * Set by the first policy decision on a patient resource that allowed the
+     * action: the grant (or proxy relation) it stood on, when only that let
+     * the actor in. Every event the request then appends names it.
+     */
+    delegation?: { grantId?: string; onBehalfOf?: string };
   };
 }

@@ -131,6 +131,8 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
   if (!z.uuid().safeParse(id).success) {
     throw new ValidationError("bad id", [{ path: "id", message: "must be a UUID" }]);
   }
+  // the policy's decision below may add the grant it stood on: same object, so it is seen
+  const metadata = requestMetadata(c);
   const { media: m, timings } = await uploadMedia(
     {
       store: runtime.store,
@@ -145,13 +147,17 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
       kind,
       targetId: id,
       actor: c.get("actor")!,
-      metadata: requestMetadata(c),
+      metadata,
       contentType: c.req.header("content-type") ?? "",
       contentLength: c.req.header("content-length"),
       body: c.req.raw.body,
     },
     {
-      allows: (patientId) => allowed(c, action, () => resourceOf(c, patientId)),
+      allows: async (patientId) => {
+        const ok = await allowed(c, action, () => resourceOf(c, patientId));
+        if (ok) Object.assign(metadata, c.get("delegation"));
+        return ok;
+      },
       deny: () => deny(c, action),
     },
   );

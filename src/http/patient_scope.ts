@@ -40,7 +40,10 @@ export const patientOfMedia: PatientOf = perRequest((c, id) =>
   mediaPatient(c.var.deps.runtime().store, id)
 );
 
-/** The patient resource for the policy: its id and the actor's relations to it. */
+/**
+ * The patient resource for the policy: its id, the actor's relations to it,
+ * and the grant or proxy relation behind them (for the request's metadata).
+ */
 export const resourceOf = async (
   c: Context<AppEnv>,
   patientId: string | undefined,
@@ -48,8 +51,7 @@ export const resourceOf = async (
   if (!patientId) return undefined;
   const { store } = c.var.deps.runtime();
   await refuseErased(store, patientId);
-  const relations = await relationsTo(store.db, c.get("actor")!, patientId, relationRule(c));
-  return { patientId, relations };
+  return await relationsTo(store.db, c.get("actor")!, patientId, relationRule(c));
 };
 
 /** The patient in the path (`/v1/patients/:id/...`). */

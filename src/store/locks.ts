@@ -4,3 +4,5 @@ export const LOCK_MIGRATE = 72_620_001;
 export const LOCK_APPEND = 72_620_002;
 /** Base of per-projection worker locks: the key is hashtext('projection:' || name). */
 export const projectionLockName = (name: string): string => `chartlog.projection:${name}`;
+/** The grant sweeper's session lock: one sweeper active across instances. */
+export const GRANT_SWEEPER_LOCK = "chartlog.sweeper:grants";
