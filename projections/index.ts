@@ -1,5 +1,7 @@
 import type { Projection } from "../src/store/types.ts";
 import { accessGrants } from "./access_grants.ts";
+import { accessRequests } from "./access_requests.ts";
+import { accessShares } from "./access_shares.ts";
 import { clinicPractitioners } from "./clinic_practitioners.ts";
 import { clinics } from "./clinics.ts";
 import { encounters } from "./encounters.ts";
@@ -21,5 +23,7 @@ export const projections: readonly Projection[] = [
   clinicPractitioners,
   proxies,
   accessGrants,
+  accessRequests,
+  accessShares,
   streamSummary,
 ];

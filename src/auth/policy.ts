@@ -63,6 +63,11 @@ export const ACTIONS = [
   "media.see_deleted",
   "media.stats",
   "media.categories",
+  "access.request",
+  "access.verify",
+  "access.requests_own",
+  "access.share",
+  "access.redeem",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -118,6 +123,15 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "media.see_deleted": row(["admin"]),
   "media.stats": row(["admin", "clinical_ops"]),
   "media.categories": row(ALL),
+  // asking needs no relation to the patient: it is how a practitioner without one gets one
+  "access.request": row(["practitioner"]),
+  // only the practitioner who asked (anyone else: 404)
+  "access.verify": row(["practitioner"]),
+  "access.requests_own": row(["practitioner"]),
+  // the patient themselves or a full proxy ({@link ACTION_RELATIONS})
+  "access.share": row([], ["patient"]),
+  // only the practitioner named on the share, or a member of the clinic named
+  "access.redeem": row(["practitioner"]),
 };
 
 /**
@@ -138,7 +152,9 @@ export const RELATIONS: Readonly<Partial<Record<Role, readonly Relation[]>>> = {
  */
 export const ACTION_RELATIONS: Readonly<
   Partial<Record<Action, Readonly<Partial<Record<Role, readonly Relation[]>>>>>
-> = {};
+> = {
+  "access.share": { patient: ["self", "full_proxy"] },
+};
 
 /** The relations that qualify `role` for `action` where its cell says "related". */
 export const relationsFor = (action: Action, role: Role): readonly Relation[] =>
@@ -150,6 +166,14 @@ const MFA_ENROLMENT: readonly Action[] = ["me.read", "mfa.manage", "session.logo
 /** Refused only because the actor must enrol a second factor first. */
 export const needsEnrolment = (actor: Actor, action: Action): boolean =>
   actor.mfaPending && !MFA_ENROLMENT.includes(action);
+
+/**
+ * Whether the role may ever perform `action` (its cell is not "no"): the
+ * gate in front of a route whose patient is only known once the body is
+ * validated; the relation is asked for after that, with {@link can}.
+ */
+export const mayEver = (actor: Actor, action: Action): boolean =>
+  !needsEnrolment(actor, action) && RBAC[action][actor.role] !== "no";
 
 /**
  * The one place that decides access. Handlers ask `can`; they never test

@@ -17,6 +17,7 @@ import { mfa } from "./mfa.ts";
 import { patients } from "./patients.ts";
 import { encounters, patientEncounters } from "./encounters.ts";
 import { encounterMedia, media, patientMedia } from "./media.ts";
+import { accessCodes, accessRequests, meAccess, patientAccessRequests } from "./access.ts";
 
 export const API_INFO = {
   title: "Chartlog API",
@@ -120,6 +121,10 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/encounters", encounters);
   app.route("/v1/encounters", encounterMedia);
   app.route("/v1/media", media);
+  app.route("/v1/patients", patientAccessRequests);
+  app.route("/v1/access-requests", accessRequests);
+  app.route("/v1/me", meAccess);
+  app.route("/v1/access-codes", accessCodes);
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
     scheme: "bearer",

@@ -1,6 +1,6 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { EventMetadata } from "../../events/metadata.ts";
-import { type Action, can, needsEnrolment, type PatientResource } from "../auth/policy.ts";
+import { type Action, can, mayEver, needsEnrolment, type PatientResource } from "../auth/policy.ts";
 import { ForbiddenError, MfaEnrolmentRequiredError, UnauthorizedError } from "../errors.ts";
 import type { AppEnv } from "./env.ts";
 import { clientIp } from "./rate_limit.ts";
@@ -43,6 +43,20 @@ export const authorize = (
     if (!actor) throw new UnauthorizedError("a bearer access token is required");
     const act = typeof action === "function" ? action(c) : action;
     if (!(await allowed(c, act, resource))) await deny(c, act);
+    await next();
+  };
+
+/**
+ * The role gate of a route whose patient comes in the body: a role whose
+ * cell is "no" is refused (403 and `AccessDenied`) before the body is
+ * validated; the handler asks for the relation once it knows the patient
+ * (`allowed` with the resource, then `deny`).
+ */
+export const authorizeRole = (action: Action): MiddlewareHandler<AppEnv> =>
+  async function authorizeRole(c, next) {
+    const actor = c.get("actor");
+    if (!actor) throw new UnauthorizedError("a bearer access token is required");
+    if (!mayEver(actor, action)) await deny(c, action);
     await next();
   };
 
