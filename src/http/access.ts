@@ -77,25 +77,25 @@ const PendingRequest = z.object({
   expiresAt: z.string(),
 }).openapi("PendingAccessRequest");
 
+const ONE_GRANTEE = "name exactly one of practitionerId and clinicId";
+/** Exactly one grantee (anything but an object is the object schema's to refuse). */
+const namesOne = (b: unknown) => {
+  if (typeof b !== "object" || b === null) return true;
+  const r = b as Record<string, unknown>;
+  return [r.practitionerId, r.clinicId].filter((x) => x !== undefined && x !== null).length === 1;
+};
+
 const ShareBody = z.strictObject({
   patientId: z.uuid(),
   practitionerId: z.uuid().optional(),
   clinicId: z.uuid().optional(),
   purpose: Purpose,
   durationHours: DurationHours,
-}).superRefine((b, ctx) => {
-  const named = [b.practitionerId, b.clinicId].filter((x) => x !== undefined).length;
-  if (named === 1) return;
-  for (const path of ["practitionerId", "clinicId"]) {
-    ctx.addIssue({
-      code: "custom",
-      path: [path],
-      message: named === 0
-        ? "name a practitioner or a clinic"
-        : "name a practitioner or a clinic, not both",
-    });
-  }
-}).openapi("AccessCodeShare", { description: "exactly one of practitionerId and clinicId" });
+})
+  // `when`: checked even when other fields fail, so that one 422 names every bad field
+  .refine(namesOne, { path: ["practitionerId"], message: ONE_GRANTEE, when: () => true })
+  .refine(namesOne, { path: ["clinicId"], message: ONE_GRANTEE, when: () => true })
+  .openapi("AccessCodeShare", { description: "exactly one of practitionerId and clinicId" });
 
 const SharedCode = z.object({
   id: z.uuid(),
