@@ -42,6 +42,11 @@ Deno.test("http: health, readiness and request ids", async () => {
       "encounters",
       "media",
       "clinics",
+      "clinic_practitioners",
+      "patient_proxies",
+      "access_grants",
+      "access_requests",
+      "access_shares",
       "stream_summary",
     ]);
 
