@@ -311,6 +311,20 @@ Deno.test("access codes: a code of another patient, an expired code, unknown and
         .status,
       404,
     );
+    // erased: 410, as everywhere (an erased id must not read as unknown); its rows are gone
+    const erased = await w.call("admin", "POST", `/v1/patients/${w.p2}/erasure`, {
+      reason: "asked",
+    });
+    assert.ok(erased.status < 300, await erased.clone().text());
+    const gone = await w.call("doc", "POST", `/v1/patients/${w.p2}/access-requests`, {
+      purpose: "x",
+    });
+    assert.equal(gone.status, 410);
+    assert.equal(await problemType(gone), "/problems/erased");
+    const [left] = await a.runtime.db.query<{ n: number }>(
+      sql`select count(*)::int as n from access_requests where patient_id = ${w.p2}::uuid`,
+    );
+    assert.equal(left!.n, 0);
     await assertNowhere(a, [c1, c2]);
   } finally {
     await a.close();
