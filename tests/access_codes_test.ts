@@ -557,6 +557,11 @@ Deno.test("access codes: share → redeem end to end; used; not named; proxies",
       purpose: "x",
     });
     assert.equal(notTheirs.status, 403);
+    const [refusal] = await a.runtime.db.query<{ r: string }>(
+      sql`select data->>'resourceId' as r from events where type = 'AccessDenied'
+        and data->>'actorId' = ${w.ids.pat} order by global_position desc limit 1`,
+    );
+    assert.equal(refusal!.r, w.p2, "the refusal names the patient of the body");
     assert.equal(
       (await w.call("doc", "POST", "/v1/me/access-codes", {
         patientId: w.p1,

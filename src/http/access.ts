@@ -279,7 +279,7 @@ export const meAccess = new OpenAPIHono<AppEnv>()
       const body = c.req.valid("json");
       // the patient is known only now: the relation (self or full proxy) is asked for here
       if (!(await allowed(c, "access.share", (c) => resourceOf(c, body.patientId)))) {
-        await deny(c, "access.share");
+        await deny(c, "access.share", body.patientId);
       }
       const shared = await shareCode(
         { store, accessCodeKey },

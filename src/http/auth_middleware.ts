@@ -70,12 +70,19 @@ export const allowed = async (
   resource?: (c: Context<AppEnv>) => Promise<PatientResource | undefined>,
 ): Promise<boolean> => can(c.get("actor")!, action, resource ? await resource(c) : undefined);
 
-/** Refuses with 403 and an `AccessDenied` event, as `authorize` does. */
-export const deny = async (c: Context<AppEnv>, action: Action): Promise<never> => {
+/**
+ * Refuses with 403 and an `AccessDenied` event, as `authorize` does. The
+ * resource is the path's id unless given (a patient named in the body).
+ */
+export const deny = async (
+  c: Context<AppEnv>,
+  action: Action,
+  resourceId: string | null = c.req.param("id") ?? null,
+): Promise<never> => {
   const actor = c.get("actor")!;
   await c.var.deps.runtime().store.append(`actor-${actor.userId}`, "any", [{
     type: "AccessDenied",
-    data: { actorId: actor.userId, action, resourceId: c.req.param("id") ?? null },
+    data: { actorId: actor.userId, action, resourceId },
   }], requestMetadata(c));
   if (needsEnrolment(actor, action)) {
     throw new MfaEnrolmentRequiredError(
