@@ -13,7 +13,8 @@ import { defineEvent } from "../src/store/catalog.ts";
  *   AccessCodeLocked | AccessCodeExpired | AccessCodeVerified + AccessGranted,
  *   then AccessGrantRevoked | AccessGrantExpired;
  * - `access-share-<shareId>`: AccessCodeShared, AccessCodeExpired |
- *   AccessCodeRedeemed + AccessGranted, then the grant's end;
+ *   AccessCodeRedeemed + AccessGranted, then the grant's end (and an
+ *   AccessCodeFailed for each attempt on it once used or expired);
  * - `access-redeem-<patientId>-<practitionerId>`: that practitioner's wrong
  *   redeem attempts for that patient (AccessCodeFailed, AccessCodeLocked);
  * - `break-glass-<breakGlassId>`: BreakGlassUsed + AccessGranted, the
@@ -82,7 +83,13 @@ export const AccessCodeRedeemed = defineEvent({
   }),
 });
 
-/** A wrong code: `attempt` counts the wrong ones in this stream (request or redeemer). */
+/**
+ * A failed attempt: a wrong code, or any code once the request is dead or
+ * used, the share used or expired, the redeemer blocked (the code is then
+ * not even compared). `attempt` counts the failed attempts of this stream
+ * (request, share or redeemer); what counts towards a lock is the deciders'
+ * business (src/domain/access_request.ts, access_redeemer.ts).
+ */
 export const AccessCodeFailed = defineEvent({
   type: "AccessCodeFailed",
   version: 1,

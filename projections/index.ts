@@ -1,6 +1,8 @@
 import type { Projection } from "../src/store/types.ts";
 import { accessGrants } from "./access_grants.ts";
 import { breakGlass } from "./break_glass.ts";
+import { accessRequests } from "./access_requests.ts";
+import { accessShares } from "./access_shares.ts";
 import { clinicPractitioners } from "./clinic_practitioners.ts";
 import { clinics } from "./clinics.ts";
 import { encounters } from "./encounters.ts";
@@ -26,6 +28,8 @@ export const projections: readonly Projection[] = [
   proxies,
   accessGrants,
   breakGlass,
+  accessRequests,
+  accessShares,
   streamSummary,
   notifications,
 ];

@@ -137,3 +137,18 @@ export class UploadRejectedError extends ChartlogError {
     super(message);
   }
 }
+
+/** Why a one-time access code was refused (each attempt is also an event). */
+export type CodeRejection = "invalid" | "locked" | "used" | "expired";
+
+/**
+ * A one-time access code refused: a wrong code (422), a dead request or a
+ * blocked redeemer (409), a used one (409), an expired one (410). The
+ * message never quotes the code.
+ */
+export class CodeRejectedError extends ChartlogError {
+  override name = "CodeRejectedError";
+  constructor(readonly reason: CodeRejection, message: string) {
+    super(message);
+  }
+}

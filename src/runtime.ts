@@ -3,7 +3,12 @@ import { projections as appProjections } from "../projections/index.ts";
 import { Sessions } from "./auth/sessions.ts";
 import { GrantSweeper } from "./clinical/grant_sweeper.ts";
 import { type ScryptParams, scryptParamsFor } from "./auth/password.ts";
-import { deriveIndexKey, deriveJwtKey, deriveRecoveryCodeKey } from "./auth/tokens.ts";
+import {
+  deriveAccessCodeKey,
+  deriveIndexKey,
+  deriveJwtKey,
+  deriveRecoveryCodeKey,
+} from "./auth/tokens.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./logger.ts";
 import type { Catalog } from "./store/catalog.ts";
@@ -86,6 +91,8 @@ export interface Runtime {
   sessions: Sessions;
   /** Keys digests used as index stream ids (e.g. MRN reservations). */
   indexKey: Uint8Array;
+  /** Keys the digests of one-time access codes (src/auth/access_codes.ts). */
+  accessCodeKey: Uint8Array;
   /** scrypt parameters for new password hashes: cheap only under CHARTLOG_ENV=test. */
   passwordParams: Readonly<ScryptParams>;
   /** Every PHI read appends an access event. Off only in benchmarks, never by configuration. */
@@ -211,6 +218,7 @@ export const openRuntime = async (
       sessions,
       passwordParams,
       indexKey,
+      accessCodeKey: await deriveAccessCodeKey(masterKey),
       blobs,
       images,
       scanner: scannerFromUrl(config.clamdUrl ?? undefined, { timeoutMs: config.clamdTimeoutMs }),

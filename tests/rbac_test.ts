@@ -171,7 +171,7 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
       ).replace(/^\/v1\/practitioners\/:id/, (m) => self ? `/v1/practitioners/${self}` : m)
         .replace(":id", target.id).replace(":practitionerId", target.id)
         .replace(":userId", target.id);
-    const bodyOf = (role: string, method: string, path: string) => {
+    const bodyOf = (role: string, method: string, path: string, fixture?: typeof related) => {
       const patient = {
         mrn: `MRN-${role}`,
         firstName: "Walk",
@@ -179,6 +179,14 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
         dateOfBirth: "1980-01-01",
         gender: "U",
       };
+      // the patient is in the body: the record the walk means, or one of no relation
+      if (method === "POST" && path === "/v1/me/access-codes") {
+        return {
+          patientId: (fixture ?? other).patients,
+          practitionerId: careTeamMember.id,
+          purpose: "walk",
+        };
+      }
       return method === "POST" && path === "/v1/users"
         ? {
           email: `made-by-${role}@clinic.test`,
@@ -226,7 +234,12 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
           // without a relation, a "rel" cell is refused on a real record of another patient
           const rel = row.grants[role] === "related";
           const url = urlOf(path, rel ? other : undefined);
-          const res = await request(tok, method, url, bodyOf(role, method, path));
+          const res = await request(
+            tok,
+            method,
+            url,
+            bodyOf(role, method, path, rel ? other : undefined),
+          );
           cells.push(`${role} ${route} ${res.status}`);
           if (row.grants[role] === "yes") {
             assertAllowed(res.status, `${role} ${route}`);
@@ -269,7 +282,7 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
             token,
             method,
             urlOf(path, related, user.id),
-            bodyOf(role, method, path),
+            bodyOf(role, method, path, related),
           );
           const cell = `${role} ${user.email} ${route} (related: ${held.join(", ")})`;
           cells.push(`${cell} ${res.status}`);

@@ -84,6 +84,11 @@ export const ACTIONS = [
   "breakglass.use",
   "breakglass.list",
   "breakglass.review",
+  "access.request",
+  "access.verify",
+  "access.requests_own",
+  "access.share",
+  "access.redeem",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -169,6 +174,15 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "breakglass.use": row(["practitioner"]),
   "breakglass.list": row(["admin", "auditor"]),
   "breakglass.review": row(["admin", "auditor"]),
+  // asking needs no relation to the patient: it is how a practitioner without one gets one
+  "access.request": row(["practitioner"]),
+  // only the practitioner who asked (anyone else: 404)
+  "access.verify": row(["practitioner"]),
+  "access.requests_own": row(["practitioner"]),
+  // the patient themselves or a full proxy ({@link ACTION_RELATIONS})
+  "access.share": row([], ["patient"]),
+  // only the practitioner named on the share, or a member of the clinic named
+  "access.redeem": row(["practitioner"]),
 };
 
 /**
@@ -199,6 +213,7 @@ export const ACTION_RELATIONS: Readonly<
   "media.upload_document": { patient: ["self", "full_proxy"] },
   "grant.list": { patient: ["self", "full_proxy"] },
   "grant.revoke": { patient: ["self", "full_proxy"] },
+  "access.share": { patient: ["self", "full_proxy"] },
 };
 
 /** The relations that qualify `role` for `action` where its cell says "related". */
@@ -222,6 +237,14 @@ const MFA_ENROLMENT: readonly Action[] = ["me.read", "mfa.manage", "session.logo
 /** Refused only because the actor must enrol a second factor first. */
 export const needsEnrolment = (actor: Actor, action: Action): boolean =>
   actor.mfaPending && !MFA_ENROLMENT.includes(action);
+
+/**
+ * Whether the role may ever perform `action` (its cell is not "no"): the
+ * gate in front of a route whose patient is only known once the body is
+ * validated; the relation is asked for after that, with {@link can}.
+ */
+export const mayEver = (actor: Actor, action: Action): boolean =>
+  !needsEnrolment(actor, action) && RBAC[action][actor.role] !== "no";
 
 /**
  * The one place that decides access. Handlers ask `can`; they never test

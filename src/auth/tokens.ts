@@ -67,6 +67,14 @@ export const deriveIndexKey = (masterKey: Uint8Array<ArrayBuffer>): Promise<Uint
 export const deriveRecoveryCodeKey = (masterKey: Uint8Array<ArrayBuffer>): Promise<Uint8Array> =>
   deriveBytes(masterKey, "recovery-code/v1");
 
+/**
+ * The HMAC key for one-time access-code digests (src/auth/access_codes.ts):
+ * a 6-digit code has a million values, so an unkeyed digest in the log would
+ * give it away at once.
+ */
+export const deriveAccessCodeKey = (masterKey: Uint8Array<ArrayBuffer>): Promise<Uint8Array> =>
+  deriveBytes(masterKey, "access-code/v1");
+
 /** Signs a short-lived access token (HS256; iss, aud, sub, role, sid, amr, jti). */
 export const signAccessToken = async (
   key: CryptoKey,

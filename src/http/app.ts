@@ -23,6 +23,7 @@ import { practitioners } from "./practitioners.ts";
 import { adminOutbox, myNotifications } from "./notifications.ts";
 import { grantRoutes, myGrantRoutes, patientGrantRoutes } from "./grants.ts";
 import { breakGlassAudit, patientBreakGlass } from "./break_glass.ts";
+import { accessCodes, accessRequests, meAccess, patientAccessRequests } from "./access.ts";
 
 export const API_INFO = {
   title: "Chartlog API",
@@ -137,6 +138,10 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/me", myGrantRoutes);
   app.route("/v1/grants", grantRoutes);
   app.route("/v1/audit/break-glass", breakGlassAudit);
+  app.route("/v1/patients", patientAccessRequests);
+  app.route("/v1/access-requests", accessRequests);
+  app.route("/v1/me", meAccess);
+  app.route("/v1/access-codes", accessCodes);
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
     scheme: "bearer",

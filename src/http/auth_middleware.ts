@@ -4,6 +4,7 @@ import {
   type Action,
   can,
   delegation,
+  mayEver,
   needsEnrolment,
   type PatientResource,
 } from "../auth/policy.ts";
@@ -54,6 +55,20 @@ export const authorize = (
   };
 
 /**
+ * The role gate of a route whose patient comes in the body: a role whose
+ * cell is "no" is refused (403 and `AccessDenied`) before the body is
+ * validated; the handler asks for the relation once it knows the patient
+ * (`allowed` with the resource, then `deny`).
+ */
+export const authorizeRole = (action: Action): MiddlewareHandler<AppEnv> =>
+  async function authorizeRole(c, next) {
+    const actor = c.get("actor");
+    if (!actor) throw new UnauthorizedError("a bearer access token is required");
+    if (!mayEver(actor, action)) await deny(c, action);
+    await next();
+  };
+
+/**
  * Whether the actor may perform `action` (on the resource, when given).
  * Also usable inside a handler for a second, conditional check.
  */
@@ -70,14 +85,21 @@ export const allowed = async (
   return ok;
 };
 
-/** Refuses with 403 and an `AccessDenied` event, as `authorize` does. */
-export const deny = async (c: Context<AppEnv>, action: Action): Promise<never> => {
+/**
+ * Refuses with 403 and an `AccessDenied` event, as `authorize` does. The
+ * resource is the path's id unless given (a patient named in the body).
+ */
+export const deny = async (
+  c: Context<AppEnv>,
+  action: Action,
+  resourceId: string | null = c.req.param("id") ?? null,
+): Promise<never> => {
   const actor = c.get("actor")!;
   // a refusal was not done through any grant the request may otherwise hold
   const { grantId: _g, onBehalfOf: _o, ...metadata } = requestMetadata(c);
   await c.var.deps.runtime().store.append(`actor-${actor.userId}`, "any", [{
     type: "AccessDenied",
-    data: { actorId: actor.userId, action, resourceId: c.req.param("id") ?? null },
+    data: { actorId: actor.userId, action, resourceId },
   }], metadata);
   if (needsEnrolment(actor, action)) {
     throw new MfaEnrolmentRequiredError(

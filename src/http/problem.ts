@@ -2,6 +2,8 @@ import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import {
+  CodeRejectedError,
+  type CodeRejection,
   ConcurrencyError,
   ConflictError,
   type FieldIssue,
@@ -45,6 +47,10 @@ export const PROBLEMS = {
   "unsupported-media-type": { status: 415, title: "Unsupported media type" },
   "corrupt-media": { status: 422, title: "The file is damaged or too large to decode" },
   "malware-detected": { status: 422, title: "The file carries malware" },
+  "invalid-code": { status: 422, title: "The code is not valid" },
+  "code-locked": { status: 409, title: "Too many wrong codes" },
+  "code-used": { status: 409, title: "The code was already used" },
+  "code-expired": { status: 410, title: "The code has expired" },
   "rate-limited": { status: 429, title: "Too many requests" },
   "internal": { status: 500, title: "Internal server error" },
   "unavailable": { status: 503, title: "Service unavailable" },
@@ -115,6 +121,9 @@ export const problemFor = (
   if (err instanceof ValidationError) {
     return { slug: "validation", detail: err.message, errors: err.issues };
   }
+  if (err instanceof CodeRejectedError) {
+    return { slug: CODE_PROBLEMS[err.reason], detail: err.message };
+  }
   if (err instanceof ConcurrencyError) return { slug: "concurrency-conflict", detail: err.message };
   if (err instanceof ConflictError) return { slug: "conflict", detail: err.message };
   if (err instanceof NotFoundError) return { slug: "not-found", detail: err.message };
@@ -169,6 +178,14 @@ export const problemFor = (
 
 /** What a 503 asks a client to wait before trying again. */
 const RETRY_AFTER_SEC = "5";
+
+/** The problem each reason for refusing a one-time access code answers with. */
+const CODE_PROBLEMS: Record<CodeRejection, ProblemSlug> = {
+  invalid: "invalid-code",
+  locked: "code-locked",
+  used: "code-used",
+  expired: "code-expired",
+};
 
 /** The problem each reason for refusing an upload answers with. */
 const UPLOAD_PROBLEMS: Record<UploadRejectedError["reason"], ProblemSlug> = {
