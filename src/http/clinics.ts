@@ -21,6 +21,15 @@ import { bearer, json, versioned, VERSIONED_WRITE_PROBLEMS } from "./route_kit.t
 
 const IdParam = z.object({ id: z.uuid() });
 
+/** A new clinic: a name and a license number; the rest may come later (empty until then). */
+const ClinicCreate = ClinicDetails.extend({
+  address: ClinicDetails.shape.address.default(null),
+  phone: ClinicDetails.shape.phone.default(null),
+  email: ClinicDetails.shape.email.default(null),
+  operatingHours: ClinicDetails.shape.operatingHours.default({}),
+  services: ClinicDetails.shape.services.default([]),
+}).openapi("ClinicCreate");
+
 export const ClinicSchema = z.object({
   id: z.uuid(),
   name: z.string(),
@@ -96,7 +105,7 @@ export const clinics = new OpenAPIHono<AppEnv>()
         "registrations with one license one gets 201, the other 409 `/problems/conflict`.",
       security: bearer,
       middleware: [authenticate(), authorize("clinic.create")] as const,
-      request: { body: { required: true, content: json(ClinicDetails) } },
+      request: { body: { required: true, content: json(ClinicCreate) } },
       responses: {
         201: { description: "registered", content: json(ClinicSchema) },
         ...problemResponses("unauthorized", "forbidden", "validation", "conflict"),
