@@ -84,7 +84,7 @@ for (const driver of await drivers()) {
         role: "patient",
         password: PASSWORD,
       });
-      await ok(patientT, "POST", `/v1/patients/${pid}/proxies`, {
+      const proxy = await ok(patientT, "POST", `/v1/patients/${pid}/proxies`, {
         userId: family.id,
         level: "full",
       });
@@ -186,6 +186,17 @@ for (const driver of await drivers()) {
       assert.ok(viewed.some((v) => v.actor === asker.id && v.grant === grantId));
       assert.ok(viewed.some((v) => v.actor === named.id && v.grant === sharedGrant));
       assert.ok(viewed.some((v) => v.actor === colleague.id && v.grant !== null));
+
+      // what the family member did, they did as the patient's proxy: its id is the grant
+      const byProxy = await t.runtime.db.query<{ type: string; grant: string | null }>(
+        sql`select type, metadata->>'grantId' as grant from events
+          where metadata->>'actorId' = ${family.id} and type in ('AccessCodeShared',
+            'AccessGrantRevoked') order by global_position`,
+      );
+      assert.deepEqual(byProxy, [
+        { type: "AccessCodeShared", grant: proxy.proxyId },
+        { type: "AccessGrantRevoked", grant: proxy.proxyId },
+      ]);
 
       // no code in plaintext at rest or in the logs
       const text = (await t.runtime.db.query<{ t: string }>(
