@@ -58,18 +58,25 @@ const Env = z.object({
     (v) => /^tcp:\/\/(\[[0-9a-fA-F:.]+\]|[^/:[\]]+):\d+\/?$/.test(v) || /^unix:\/\/\/./.test(v),
     "must be tcp://host:port or unix:///path/to/clamd.socket",
   ).optional(),
-  CHARTLOG_SMTP_URL: z.string().refine((v) => {
-    try {
-      const u = new URL(v);
-      return (u.protocol === "smtp:" || u.protocol === "smtps:") && u.hostname !== "";
-    } catch {
-      return false;
-    }
-  }, "must be smtp://[user:password@]host[:port] or smtps://…").optional(),
-  CHARTLOG_SMTP_FROM: z.string().max(320).refine(
-    (v) => /^[^\r\n<>]*<[^\s@<>]+@[^\s@<>]+>$|^[^\s@<>]+@[^\s@<>]+$/.test(v),
-    "must be an address, `no-reply@clinic.example` or `Name <no-reply@clinic.example>`",
-  ).default("Chartlog <no-reply@chartlog.invalid>"),
+  // empty is unset (docker compose passes `${CHARTLOG_SMTP_URL:-}` through as "")
+  CHARTLOG_SMTP_URL: z.preprocess(
+    (v) => v === "" ? undefined : v,
+    z.string().refine((v) => {
+      try {
+        const u = new URL(v);
+        return (u.protocol === "smtp:" || u.protocol === "smtps:") && u.hostname !== "";
+      } catch {
+        return false;
+      }
+    }, "must be smtp://[user:password@]host[:port] or smtps://…").optional(),
+  ),
+  CHARTLOG_SMTP_FROM: z.preprocess(
+    (v) => v === "" ? undefined : v,
+    z.string().max(320).refine(
+      (v) => /^[^\r\n<>]*<[^\s@<>]+@[^\s@<>]+>$|^[^\s@<>]+@[^\s@<>]+$/.test(v),
+      "must be an address, `no-reply@clinic.example` or `Name <no-reply@clinic.example>`",
+    ).default("Chartlog <no-reply@chartlog.invalid>"),
+  ),
 });
 
 export type Database =

@@ -568,6 +568,10 @@ Deno.test("outbox: CHARTLOG_SMTP_URL and CHARTLOG_SMTP_FROM are validated, never
   const none = loadConfig({});
   assert.equal(none.smtpUrl, null); // no e-mail channel
   assert.equal(none.smtpFrom, "Chartlog <no-reply@chartlog.invalid>");
+  // empty is unset, as docker compose passes an unset `${VAR:-}`
+  const empty = loadConfig({ CHARTLOG_SMTP_URL: "", CHARTLOG_SMTP_FROM: "" });
+  assert.equal(empty.smtpUrl, null);
+  assert.equal(empty.smtpFrom, "Chartlog <no-reply@chartlog.invalid>");
   for (const url of ["smtp://mail.example:587", "smtps://u:p%40ss@mail.example:465"]) {
     assert.equal(loadConfig({ CHARTLOG_SMTP_URL: url }).smtpUrl, url);
   }
