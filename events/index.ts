@@ -1,6 +1,7 @@
 import { Catalog } from "../src/store/catalog.ts";
 import { authEvents } from "./auth.ts";
 import { accessEvents } from "./access.ts";
+import { auditEvents } from "./audit.ts";
 import { clinicEvents, clinicMembershipEvents } from "./clinic.ts";
 import { encounterEvents } from "./encounter.ts";
 import { mediaEvents } from "./media.ts";
@@ -25,4 +26,5 @@ export const catalog = new Catalog([
   ...proxyEvents,
   ...accessEvents,
   ...notificationEvents,
+  ...auditEvents,
 ]);

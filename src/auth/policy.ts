@@ -84,6 +84,9 @@ export const ACTIONS = [
   "breakglass.use",
   "breakglass.list",
   "breakglass.review",
+  "audit.events",
+  "audit.activity",
+  "audit.stream",
   "access.request",
   "access.verify",
   "access.requests_own",
@@ -174,6 +177,11 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "breakglass.use": row(["practitioner"]),
   "breakglass.list": row(["admin", "auditor"]),
   "breakglass.review": row(["admin", "auditor"]),
+  // the audit surface: ids, times and metadata of every event; each use is itself an event
+  "audit.events": row(["admin", "auditor"]),
+  "audit.activity": row(["admin", "auditor"]),
+  // a record's past state is PHI: the read is audited like any other
+  "audit.stream": row(["admin", "auditor"]),
   // asking needs no relation to the patient: it is how a practitioner without one gets one
   "access.request": row(["practitioner"]),
   // only the practitioner who asked (anyone else: 404)

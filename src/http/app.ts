@@ -22,6 +22,7 @@ import { clinics } from "./clinics.ts";
 import { practitioners } from "./practitioners.ts";
 import { adminOutbox, myNotifications } from "./notifications.ts";
 import { grantRoutes, myGrantRoutes, patientGrantRoutes } from "./grants.ts";
+import { auditTrail } from "./audit.ts";
 import { breakGlassAudit, patientBreakGlass } from "./break_glass.ts";
 import { accessCodes, accessRequests, meAccess, patientAccessRequests } from "./access.ts";
 
@@ -138,6 +139,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/me", myGrantRoutes);
   app.route("/v1/grants", grantRoutes);
   app.route("/v1/audit/break-glass", breakGlassAudit);
+  app.route("/v1/audit", auditTrail);
   app.route("/v1/patients", patientAccessRequests);
   app.route("/v1/access-requests", accessRequests);
   app.route("/v1/me", meAccess);

@@ -40,7 +40,7 @@ const Address = z.object({
   state: z.string(),
   zip: z.string(),
 });
-const PatientSchema = z.object({
+export const PatientSchema = z.object({
   id: z.uuid(),
   mrn: z.string(),
   firstName: z.string(),

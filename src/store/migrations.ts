@@ -103,6 +103,27 @@ create table session_activity (
 alter table projection_state add column tables text[];
 `,
   },
+  {
+    version: 5,
+    name: "audit query indexes",
+    // GET /v1/audit/events pages by global position under each filter: an
+    // index per filter, ending in the position, lets the keyset page walk
+    // the index instead of sorting every match. A patient's events are those
+    // naming them in the payload (patientId, the patientIds of list reads),
+    // the patient-<id> stream (the primary key's unique index on
+    // (stream_id, stream_version) finds it) and the denials of their record.
+    sql: `
+create index events_audit_patient on events ((data->>'patientId'), global_position);
+create index events_audit_patient_ids on events using gin ((data->'patientIds') jsonb_path_ops);
+create index events_audit_denied_resource on events ((data->>'resourceId'), global_position)
+  where type = 'AccessDenied';
+create index events_audit_actor on events ((metadata->>'actorId'), global_position);
+create index events_audit_grant on events ((metadata->>'grantId'), global_position)
+  where metadata ? 'grantId';
+create index events_audit_type on events (type, global_position);
+create index events_audit_time on events (recorded_at, global_position);
+`,
+  },
 ];
 
 export const latestMigration = migrations[migrations.length - 1]!.version;

@@ -1,0 +1,52 @@
+import { z } from "zod";
+import { defineEvent } from "../src/store/catalog.ts";
+
+/**
+ * Uses of the audit surface, each appended to the auditor's own
+ * `access-<actorId>` stream as every read is: auditors are audited too.
+ * Filters are ids, event type names and times only, never PHI.
+ */
+const uuid = z.uuid();
+const at = z.iso.datetime({ offset: true });
+
+/** The filters an audit query was given, as given. */
+export const AuditFilters = z.strictObject({
+  patientId: uuid.optional(),
+  actorId: uuid.optional(),
+  types: z.array(z.string().max(100)).max(50).optional(),
+  from: at.optional(),
+  to: at.optional(),
+  streamId: z.string().max(200).optional(),
+  grantId: uuid.optional(),
+  cursor: z.boolean().optional(),
+});
+export type AuditFilters = z.infer<typeof AuditFilters>;
+
+/** A page of `GET /v1/audit/events` or `/v1/audit/actors/:id/activity`. */
+export const AuditQueried = defineEvent({
+  type: "AuditQueried",
+  version: 1,
+  schema: z.strictObject({
+    query: z.enum(["events", "activity"]),
+    filters: AuditFilters,
+    returned: z.number().int().min(0),
+  }),
+});
+
+/**
+ * A stream's past read through `GET /v1/audit/streams/:streamId`: for a
+ * patient stream this shows the record's PHI as it stood `asOf`, so the
+ * patient is named.
+ */
+export const AuditStreamViewed = defineEvent({
+  type: "AuditStreamViewed",
+  version: 1,
+  schema: z.strictObject({
+    streamId: z.string().max(200),
+    asOf: at,
+    patientId: uuid.nullable(),
+    returned: z.number().int().min(0),
+  }),
+});
+
+export const auditEvents = [AuditQueried, AuditStreamViewed];
