@@ -461,6 +461,33 @@ for (const driver of await drivers()) {
         patientId: s.p,
         returned: 1,
       });
+      // an erased record: its events stay, its state is gone
+      const erase = await s.call("admin", "POST", `/v1/patients/${s.q}/erasure`, {
+        reason: "asked",
+      });
+      assert.equal(erase.status, 200);
+      const erased = await s.json("auditor", "GET", `/v1/audit/streams/patient-${s.q}`);
+      assert.equal(erased.status, 200, JSON.stringify(erased.body));
+      assert.deepEqual([erased.body.state, erased.body.erased], [null, true]);
+      assert.ok(types(erased.body.items).includes("PatientRegistered"));
+      const ofQ = await s.json("auditor", "GET", `/v1/audit/events?patientId=${s.q}`);
+      assert.ok(types(ofQ.body.items).includes("PatientRegistered"));
+      assert.ok(!JSON.stringify(ofQ.body).includes("AQ-2"));
+
+      // 20 concurrent queries: each answered, each audited
+      const head = (await s.json("auditor", "GET", `/v1/audit/events?type=AuditQueried&limit=1`))
+        .body.total as number;
+      const many = await Promise.all(
+        Array.from(
+          { length: 20 },
+          () => s.call("auditor", "GET", `/v1/audit/events?patientId=${s.p}`),
+        ),
+      );
+      assert.deepEqual(many.map((r) => r.status), Array(20).fill(200));
+      await Promise.all(many.map((r) => r.body?.cancel()));
+      const after = await s.json("auditor", "GET", `/v1/audit/events?type=AuditQueried&limit=1`);
+      assert.equal(after.body.total, head + 21);
+
       // unknown stream 404, bad asOf 422, practitioners 403
       assert.equal(
         (await s.call("auditor", "GET", `/v1/audit/streams/patient-${crypto.randomUUID()}`))
