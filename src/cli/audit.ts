@@ -1,34 +1,22 @@
-// `deno task audit verify`: recomputes every stream's hash chain.
-import { verifyChain } from "../store/verify_chain.ts";
-import { openCli, parseCliArgs, usageError } from "./common.ts";
+// `deno task audit <subcommand>`: each subcommand is a module of its own
+// (src/cli/audit_<name>.ts) that parses the rest of the arguments itself.
+import { usageError } from "./common.ts";
 
-const { positionals } = parseCliArgs(
-  "audit",
-  `usage: deno task audit verify
+const SUBCOMMANDS: Record<string, () => Promise<unknown>> = {
+  verify: () => import("./audit_verify.ts"),
+};
 
-verify   recomputes every stream's hash chain; prints "OK: …" and exits 0, or
-         names the first altered event and exits 1.
-On the embedded database, stop the server first.`,
-  {},
-  { positionals: true },
-);
-if (positionals[0] === undefined) usageError("audit", "a subcommand is required");
-if (positionals[0] !== "verify") usageError("audit", `unknown subcommand '${positionals[0]}'`);
-if (positionals.length > 1) usageError("audit", `unexpected argument '${positionals[1]}'`);
+const USAGE = `usage: deno task audit <subcommand> [--help]
 
-const { runtime } = await openCli();
-try {
-  const r = await verifyChain(runtime.db);
-  if (r.ok) {
-    console.log(`OK: ${r.events} events in ${r.streams} streams; every hash chain verifies`);
-  } else {
-    const b = r.firstBroken!;
-    console.log(
-      `ALTERED: stream ${b.streamId} version ${b.streamVersion} (global position ${b.globalPosition}): ${b.problem}`,
-    );
-    console.log(`${r.brokenCount} of ${r.events} events in ${r.streams} streams fail verification`);
-    Deno.exitCode = 1;
-  }
-} finally {
-  await runtime.close();
+subcommands: ${Object.keys(SUBCOMMANDS).join(", ")}
+Each takes --help. On the embedded database, stop the server first.`;
+
+const sub = Deno.args[0];
+if (sub === "--help" || sub === "-h") {
+  console.log(USAGE);
+  Deno.exit(0);
 }
+if (sub === undefined) usageError("audit", "a subcommand is required");
+const load = SUBCOMMANDS[sub!];
+if (!load) usageError("audit", `unknown subcommand '${sub}'`);
+await load!();

@@ -1,0 +1,79 @@
+import canonicalize from "canonicalize";
+import { createHash } from "node:crypto";
+import { type Query, sql } from "../store/sql.ts";
+
+/**
+ * One event exactly as the log stores it: sealed fields stay sealed, so
+ * whoever holds these rows (an export, a verifier outside the database) needs
+ * no keys. It is the unit of the audit export (one JSON line each) and the
+ * leaf of the transparency log's Merkle tree.
+ */
+export interface StoredEvent {
+  globalPosition: number;
+  streamId: string;
+  streamVersion: number;
+  eventId: string;
+  type: string;
+  schemaVersion: number;
+  data: unknown;
+  metadata: unknown;
+  /** UTC, microsecond precision, as `2026-11-30T12:00:00.123000Z`. */
+  recordedAt: string;
+  prevHash: string | null;
+  hash: string;
+}
+
+/** The select list that yields a {@link StoredEvent}'s fields (snake case, as row columns). */
+export const STORED_EVENT_COLUMNS = sql`global_position, stream_id, stream_version,
+  event_id::text as event_id, type, schema_version, data, metadata,
+  to_char(recorded_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as recorded_at,
+  prev_hash, hash`;
+
+export interface StoredEventRow {
+  global_position: number | string | bigint;
+  stream_id: string;
+  stream_version: number;
+  event_id: string;
+  type: string;
+  schema_version: number;
+  data: unknown;
+  metadata: unknown;
+  recorded_at: string;
+  prev_hash: string | null;
+  hash: string;
+}
+
+export const toStoredEvent = (r: StoredEventRow): StoredEvent => ({
+  globalPosition: Number(r.global_position),
+  streamId: r.stream_id,
+  streamVersion: Number(r.stream_version),
+  eventId: r.event_id,
+  type: r.type,
+  schemaVersion: Number(r.schema_version),
+  data: r.data,
+  metadata: r.metadata,
+  recordedAt: r.recorded_at,
+  prevHash: r.prev_hash,
+  hash: r.hash,
+});
+
+/** Events in global order after `afterPosition`, at most `limit` of them. */
+export const storedEventsAfter = (afterPosition: number, limit: number): Query =>
+  sql`select ${STORED_EVENT_COLUMNS} from events where global_position > ${afterPosition}
+    order by global_position limit ${limit}`;
+
+/**
+ * The event's canonical bytes: RFC 8785 (JSON Canonicalization Scheme) of the
+ * {@link StoredEvent}. Any change to a stored column, the global position
+ * included, changes them.
+ */
+export const canonicalEventBytes = (e: StoredEvent): Uint8Array =>
+  new TextEncoder().encode(canonicalize(e)!);
+
+/** RFC 9162 leaf hash: SHA-256(0x00 ‖ canonical bytes). */
+export const leafHash = (e: StoredEvent): Uint8Array => {
+  const h = createHash("sha256");
+  h.update(new Uint8Array([0]));
+  h.update(canonicalEventBytes(e));
+  return new Uint8Array(h.digest());
+};
