@@ -8,7 +8,8 @@
  *   deno run --allow-all tests/bench/audit_index_bench.ts
  *
  * Knobs: BENCH_IDX_ROUNDS (3), BENCH_IDX_SEQ (1000 single-writer appends per
- * round), BENCH_IDX_CONC (8000 events per round over BENCH_WRITERS=32 writers).
+ * round), BENCH_IDX_CONC (8000 events per round over BENCH_WRITERS=32 writers),
+ * BENCH_IDX_DROP (comma list of the indexes to drop; default all seven).
  */
 import postgres from "postgres";
 import { catalog } from "../../events/index.ts";
@@ -24,7 +25,7 @@ const rounds = envInt("BENCH_IDX_ROUNDS", 3);
 const seqN = envInt("BENCH_IDX_SEQ", 1000);
 const concN = envInt("BENCH_IDX_CONC", 8000);
 const writers = envInt("BENCH_WRITERS", 32);
-const INDEXES = [
+const ALL_INDEXES = [
   "events_audit_patient",
   "events_audit_patient_ids",
   "events_audit_denied_resource",
@@ -33,6 +34,11 @@ const INDEXES = [
   "events_audit_type",
   "events_audit_time",
 ];
+// BENCH_IDX_DROP: a comma list of the indexes the second database drops (default: all seven)
+const INDEXES = (Deno.env.get("BENCH_IDX_DROP") ?? "").split(",").map((s) => s.trim())
+  .filter(Boolean);
+if (INDEXES.length === 0) INDEXES.push(...ALL_INDEXES);
+for (const i of INDEXES) if (!ALL_INDEXES.includes(i)) throw new Error(`BENCH_IDX_DROP: ${i}?`);
 
 const admin = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
 const names: string[] = [];
