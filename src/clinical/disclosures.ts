@@ -107,6 +107,15 @@ const Position = z.tuple([
   z.string().max(200),
 ]);
 
+/**
+ * The events that name the patient: those of the audit trail's patient
+ * filter, and audit-surface uses whose filters hold the patient's id.
+ * Events are `e`.
+ */
+export const namesPatient = (patientId: string): Query =>
+  sql`(${touchesPatient(patientId)}
+    or (e.type = any(${AUDIT_SURFACE}::text[]) and e.data->'filters'->>'patientId' = ${patientId}))`;
+
 /** The events that disclosed something of the patient, with their purpose. */
 const disclosed = (q: DisclosureQuery): Query => {
   const p = q.patientId;
@@ -134,8 +143,7 @@ const disclosed = (q: DisclosureQuery): Query => {
       end as purpose
     from events e
       left join users u on u.id::text = e.metadata->>'actorId'
-    where (${touchesPatient(p)}
-        or (e.type = any(${AUDIT_SURFACE}::text[]) and e.data->'filters'->>'patientId' = ${p}))
+    where ${namesPatient(p)}
       and e.type = any(${types}::text[])
       and e.recorded_at >= ${q.from} and e.recorded_at < ${q.to}
       and coalesce(e.metadata->>'actorId', '') not in (
