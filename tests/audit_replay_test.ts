@@ -7,6 +7,11 @@ import { createTestDatabase, postgresAvailable } from "./support/harness.ts";
 import { bearer, createUser, login } from "./support/users.ts";
 
 const REASON = "Found unconscious, needs allergy list";
+/** The database refuses access events (a real failure, not a stub). */
+const NO_ACCESS_EVENTS = `create function no_access() returns trigger language plpgsql as $$
+  begin if new.stream_id like 'access-%' then raise exception 'audit store down'; end if;
+  return new; end $$;
+  create trigger no_access before insert on events for each row execute function no_access();`;
 
 /**
  * A record with a history (registered, care team, a read, a break-glass and
@@ -189,6 +194,18 @@ Deno.test("audit replay: a readable, audited timeline; PHI unsealed, then [erase
     ]);
     assert.equal(none.code, 0, none.stderr);
     assert.equal(none.stdout.trim(), `patient ${p}: 0 events to 2000-01-01T00:00:00.000Z`);
+
+    // fail-closed: when the log refuses the audit event, nothing is printed
+    const t3 = await openTestApp(env);
+    try {
+      await t3.runtime.db.exec(NO_ACCESS_EVENTS);
+    } finally {
+      await t3.close();
+    }
+    const refused = await replay(["--patient", p, "--operator", "auditor@clinic.test"]);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.equal(refused.stdout, "");
+    assert.match(refused.stderr, /^audit: the replay could not be recorded in the log/m);
   } finally {
     await pg?.drop();
     await Deno.remove(dataDir, { recursive: true });

@@ -340,7 +340,7 @@ for (const driver of await drivers()) {
   });
 }
 
-Deno.test("disclosures [pglite]: an erased patient's report still answers", async () => {
+Deno.test("disclosures [pglite]: an erased patient's report still answers; no audit event, no report", async () => {
   const s = await scenario("pglite");
   try {
     await erasePatient(s.t.runtime.store, s.p, "patient request", {
@@ -353,6 +353,17 @@ Deno.test("disclosures [pglite]: an erased patient's report still answers", asyn
     // the patient's own accounts stay excluded after the erasure (the tombstone keeps the link)
     assert.ok(!r.items.some((g: Group) => g.actor.id === s.ids.patient));
     for (const phi of PHI) assert.ok(!JSON.stringify(r).includes(phi), phi);
+
+    // fail-closed: when the log refuses the audit event, no report (503)
+    await s.t.runtime.db.exec(`create function no_access() returns trigger language plpgsql as $$
+      begin if new.stream_id like 'access-%' then raise exception 'audit store down'; end if;
+      return new; end $$;
+      create trigger no_access before insert on events for each row execute function no_access();`);
+    for (const q of ["", "?format=csv"]) {
+      const res = await s.call("auditor", "GET", `/v1/audit/patients/${s.p}/disclosures${q}`);
+      assert.equal(res.status, 503);
+      assert.equal((await res.json()).type, "/problems/unavailable");
+    }
   } finally {
     await s.close();
   }

@@ -9,9 +9,11 @@ import { patientInLog } from "../clinical/disclosures.ts";
 import {
   breakGlassGrants,
   countTimeline,
+  type ReplayWindow,
   timeline,
   TimelineFormatter,
 } from "../clinical/replay.ts";
+import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import { openCli, parseCliArgs, usageError } from "./common.ts";
 
@@ -58,6 +60,19 @@ const refuse = (message: string) => {
   Deno.exitCode = 1;
 };
 
+/** The header line and one line per event, written as they are read. */
+const print = async (store: EventStore, window: ReplayWindow, count: number) => {
+  const fmt = new TimelineFormatter(store, await breakGlassGrants(store, window.patientId));
+  const enc = new TextEncoder();
+  const out = (s: string) => Deno.stdout.writeSync(enc.encode(`${s}\n`));
+  out(
+    `patient ${window.patientId}: ${count} events${from ? ` from ${from.toISOString()}` : ""}${
+      to ? ` to ${to.toISOString()}` : ""
+    }`,
+  );
+  for await (const e of timeline(store, window)) out(await fmt.line(e));
+};
+
 const { runtime } = await openCli();
 try {
   const store = runtime.store;
@@ -77,28 +92,26 @@ try {
       upTo: await store.headPosition(),
     };
     const count = await countTimeline(store, window);
-    // fail-closed: an unaudited read of PHI never happens (an error here prints nothing)
-    await store.append(`access-${op.id}`, "any", [{
-      type: "AuditQueried",
-      data: {
-        query: "replay",
-        filters: {
-          patientId,
-          ...(values.from ? { from: values.from } : {}),
-          ...(values.to ? { to: values.to } : {}),
+    // fail-closed: an unaudited read of PHI never happens
+    let audited = false;
+    try {
+      await store.append(`access-${op.id}`, "any", [{
+        type: "AuditQueried",
+        data: {
+          query: "replay",
+          filters: {
+            patientId,
+            ...(values.from ? { from: values.from } : {}),
+            ...(values.to ? { to: values.to } : {}),
+          },
+          returned: count,
         },
-        returned: count,
-      },
-    }], { actorId: op.id, actorRole: op.role, userAgent: "chartlog-cli" });
-    const fmt = new TimelineFormatter(store, await breakGlassGrants(store, patientId));
-    const enc = new TextEncoder();
-    const out = (s: string) => Deno.stdout.writeSync(enc.encode(`${s}\n`));
-    out(
-      `patient ${patientId}: ${count} events${from ? ` from ${from.toISOString()}` : ""}${
-        to ? ` to ${to.toISOString()}` : ""
-      }`,
-    );
-    for await (const e of timeline(store, window)) out(await fmt.line(e));
+      }], { actorId: op.id, actorRole: op.role, userAgent: "chartlog-cli" });
+      audited = true;
+    } catch {
+      refuse("the replay could not be recorded in the log, so nothing is printed");
+    }
+    if (audited) await print(store, window, count);
   }
 } finally {
   await runtime.close();
