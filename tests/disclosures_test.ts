@@ -3,6 +3,7 @@ import { registerUser } from "../src/auth/accounts.ts";
 import { erasePatient } from "../src/clinical/erasure.ts";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
+import { appendClinic, appendGrant } from "./support/grants.ts";
 import { createTestDatabase, drivers } from "./support/harness.ts";
 import { bearer, createUser, login, PASSWORD } from "./support/users.ts";
 
@@ -68,6 +69,7 @@ const scenario = async (driver: string) => {
       ["doc", "practitioner"],
       ["named", "practitioner"],
       ["er", "practitioner"],
+      ["member", "practitioner"],
       ["stranger", "practitioner"],
       ["auditor", "auditor"],
     ] as const
@@ -131,6 +133,18 @@ const scenario = async (driver: string) => {
   });
   await ok("er", "GET", `/v1/patients/${p}`);
 
+  hour(5.5); // a grant to a clinic: one of its members reads through it
+  const clinicId = await appendClinic(t.runtime.store, [ids.member!]);
+  const clinicGrant = await appendGrant(t.runtime.store, {
+    patientId: p,
+    granteeKind: "clinic",
+    granteeId: clinicId,
+    practitionerId: ids.member!,
+    hours: 24,
+    now: new Date(clock.now),
+  });
+  await ok("member", "GET", `/v1/patients/${p}`);
+
   hour(6); // a family proxy reads; the patient reads their own record (not a disclosure)
   const proxy = await ok("patient", "POST", `/v1/patients/${p}/proxies`, {
     userId: ids.son,
@@ -150,6 +164,8 @@ const scenario = async (driver: string) => {
     p,
     grantId,
     bgGrant: bg.grantId as string,
+    clinicId,
+    clinicGrant,
     proxyId: proxy.proxyId as string,
     call,
     ok,
@@ -211,6 +227,18 @@ for (const driver of await drivers()) {
       assert.equal(er[0]!.count, 2);
       assert.deepEqual(er[0]!.what, ["break-glass access", "demographics"]);
 
+      assert.deepEqual(byActor(s.ids.member!), [{
+        actor: { id: s.ids.member, name: "Test practitioner", erased: false },
+        role: "practitioner",
+        clinic: { id: s.clinicId, name: "Riverside Clinic" },
+        purpose: "patient_authorized",
+        grantId: s.clinicGrant,
+        first: at(5.5),
+        last: at(5.5),
+        count: 1,
+        what: ["demographics"],
+      }]);
+
       const son = byActor(s.ids.son!);
       assert.equal(son.length, 1);
       assert.equal(son[0]!.purpose, "patient_authorized");
@@ -223,10 +251,10 @@ for (const driver of await drivers()) {
       assert.deepEqual(auditor[0]!.what, ["audit trail query"]);
       assert.equal(auditor[0]!.first, at(7));
 
-      // ordered by first use; nothing but these six
+      // ordered by first use; nothing but these seven
       assert.deepEqual(
         r.items.map((g) => g.actor.id),
-        ["admin", "doc", "named", "er", "son", "auditor"].map((w) => s.ids[w]),
+        ["admin", "doc", "named", "er", "member", "son", "auditor"].map((w) => s.ids[w]),
       );
       // no PHI anywhere in the report
       for (const phi of PHI) assert.ok(!JSON.stringify(r).includes(phi), phi);
@@ -239,7 +267,7 @@ for (const driver of await drivers()) {
       assert.deepEqual(ev?.data, {
         query: "disclosures",
         filters: { patientId: s.p },
-        returned: 6,
+        returned: 7,
       });
       const again = await report();
       const auditorAgain = again.items.find((g) => g.actor.id === s.ids.auditor)!;
@@ -250,7 +278,7 @@ for (const driver of await drivers()) {
       const acc = await report("?excludeTreatment=true");
       assert.deepEqual(
         acc.items.map((g) => g.purpose),
-        ["patient_authorized", "emergency", "patient_authorized", "audit"],
+        ["patient_authorized", "emergency", "patient_authorized", "patient_authorized", "audit"],
       );
 
       // a time window
@@ -272,7 +300,7 @@ for (const driver of await drivers()) {
         cursor = page.nextCursor;
         pages++;
       } while (cursor);
-      assert.equal(pages, 3);
+      assert.equal(pages, 4);
       assert.deepEqual(seen, r.items.map(key));
 
       // csv: a header and one row per group, every group at once
@@ -288,7 +316,7 @@ for (const driver of await drivers()) {
         lines[0],
         "actorId,actorName,role,clinicId,clinicName,purpose,grantId,first,last,count,what",
       );
-      assert.equal(lines.length, 7);
+      assert.equal(lines.length, 8);
       assert.ok(
         lines.includes(
           `${s.ids.er},Test practitioner,practitioner,,,emergency,${s.bgGrant},${at(5)},${
@@ -348,7 +376,7 @@ Deno.test("disclosures [pglite]: an erased patient's report still answers; no au
       actorRole: "admin",
     });
     const r = await s.ok("auditor", "GET", `/v1/audit/patients/${s.p}/disclosures`);
-    assert.ok(r.items.length >= 6);
+    assert.ok(r.items.length >= 7);
     assert.ok(r.items.some((g: Group) => g.purpose === "emergency"));
     // the patient's own accounts stay excluded after the erasure (the tombstone keeps the link)
     assert.ok(!r.items.some((g: Group) => g.actor.id === s.ids.patient));
