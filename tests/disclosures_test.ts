@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { registerUser } from "../src/auth/accounts.ts";
 import { erasePatient } from "../src/clinical/erasure.ts";
+import { shredSubject } from "../src/store/shred.ts";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
 import { appendClinic, appendGrant } from "./support/grants.ts";
@@ -375,9 +376,21 @@ Deno.test("disclosures [pglite]: an erased patient's report still answers; no au
       actorId: s.ids.admin,
       actorRole: "admin",
     });
+    // the family proxy's own account is erased too: it reads as erased, and nothing fails
+    await shredSubject(s.t.runtime.store, `user-${s.ids.son}`, "account closed", {
+      actorId: s.ids.admin,
+      actorRole: "admin",
+    });
     const r = await s.ok("auditor", "GET", `/v1/audit/patients/${s.p}/disclosures`);
     assert.ok(r.items.length >= 7);
     assert.ok(r.items.some((g: Group) => g.purpose === "emergency"));
+    const son = r.items.find((g: Group) => g.actor.id === s.ids.son) as Group;
+    assert.deepEqual(son.actor, { id: s.ids.son, name: null, erased: true });
+    assert.equal(son.purpose, "patient_authorized");
+    const csv =
+      await (await s.call("auditor", "GET", `/v1/audit/patients/${s.p}/disclosures?format=csv`))
+        .text();
+    assert.ok(csv.includes(`${s.ids.son},[erased],patient,`), csv);
     // the patient's own accounts stay excluded after the erasure (the tombstone keeps the link)
     assert.ok(!r.items.some((g: Group) => g.actor.id === s.ids.patient));
     for (const phi of PHI) assert.ok(!JSON.stringify(r).includes(phi), phi);
