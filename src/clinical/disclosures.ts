@@ -109,12 +109,12 @@ const Position = z.tuple([
 
 /**
  * The events that name the patient: those of the audit trail's patient
- * filter, and audit-surface uses whose filters hold the patient's id.
- * Events are `e`.
+ * filter, and audit queries whose filters hold the patient's id (the type
+ * a literal, as the partial index of migration 9 needs). Events are `e`.
  */
 export const namesPatient = (patientId: string): Query =>
   sql`(${touchesPatient(patientId)}
-    or (e.type = any(${AUDIT_SURFACE}::text[]) and e.data->'filters'->>'patientId' = ${patientId}))`;
+    or (e.type = 'AuditQueried' and e.data->'filters'->>'patientId' = ${patientId}))`;
 
 /** The events that disclosed something of the patient, with their purpose. */
 const disclosed = (q: DisclosureQuery): Query => {
