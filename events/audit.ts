@@ -22,12 +22,17 @@ export const AuditFilters = z.strictObject({
 });
 export type AuditFilters = z.infer<typeof AuditFilters>;
 
-/** A page of `GET /v1/audit/events` or `/v1/audit/actors/:id/activity`. */
+/**
+ * A page of `GET /v1/audit/events` or `/v1/audit/actors/:id/activity`, a
+ * patient's accounting of disclosures (`disclosures`: `returned` counts its
+ * groups) or a record's timeline printed by `deno task audit replay`
+ * (`replay`: a read of the record's PHI, by the operator named in the metadata).
+ */
 export const AuditQueried = defineEvent({
   type: "AuditQueried",
   version: 1,
   schema: z.strictObject({
-    query: z.enum(["events", "activity"]),
+    query: z.enum(["events", "activity", "disclosures", "replay"]),
     filters: AuditFilters,
     returned: z.number().int().min(0),
   }),

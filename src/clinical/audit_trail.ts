@@ -44,7 +44,7 @@ export interface AuditPage {
 const Position = z.tuple([z.number().int().min(0)]);
 
 /** How a patient's events are found: see migration 5 for the indexes. */
-const touchesPatient = (patientId: string): Query =>
+export const touchesPatient = (patientId: string): Query =>
   sql`(e.data->>'patientId' = ${patientId}
     or e.stream_id = ${`patient-${patientId}`}
     or e.data->'patientIds' @> jsonb_build_array(${patientId}::text)

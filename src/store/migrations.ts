@@ -124,6 +124,17 @@ create index events_audit_type on events (type, global_position);
 create index events_audit_time on events (recorded_at, global_position);
 `,
   },
+  {
+    version: 9,
+    name: "disclosures index",
+    // The accounting of disclosures counts audit queries naming a patient in
+    // their filters (AuditQueried.data.filters.patientId). Partial: only audit
+    // queries are indexed, and the query repeats the literal predicate.
+    sql: `
+create index events_audit_filter_patient on events ((data->'filters'->>'patientId'), global_position)
+  where type = 'AuditQueried';
+`,
+  },
 ];
 
 export const latestMigration = migrations[migrations.length - 1]!.version;
