@@ -87,6 +87,7 @@ export const ACTIONS = [
   "audit.events",
   "audit.activity",
   "audit.stream",
+  "audit.export",
   "access.request",
   "access.verify",
   "access.requests_own",
@@ -182,6 +183,8 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "audit.activity": row(["admin", "auditor"]),
   // a record's past state is PHI: the read is audited like any other
   "audit.stream": row(["admin", "auditor"]),
+  // the whole log out (as stored, CSV or FHIR): audited before the first byte
+  "audit.export": row(["admin", "auditor"]),
   // asking needs no relation to the patient: it is how a practitioner without one gets one
   "access.request": row(["practitioner"]),
   // only the practitioner who asked (anyone else: 404)

@@ -4,6 +4,7 @@ import { usageError } from "./common.ts";
 
 const SUBCOMMANDS: Record<string, () => Promise<unknown>> = {
   verify: () => import("./audit_verify.ts"),
+  export: () => import("./audit_export.ts"),
 };
 
 const USAGE = `usage: deno task audit <subcommand> [--help]
