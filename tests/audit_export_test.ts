@@ -24,6 +24,7 @@ import {
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
 import { keyEnv, runCli } from "./support/cli.ts";
+import { seedReads } from "./support/export_seed.ts";
 import { createTestDatabase, drivers, postgresAvailable } from "./support/harness.ts";
 import { bearer, createUser, login } from "./support/users.ts";
 
@@ -629,6 +630,98 @@ Deno.test({
     } finally {
       await Deno.remove(dir, { recursive: true });
       await s.pg?.drop();
+    }
+  },
+});
+
+/**
+ * The export in constant memory: CHARTLOG_EXPORT_TEST_EVENTS events (default
+ * 1,000,000) written by `deno task audit export` run with a 256 MB V8 heap,
+ * as JSON lines to a file and as FHIR to /dev/null. Its durations are printed,
+ * never asserted.
+ */
+Deno.test({
+  name: "audit export CLI [postgres]: a million events with --max-old-space-size=256",
+  ignore: !(await postgresAvailable()),
+  fn: async () => {
+    const n = Number(Deno.env.get("CHARTLOG_EXPORT_TEST_EVENTS") ?? 1_000_000);
+    assert.ok(Number.isInteger(n) && n > 0, "CHARTLOG_EXPORT_TEST_EVENTS");
+    const pg = await createTestDatabase();
+    const dir = await Deno.makeTempDir({ prefix: "chartlog_export_mem_" });
+    const masterKey = crypto.getRandomValues(new Uint8Array(32));
+    const env = {
+      DATABASE_URL: pg.url,
+      CHARTLOG_MASTER_KEY: keyEnv(masterKey),
+      CHARTLOG_DATA_DIR: dir,
+      CHARTLOG_ENV: "test",
+    };
+    try {
+      const t = await openTestApp(env);
+      let total: number;
+      const s0 = performance.now();
+      try {
+        const admin = await createUser(t.runtime, "admin", "admin@clinic.test");
+        await seedReads(t.runtime.db, n, admin.id);
+        const [c] = await t.runtime.db.query<{ n: number }>(
+          sql`select count(*)::int as n from events`,
+        );
+        total = c!.n;
+      } finally {
+        await t.close();
+      }
+      const seeded = performance.now() - s0;
+      const run = async (format: string, out: string, expected: number) => {
+        const t0 = performance.now();
+        const r = await new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            "--v8-flags=--max-old-space-size=256",
+            new URL("../src/cli/audit.ts", import.meta.url).pathname,
+            "export",
+            "--format",
+            format,
+            "--out",
+            out,
+            "--operator",
+            "admin@clinic.test",
+            "--reason",
+            "memory test",
+          ],
+          env: { LOG_LEVEL: "warn", ...env },
+          stdout: "null",
+          stderr: "piped",
+          signal: AbortSignal.timeout(600_000),
+        }).output();
+        const stderr = new TextDecoder().decode(r.stderr);
+        assert.equal(r.code, 0, stderr.slice(-2000));
+        assert.match(stderr, new RegExp(`exported ${expected} events \\(${format}`));
+        return performance.now() - t0;
+      };
+      const file = `${dir}/log.jsonl`;
+      const jsonlMs = await run("jsonl", file, total);
+      // count the lines in chunks (the file is hundreds of MB)
+      let lineCount = 0;
+      let last = 0;
+      const f = await Deno.open(file);
+      for await (const chunk of f.readable) {
+        for (let i = 0; i < chunk.length; i++) if (chunk[i] === 10) lineCount++;
+        last = chunk[chunk.length - 1] ?? last;
+      }
+      assert.equal(lineCount, total);
+      assert.equal(last, 10);
+      await Deno.remove(file);
+      // the jsonl export's own AuditExported is in the log now
+      const fhirMs = await run("fhir", "/dev/null", total + 1);
+      console.log(
+        `  ${total} events: seeded in ${(seeded / 1000).toFixed(1)} s; jsonl export ` +
+          `${(jsonlMs / 1000).toFixed(1)} s (${Math.round(total / (jsonlMs / 1000))}/s), fhir ` +
+          `${(fhirMs / 1000).toFixed(1)} s (${Math.round(total / (fhirMs / 1000))}/s), ` +
+          `each in a process with a 256 MB heap`,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+      await pg.drop();
     }
   },
 });

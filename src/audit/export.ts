@@ -2,7 +2,7 @@ import type { EventMetadata } from "../../events/metadata.ts";
 import { auditWhere, subjectIds } from "../clinical/audit_trail.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { type Query, sql } from "../store/sql.ts";
-import { type BalpContext, toAuditEvents } from "./fhir_balp.ts";
+import { auditEventsJson, type BalpContext } from "./fhir_balp.ts";
 import {
   STORED_EVENT_COLUMNS,
   type StoredEvent,
@@ -245,10 +245,8 @@ export const exportStream = (
       } else {
         await grants!.load(events);
         for (const e of events) {
-          for (const r of toAuditEvents(e, ctx)) {
-            out += `${first ? "" : ","}{"fullUrl":"urn:uuid:${r.id}","resource":${
-              JSON.stringify(r)
-            }}`;
+          for (const r of auditEventsJson(e, ctx)) {
+            out += `${first ? "" : ","}{"fullUrl":"urn:uuid:${r.id}","resource":${r.json}}`;
             first = false;
           }
         }

@@ -326,83 +326,54 @@ const patientsOf = (e: StoredEvent, d: Data, ctx: BalpContext): (string | null)[
   return ids.length ? [...new Set(ids)] : [null];
 };
 
-/** The AuditEvent resources of one stored event (one per patient it names; at least one). */
-export const toAuditEvents = (e: StoredEvent, ctx: BalpContext): AuditEventResource[] => {
-  const d = (e.data && typeof e.data === "object" ? e.data : {}) as Data;
-  const m = (e.metadata && typeof e.metadata === "object" ? e.metadata : {}) as EventMetadata;
-  const rule = RULES[e.type] ?? OTHER;
-  const denied = rule.kind === "denied";
-  const kind = denied ? deniedKind(String(d.action ?? "")) : rule.kind;
+const J = JSON.stringify;
+const PERSON = J({ system: ENTITY_TYPE, code: "1", display: "Person" });
+const PATIENT_ROLE = J({ system: OBJECT_ROLE, code: "1", display: "Patient" });
+const SYSTEM_OBJECT = J({ system: ENTITY_TYPE, code: "2", display: "System Object" });
+const DOMAIN_RESOURCE = J({ system: OBJECT_ROLE, code: "4", display: "Domain Resource" });
+const QUERY_ROLE = J({ system: OBJECT_ROLE, code: "24", display: "Query" });
+const REQUEST_ID = J({ system: BALP_ENTITY, code: "XrequestId", display: "X-Request-Id" });
+const SOURCE = J({
+  site: "chartlog",
+  observer: { display: "Chartlog" },
+  type: [{ system: SOURCE_TYPE, code: "4", display: "Application Server" }],
+});
+const DESTINATION_ROLE = J({ coding: [dcm("110152", "Destination Role ID")] });
+const SOURCE_ROLE = J({ coding: [dcm("110153", "Source Role ID")] });
+const USER_TYPES: Record<string, string> = {
+  IRCP: J({ coding: [{ system: PARTICIPATION, code: "IRCP", display: "information recipient" }] }),
+  AUT: J({ coding: [{ system: PARTICIPATION, code: "AUT", display: "author (originator)" }] }),
+};
+const PURPOSES: Record<string, string> = Object.fromEntries(
+  Object.entries(PURPOSE_DISPLAY).map((
+    [code, display],
+  ) => [code, J([{ coding: [{ system: ACT_REASON, code, display }] }])]),
+);
+const roleJson = new Map<string, string>();
+const roleOf = (role: string): string => {
+  let r = roleJson.get(role);
+  if (r === undefined) {
+    r = J([{ coding: [{ system: `${CHARTLOG_SYSTEM}:role`, code: role }] }]);
+    if (roleJson.size < 100) roleJson.set(role, r);
+  }
+  return r;
+};
+
+/** What an event's kind (and vread) makes of type, subtype, action and profile: cached JSON. */
+const heads = new Map<string, { head: string; profile: string | null }>();
+const headOf = (kind: Kind, vread: boolean) => {
+  const key = `${kind}|${vread}`;
+  let h = heads.get(key);
+  if (h) return h;
   const rest = REST[kind];
-  const failure = denied
-    ? { serious: false, desc: `denied: ${String(d.action ?? "")}`.slice(0, 200) }
-    : rule.failure?.(d) ?? null;
-  const patients = patientsOf(e, d, ctx);
-  const purpose = purposeOfUse(e, m, m.grantId ? ctx.grantSource(m.grantId) : undefined);
-  const actorId = m.actorId ?? (kind === "login" || kind === "logout" ? str(d.userId) : null);
-
-  // agents: for a read the client receives the data (DCM 110152 Destination Role
-  // ID) and the server sends it (110153 Source Role ID); queries and writes are
-  // the reverse, as BALP has them. Then the user.
-  const clientIsDestination = kind === "read";
-  const client = {
-    type: {
-      coding: [
-        clientIsDestination
-          ? dcm("110152", "Destination Role ID")
-          : dcm("110153", "Source Role ID"),
-      ],
-    },
-    who: { display: m.userAgent ?? "unknown client" },
-    requestor: false,
-    ...(m.ip ? { network: { address: m.ip, type: "2" } } : {}),
-  };
-  const server = {
-    type: {
-      coding: [
-        clientIsDestination
-          ? dcm("110153", "Source Role ID")
-          : dcm("110152", "Destination Role ID"),
-      ],
-    },
-    who: { display: "Chartlog" },
-    requestor: !actorId,
-    network: { address: ctx.server, type: isUrl(ctx.server) ? "5" : "1" },
-  };
-  const userType = kind === "read" || kind === "query"
-    ? { system: PARTICIPATION, code: "IRCP", display: "information recipient" }
-    : kind === "create" || kind === "update" || kind === "delete"
-    ? { system: PARTICIPATION, code: "AUT", display: "author (originator)" }
-    : null;
-  const user = actorId
-    ? {
-      ...(userType ? { type: { coding: [userType] } } : {}),
-      ...(m.actorRole
-        ? { role: [{ coding: [{ system: `${CHARTLOG_SYSTEM}:role`, code: m.actorRole }] }] }
-        : {}),
-      who: { identifier: { system: `${CHARTLOG_SYSTEM}:user`, value: actorId } },
-      requestor: true,
-      ...(purpose
-        ? {
-          purposeOfUse: [{
-            coding: [{ system: ACT_REASON, code: purpose, display: PURPOSE_DISPLAY[purpose] }],
-          }],
-        }
-        : {}),
-    }
-    : null;
-  const agents = [client, server, ...(user ? [user] : [])];
-
   let type: Coding;
-  let subtype: Coding[];
+  let subtype: Coding[] = [];
   let action: string;
-  let profile: string | null = null;
   if (rest) {
-    const code = kind === "read" && rule.vread?.(d) ? "vread" : rest.code;
+    const code = kind === "read" && vread ? "vread" : rest.code;
     type = { system: EVENT_TYPE, code: "rest", display: "Restful Operation" };
     subtype = [{ system: INTERACTION, code, display: code }];
     action = rest.action;
-    profile = rest.profile;
   } else if (kind === "login" || kind === "logout") {
     type = dcm("110114", "User Authentication");
     subtype = [kind === "login" ? dcm("110122", "Login") : dcm("110123", "Logout")];
@@ -413,70 +384,115 @@ export const toAuditEvents = (e: StoredEvent, ctx: BalpContext): AuditEventResou
     action = "U";
   } else if (kind === "export") {
     type = dcm("110106", "Export");
-    subtype = [];
     action = "R";
   } else {
     type = dcm("110100", "Application Activity");
-    subtype = [];
     action = "E";
   }
+  h = {
+    head: `"type":${J(type)},${
+      subtype.length ? `"subtype":${J(subtype)},` : ""
+    }"action":"${action}"`,
+    profile: rest?.profile ?? null,
+  };
+  heads.set(key, h);
+  return h;
+};
 
+/**
+ * The AuditEvent resources of one stored event (one per patient it names; at
+ * least one), as JSON text: the export writes these without building the
+ * resources as objects (constant parts are serialised once).
+ */
+export const auditEventsJson = (
+  e: StoredEvent,
+  ctx: BalpContext,
+): { id: string; json: string }[] => {
+  const d = (e.data && typeof e.data === "object" ? e.data : {}) as Data;
+  const m = (e.metadata && typeof e.metadata === "object" ? e.metadata : {}) as EventMetadata;
+  const rule = RULES[e.type] ?? OTHER;
+  const denied = rule.kind === "denied";
+  const kind = denied ? deniedKind(String(d.action ?? "")) : rule.kind;
+  const failure = denied
+    ? { serious: false, desc: `denied: ${String(d.action ?? "")}`.slice(0, 200) }
+    : rule.failure?.(d) ?? null;
+  const patients = patientsOf(e, d, ctx);
+  const purpose = purposeOfUse(e, m, m.grantId ? ctx.grantSource(m.grantId) : undefined);
+  const actorId = m.actorId ?? (kind === "login" || kind === "logout" ? str(d.userId) : null);
+  const { head, profile } = headOf(kind, kind === "read" && !!rule.vread?.(d));
+
+  // agents: for a read the client receives the data (DCM 110152 Destination Role
+  // ID) and the server sends it (110153 Source Role ID); queries and writes are
+  // the reverse, as BALP has them. Then the user.
+  const clientIsDestination = kind === "read";
+  const client = `{"type":${
+    clientIsDestination ? DESTINATION_ROLE : SOURCE_ROLE
+  },"who":{"display":${J(m.userAgent ?? "unknown client")}},"requestor":false${
+    m.ip ? `,"network":{"address":${J(m.ip)},"type":"2"}` : ""
+  }}`;
+  const server = `{"type":${clientIsDestination ? SOURCE_ROLE : DESTINATION_ROLE},` +
+    `"who":{"display":"Chartlog"},"requestor":${!actorId},"network":{"address":${
+      J(ctx.server)
+    },"type":"${isUrl(ctx.server) ? "5" : "1"}"}}`;
+  const userType = kind === "read" || kind === "query"
+    ? USER_TYPES.IRCP
+    : kind === "create" || kind === "update" || kind === "delete"
+    ? USER_TYPES.AUT
+    : null;
+  const user = actorId
+    ? `,{${userType ? `"type":${userType},` : ""}${
+      m.actorRole ? `"role":${roleOf(m.actorRole)},` : ""
+    }"who":{"identifier":{"system":"${CHARTLOG_SYSTEM}:user","value":${
+      J(actorId)
+    }}},"requestor":true${purpose ? `,"purposeOfUse":${PURPOSES[purpose]}` : ""}}`
+    : "";
+  const agents = `"agent":[${client},${server}${user}]`;
+  const tail = `"source":${SOURCE}`;
   const transaction = m.requestId
-    ? [{
-      what: { identifier: { value: m.requestId } },
-      type: { system: BALP_ENTITY, code: "XrequestId", display: "X-Request-Id" },
-    }]
-    : [];
+    ? `{"what":{"identifier":{"value":${J(m.requestId)}}},"type":${REQUEST_ID}}`
+    : null;
   const what = rule.what?.(d) ??
     (denied && str(d.resourceId)
       ? { identifier: { system: `${CHARTLOG_SYSTEM}:resource`, value: String(d.resourceId) } }
       : null);
+  const whatEntity = kind === "query" || !what
+    ? null
+    : `{"what":${J(what)},"type":${SYSTEM_OBJECT},"role":${DOMAIN_RESOURCE}}`;
+  const outcome = failure
+    ? `"outcome":"${failure.serious ? "8" : "4"}","outcomeDesc":${J(failure.desc)}`
+    : `"outcome":"0"`;
 
   return patients.map((patientId) => {
-    const entity: AuditEventResource[] = [];
+    const entity: string[] = [];
     if (patientId) {
-      entity.push({
-        what: { reference: `Patient/${patientId}` },
-        type: { system: ENTITY_TYPE, code: "1", display: "Person" },
-        role: { system: OBJECT_ROLE, code: "1", display: "Patient" },
-      });
+      entity.push(
+        `{"what":{"reference":${
+          J(`Patient/${patientId}`)
+        }},"type":${PERSON},"role":${PATIENT_ROLE}}`,
+      );
     }
     if (kind === "query") {
       const q = (rule.query ?? (() => `${e.type}`))(d, patientId);
-      entity.push({
-        type: { system: ENTITY_TYPE, code: "2", display: "System Object" },
-        role: { system: OBJECT_ROLE, code: "24", display: "Query" },
-        description: q.split("?")[0],
-        query: btoa(String.fromCharCode(...new TextEncoder().encode(q))),
-      });
-    } else if (what) {
-      entity.push({
-        what,
-        type: { system: ENTITY_TYPE, code: "2", display: "System Object" },
-        role: { system: OBJECT_ROLE, code: "4", display: "Domain Resource" },
-      });
-    }
-    entity.push(...transaction);
-    const resource: AuditEventResource = {
-      resourceType: "AuditEvent",
-      id: patients.length > 1 && patientId ? derivedId(e.eventId, patientId) : e.eventId,
-      ...(profile && !failure
-        ? { meta: { profile: [`${PROFILE}${patientId ? `Patient${profile}` : profile}`] } }
-        : {}),
-      type,
-      ...(subtype.length ? { subtype } : {}),
-      action,
-      recorded: e.recordedAt,
-      outcome: failure ? (failure.serious ? "8" : "4") : "0",
-      ...(failure ? { outcomeDesc: failure.desc } : {}),
-      agent: agents,
-      source: {
-        site: "chartlog",
-        observer: { display: "Chartlog" },
-        type: [{ system: SOURCE_TYPE, code: "4", display: "Application Server" }],
-      },
-      ...(entity.length ? { entity } : {}),
+      entity.push(
+        `{"type":${SYSTEM_OBJECT},"role":${QUERY_ROLE},"description":${
+          J(`${q.split("?")[0]} search`)
+        },"query":"${btoa(String.fromCharCode(...new TextEncoder().encode(q)))}"}`,
+      );
+    } else if (whatEntity) entity.push(whatEntity);
+    if (transaction) entity.push(transaction);
+    const id = patients.length > 1 && patientId ? derivedId(e.eventId, patientId) : e.eventId;
+    const meta = profile && !failure
+      ? `"meta":{"profile":["${PROFILE}${patientId ? `Patient${profile}` : profile}"]},`
+      : "";
+    return {
+      id,
+      json: `{"resourceType":"AuditEvent","id":${J(id)},${meta}${head},"recorded":${
+        J(e.recordedAt)
+      },${outcome},${agents},${tail}${entity.length ? `,"entity":[${entity.join(",")}]` : ""}}`,
     };
-    return resource;
   });
 };
+
+/** The AuditEvent resources of one stored event, as objects. */
+export const toAuditEvents = (e: StoredEvent, ctx: BalpContext): AuditEventResource[] =>
+  auditEventsJson(e, ctx).map((r) => JSON.parse(r.json));
