@@ -491,6 +491,11 @@ for (const driver of await drivers()) {
         if (pe) assert.equal(pe.what.reference, `Patient/${s.q}`);
       }
       assert.ok(fqAes.some((a) => a.subtype?.[0]?.code === "search"));
+      // the same id as in the whole export
+      const qSearch = searchAes.find((a) => entityOf(a, "1").what.reference === `Patient/${s.q}`)!;
+      assert.ok(fqAes.some((a) => a.id === qSearch.id));
+      const searchEvent = before.find((e) => e.type === "PatientsSearched")!;
+      assert.ok(!fqAes.some((a) => a.id === searchEvent.eventId));
 
       // the validators are live: each catches what the other misses
       assert.throws(() => validateResource({ ...docRead, agent: undefined }));

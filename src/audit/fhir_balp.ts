@@ -311,7 +311,11 @@ const derivedId = (eventId: string, patientId: string): string => {
 const isUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s);
 
 /** The patients an event is about: one AuditEvent is made for each (none: one without). */
-const patientsOf = (e: StoredEvent, d: Data, ctx: BalpContext): (string | null)[] => {
+const patientsOf = (
+  e: StoredEvent,
+  d: Data,
+  ctx: BalpContext,
+): { several: boolean; patients: (string | null)[] } => {
   let ids: string[] = [];
   if (Array.isArray(d.patientIds)) ids = d.patientIds.filter((x): x is string => !!str(x));
   else if (str(d.patientId)) ids = [d.patientId as string];
@@ -322,8 +326,12 @@ const patientsOf = (e: StoredEvent, d: Data, ctx: BalpContext): (string | null)[
     e.type === "AccessDenied" && str(d.resourceId) && String(d.action).startsWith("patient.")
   ) ids = [d.resourceId as string];
   else if (e.streamId.startsWith("patient-")) ids = [e.streamId.slice("patient-".length)];
-  if (ctx.patientId && ids.includes(ctx.patientId)) return [ctx.patientId];
-  return ids.length ? [...new Set(ids)] : [null];
+  const all = [...new Set(ids)];
+  // filtered by patient: that patient's AuditEvent only (its id as in a whole export)
+  if (ctx.patientId && all.includes(ctx.patientId)) {
+    return { several: all.length > 1, patients: [ctx.patientId] };
+  }
+  return { several: all.length > 1, patients: all.length ? all : [null] };
 };
 
 const J = JSON.stringify;
@@ -416,7 +424,7 @@ export const auditEventsJson = (
   const failure = denied
     ? { serious: false, desc: `denied: ${String(d.action ?? "")}`.slice(0, 200) }
     : rule.failure?.(d) ?? null;
-  const patients = patientsOf(e, d, ctx);
+  const { several, patients } = patientsOf(e, d, ctx);
   const purpose = purposeOfUse(e, m, m.grantId ? ctx.grantSource(m.grantId) : undefined);
   const actorId = m.actorId ?? (kind === "login" || kind === "logout" ? str(d.userId) : null);
   const { head, profile } = headOf(kind, kind === "read" && !!rule.vread?.(d));
@@ -480,7 +488,7 @@ export const auditEventsJson = (
       );
     } else if (whatEntity) entity.push(whatEntity);
     if (transaction) entity.push(transaction);
-    const id = patients.length > 1 && patientId ? derivedId(e.eventId, patientId) : e.eventId;
+    const id = several && patientId ? derivedId(e.eventId, patientId) : e.eventId;
     const meta = profile && !failure
       ? `"meta":{"profile":["${PROFILE}${patientId ? `Patient${profile}` : profile}"]},`
       : "";
