@@ -14,7 +14,7 @@ import { practitionerEvents } from "../events/practitioner.ts";
 import { proxyEvents } from "../events/proxy.ts";
 import { subjectEvents } from "../events/subject.ts";
 import { userEvents } from "../events/user.ts";
-import { csvCell } from "../src/audit/export.ts";
+import { csvCell, exportStream } from "../src/audit/export.ts";
 import { RULES } from "../src/audit/fhir_balp.ts";
 import {
   STORED_EVENT_COLUMNS,
@@ -500,6 +500,23 @@ for (const driver of await drivers()) {
       // the validators are live: each catches what the other misses
       assert.throws(() => validateResource({ ...docRead, agent: undefined }));
       assert.equal(fhir.validate({ ...docRead, action: "Q" }).valid, false);
+
+      // ---- backpressure: a reader that stops taking stops the reads
+      let written = 0;
+      const slow = exportStream(s.t.runtime.store, "jsonl", {}, {
+        upTo: before.at(-1)!.globalPosition,
+        server: "test",
+        now: new Date(),
+        pageSize: 3,
+        onProgress: (n) => (written = n),
+      }).getReader();
+      const chunk = await slow.read();
+      assert.equal(lines(new TextDecoder().decode(chunk.value)).length, 3);
+      await new Promise((r) => setTimeout(r, 100));
+      // the page taken and one queued (highWaterMark 1): no more, however long the wait
+      assert.equal(written, 6);
+      assert.ok(before.length > 9);
+      await slow.cancel();
 
       // ---- refused: other roles (a denial, no export), bad input (nothing appended)
       const n = (await s.exportedEvents()).length;
