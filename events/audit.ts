@@ -54,4 +54,22 @@ export const AuditStreamViewed = defineEvent({
   }),
 });
 
-export const auditEvents = [AuditQueried, AuditStreamViewed];
+export const EXPORT_FORMATS = ["jsonl", "csv", "fhir"] as const;
+
+/**
+ * An export of the log (`GET /v1/audit/export` or `deno task audit export`),
+ * appended before the first byte is sent. `upTo` is the last global position
+ * the export covers (it holds no event appended after it started).
+ */
+export const AuditExported = defineEvent({
+  type: "AuditExported",
+  version: 1,
+  schema: z.strictObject({
+    format: z.enum(EXPORT_FORMATS),
+    filters: z.strictObject({ patientId: uuid.optional(), from: at.optional(), to: at.optional() }),
+    upTo: z.number().int().min(0),
+    events: z.number().int().min(0),
+  }),
+});
+
+export const auditEvents = [AuditQueried, AuditStreamViewed, AuditExported];

@@ -56,6 +56,24 @@ const resolve = async (runtime: Runtime, act: OperatorAct) => {
   return { user, operatorId: operator.id, reason, metadata };
 };
 
+/**
+ * The metadata of an operator's own act from a `deno task` command (an
+ * audit export, …): the operator must be an active admin; the reason is
+ * required.
+ */
+export const operatorMetadata = async (
+  runtime: Runtime,
+  operatorEmail: string,
+  reason: string,
+): Promise<EventMetadata> => {
+  const { metadata } = await resolve(runtime, {
+    email: operatorEmail,
+    operator: operatorEmail,
+    reason,
+  });
+  return metadata;
+};
+
 /** Ends every session of the user: whoever held the old secret is out. */
 const endSessions = (runtime: Runtime, user: Account, metadata: EventMetadata) =>
   runtime.sessions.logoutAll(

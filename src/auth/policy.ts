@@ -88,6 +88,7 @@ export const ACTIONS = [
   "audit.activity",
   "audit.stream",
   "audit.disclosures",
+  "audit.export",
   "access.request",
   "access.verify",
   "access.requests_own",
@@ -185,6 +186,8 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "audit.stream": row(["admin", "auditor"]),
   // who saw a patient's record and why (an accounting of disclosures): audited as an audit query
   "audit.disclosures": row(["admin", "auditor"]),
+  // the whole log out (as stored, CSV or FHIR): audited before the first byte
+  "audit.export": row(["admin", "auditor"]),
   // asking needs no relation to the patient: it is how a practitioner without one gets one
   "access.request": row(["practitioner"]),
   // only the practitioner who asked (anyone else: 404)

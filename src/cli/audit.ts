@@ -5,6 +5,7 @@ import { usageError } from "./common.ts";
 const SUBCOMMANDS: Record<string, () => Promise<unknown>> = {
   verify: () => import("./audit_verify.ts"),
   replay: () => import("./audit_replay.ts"),
+  export: () => import("./audit_export.ts"),
 };
 
 const USAGE = `usage: deno task audit <subcommand> [--help]

@@ -65,6 +65,9 @@ const where = (q: AuditQuery): Query => {
   return and(parts);
 };
 
+/** The filters as a condition over `events e` (the export pages the log with it). */
+export const auditWhere = where;
+
 const ID_KEY = /^[a-z][A-Za-z]*Ids?$/;
 const MAX_ID_CHARS = 200;
 
@@ -74,7 +77,7 @@ const MAX_ID_CHARS = 200;
  * named like an id). Everything else in a payload may be PHI, so nothing
  * else is shown.
  */
-const subjectIds = (
+export const subjectIds = (
   store: EventStore,
   type: string,
   data: Record<string, unknown>,

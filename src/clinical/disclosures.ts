@@ -12,8 +12,8 @@ import { touchesPatient } from "./audit_trail.ts";
  * What counts ({@link DISCLOSURES}, each with the brief description shown
  * in `what`): the audited reads that name the patient (their own events or
  * list reads whose `patientIds` hold them), audit surface uses that name
- * them (an `AuditQueried` whose filters hold their id, a stream view of
- * their record), a break-glass opening, and writes of their record (the
+ * them (an `AuditQueried` or `AuditExported` whose filters hold their id,
+ * a stream view of their record), a break-glass opening, and writes of their record (the
  * patient stream, care team, proxies, encounters, media). Not counted:
  * denials (`AccessDenied`: nothing was disclosed), refused uploads, grant
  * and access-code bookkeeping (the reads made through a grant are what is
@@ -41,6 +41,7 @@ export const DISCLOSURES: Readonly<Record<string, string>> = {
   "AuditQueried:events": "audit trail query",
   "AuditQueried:disclosures": "disclosure report",
   "AuditQueried:replay": "record replay",
+  AuditExported: "audit export",
   // writes
   PatientRegistered: "registration",
   PatientUpdated: "demographics update",
@@ -58,7 +59,7 @@ export const DISCLOSURES: Readonly<Record<string, string>> = {
 };
 
 /** Types whose use is the audit surface's (purpose `audit` whoever the actor). */
-const AUDIT_SURFACE = ["AuditQueried", "AuditStreamViewed", "BreakGlassViewed"];
+const AUDIT_SURFACE = ["AuditQueried", "AuditStreamViewed", "AuditExported", "BreakGlassViewed"];
 
 export const PURPOSES = [
   "treatment",
@@ -114,7 +115,8 @@ const Position = z.tuple([
  */
 export const namesPatient = (patientId: string): Query =>
   sql`(${touchesPatient(patientId)}
-    or (e.type = 'AuditQueried' and e.data->'filters'->>'patientId' = ${patientId}))`;
+    or (e.type = 'AuditQueried' and e.data->'filters'->>'patientId' = ${patientId})
+    or (e.type = 'AuditExported' and e.data->'filters'->>'patientId' = ${patientId}))`;
 
 /** The events that disclosed something of the patient, with their purpose. */
 const disclosed = (q: DisclosureQuery): Query => {

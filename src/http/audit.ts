@@ -1,6 +1,6 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import type { AuditFilters } from "../../events/audit.ts";
+import { type AuditFilters, EXPORT_FORMATS } from "../../events/audit.ts";
 import { catalog } from "../../events/index.ts";
 import {
   type AuditPage,
@@ -10,6 +10,14 @@ import {
   userExists,
 } from "../clinical/audit_trail.ts";
 import { auditRead, loadPatient } from "../clinical/patients.ts";
+import {
+  CONTENT_TYPES,
+  countExport,
+  type ExportFilter,
+  exportStream,
+  exportUpTo,
+  FILE_EXTENSIONS,
+} from "../audit/export.ts";
 import { GoneError, NotFoundError } from "../errors.ts";
 import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
@@ -52,6 +60,30 @@ const EventsQuery = z.object({
 }).superRefine(timeWindow);
 
 const ActivityQuery = z.object(pageQuery).superRefine(timeWindow);
+
+const ExportQuery = z.object({
+  format: z.enum(EXPORT_FORMATS).openapi({
+    description: "jsonl: each event as stored; csv: readable columns; fhir: BALP AuditEvents",
+  }),
+  from: pageQuery.from,
+  to: pageQuery.to,
+  patientId: z.uuid().optional().openapi({ description: "as for /v1/audit/events" }),
+}).superRefine(timeWindow);
+
+const EXPORT_DESCRIPTION = "The log, or the events a filter selects, streamed oldest first " +
+  "(constant memory on the server; `X-Export-Events` gives the count). It covers every event " +
+  "up to the position the export started at. Audited before the first byte " +
+  "(`AuditExported`, with the format, the filters and that position).\n\n" +
+  "- `jsonl` (`application/x-ndjson`): one line per event, exactly as stored — sealed " +
+  "fields sealed, hashes included — for `deno task audit verify --export FILE`.\n" +
+  "- `csv`: a header row, then position, time, type, streamId, actorId, actorRole, subjects " +
+  "(the payload's id fields), ip, userAgent, requestId, grantId, onBehalfOf, reason, " +
+  "outcome; RFC 4180 quoting, and a cell a spreadsheet would take for a formula " +
+  "(= + - @) starts with '.\n" +
+  "- `fhir` (`application/fhir+json`): a FHIR R4 Bundle (collection) of AuditEvents " +
+  "following IHE BALP: reads as PatientRead, lists and searches as PatientQuery (one " +
+  "AuditEvent per patient returned; the query is base64 and never holds search terms), " +
+  "writes as Create/Update/Delete, denials with outcome 4. See the README's mapping table.";
 
 const AuditItemSchema = z.object({
   position: z.number().int().openapi({ description: "global position in the log" }),
@@ -274,5 +306,65 @@ export const auditTrail = new OpenAPIHono<AppEnv>()
       }, requestMetadata(c));
       c.header("Cache-Control", "no-store");
       return c.json({ streamId, asOf: asOf.toISOString(), state, erased, ...page }, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/export",
+      tags: ["audit"],
+      summary: "Export the log: JSON lines as stored, CSV, or a FHIR BALP Bundle (streamed)",
+      description: EXPORT_DESCRIPTION,
+      security: bearer,
+      middleware: [authenticate(), authorize("audit.export")] as const,
+      request: { query: ExportQuery },
+      responses: {
+        200: {
+          description: "the export, streamed",
+          content: {
+            [CONTENT_TYPES.jsonl]: { schema: z.string() },
+            "text/csv": { schema: z.string() },
+            [CONTENT_TYPES.fhir]: { schema: z.object({ resourceType: z.literal("Bundle") }) },
+          },
+        },
+        ...problemResponses("unauthorized", "forbidden", "validation", "unavailable"),
+      },
+    }),
+    async (c) => {
+      const q = c.req.valid("query");
+      const runtime = c.var.deps.runtime();
+      const store = runtime.store;
+      const filter: ExportFilter = {
+        ...(q.patientId ? { patientId: q.patientId } : {}),
+        ...(q.from ? { from: new Date(q.from) } : {}),
+        ...(q.to ? { to: new Date(q.to) } : {}),
+      };
+      const upTo = await exportUpTo(store);
+      const events = await countExport(store, filter, upTo);
+      const now = runtime.sessions.now();
+      await auditRead(runtime, c.get("actor")!, {
+        type: "AuditExported",
+        data: {
+          format: q.format,
+          filters: given({ patientId: q.patientId, from: q.from, to: q.to }),
+          upTo,
+          events,
+        },
+      }, requestMetadata(c));
+      const body = exportStream(store, q.format, filter, {
+        upTo,
+        server: new URL(c.req.url).origin,
+        now,
+      });
+      const stamp = now.toISOString().replace(/[-:]|\.\d+/g, "");
+      return c.body(body, 200, {
+        "Content-Type": CONTENT_TYPES[q.format],
+        "Content-Disposition": `attachment; filename="chartlog-audit-${stamp}.${
+          FILE_EXTENSIONS[q.format]
+        }"`,
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+        "X-Export-Events": String(events),
+      });
     },
   );

@@ -21,12 +21,13 @@
  *   BENCH_SEED_WRITERS  concurrent seeding appenders             (default 2)
  *   BENCH_READ_DIAG     1: always break the readAll time down (default: only below target)
  *   BENCH_ONLY          comma list of sections: ours-pg, pglite, emmett, read, auth,
- *                       patients, media, multipart (default: all)
+ *                       patients, media, multipart, export (default: all)
  *
  * The auth section (logins, token checks) has knobs of its own: see auth_bench.ts;
  * so has the patients section (audited PHI reads over HTTP): see patients_bench.ts;
  * so has the media section (photo uploads over HTTP): see media_bench.ts; the multipart
- * section (parsing a 10 MB upload alone) is multipart_bench.ts.
+ * section (parsing a 10 MB upload alone) is multipart_bench.ts; the export section (audit
+ * export rate per format, BENCH_EXPORT_EVENTS, default 1000000) is export_bench.ts.
  */
 import pg from "pg";
 import postgres from "postgres";
@@ -42,6 +43,7 @@ import type { Db } from "../../src/store/db.ts";
 import { testCatalog } from "../fixtures/test_events.ts";
 import { PG_ADMIN_URL } from "../support/harness.ts";
 import { authBench } from "./auth_bench.ts";
+import { exportBench } from "./export_bench.ts";
 import { mediaBench } from "./media_bench.ts";
 import { multipartBench } from "./multipart_bench.ts";
 import { patientsBench } from "./patients_bench.ts";
@@ -71,6 +73,7 @@ const SECTIONS = [
   "patients",
   "media",
   "multipart",
+  "export",
 ] as const;
 type Section = (typeof SECTIONS)[number];
 const only = (Deno.env.get("BENCH_ONLY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
@@ -457,6 +460,16 @@ const main = async () => {
     console.log("\n[Multipart: a 10 MB upload parsed alone]");
     multipartSummary = await multipartBench();
   }
+  let exportSummary: string[] = [];
+  if (enabled("export")) {
+    console.log("\n[Audit export: each format over a seeded log on PostgreSQL]");
+    exportSummary = await exportBench({
+      newPgDatabase,
+      scoped,
+      add: (r) => results.push(r),
+      pool: cfg.pool,
+    });
+  }
 
   console.log("\n## Results\n");
   console.log(table(
@@ -520,6 +533,7 @@ const main = async () => {
   for (const line of patientsSummary) console.log(line);
   for (const line of mediaSummary) console.log(line);
   for (const line of multipartSummary) console.log(line);
+  for (const line of exportSummary) console.log(line);
   console.log(`\nload average at end: ${loadavg()}`);
   console.log(`total run time ${fmtSec(performance.now() - started)}`);
 };
