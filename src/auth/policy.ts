@@ -87,6 +87,8 @@ export const ACTIONS = [
   "audit.events",
   "audit.activity",
   "audit.stream",
+  "audit.checkpoints",
+  "audit.proofs",
   "access.request",
   "access.verify",
   "access.requests_own",
@@ -182,6 +184,9 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "audit.activity": row(["admin", "auditor"]),
   // a record's past state is PHI: the read is audited like any other
   "audit.stream": row(["admin", "auditor"]),
+  // the transparency log: signed checkpoints and proofs (hashes only, no PHI); audited too
+  "audit.checkpoints": row(["admin", "auditor"]),
+  "audit.proofs": row(["admin", "auditor"]),
   // asking needs no relation to the patient: it is how a practitioner without one gets one
   "access.request": row(["practitioner"]),
   // only the practitioner who asked (anyone else: 404)

@@ -4,6 +4,8 @@ import { usageError } from "./common.ts";
 
 const SUBCOMMANDS: Record<string, () => Promise<unknown>> = {
   verify: () => import("./audit_verify.ts"),
+  checkpoint: () => import("./audit_checkpoint.ts"),
+  prove: () => import("./audit_prove.ts"),
 };
 
 const USAGE = `usage: deno task audit <subcommand> [--help]

@@ -23,6 +23,7 @@ import { practitioners } from "./practitioners.ts";
 import { adminOutbox, myNotifications } from "./notifications.ts";
 import { grantRoutes, myGrantRoutes, patientGrantRoutes } from "./grants.ts";
 import { auditTrail } from "./audit.ts";
+import { auditTlog } from "./audit_tlog.ts";
 import { breakGlassAudit, patientBreakGlass } from "./break_glass.ts";
 import { accessCodes, accessRequests, meAccess, patientAccessRequests } from "./access.ts";
 
@@ -140,6 +141,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/grants", grantRoutes);
   app.route("/v1/audit/break-glass", breakGlassAudit);
   app.route("/v1/audit", auditTrail);
+  app.route("/v1/audit", auditTlog);
   app.route("/v1/patients", patientAccessRequests);
   app.route("/v1/access-requests", accessRequests);
   app.route("/v1/me", meAccess);
