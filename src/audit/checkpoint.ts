@@ -41,9 +41,10 @@ export const verifierKeyOf = (name: string, publicKey: Uint8Array): string =>
 export const parseVerifierKey = (
   text: string,
 ): { name: string; keyId: Uint8Array; publicKey: Uint8Array } => {
-  const parts = text.trim().split("+");
-  if (parts.length !== 3) throw new Error("a verifier key is <name>+<key id>+<key>");
-  const [name, id, key] = parts as [string, string, string];
+  // the base64 key may itself hold '+': the name and the id never do
+  const m = /^([^+]*)\+([^+]*)\+(.*)$/s.exec(text.trim());
+  if (!m) throw new Error("a verifier key is <name>+<key id>+<key>");
+  const [, name, id, key] = m as unknown as [string, string, string, string];
   if (!name || /[\s+]/.test(name)) throw new Error("bad key name");
   if (!/^[0-9a-f]{8}$/.test(id)) throw new Error("bad key id");
   let raw: Uint8Array;
