@@ -17,6 +17,7 @@ import {
 } from "../src/audit/tlog_store.ts";
 import { verifyLog } from "../src/audit/tlog_verify.ts";
 import type { Db } from "../src/store/db.ts";
+import type { EventStore } from "../src/store/event_store.ts";
 import { readInstallation } from "../src/store/installation.ts";
 import { CHECKPOINT_PUBLISHER_LOCK } from "../src/store/locks.ts";
 import { sql } from "../src/store/sql.ts";
@@ -40,7 +41,7 @@ const leaves = async (db: Db) =>
   });
 
 const appendCounters = async (
-  db: { store: { append: Function } },
+  db: { store: EventStore },
   n: number,
   tag: string,
   per = 10,
