@@ -72,4 +72,64 @@ export const AuditExported = defineEvent({
   }),
 });
 
-export const auditEvents = [AuditQueried, AuditStreamViewed, AuditExported];
+/** The stream the transparency log's checkpoints and adopted keys are appended to. */
+export const CHECKPOINT_STREAM = "audit-checkpoints";
+
+const b64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/).max(200);
+const keyIdHex = z.string().regex(/^[0-9a-f]{8}$/);
+
+/**
+ * A signed checkpoint of the transparency log: the first `treeSize` events
+ * in global order have the RFC 9162 root `rootHash` (base64); `note` is the
+ * C2SP tlog-checkpoint signed note, `keyId` the signing key's id (hex).
+ */
+export const CheckpointPublished = defineEvent({
+  type: "CheckpointPublished",
+  version: 1,
+  schema: z.strictObject({
+    treeSize: z.number().int().min(0),
+    rootHash: b64,
+    note: z.string().max(2000),
+    keyId: keyIdHex,
+  }),
+});
+
+/**
+ * A checkpoint signing key first used: recorded before its first
+ * checkpoint, so old checkpoints keep verifying after a rotation.
+ * `publicKey` is the raw Ed25519 key (base64); `verifierKey` the signed-note
+ * verifier key string.
+ */
+export const CheckpointKeyAdopted = defineEvent({
+  type: "CheckpointKeyAdopted",
+  version: 1,
+  schema: z.strictObject({
+    keyId: keyIdHex,
+    keyName: z.string().max(200),
+    publicKey: b64,
+    verifierKey: z.string().max(400),
+  }),
+});
+
+/** A use of the transparency-log routes (checkpoints, proofs): auditors are audited. */
+export const TransparencyLogRead = defineEvent({
+  type: "TransparencyLogRead",
+  version: 1,
+  schema: z.strictObject({
+    query: z.enum(["checkpoints", "latest-checkpoint", "inclusion", "consistency"]),
+    position: z.number().int().optional(),
+    treeSize: z.number().int().optional(),
+    from: z.number().int().optional(),
+    to: z.number().int().optional(),
+    returned: z.number().int().min(0).optional(),
+  }),
+});
+
+export const auditEvents = [
+  AuditQueried,
+  AuditStreamViewed,
+  CheckpointPublished,
+  CheckpointKeyAdopted,
+  TransparencyLogRead,
+  AuditExported,
+];

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { type Role, ROLES } from "../events/user.ts";
+import { isEd25519Pkcs8 } from "./audit/checkpoint.ts";
 
 /** Start-up configuration could not be accepted; the message names the variable. */
 export class ConfigError extends Error {
@@ -27,6 +28,19 @@ const Env = z.object({
     },
     "must be 32 bytes, base64-encoded (e.g. `openssl rand -base64 32`)",
   ).optional(),
+  CHARTLOG_CHECKPOINT_KEY: z.string().refine(
+    (v) => {
+      try {
+        return isEd25519Pkcs8(Uint8Array.from(atob(v), (c) => c.charCodeAt(0)));
+      } catch {
+        return false;
+      }
+    },
+    "must be an Ed25519 private key, PKCS#8 DER, base64-encoded " +
+      "(`openssl genpkey -algorithm ed25519 -outform DER | base64 -w0`)",
+  ).optional(),
+  CHARTLOG_CHECKPOINT_EVENTS: z.coerce.number().int().min(1).max(10_000_000).default(1000),
+  CHARTLOG_CHECKPOINT_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
   CHARTLOG_CORS_ORIGINS: z.string().default(""),
   CHARTLOG_MAX_BODY_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
@@ -90,6 +104,12 @@ export interface Config {
   dataDir: string;
   database: Database;
   masterKey: Uint8Array<ArrayBuffer> | null;
+  /** Signs transparency-log checkpoints (Ed25519, PKCS#8 DER); null: generated in development. */
+  checkpointKey: Uint8Array | null;
+  /** Publish a checkpoint once this many events were appended since the last one… */
+  checkpointEvents: number;
+  /** …or once this long passed and the log grew by anything but checkpoints. */
+  checkpointSeconds: number;
   logLevel: (typeof LOG_LEVELS)[number];
   corsOrigins: string[];
   maxBodyBytes: number;
@@ -157,6 +177,9 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
   if (given.CHARTLOG_ENV === "production" && !given.CHARTLOG_MASTER_KEY) {
     lines.push("CHARTLOG_MASTER_KEY: is required when CHARTLOG_ENV=production");
   }
+  if (given.CHARTLOG_ENV === "production" && !given.CHARTLOG_CHECKPOINT_KEY) {
+    lines.push("CHARTLOG_CHECKPOINT_KEY: is required when CHARTLOG_ENV=production");
+  }
   if (!parsed.success || lines.length > 0) {
     throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
   }
@@ -178,6 +201,11 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     masterKey: e.CHARTLOG_MASTER_KEY
       ? Uint8Array.from(atob(e.CHARTLOG_MASTER_KEY), (c) => c.charCodeAt(0))
       : null,
+    checkpointKey: e.CHARTLOG_CHECKPOINT_KEY
+      ? Uint8Array.from(atob(e.CHARTLOG_CHECKPOINT_KEY), (c) => c.charCodeAt(0))
+      : null,
+    checkpointEvents: e.CHARTLOG_CHECKPOINT_EVENTS,
+    checkpointSeconds: e.CHARTLOG_CHECKPOINT_SECONDS,
     logLevel: e.LOG_LEVEL,
     corsOrigins: e.CHARTLOG_CORS_ORIGINS.split(",").map((s) => s.trim()).filter(Boolean),
     maxBodyBytes: e.CHARTLOG_MAX_BODY_BYTES,

@@ -2,6 +2,9 @@ import { catalog as appCatalog } from "../events/index.ts";
 import { projections as appProjections } from "../projections/index.ts";
 import { Sessions } from "./auth/sessions.ts";
 import { GrantSweeper } from "./clinical/grant_sweeper.ts";
+import { CheckpointSigner, generateCheckpointKey, keyNameOf } from "./audit/checkpoint.ts";
+import { CheckpointPublisher, type TlogContext } from "./audit/publisher.ts";
+import { readInstallation } from "./store/installation.ts";
 import { type ScryptParams, scryptParamsFor } from "./auth/password.ts";
 import {
   deriveAccessCodeKey,
@@ -74,6 +77,39 @@ export const resolveMasterKey = async (
   return key;
 };
 
+/**
+ * The checkpoint signing key: from the environment, or outside production
+ * one generated once into the data directory (with a warning).
+ */
+export const resolveCheckpointKey = async (config: Config, log: Logger): Promise<Uint8Array> => {
+  if (config.checkpointKey) return config.checkpointKey;
+  if (config.env === "production") throw new Error("CHARTLOG_CHECKPOINT_KEY is required");
+  const path = `${config.dataDir}/checkpoint.key`;
+  try {
+    const text = (await Deno.readTextFile(path)).trim();
+    return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  await Deno.mkdir(config.dataDir, { recursive: true });
+  const key = generateCheckpointKey();
+  try {
+    await Deno.writeTextFile(path, btoa(String.fromCharCode(...key)) + "\n", {
+      mode: 0o600,
+      createNew: true,
+    });
+  } catch (err) {
+    // another process made it first: use theirs
+    if (err instanceof Deno.errors.AlreadyExists) return await resolveCheckpointKey(config, log);
+    throw err;
+  }
+  log.warn(
+    { path },
+    "generated a development checkpoint key; set CHARTLOG_CHECKPOINT_KEY in production",
+  );
+  return key;
+};
+
 /** The outbox's mailer (default: from configuration), backoff, attempts and worker timing. */
 export type OutboxRuntimeOptions = Partial<Pick<OutboxOptions, "backoffMs" | "maxAttempts">> & {
   mailer?: Mailer | null;
@@ -109,6 +145,13 @@ export interface Runtime {
   outbox: Outbox;
   /** Records the end of expired grants (null when workers are off, as in tests). */
   sweeper: GrantSweeper | null;
+  /**
+   * What publishing checkpoints needs (the key is resolved on first use:
+   * commands that never sign need none).
+   */
+  tlog(): Promise<TlogContext>;
+  /** Publishes checkpoints in the background (null when workers are off). */
+  publisher: CheckpointPublisher | null;
   close(): Promise<void>;
 }
 
@@ -181,6 +224,22 @@ export const openRuntime = async (
       backoffMs: opts.outbox?.backoffMs,
       maxAttempts: opts.outbox?.maxAttempts,
     });
+    let tlogContext: Promise<TlogContext> | null = null;
+    const tlog = () =>
+      tlogContext ??= (async () => {
+        const installationId = (await readInstallation(db)).id;
+        const key = await resolveCheckpointKey(config, log);
+        return {
+          store,
+          installationId,
+          signer: new CheckpointSigner(key, keyNameOf(installationId)),
+        };
+      })().catch((err) => {
+        tlogContext = null;
+        throw err;
+      });
+    // before any worker starts: a key that cannot be had stops start-up cleanly
+    const publishing = opts.workers === false ? null : await tlog();
     const workers = opts.workers === false ? [] : projections
       .filter((p) => p.mode === "async")
       .map((p) =>
@@ -200,6 +259,11 @@ export const openRuntime = async (
     const sweeper = opts.workers === false
       ? null
       : new GrantSweeper(store, log, { now: opts.now }).start();
+    const publisher = publishing === null ? null : new CheckpointPublisher(publishing, log, {
+      events: config.checkpointEvents,
+      seconds: config.checkpointSeconds,
+      now: opts.now,
+    }).start();
     const passwordParams = scryptParamsFor(config.env);
     const sessions = new Sessions(store, {
       jwtKey: await deriveJwtKey(masterKey),
@@ -227,9 +291,11 @@ export const openRuntime = async (
       workers,
       outbox,
       sweeper,
+      tlog,
+      publisher,
       close: async () => {
         images.close();
-        await Promise.all([...workers.map((w) => w.stop()), sweeper?.stop()]);
+        await Promise.all([...workers.map((w) => w.stop()), sweeper?.stop(), publisher?.stop()]);
         mailer?.close();
         await db.close();
       },

@@ -1,3 +1,4 @@
+import { generateCheckpointKey } from "../src/audit/checkpoint.ts";
 import assert from "node:assert/strict";
 import { ConfigError, loadConfig } from "../src/config.ts";
 
@@ -38,6 +39,17 @@ Deno.test("config: a bad variable is named, its value never echoed", () => {
       { CHARTLOG_ENV: "production" },
       /CHARTLOG_MASTER_KEY: is required when CHARTLOG_ENV=production/,
     ],
+    [
+      { CHARTLOG_ENV: "production" },
+      /CHARTLOG_CHECKPOINT_KEY: is required when CHARTLOG_ENV=production/,
+    ],
+    // 32 random bytes are no PKCS#8 Ed25519 key
+    [
+      { CHARTLOG_CHECKPOINT_KEY: "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXh4eHg=" },
+      /CHARTLOG_CHECKPOINT_KEY/,
+    ],
+    [{ CHARTLOG_CHECKPOINT_EVENTS: "0" }, /CHARTLOG_CHECKPOINT_EVENTS/],
+    [{ CHARTLOG_CHECKPOINT_SECONDS: "soon" }, /CHARTLOG_CHECKPOINT_SECONDS/],
   ];
   for (const [env, message] of cases) {
     assert.throws(() => loadConfig(env), (e: unknown) => {
@@ -50,8 +62,16 @@ Deno.test("config: a bad variable is named, its value never echoed", () => {
     });
   }
   const key = btoa(String.fromCharCode(...new Uint8Array(32).fill(7)));
-  const prod = loadConfig({ CHARTLOG_ENV: "production", CHARTLOG_MASTER_KEY: key });
+  const checkpointKey = btoa(String.fromCharCode(...generateCheckpointKey()));
+  const prod = loadConfig({
+    CHARTLOG_ENV: "production",
+    CHARTLOG_MASTER_KEY: key,
+    CHARTLOG_CHECKPOINT_KEY: checkpointKey,
+  });
   assert.equal(prod.masterKey?.length, 32);
+  assert.ok(prod.checkpointKey && prod.checkpointKey.length > 32);
+  assert.equal(prod.checkpointEvents, 1000);
+  assert.equal(prod.checkpointSeconds, 60);
 });
 
 Deno.test("config: media settings, their defaults and a bad clamd URL", () => {

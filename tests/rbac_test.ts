@@ -25,6 +25,8 @@ const PUBLIC = new Set([
   "POST /v1/auth/login",
   "POST /v1/auth/refresh",
   "POST /v1/auth/signup",
+  // the checkpoint signing keys are public: verifiers outside need them
+  "GET /v1/audit/public-key",
 ]);
 
 /** The README's RBAC table: action → routes and the roles allowed. */

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { loadConfig } from "../src/config.ts";
 import { sql } from "../src/store/sql.ts";
 import { keyEnv, runCli } from "./support/cli.ts";
-import { openTestApp } from "./support/app.ts";
+import { openTestApp, TEST_CHECKPOINT_KEY } from "./support/app.ts";
 import { createTestDatabase, postgresAvailable } from "./support/harness.ts";
 import { bearer, createCheapUser, createUser, login, PASSWORD } from "./support/users.ts";
 
@@ -317,7 +317,11 @@ Deno.test("users: self sign-up creates a pending practitioner an admin must appr
   }
   // production starts with sign-up off unless it is asked for
   const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))));
-  const prod = { CHARTLOG_ENV: "production", CHARTLOG_MASTER_KEY: key };
+  const prod = {
+    CHARTLOG_ENV: "production",
+    CHARTLOG_MASTER_KEY: key,
+    CHARTLOG_CHECKPOINT_KEY: TEST_CHECKPOINT_KEY,
+  };
   assert.equal(loadConfig(prod).signup, false);
   assert.equal(loadConfig({ ...prod, CHARTLOG_SIGNUP: "on" }).signup, true);
   assert.equal(loadConfig({}).signup, true);

@@ -120,6 +120,18 @@ export const RULES: Readonly<Record<string, Rule>> = {
     kind: "query",
     query: (d) => `AuditEvent${queryString({ format: d.format, ...filtersOf(d) })}`,
   },
+  // the transparency log: reads of checkpoints and proofs (no PHI), publications
+  TransparencyLogRead: {
+    kind: "query",
+    query: (d) => `Binary${queryString({ query: d.query, ...tlogParams(d) })}`,
+  },
+  CheckpointPublished: {
+    kind: "create",
+    what: (d) => ({
+      identifier: { system: `${CHARTLOG_SYSTEM}:checkpoint`, value: String(d.treeSize) },
+    }),
+  },
+  CheckpointKeyAdopted: { kind: "create", what: ident("checkpoint-key", "keyId") },
   // creates
   PatientRegistered: { kind: "create", what: patient },
   MrnReserved: { kind: "create", what: ident("mrn-reservation", "patientId") },
@@ -216,6 +228,12 @@ export const RULES: Readonly<Record<string, Rule>> = {
 };
 
 const OTHER: Rule = { kind: "activity" };
+
+const tlogParams = (d: Data): Record<string, unknown> => {
+  const out: Record<string, unknown> = {};
+  for (const k of ["position", "treeSize", "from", "to"]) if (d[k] !== undefined) out[k] = d[k];
+  return out;
+};
 
 const filtersOf = (d: Data): Record<string, unknown> =>
   d.filters && typeof d.filters === "object" ? d.filters as Record<string, unknown> : {};

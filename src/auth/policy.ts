@@ -89,6 +89,8 @@ export const ACTIONS = [
   "audit.stream",
   "audit.disclosures",
   "audit.export",
+  "audit.checkpoints",
+  "audit.proofs",
   "access.request",
   "access.verify",
   "access.requests_own",
@@ -188,6 +190,9 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "audit.disclosures": row(["admin", "auditor"]),
   // the whole log out (as stored, CSV or FHIR): audited before the first byte
   "audit.export": row(["admin", "auditor"]),
+  // the transparency log: signed checkpoints and proofs (hashes only, no PHI); audited too
+  "audit.checkpoints": row(["admin", "auditor"]),
+  "audit.proofs": row(["admin", "auditor"]),
   // asking needs no relation to the patient: it is how a practitioner without one gets one
   "access.request": row(["practitioner"]),
   // only the practitioner who asked (anyone else: 404)

@@ -6,6 +6,8 @@ const SUBCOMMANDS: Record<string, () => Promise<unknown>> = {
   verify: () => import("./audit_verify.ts"),
   replay: () => import("./audit_replay.ts"),
   export: () => import("./audit_export.ts"),
+  checkpoint: () => import("./audit_checkpoint.ts"),
+  prove: () => import("./audit_prove.ts"),
 };
 
 const USAGE = `usage: deno task audit <subcommand> [--help]

@@ -111,7 +111,7 @@ const Position = z.tuple([
 /**
  * The events that name the patient: those of the audit trail's patient
  * filter, and audit queries whose filters hold the patient's id (the type
- * a literal, as the partial index of migration 9 needs). Events are `e`.
+ * a literal, as the partial index of migration 7 needs). Events are `e`.
  */
 export const namesPatient = (patientId: string): Query =>
   sql`(${touchesPatient(patientId)}

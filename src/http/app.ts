@@ -24,6 +24,7 @@ import { adminOutbox, myNotifications } from "./notifications.ts";
 import { grantRoutes, myGrantRoutes, patientGrantRoutes } from "./grants.ts";
 import { auditTrail } from "./audit.ts";
 import { auditDisclosures } from "./audit_disclosures.ts";
+import { auditTlog } from "./audit_tlog.ts";
 import { breakGlassAudit, patientBreakGlass } from "./break_glass.ts";
 import { accessCodes, accessRequests, meAccess, patientAccessRequests } from "./access.ts";
 
@@ -142,6 +143,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/audit/break-glass", breakGlassAudit);
   app.route("/v1/audit", auditTrail);
   app.route("/v1/audit", auditDisclosures);
+  app.route("/v1/audit", auditTlog);
   app.route("/v1/patients", patientAccessRequests);
   app.route("/v1/access-requests", accessRequests);
   app.route("/v1/me", meAccess);

@@ -6,3 +6,7 @@ export const LOCK_APPEND = 72_620_002;
 export const projectionLockName = (name: string): string => `chartlog.projection:${name}`;
 /** The grant sweeper's session lock: one sweeper active across instances. */
 export const GRANT_SWEEPER_LOCK = "chartlog.sweeper:grants";
+/** Serialises extensions of the transparency log's stored Merkle tree (src/audit/tlog_store.ts). */
+export const LOCK_TLOG_BUILD = 72_620_003;
+/** The checkpoint publisher's session lock: one publisher active across instances. */
+export const CHECKPOINT_PUBLISHER_LOCK = "chartlog.tlog:publisher";

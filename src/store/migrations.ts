@@ -125,7 +125,27 @@ create index events_audit_time on events (recorded_at, global_position);
 `,
   },
   {
-    version: 9,
+    version: 6,
+    name: "transparency log tree",
+    // The RFC 9162 Merkle tree over the log in global order, kept for
+    // serving proofs in O(log² n) lookups: every complete subtree's hash
+    // (leaves are level 0 and carry their event's position). A cache only:
+    // `deno task audit verify` recomputes from events and trusts none of it.
+    sql: `
+create table merkle_nodes (
+  level           smallint not null check (level >= 0),
+  idx             bigint not null check (idx >= 0),
+  hash            bytea not null,
+  -- level 0 only: the leaf's event
+  global_position bigint,
+  primary key (level, idx),
+  check ((level = 0) = (global_position is not null))
+);
+create unique index merkle_leaf_position on merkle_nodes (global_position) where level = 0;
+`,
+  },
+  {
+    version: 7,
     name: "disclosures index",
     // The accounting of disclosures counts audit queries naming a patient in
     // their filters (AuditQueried.data.filters.patientId). Partial: only audit

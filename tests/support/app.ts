@@ -4,6 +4,10 @@ import { createLogger, type Logger } from "../../src/logger.ts";
 import { openRuntime, type OutboxRuntimeOptions, type Runtime } from "../../src/runtime.ts";
 import { UnavailableError } from "../../src/errors.ts";
 import { openMigratedPglite } from "./pglite_image.ts";
+import { generateCheckpointKey } from "../../src/audit/checkpoint.ts";
+
+/** A fixed checkpoint signing key for tests (Ed25519, PKCS#8, base64). */
+export const TEST_CHECKPOINT_KEY = btoa(String.fromCharCode(...generateCheckpointKey()));
 
 /** Captured log lines (parsed JSON) of an app under test. */
 export interface LogCapture {
@@ -34,6 +38,7 @@ export const openTestApp = async (
       CHARTLOG_MASTER_KEY: btoa(
         String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))),
       ),
+      CHARTLOG_CHECKPOINT_KEY: TEST_CHECKPOINT_KEY,
       LOG_LEVEL: "debug",
       // cheap password hashes (src/auth/password.ts); a test may still ask for another env
       CHARTLOG_ENV: "test",

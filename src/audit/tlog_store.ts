@@ -1,0 +1,231 @@
+// The transparency log's Merkle tree as stored for serving proofs
+// (migration 6: `merkle_nodes`). Only a cache: `deno task audit verify`
+// recomputes everything from `events` and never trusts these rows.
+import { ConflictError, NotFoundError } from "../errors.ts";
+import type { Db } from "../store/db.ts";
+import { LOCK_TLOG_BUILD } from "../store/locks.ts";
+import { sql } from "../store/sql.ts";
+import {
+  consistencyRanges,
+  EMPTY_ROOT,
+  foldRange,
+  hashChildren,
+  inclusionRanges,
+  type NodeId,
+  type Range,
+  rangeNodes,
+} from "./merkle.ts";
+import {
+  leafHash,
+  STORED_EVENT_COLUMNS,
+  type StoredEventRow,
+  toStoredEvent,
+} from "./stored_event.ts";
+
+const hex = (b: Uint8Array): string =>
+  Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+const unhex = (s: string): Uint8Array => {
+  const out = new Uint8Array(s.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(s.slice(2 * i, 2 * i + 2), 16);
+  return out;
+};
+
+/** Leaves in the stored tree (its size). */
+export const treeSize = async (db: Db): Promise<number> => {
+  const [r] = await db.query<{ n: string | number | null }>(
+    sql`select max(idx) + 1 as n from merkle_nodes where level = 0`,
+  );
+  return Number(r?.n ?? 0);
+};
+
+/** The hashes of the given complete subtrees, in one round trip. */
+const fetchNodes = async (db: Db, ids: readonly NodeId[]): Promise<Map<string, Uint8Array>> => {
+  const out = new Map<string, Uint8Array>();
+  if (ids.length === 0) return out;
+  const rows = await db.query<{ level: number; idx: string | number; hash: string }>(
+    sql`select n.level, n.idx, encode(n.hash, 'hex') as hash
+      from unnest(${ids.map((i) => String(i.level))}::text[]::smallint[],
+        ${ids.map((i) => String(i.index))}::text[]::bigint[]) as q(level, idx)
+      join merkle_nodes n on n.level = q.level and n.idx = q.idx`,
+  );
+  for (const r of rows) out.set(`${r.level}/${r.idx}`, unhex(r.hash));
+  return out;
+};
+
+/** MTH of each range, from O(log n) stored nodes per range (one query for all). */
+const rangeHashes = async (db: Db, ranges: readonly Range[]): Promise<Uint8Array[]> => {
+  const per = ranges.map(([a, b]) => rangeNodes(a, b));
+  const nodes = await fetchNodes(db, per.flat());
+  return per.map((ids) =>
+    foldRange(ids.map((i) => {
+      const h = nodes.get(`${i.level}/${i.index}`);
+      if (!h) throw new Error(`merkle_nodes lacks node ${i.level}/${i.index}`);
+      return h;
+    }))
+  );
+};
+
+const checkSize = (size: number, built: number) => {
+  if (size > built) {
+    throw new ConflictError(`the tree has ${built} leaves so far; treeSize ${size} is beyond it`);
+  }
+};
+
+/** The root of the tree of the first `size` leaves (size ≤ the stored tree). */
+export const rootAt = async (db: Db, size: number): Promise<Uint8Array> => {
+  if (size === 0) return EMPTY_ROOT;
+  const [h] = await rangeHashes(db, [[0, size]]);
+  return h!;
+};
+
+/** The leaf index (rank in global order) of the event at `position`, if the tree holds it. */
+export const leafIndexOf = async (db: Db, position: number): Promise<number | null> => {
+  const [r] = await db.query<{ idx: string | number }>(
+    sql`select idx from merkle_nodes where level = 0 and global_position = ${position}`,
+  );
+  return r ? Number(r.idx) : null;
+};
+
+export interface InclusionProof {
+  leafIndex: number;
+  treeSize: number;
+  hashes: Uint8Array[];
+}
+
+/**
+ * RFC 9162 inclusion proof of the event at `position` in the tree of
+ * `size` leaves (default: the whole stored tree). NotFoundError when the
+ * tree holds no such event (none, or not yet built); ConflictError when
+ * `size` is beyond the stored tree or does not cover the event.
+ */
+export const inclusionProof = async (
+  db: Db,
+  position: number,
+  size?: number,
+): Promise<InclusionProof> => {
+  const built = await treeSize(db);
+  const n = size ?? built;
+  checkSize(n, built);
+  const leafIndex = await leafIndexOf(db, position);
+  if (leafIndex === null) {
+    throw new NotFoundError("no event at that position in the tree (none, or not yet added)");
+  }
+  if (leafIndex >= n) {
+    throw new ConflictError(
+      `the event is leaf ${leafIndex}: a tree of ${n} leaves does not hold it`,
+    );
+  }
+  return { leafIndex, treeSize: n, hashes: await rangeHashes(db, inclusionRanges(leafIndex, n)) };
+};
+
+/** RFC 9162 consistency proof between the trees of `from` and `to` leaves. */
+export const consistencyProof = async (
+  db: Db,
+  from: number,
+  to: number,
+): Promise<{ from: number; to: number; hashes: Uint8Array[] }> => {
+  if (from > to) throw new ConflictError("`from` is larger than `to`");
+  checkSize(to, await treeSize(db));
+  return { from, to, hashes: await rangeHashes(db, consistencyRanges(from, to)) };
+};
+
+interface BuildRow extends StoredEventRow {
+  safe: boolean;
+}
+
+/**
+ * Adds up to `batch` events to the stored tree in one transaction, in
+ * global order. Gap safety: positions are handed out at insert but commit
+ * in another order, so the tree only takes events of transactions older
+ * than the oldest one still in flight (the horizon the projection
+ * followers use, src/store/read.ts) and stops at the first event past it:
+ * a prefix never later gains an event with a lower position. Returns how
+ * many leaves it added (0: nothing below the horizon).
+ */
+export const extendTreeOnce = async (db: Db, batch = 5000): Promise<number> =>
+  await db.transaction(async (tx) => {
+    // one builder at a time (the publisher, `deno task audit checkpoint`)
+    await tx.query(sql`select pg_advisory_xact_lock(${LOCK_TLOG_BUILD})`);
+    const [last] = await tx.query<{ idx: string | number; global_position: string | number }>(
+      sql`select idx, global_position from merkle_nodes where level = 0
+        order by idx desc limit 1`,
+    );
+    const size = last ? Number(last.idx) + 1 : 0;
+    const after = last ? Number(last.global_position) : 0;
+    const rows = await tx.query<BuildRow>(
+      sql`select ${STORED_EVENT_COLUMNS},
+        transaction_id < pg_snapshot_xmin(pg_current_snapshot()) as safe
+      from events where global_position > ${after} order by global_position limit ${batch}`,
+    );
+    const cut = rows.findIndex((r) => !r.safe);
+    const take = cut === -1 ? rows : rows.slice(0, cut);
+    if (take.length === 0) return 0;
+    // the right edge of the stored tree: its complete subtrees, largest first
+    const edge = rangeNodes(0, size);
+    const edgeHashes = await fetchNodes(tx, edge);
+    const stack: { level: number; index: number; hash: Uint8Array }[] = edge.map((id) => ({
+      ...id,
+      hash: edgeHashes.get(`${id.level}/${id.index}`)!,
+    }));
+    const levels: string[] = [], idxs: string[] = [], hashes: string[] = [];
+    const positions: (string | null)[] = [];
+    const add = (level: number, index: number, hash: Uint8Array, position: number | null) => {
+      levels.push(String(level));
+      idxs.push(String(index));
+      hashes.push(hex(hash));
+      positions.push(position === null ? null : String(position));
+    };
+    let i = size;
+    for (const r of take) {
+      const e = toStoredEvent(r);
+      const h = leafHash(e);
+      add(0, i, h, e.globalPosition);
+      let node = { level: 0, index: i, hash: h };
+      while (stack.length > 0 && stack[stack.length - 1]!.level === node.level) {
+        const left = stack.pop()!;
+        node = {
+          level: node.level + 1,
+          index: left.index / 2,
+          hash: hashChildren(left.hash, node.hash),
+        };
+        add(node.level, node.index, node.hash, null);
+      }
+      stack.push(node);
+      i++;
+    }
+    await tx.query(sql`insert into merkle_nodes (level, idx, hash, global_position)
+      select l, i, decode(h, 'hex'), p from unnest(${levels}::text[]::smallint[],
+        ${idxs}::text[]::bigint[], ${hashes}::text[], ${positions}::text[]::bigint[]) as t(l, i, h, p)`);
+    return take.length;
+  });
+
+/** Extends the stored tree as far as the horizon allows; returns its new size. */
+export const extendTree = async (
+  db: Db,
+  opts: { batch?: number; signal?: AbortSignal } = {},
+): Promise<number> => {
+  for (;;) {
+    const added = await extendTreeOnce(db, opts.batch ?? 5000);
+    if (added < (opts.batch ?? 5000) || opts.signal?.aborted) break;
+  }
+  return await treeSize(db);
+};
+
+/** The global position of leaf `index` of the stored tree. */
+export const positionOfLeaf = async (db: Db, index: number): Promise<number | null> => {
+  const [r] = await db.query<{ p: string | number }>(
+    sql`select global_position as p from merkle_nodes where level = 0 and idx = ${index}`,
+  );
+  return r ? Number(r.p) : null;
+};
+
+/** Stored leaves [from, from + limit): index, position and hash (for naming what changed). */
+export const storedLeaves = async (
+  db: Db,
+  from: number,
+  limit: number,
+): Promise<{ index: number; position: number; hash: Uint8Array }[]> =>
+  (await db.query<{ idx: string | number; p: string | number; hash: string }>(
+    sql`select idx, global_position as p, encode(hash, 'hex') as hash from merkle_nodes
+      where level = 0 and idx >= ${from} order by idx limit ${limit}`,
+  )).map((r) => ({ index: Number(r.idx), position: Number(r.p), hash: unhex(r.hash) }));

@@ -1,0 +1,360 @@
+// Verifies the transparency log from the events themselves: streams them in
+// global order (pages from the database, or lines of an export), recomputes
+// the Merkle root at every checkpoint's size and compares it with the
+// signed one. The stored tree (merkle_nodes) is never trusted; when it still
+// agrees with a signed checkpoint it serves to name the first leaf that
+// changed.
+import type { Db } from "../store/db.ts";
+import { eventHash } from "../store/hash_chain.ts";
+import { sql } from "../store/sql.ts";
+import { originOf, verifyCheckpointNote } from "./checkpoint.ts";
+import { readInstallation } from "../store/installation.ts";
+import { verifyChain } from "../store/verify_chain.ts";
+import { adoptedKeys } from "./publisher.ts";
+import { b64, CompactRange, equalBytes } from "./merkle.ts";
+import {
+  leafHash,
+  type StoredEvent,
+  type StoredEventRow,
+  storedEventsAfter,
+  toStoredEvent,
+} from "./stored_event.ts";
+import { rootAt, storedLeaves, treeSize } from "./tlog_store.ts";
+
+/** A checkpoint to check the events against. */
+export interface CheckpointClaim {
+  /** How the report names it (`checkpoint 3 (global position 812)`, `FILE`). */
+  label: string;
+  treeSize: number;
+  /** Base64 root hash. */
+  rootHash: string;
+}
+
+export interface TlogProblem {
+  kind:
+    | "checkpoint_root_mismatch"
+    | "checkpoint_beyond_log"
+    | "checkpoint_signature"
+    | "checkpoint_shrinks"
+    | "event_altered"
+    | "event_missing"
+    | "event_unexpected"
+    | "chain_broken"
+    | "not_in_order"
+    | "tree_cache_mismatch";
+  message: string;
+}
+
+export interface TlogReport {
+  ok: boolean;
+  events: number;
+  checkpointsVerified: number;
+  problems: TlogProblem[];
+}
+
+const PAGE = 5000;
+
+/** The log's events in global order, from the database, a page at a time. */
+export async function* eventsFromDb(db: Db): AsyncGenerator<StoredEvent> {
+  let after = 0;
+  for (;;) {
+    const rows = await db.query<StoredEventRow>(storedEventsAfter(after, PAGE));
+    for (const r of rows) yield toStoredEvent(r);
+    if (rows.length < PAGE) return;
+    after = Number(rows[rows.length - 1]!.global_position);
+  }
+}
+
+/** The events of a JSONL export (one StoredEvent a line), read as a stream. */
+export async function* eventsFromExport(path: string): AsyncGenerator<StoredEvent> {
+  const file = await Deno.open(path, { read: true });
+  const decoder = new TextDecoder();
+  let rest = "";
+  let line = 0;
+  const parse = (text: string): StoredEvent => {
+    line++;
+    try {
+      return JSON.parse(text) as StoredEvent;
+    } catch {
+      throw new Error(`${path}: line ${line} is not JSON`);
+    }
+  };
+  for await (const chunk of file.readable) {
+    rest += decoder.decode(chunk, { stream: true });
+    let nl: number;
+    while ((nl = rest.indexOf("\n")) !== -1) {
+      const text = rest.slice(0, nl);
+      rest = rest.slice(nl + 1);
+      if (text.trim()) yield parse(text);
+    }
+  }
+  rest += decoder.decode();
+  if (rest.trim()) yield parse(rest);
+}
+
+/** The stored tree's leaves, a page at a time, to name what changed. */
+const cachedLeaves = (db: Db) => {
+  let page: { index: number; position: number; hash: Uint8Array }[] = [];
+  let start = 0;
+  return async (i: number) => {
+    if (i < start || i >= start + page.length) {
+      page = await storedLeaves(db, i, PAGE);
+      start = i;
+    }
+    return page[i - start] ?? null;
+  };
+};
+
+/**
+ * Recomputes the tree over `events` and checks each claim. With `cache`
+ * (the database), the first leaf that differs from the stored tree is
+ * named, provided the stored tree agrees with a signed checkpoint it
+ * covers (it is what was signed then). `chains`: also check each stream's
+ * hash chain (for an export; the database path runs verifyChain).
+ */
+export const verifyTree = async (
+  events: AsyncIterable<StoredEvent>,
+  claims: readonly CheckpointClaim[],
+  opts: { cache?: Db; chains?: boolean; onProgress?: (n: number) => void } = {},
+): Promise<TlogReport> => {
+  const problems: TlogProblem[] = [];
+  const sorted = [...claims].sort((a, b) => a.treeSize - b.treeSize);
+  const tree = new CompactRange();
+  let next = 0;
+  let verified = 0;
+  const check = () => {
+    while (next < sorted.length && sorted[next]!.treeSize === tree.size) {
+      const c = sorted[next++]!;
+      if (b64(tree.root()) === c.rootHash) verified++;
+      else {
+        problems.push({
+          kind: "checkpoint_root_mismatch",
+          message: `${c.label} (tree size ${c.treeSize}): the first ${c.treeSize} events ` +
+            `no longer give its root: an event it covers was altered, removed, added or reordered`,
+        });
+      }
+    }
+  };
+  const cachedSize = opts.cache ? await treeSize(opts.cache) : 0;
+  const cached = opts.cache ? cachedLeaves(opts.cache) : null;
+  let firstDiff: TlogProblem | null = null;
+  let lastPosition = 0;
+  const streams = new Map<string, { version: number; hash: string }>();
+  check();
+  for await (const e of events) {
+    if (e.globalPosition <= lastPosition) {
+      problems.push({
+        kind: "not_in_order",
+        message: `event at global position ${e.globalPosition} comes after ${lastPosition}`,
+      });
+    }
+    lastPosition = e.globalPosition;
+    const leaf = leafHash(e);
+    if (cached && !firstDiff && tree.size < cachedSize) {
+      const c = await cached(tree.size);
+      if (c && c.position === e.globalPosition && !equalBytes(c.hash, leaf)) {
+        firstDiff = {
+          kind: "event_altered",
+          message: `event at global position ${e.globalPosition} (stream ${e.streamId} ` +
+            `version ${e.streamVersion}) is not the one the tree took in: altered or reordered`,
+        };
+      } else if (c && c.position < e.globalPosition) {
+        firstDiff = {
+          kind: "event_missing",
+          message: `the event at global position ${c.position} is missing (removed or moved); ` +
+            `the log goes on at ${e.globalPosition}`,
+        };
+      } else if (c && c.position > e.globalPosition) {
+        firstDiff = {
+          kind: "event_unexpected",
+          message: `event at global position ${e.globalPosition} (stream ${e.streamId} version ` +
+            `${e.streamVersion}) was not in the log there when the tree took it in: inserted or moved`,
+        };
+      }
+    }
+    if (opts.chains) {
+      const prev = streams.get(e.streamId);
+      const problem = prev && e.streamVersion !== prev.version + 1
+        ? "version_gap"
+        : prev && e.prevHash !== prev.hash
+        ? "prev_hash_mismatch"
+        : eventHash({ ...e, recordedAt: new Date(e.recordedAt) }) !== e.hash
+        ? "hash_mismatch"
+        : null;
+      if (problem) {
+        problems.push({
+          kind: "chain_broken",
+          message: `stream ${e.streamId} version ${e.streamVersion} (global position ` +
+            `${e.globalPosition}): ${problem}`,
+        });
+      }
+      streams.set(e.streamId, { version: e.streamVersion, hash: e.hash });
+    }
+    tree.append(leaf);
+    check();
+    if (tree.size % 50_000 === 0) opts.onProgress?.(tree.size);
+  }
+  if (cached && !firstDiff && tree.size < cachedSize) {
+    const c = await cached(tree.size);
+    firstDiff = {
+      kind: "event_missing",
+      message: `the events from global position ${c?.position} on are missing (removed)`,
+    };
+  }
+  for (const c of sorted.slice(next)) {
+    problems.push({
+      kind: "checkpoint_beyond_log",
+      message: `${c.label} covers ${c.treeSize} events but the log has only ${tree.size}: ` +
+        `events it covers were removed`,
+    });
+  }
+  if (firstDiff) {
+    // the stored tree names the change when it agrees with what was signed
+    let trusted = false;
+    for (const c of sorted) {
+      if (c.treeSize > cachedSize) break;
+      if (b64(await rootAt(opts.cache!, c.treeSize)) === c.rootHash) trusted = true;
+    }
+    if (trusted) problems.unshift(firstDiff);
+    else {
+      problems.push({
+        kind: "tree_cache_mismatch",
+        message: `the stored tree (merkle_nodes) disagrees with the events: ${firstDiff.message}`,
+      });
+    }
+  }
+  return { ok: problems.length === 0, events: tree.size, checkpointsVerified: verified, problems };
+};
+
+/** A checkpoint as stored in the log (CheckpointPublished), with its signature checked. */
+export interface StoredCheckpoint {
+  position: number;
+  sequence: number;
+  treeSize: number;
+  rootHash: string;
+  note: string;
+  keyId: string;
+}
+
+/**
+ * Checks each stored checkpoint's signature with the key it names (from
+ * the adopted keys), that its note says what its event says, and that the
+ * tree never shrinks from one checkpoint to the next. Returns the problems
+ * and the claims to check the events against.
+ */
+export const checkStoredCheckpoints = (
+  checkpoints: readonly StoredCheckpoint[],
+  verifierKeys: ReadonlyMap<string, string>,
+  origin: string,
+): { problems: TlogProblem[]; claims: CheckpointClaim[] } => {
+  const problems: TlogProblem[] = [];
+  const claims: CheckpointClaim[] = [];
+  let prev: StoredCheckpoint | null = null;
+  for (const c of checkpoints) {
+    const label = `checkpoint ${c.sequence} (global position ${c.position})`;
+    const key = verifierKeys.get(c.keyId);
+    try {
+      if (!key) throw new Error(`its key ${c.keyId} was never adopted`);
+      const parsed = verifyCheckpointNote(c.note, key);
+      if (parsed.origin !== origin) throw new Error(`its origin is not ${origin}`);
+      if (parsed.treeSize !== c.treeSize || b64(parsed.rootHash) !== c.rootHash) {
+        throw new Error("its note and its event disagree");
+      }
+    } catch (err) {
+      problems.push({
+        kind: "checkpoint_signature",
+        message: `${label}: ${(err as Error).message}`,
+      });
+    }
+    if (prev && c.treeSize < prev.treeSize) {
+      problems.push({
+        kind: "checkpoint_shrinks",
+        message: `${label} (tree size ${c.treeSize}) is smaller than the one before it ` +
+          `(${prev.treeSize}): they cannot both be of this log`,
+      });
+    }
+    claims.push({ label, treeSize: c.treeSize, rootHash: c.rootHash });
+    prev = c;
+  }
+  return { problems, claims };
+};
+
+/** The checkpoint events in the log, oldest first (for the verifier: any type, by sequence). */
+export const storedCheckpoints = async (db: Db): Promise<StoredCheckpoint[]> =>
+  (await db.query<
+    { global_position: string | number; stream_version: number; data: StoredCheckpoint }
+  >(
+    sql`select global_position, stream_version, data from events
+      where stream_id = 'audit-checkpoints' and type = 'CheckpointPublished'
+      order by stream_version`,
+  )).map((r) => ({
+    position: Number(r.global_position),
+    sequence: Number(r.stream_version),
+    treeSize: Number(r.data.treeSize),
+    rootHash: r.data.rootHash,
+    note: r.data.note,
+    keyId: r.data.keyId,
+  }));
+
+/**
+ * Everything `deno task audit verify` checks in the database: every stream's
+ * hash chain, every stored checkpoint (signature, root recomputed from the
+ * events, consistency with the one before) and, when given, a checkpoint
+ * kept outside. Returns the report's lines (what failed named) and whether
+ * all holds.
+ */
+export const verifyLog = async (
+  db: Db,
+  opts: { outside?: CheckpointClaim & { origin: string }; onProgress?: (n: number) => void } = {},
+): Promise<{ ok: boolean; lines: string[] }> => {
+  const lines: string[] = [];
+  let ok = true;
+  const chain = await verifyChain(db);
+  if (chain.ok) {
+    lines.push(`OK: ${chain.events} events in ${chain.streams} streams; every hash chain verifies`);
+  } else {
+    const b = chain.firstBroken!;
+    lines.push(
+      `ALTERED: stream ${b.streamId} version ${b.streamVersion} (global position ${b.globalPosition}): ${b.problem}`,
+      `${chain.brokenCount} of ${chain.events} events in ${chain.streams} streams fail verification`,
+    );
+    ok = false;
+  }
+  const origin = originOf((await readInstallation(db)).id);
+  const keys = new Map((await adoptedKeys(db)).map((k) => [k.keyId, k.verifierKey]));
+  const stored = await storedCheckpoints(db);
+  const { problems, claims } = checkStoredCheckpoints(stored, keys, origin);
+  const outside = opts.outside;
+  if (outside) {
+    if (outside.origin !== origin) {
+      problems.push({
+        kind: "checkpoint_signature",
+        message: `${outside.label} is of log ${outside.origin}, not of this one (${origin})`,
+      });
+    }
+    claims.push(outside);
+  }
+  const r = await verifyTree(eventsFromDb(db), claims, { cache: db, onProgress: opts.onProgress });
+  const all = [...problems, ...r.problems];
+  if (all.length === 0) {
+    const newest = stored.at(-1);
+    lines.push(
+      stored.length === 0
+        ? `OK: no checkpoints yet (${r.events} events)`
+        : `OK: ${stored.length} checkpoints verify (signatures, roots recomputed from the ` +
+          `events, each consistent with the one before); the newest covers ` +
+          `${newest!.treeSize} of ${r.events} events`,
+    );
+    if (outside) {
+      lines.push(
+        `OK: ${outside.label} (tree size ${outside.treeSize}) verifies: the first ` +
+          `${outside.treeSize} events are as signed`,
+      );
+    }
+  } else {
+    for (const p of all.slice(0, 20)) lines.push(`FAILED: ${p.message}`);
+    if (all.length > 20) lines.push(`… and ${all.length - 20} more`);
+    ok = false;
+  }
+  return { ok, lines };
+};
