@@ -101,6 +101,12 @@ const main = (): void => {
   };
   const opening = open().then((r) => {
     runtime = r;
+    if (r && r.db.kind === "postgres" && !config.ownerDatabaseUrl) {
+      log.warn(
+        {},
+        "CHARTLOG_OWNER_DATABASE_URL is unset: DATABASE_URL also runs migrations, so the server runs as the owner of the log (fine for development and tests, not for production)",
+      );
+    }
     if (r) log.info({ database: r.db.kind }, "database ready");
     return r;
   });
