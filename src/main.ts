@@ -4,6 +4,7 @@ import { Drain } from "./http/drain.ts";
 import { createLogger } from "./logger.ts";
 import { UnavailableError } from "./errors.ts";
 import { openRuntime, type Runtime } from "./runtime.ts";
+import { runsAsOwner } from "./store/roles.ts";
 import { isConnectionError } from "./store/db.ts";
 
 /** Start-up retries of an unreachable database: 0.5 s doubling to at most 30 s. */
@@ -101,13 +102,15 @@ const main = (): void => {
   };
   const opening = open().then((r) => {
     runtime = r;
-    if (r && r.db.kind === "postgres" && !config.ownerDatabaseUrl) {
+    if (r) log.info({ database: r.db.kind }, "database ready");
+    return r;
+  }).then(async (r) => {
+    if (r && await runsAsOwner(r.db).catch(() => false)) {
       log.warn(
-        {},
-        "CHARTLOG_OWNER_DATABASE_URL is unset: DATABASE_URL also runs migrations, so the server runs as the owner of the log (fine for development and tests, not for production)",
+        { ownerUrl: config.ownerDatabaseUrl !== null },
+        "the server runs as the owner of the log (or a superuser): fine for development and tests, not for production; set CHARTLOG_OWNER_DATABASE_URL for migrations and connect DATABASE_URL as chartlog_app (README: Database roles)",
       );
     }
-    if (r) log.info({ database: r.db.kind }, "database ready");
     return r;
   });
 

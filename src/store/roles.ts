@@ -266,3 +266,15 @@ export const applyGrants = async (tx: Db, log?: Log): Promise<void> => {
     );
   }
 };
+
+/**
+ * Whether this connection may do what only the log's owner should: it owns
+ * `events` (or is a member of its owner's role, as a superuser is).
+ */
+export const runsAsOwner = async (db: Db): Promise<boolean> => {
+  if (db.kind !== "postgres") return false;
+  const [r] = await db.query<{ owner: boolean }>(sql`select coalesce(pg_has_role(current_user,
+    (select relowner from pg_class where oid = to_regclass('public.events')), 'member'), false)
+    as owner`);
+  return !!r?.owner;
+};
