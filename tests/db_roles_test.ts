@@ -14,6 +14,8 @@ import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
 import { createTestDatabase, postgresAvailable } from "./support/harness.ts";
 import { bearer, createUser, login } from "./support/users.ts";
+import { keyEnv, runCli } from "./support/cli.ts";
+import { startServer, waitForStatus } from "./support/server.ts";
 
 /**
  * The runtime role (src/store/roles.ts) on real PostgreSQL: migrated as a
@@ -289,6 +291,101 @@ Deno.test({
     } finally {
       await admin.close();
       await tdb.drop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "db roles: as docker-compose runs it, `deno task migrate` with both URLs, then the real server and `deno task rebuild` as chartlog_app alone",
+  ignore: !pg,
+  fn: async () => {
+    const tdb = await createTestDatabase();
+    const dir = await Deno.makeTempDir({ prefix: "chartlog-roles-" });
+    const key = keyEnv(crypto.getRandomValues(new Uint8Array(32)));
+    const app = { DATABASE_URL: asRole(tdb.url, APP_ROLE), CHARTLOG_MASTER_KEY: key };
+    const servers: Awaited<ReturnType<typeof startServer>>[] = [];
+    const admin = openPostgres(tdb.url, { max: 1 });
+    const ownerWarning = (l: Record<string, unknown>) =>
+      l.level === 40 && /runs as the owner/.test(String(l.msg));
+    try {
+      const migrated = await runCli("migrate.ts", [], {
+        ...app,
+        CHARTLOG_OWNER_DATABASE_URL: tdb.url,
+      });
+      assert.equal(migrated.code, 0, migrated.stderr);
+      assert.match(migrated.stdout, /^applied migration 1: event log$/m);
+      const owners = await ownerOf(admin);
+      assert.equal(owners.events, OWNER_ROLE);
+      assert.equal(owners.patients, APP_ROLE);
+
+      // the server connects as chartlog_app only: the schema is up to date, nothing to migrate
+      const env = {
+        ...app,
+        CHARTLOG_DATA_DIR: `${dir}/data`,
+        CHARTLOG_MFA_REQUIRED_ROLES: "none",
+        LOG_LEVEL: "info",
+      };
+      const server = await startServer(env, dir);
+      servers.push(server);
+      await waitForStatus(server, "/ready", 200);
+      // writes as the app: a failed login appends an event
+      const res = await fetch(`${server.url}/v1/auth/login`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email: "nobody@x.test", password: "x" }),
+      });
+      assert.equal(res.status, 401);
+      await res.body?.cancel();
+      const rebuilt = await runCli("rebuild.ts", ["--all"], app);
+      assert.equal(rebuilt.code, 0, rebuilt.stderr);
+      assert.match(rebuilt.stdout, /stream_summary v\d+: rebuilt from [1-9]\d* events/);
+      await server.kill();
+      assert.ok(!server.stdout.some((l) => /runs as the owner/.test(l)), server.stdout.join("\n"));
+
+      // a server connected as the superuser warns that it runs as the owner
+      const su = await startServer({ ...env, DATABASE_URL: tdb.url }, dir);
+      servers.push(su);
+      await su.waitForLog(ownerWarning);
+    } finally {
+      for (const s of servers) await s.kill();
+      await admin.close();
+      await tdb.drop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name: "db roles: a CREATEROLE (not superuser) owner of the database migrates as chartlog_owner",
+  ignore: !pg,
+  fn: async () => {
+    const creator = `chartlog_test_creator_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+    const tdb = await createTestDatabase();
+    const admin = openPostgres(tdb.url, { max: 1 });
+    try {
+      await admin.exec(`create role ${creator} login createrole;
+        alter database ${new URL(tdb.url).pathname.slice(1)} owner to ${creator}`);
+      const db = openPostgres(asRole(tdb.url, creator), { max: 1 });
+      try {
+        await migrate(db);
+      } finally {
+        await db.close();
+      }
+      const owners = await ownerOf(admin);
+      for (const t of Object.keys(APP_GRANTS)) assert.equal(owners[t], OWNER_ROLE, t);
+      const [p] = await admin.query<{ insert: boolean; update: boolean; create: boolean }>(
+        sql`select
+        has_table_privilege(${APP_ROLE}, 'public.events', 'insert') as insert,
+        has_table_privilege(${APP_ROLE}, 'public.events', 'update') as update,
+        has_schema_privilege(${APP_ROLE}, 'public', 'create') as create`,
+      );
+      assert.deepEqual(p, { insert: true, update: false, create: true });
+    } finally {
+      await admin.close();
+      await tdb.drop();
+      const a = openPostgres(tdb.url.replace(/\/[^/]*$/, "/postgres"), { max: 1 });
+      await a.exec(`drop role if exists ${creator}`).finally(() => a.close());
     }
   },
 });

@@ -139,16 +139,34 @@ export const prepareRoles = async (
       sql`select format('alter role %I password %L', ${APP_ROLE}::text, ${opts.appPassword}::text) as q`,
     );
     await db.exec(s!.q);
-  } else if (opts.appPassword && !roles) {
-    opts.log?.warn({}, `CHARTLOG_APP_DB_PASSWORD is set but ${APP_ROLE} does not exist`);
+  } else if (opts.appPassword) {
+    opts.log?.warn(
+      {},
+      `CHARTLOG_APP_DB_PASSWORD is ignored: the migrating role cannot alter ${APP_ROLE}`,
+    );
   }
-  let setRole = false;
-  if (roles && me?.user !== OWNER_ROLE) {
+  const member = async () => {
     const [m] = await db.query<{ ok: boolean }>(
       sql`select pg_has_role(current_user, ${OWNER_ROLE}, ${me!.v >= 160000 ? "set" : "member"})
         as ok`,
     );
-    setRole = !!m?.ok;
+    return !!m?.ok;
+  };
+  let setRole = roles && me?.user !== OWNER_ROLE && await member();
+  if (roles && !setRole && !superuser && privileged && me?.user !== OWNER_ROLE) {
+    // a CREATEROLE connection may make itself a member (PostgreSQL 16: with ADMIN on the role)
+    try {
+      await db.exec(`grant ${OWNER_ROLE} to current_user`);
+      setRole = await member();
+    } catch (err) {
+      if (pgCode(err) !== "42501") throw err;
+    }
+    if (!setRole) {
+      opts.log?.warn(
+        { user: me?.user },
+        `the migrating role may not act as ${OWNER_ROLE}: migrations run as itself, grants are skipped`,
+      );
+    }
   }
   const [own] = await db.query<{ ok: boolean }>(sql`select pg_has_role(current_user,
     (select datdba from pg_database where datname = current_database()), 'member') as ok`);
