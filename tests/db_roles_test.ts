@@ -8,7 +8,7 @@ import {
   projectionStatus,
   rebuildProjection,
 } from "../src/store/projection_engine.ts";
-import { APP_GRANTS, APP_ROLE, OWNER_ROLE } from "../src/store/roles.ts";
+import { APP_GRANTS, APP_ROLE, OWNER_ROLE, prepareRoles } from "../src/store/roles.ts";
 import { shredSubject } from "../src/store/shred.ts";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
@@ -386,6 +386,30 @@ Deno.test({
       await tdb.drop();
       const a = openPostgres(tdb.url.replace(/\/[^/]*$/, "/postgres"), { max: 1 });
       await a.exec(`drop role if exists ${creator}`).finally(() => a.close());
+    }
+  },
+});
+
+Deno.test({
+  name: "db roles: chartlog_app never applies migrations, it names the ones pending",
+  ignore: !pg,
+  fn: async () => {
+    const tdb = await createTestDatabase();
+    const admin = openPostgres(tdb.url, { max: 1 });
+    const app = openPostgres(asRole(tdb.url, APP_ROLE), { max: 1 });
+    try {
+      await prepareRoles(admin); // the roles exist
+      await assert.rejects(() => migrate(app), /migrations 1, 2, .* are pending and chartlog_app/);
+      const [r] = await admin.query<{ made: boolean }>(
+        sql`select to_regclass('public.schema_migrations') is not null as made`,
+      );
+      assert.equal(r?.made, false);
+      await migrate(admin);
+      assert.deepEqual(await migrate(app), []);
+    } finally {
+      await app.close();
+      await admin.close();
+      await tdb.drop();
     }
   },
 });

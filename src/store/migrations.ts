@@ -189,16 +189,29 @@ export const migrate = async (db: Db, opts: MigrateOptions = {}): Promise<Applie
     if (plan?.roles && plan.superuser) await reassignObjects(tx, opts.log);
     if (plan?.grantSchema) await grantSchemaAccess(tx);
     if (plan?.setRole) await tx.exec(`set local role ${OWNER_ROLE}`);
-    await tx.exec(`create table if not exists schema_migrations (
-      version integer primary key, name text not null,
-      applied_at timestamptz not null default now())`);
+    // chartlog_app only reads it: its CREATE on public is for projection tables
+    if (!plan?.isApp) {
+      await tx.exec(`create table if not exists schema_migrations (
+        version integer primary key, name text not null,
+        applied_at timestamptz not null default now())`);
+    }
     const done = new Set(
-      (await tx.query<{ version: number }>(sql`select version from schema_migrations`))
+      (await currentMigration(tx) === 0
+        ? []
+        : await tx.query<{ version: number }>(sql`select version from schema_migrations`))
         .map((r) => Number(r.version)),
     );
     const applied: AppliedMigration[] = [];
-    for (const m of migrations) {
-      if (done.has(m.version)) continue;
+    const pending = migrations.filter((m) => !done.has(m.version));
+    if (plan?.isApp && pending.length > 0) {
+      // it could create the new tables, and would own them
+      throw new Error(
+        `migrations ${
+          pending.map((m) => m.version).join(", ")
+        } are pending and chartlog_app may not apply them: run \`deno task migrate\` with CHARTLOG_OWNER_DATABASE_URL`,
+      );
+    }
+    for (const m of pending) {
       await tx.exec(m.sql);
       await tx.query(
         sql`insert into schema_migrations (version, name) values (${m.version}, ${m.name})`,

@@ -41,9 +41,10 @@ export const APP_GRANTS: Readonly<Record<string, readonly string[]>> = {
 };
 
 /**
- * Functions the app calls directly, as `name(argument types)`: EXECUTE is
- * revoked from PUBLIC on every function the owner has in `public`, and
- * granted to `chartlog_app` on these only. Trigger functions need no line.
+ * Functions the app calls, as `name(argument types)`: directly, or through a
+ * column default or check of a table it writes. EXECUTE is revoked from
+ * PUBLIC on every function the owner has in `public`, and granted to
+ * `chartlog_app` on these only. Trigger functions need no line.
  */
 export const APP_FUNCTIONS: readonly string[] = [];
 
@@ -78,6 +79,8 @@ export const grantStatements = (
 export interface RolePlan {
   /** Both roles exist (after creating them if this connection could). */
   roles: boolean;
+  /** The connection is `chartlog_app`: it may check that the schema is current, never migrate. */
+  isApp: boolean;
   superuser: boolean;
   /** Migrations run as `chartlog_owner` (`SET LOCAL ROLE`): the connection is a member. */
   setRole: boolean;
@@ -117,10 +120,6 @@ export const prepareRoles = async (
     try {
       await db.exec(`create role ${name} ${attrs}`);
       opts.log?.info({ role: name }, "created database role");
-      if (!superuser && name === OWNER_ROLE) {
-        // a CREATEROLE creator may grant itself the role it made: migrations then run as it
-        await db.exec(`grant ${OWNER_ROLE} to current_user`);
-      }
     } catch (err) {
       if (!lostRace(err) || !(await roleExists(db, name))) throw err;
     }
@@ -129,16 +128,20 @@ export const prepareRoles = async (
   await make(APP_ROLE, "login");
   const roles = await roleExists(db, OWNER_ROLE) && await roleExists(db, APP_ROLE);
   if (!privileged && !roles) {
-    opts.log?.info(
+    opts.log?.warn(
       { user: me?.user },
-      `the migrating role can neither create roles nor finds ${OWNER_ROLE} and ${APP_ROLE}: skipped database roles`,
+      `the migrating role may not create roles (neither superuser nor CREATEROLE): skipped creating ${OWNER_ROLE} and ${APP_ROLE}; migrations run as itself`,
     );
   }
   if (roles && privileged && opts.appPassword) {
     const [s] = await db.query<{ q: string }>(
       sql`select format('alter role %I password %L', ${APP_ROLE}::text, ${opts.appPassword}::text) as q`,
     );
-    await db.exec(s!.q);
+    // the statement carries the password: keep statement logging off while migrating
+    await db.exec(s!.q).catch((err) => {
+      // another instance set it at the same moment ("tuple concurrently updated")
+      if (pgCode(err) !== "XX000") throw err;
+    });
   } else if (opts.appPassword) {
     opts.log?.warn(
       {},
@@ -153,13 +156,17 @@ export const prepareRoles = async (
     return !!m?.ok;
   };
   let setRole = roles && me?.user !== OWNER_ROLE && await member();
-  if (roles && !setRole && !superuser && privileged && me?.user !== OWNER_ROLE) {
-    // a CREATEROLE connection may make itself a member (PostgreSQL 16: with ADMIN on the role)
-    try {
-      await db.exec(`grant ${OWNER_ROLE} to current_user`);
-      setRole = await member();
-    } catch (err) {
-      if (pgCode(err) !== "42501") throw err;
+  const isApp = me?.user === APP_ROLE;
+  if (roles && !setRole && me?.user !== OWNER_ROLE && !isApp) {
+    if (privileged) {
+      // a CREATEROLE connection may make itself a member (PostgreSQL 16: with ADMIN on the role,
+      // which the role's creator has)
+      try {
+        await db.exec(`grant ${OWNER_ROLE} to current_user`);
+        setRole = await member();
+      } catch (err) {
+        if (pgCode(err) !== "42501") throw err;
+      }
     }
     if (!setRole) {
       opts.log?.warn(
@@ -172,6 +179,7 @@ export const prepareRoles = async (
     (select datdba from pg_database where datname = current_database()), 'member') as ok`);
   return {
     roles,
+    isApp,
     superuser,
     setRole,
     grant: roles && (setRole || me?.user === OWNER_ROLE),
