@@ -8,7 +8,13 @@ import {
   projectionStatus,
   rebuildProjection,
 } from "../src/store/projection_engine.ts";
-import { APP_GRANTS, APP_ROLE, OWNER_ROLE, prepareRoles } from "../src/store/roles.ts";
+import {
+  APP_GRANTS,
+  APP_ROLE,
+  assertNoAppRoutines,
+  OWNER_ROLE,
+  prepareRoles,
+} from "../src/store/roles.ts";
 import { shredSubject } from "../src/store/shred.ts";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
@@ -162,6 +168,12 @@ Deno.test({
         await app.query(sql`select subject_id, wrapped_key from subject_keys`),
         [{ subject_id: "a", wrapped_key: null }],
       );
+
+      // a function of the app's in public could stand in for a built-in in a migration
+      await assertNoAppRoutines(admin);
+      await app.exec(`create function lower(varchar) returns text language sql as 'select 1'`);
+      await assert.rejects(() => assertNoAppRoutines(admin), /refusing to migrate/);
+      await app.exec(`drop function lower(varchar)`);
 
       // a database migrated before the roles (one user owned everything) is given to them
       await admin.exec(`alter table events owner to postgres;

@@ -4,6 +4,7 @@ import { sql } from "./sql.ts";
 import { LOCK_MIGRATE } from "./locks.ts";
 import {
   applyGrants,
+  assertNoAppRoutines,
   grantSchemaAccess,
   OWNER_ROLE,
   prepareRoles,
@@ -139,7 +140,8 @@ create index events_audit_time on events (recorded_at, global_position);
     // The runtime role may update subject_keys (src/store/roles.ts) only to
     // crypto-shred: a key, once made, is never replaced, restored or moved.
     sql: `
-create function subject_keys_shred_only() returns trigger language plpgsql as $$
+create function subject_keys_shred_only() returns trigger language plpgsql
+set search_path = pg_catalog as $$
 begin
   if new.wrapped_key is not null
     or new.subject_id is distinct from old.subject_id
@@ -189,6 +191,8 @@ export const migrate = async (db: Db, opts: MigrateOptions = {}): Promise<Applie
     if (plan?.roles && plan.superuser) await reassignObjects(tx, opts.log);
     if (plan?.grantSchema) await grantSchemaAccess(tx);
     if (plan?.setRole) await tx.exec(`set local role ${OWNER_ROLE}`);
+    // not "$user" first: chartlog_app may create a schema of any name, chartlog_owner too
+    if (plan?.roles) await tx.exec(`set local search_path = public`);
     // chartlog_app only reads it: its CREATE on public is for projection tables
     if (!plan?.isApp) {
       await tx.exec(`create table if not exists schema_migrations (
@@ -211,6 +215,7 @@ export const migrate = async (db: Db, opts: MigrateOptions = {}): Promise<Applie
         } are pending and chartlog_app may not apply them: run \`deno task migrate\` with CHARTLOG_OWNER_DATABASE_URL`,
       );
     }
+    if (plan?.roles && pending.length > 0) await assertNoAppRoutines(tx);
     for (const m of pending) {
       await tx.exec(m.sql);
       await tx.query(

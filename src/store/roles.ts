@@ -304,3 +304,25 @@ export const runsAsOwner = async (db: Db): Promise<boolean> => {
     as owner`);
   return !!r?.owner;
 };
+
+/**
+ * Before migrations run as the owner: `chartlog_app` may create objects in
+ * `public` (for its projection tables), so a function, operator or type of
+ * its own there could be resolved by a migration in place of a built-in and
+ * run with the owner's rights. Refuses to migrate while there is one.
+ */
+export const assertNoAppRoutines = async (tx: Db): Promise<void> => {
+  const [r] = await tx.query<{ n: number }>(sql`select
+    (select count(*) from pg_proc where pronamespace = 'public'::regnamespace
+      and proowner = ${APP_ROLE}::regrole)
+    + (select count(*) from pg_operator where oprnamespace = 'public'::regnamespace
+      and oprowner = ${APP_ROLE}::regrole)
+    + (select count(*) from pg_type where typnamespace = 'public'::regnamespace
+      and typowner = ${APP_ROLE}::regrole and typrelid = 0 and typcategory <> 'A')
+    as n`);
+  if (Number(r?.n) > 0) {
+    throw new Error(
+      `${APP_ROLE} owns functions, operators or types in schema public, which a migration could run as ${OWNER_ROLE}: refusing to migrate until they are dropped`,
+    );
+  }
+};
