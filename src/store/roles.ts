@@ -28,7 +28,7 @@ export const APP_GRANTS: Readonly<Record<string, readonly string[]>> = {
   // the log: appended and read, never changed (its triggers refuse that even to the owner)
   events: ["select", "insert"],
   // keys are made and read; the only update is crypto-shredding (a trigger
-  // of migration 7 refuses any new or replaced key); never deleted
+  // of migration 7 refuses any update that leaves a key); never deleted
   subject_keys: ["select", "insert", "update (wrapped_key, destroyed_at)"],
   // the installation id is read; the blob directory claim is recorded once
   installation: ["select", "update (blob_dir_claimed_at)"],
@@ -92,8 +92,32 @@ export interface RolePlan {
 
 type Log = Pick<Logger, "info" | "warn">;
 
-const roleExists = async (db: Db, name: string): Promise<boolean> =>
-  (await db.query(sql`select 1 from pg_roles where rolname = ${name}`)).length > 0;
+interface RoleState {
+  user: string;
+  super: boolean;
+  createrole: boolean;
+  owner: boolean;
+  app: boolean;
+  /** May act as chartlog_owner (SET ROLE; before PostgreSQL 16, membership). */
+  member: boolean;
+  /** Owns the database (so schema public too, since PostgreSQL 15). */
+  dbowner: boolean;
+}
+
+/** The migrating connection's role and the two roles' existence, in one round trip. */
+const roleState = async (db: Db): Promise<RoleState> => {
+  const [r] = await db.query<RoleState>(sql`select current_user as user,
+    r.rolsuper as super, r.rolcreaterole as createrole,
+    exists (select from pg_roles where rolname = ${OWNER_ROLE}) as owner,
+    exists (select from pg_roles where rolname = ${APP_ROLE}) as app,
+    exists (select from pg_roles where rolname = ${OWNER_ROLE}) and pg_has_role(current_user,
+      ${OWNER_ROLE}, case when current_setting('server_version_num')::int >= 160000
+        then 'set' else 'member' end) as member,
+    pg_has_role(current_user, (select datdba from pg_database
+      where datname = current_database()), 'member') as dbowner
+    from pg_roles r where r.rolname = current_user`);
+  return r!;
+};
 
 /** Another migration (of another database on this cluster) created it first. */
 const lostRace = (err: unknown) => ["42710", "23505", "XX000"].includes(pgCode(err) ?? "");
@@ -108,28 +132,33 @@ export const prepareRoles = async (
   db: Db,
   opts: { appPassword?: string | null; log?: Log } = {},
 ): Promise<RolePlan> => {
-  const [me] = await db.query<{ user: string; super: boolean; createrole: boolean; v: number }>(
-    sql`select current_user as user, rolsuper as super, rolcreaterole as createrole,
-      current_setting('server_version_num')::int as v from pg_roles where rolname = current_user`,
-  );
-  const superuser = !!me?.super;
-  const privileged = superuser || !!me?.createrole;
-  const make = async (name: string, attrs: string) => {
-    if (await roleExists(db, name)) return;
-    if (!privileged) return;
-    try {
-      await db.exec(`create role ${name} ${attrs}`);
-      opts.log?.info({ role: name }, "created database role");
-    } catch (err) {
-      if (!lostRace(err) || !(await roleExists(db, name))) throw err;
+  let st = await roleState(db);
+  const superuser = st.super;
+  const privileged = superuser || st.createrole;
+  if (privileged && !(st.owner && st.app)) {
+    for (
+      const [name, attrs, exists] of [[OWNER_ROLE, "nologin", st.owner], [
+        APP_ROLE,
+        "login",
+        st.app,
+      ]] as const
+    ) {
+      if (exists) continue;
+      try {
+        await db.exec(`create role ${name} ${attrs}`);
+        opts.log?.info({ role: name }, "created database role");
+      } catch (err) {
+        // made by a concurrent migration of another database: checked below
+        if (!lostRace(err)) throw err;
+      }
     }
-  };
-  await make(OWNER_ROLE, "nologin");
-  await make(APP_ROLE, "login");
-  const roles = await roleExists(db, OWNER_ROLE) && await roleExists(db, APP_ROLE);
-  if (!privileged && !roles) {
+    st = await roleState(db);
+  }
+  const roles = st.owner && st.app;
+  if (!roles) {
+    if (privileged) throw new Error(`${OWNER_ROLE} and ${APP_ROLE} could not be created`);
     opts.log?.warn(
-      { user: me?.user },
+      { user: st.user },
       `the migrating role may not create roles (neither superuser nor CREATEROLE): skipped creating ${OWNER_ROLE} and ${APP_ROLE}; migrations run as itself`,
     );
   }
@@ -148,42 +177,34 @@ export const prepareRoles = async (
       `CHARTLOG_APP_DB_PASSWORD is ignored: the migrating role cannot alter ${APP_ROLE}`,
     );
   }
-  const member = async () => {
-    const [m] = await db.query<{ ok: boolean }>(
-      sql`select pg_has_role(current_user, ${OWNER_ROLE}, ${me!.v >= 160000 ? "set" : "member"})
-        as ok`,
-    );
-    return !!m?.ok;
-  };
-  let setRole = roles && me?.user !== OWNER_ROLE && await member();
-  const isApp = me?.user === APP_ROLE;
-  if (roles && !setRole && me?.user !== OWNER_ROLE && !isApp) {
+  const isOwner = st.user === OWNER_ROLE;
+  const isApp = st.user === APP_ROLE;
+  let setRole = roles && !isOwner && st.member;
+  if (roles && !setRole && !isOwner && !isApp) {
     if (privileged) {
       // a CREATEROLE connection may make itself a member (PostgreSQL 16: with ADMIN on the role,
       // which the role's creator has)
       try {
         await db.exec(`grant ${OWNER_ROLE} to current_user`);
-        setRole = await member();
+        setRole = (await roleState(db)).member;
       } catch (err) {
         if (pgCode(err) !== "42501") throw err;
       }
     }
     if (!setRole) {
       opts.log?.warn(
-        { user: me?.user },
+        { user: st.user },
         `the migrating role may not act as ${OWNER_ROLE}: migrations run as itself, grants are skipped`,
       );
     }
   }
-  const [own] = await db.query<{ ok: boolean }>(sql`select pg_has_role(current_user,
-    (select datdba from pg_database where datname = current_database()), 'member') as ok`);
   return {
     roles,
     isApp,
     superuser,
     setRole,
-    grant: roles && (setRole || me?.user === OWNER_ROLE),
-    grantSchema: roles && (superuser || !!own?.ok),
+    grant: roles && (setRole || isOwner),
+    grantSchema: roles && (superuser || st.dbowner),
   };
 };
 
@@ -195,47 +216,44 @@ export const prepareRoles = async (
  */
 export const reassignObjects = async (tx: Db, log?: Log): Promise<void> => {
   const tables = Object.keys(APP_GRANTS);
-  const wrongOwner = await tx.query<{ name: string }>(sql`select c.relname as name
-    from pg_class c where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p')
-      and c.relname = any(${tables}::text[]) and c.relowner <> ${OWNER_ROLE}::regrole`);
-  for (const { name } of wrongOwner) {
-    await tx.query(sql`alter table ${ident(`public.${name}`)} owner to ${ident(OWNER_ROLE)}`);
-  }
-  const fns = await tx.query<{ f: string }>(sql`select p.oid::regprocedure::text as f
-    from pg_proc p where p.pronamespace = 'public'::regnamespace
-      and p.proowner not in (${OWNER_ROLE}::regrole, ${APP_ROLE}::regrole)
-      and not exists (select from pg_depend d where d.classid = 'pg_proc'::regclass
-        and d.objid = p.oid and d.deptype = 'e')`);
-  for (const { f } of fns) {
-    const [s] = await tx.query<{ q: string }>(
-      sql`select format('alter function %s owner to %I', ${f}::text, ${OWNER_ROLE}::text) as q`,
-    );
-    await tx.exec(s!.q);
-  }
   const [ps] = await tx.query<{ present: boolean }>(
     sql`select to_regclass('public.projection_state') is not null as present`,
   );
-  const appTables = ps?.present
-    ? await tx.query<{ name: string }>(sql`select c.relname as name from pg_class c
-      where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p')
-        and c.relowner <> ${APP_ROLE}::regrole and not (c.relname = any(${tables}::text[]))
-        and c.relname in (select unnest(tables) from projection_state)`)
-    : [];
-  for (const { name } of appTables) {
-    await tx.query(sql`alter table ${ident(`public.${name}`)} owner to ${ident(APP_ROLE)}`);
-  }
-  const schemas = await tx.query<{ name: string }>(sql`select nspname as name from pg_namespace
-    where nspname like 'chartlog\\_build\\_%' and nspowner <> ${APP_ROLE}::regrole`);
-  for (const { name } of schemas) {
-    await tx.query(sql`alter schema ${ident(name)} owner to ${ident(APP_ROLE)}`);
-  }
-  const moved = wrongOwner.length + fns.length + appTables.length + schemas.length;
-  if (moved > 0) {
-    log?.info(
-      { owner: wrongOwner.length + fns.length, app: appTables.length + schemas.length },
-      "database objects given to their roles",
-    );
-  }
+  const [w] = await tx.query<{ log: string[]; fns: string[]; app: string[]; schemas: string[] }>(
+    sql`select
+      array(select c.relname::text from pg_class c
+        where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p')
+          and c.relname = any(${tables}::text[]) and c.relowner <> ${OWNER_ROLE}::regrole) as log,
+      array(select p.oid::regprocedure::text from pg_proc p
+        where p.pronamespace = 'public'::regnamespace
+          and p.proowner not in (${OWNER_ROLE}::regrole, ${APP_ROLE}::regrole)
+          and not exists (select from pg_depend d where d.classid = 'pg_proc'::regclass
+            and d.objid = p.oid and d.deptype = 'e')) as fns,
+      ${
+      ps?.present
+        ? sql`array(select c.relname::text from pg_class c
+          where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p')
+            and c.relowner <> ${APP_ROLE}::regrole and not (c.relname = any(${tables}::text[]))
+            and c.relname in (select unnest(tables) from projection_state))`
+        : sql`'{}'::text[]`
+    } as app,
+      array(select nspname::text from pg_namespace where nspname like 'chartlog\\_build\\_%'
+        and nspowner <> ${APP_ROLE}::regrole) as schemas`,
+  );
+  const q = (name: string) => sql`${ident(name)}`.text;
+  const statements = [
+    ...w!.log.map((t) => `alter table ${q(`public.${t}`)} owner to ${OWNER_ROLE}`),
+    // regprocedure's text is quoted and qualified as needed
+    ...w!.fns.map((f) => `alter function ${f} owner to ${OWNER_ROLE}`),
+    ...w!.app.map((t) => `alter table ${q(`public.${t}`)} owner to ${APP_ROLE}`),
+    ...w!.schemas.map((n) => `alter schema ${q(n)} owner to ${APP_ROLE}`),
+  ];
+  if (statements.length === 0) return;
+  await tx.exec(statements.join(";\n"));
+  log?.info(
+    { owner: w!.log.length + w!.fns.length, app: w!.app.length + w!.schemas.length },
+    "database objects given to their roles",
+  );
 };
 
 /**
@@ -244,10 +262,10 @@ export const reassignObjects = async (tx: Db, log?: Log): Promise<void> => {
  * the database (CONNECT, and CREATE for its build schemas).
  */
 export const grantSchemaAccess = async (tx: Db): Promise<void> => {
-  const [db] = await tx.query<{ q: string }>(sql`select format(
-    'grant connect, create on database %I to ' || ${APP_ROLE}::text, current_database()) as q`);
   await tx.exec(`grant usage, create on schema public to ${OWNER_ROLE}, ${APP_ROLE};
-    ${db!.q}`);
+    do $$ begin
+      execute format('grant connect, create on database %I to ${APP_ROLE}', current_database());
+    end $$`);
 };
 
 /**
@@ -257,22 +275,26 @@ export const grantSchemaAccess = async (tx: Db): Promise<void> => {
  * line in {@link APP_GRANTS} and of an app that owns the database or `public`.
  */
 export const applyGrants = async (tx: Db, log?: Log): Promise<void> => {
-  const present = new Set(
-    (await tx.query<{ name: string }>(sql`select c.relname as name from pg_class c
+  const [st] = await tx.query<{ tables: string[]; db: boolean; schema: boolean }>(sql`select
+    array(select c.relname::text from pg_class c
       where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p')
-        and c.relowner = ${OWNER_ROLE}::regrole`)).map((r) => r.name),
-  );
+        and c.relowner = ${OWNER_ROLE}::regrole) as tables,
+    pg_has_role(${APP_ROLE}, (select datdba from pg_database where datname = current_database()),
+      'member') as db,
+    pg_has_role(${APP_ROLE}, (select nspowner from pg_namespace where nspname = 'public'),
+      'member') as schema`);
+  const present = new Set(st!.tables);
   const grants = Object.fromEntries(Object.entries(APP_GRANTS).filter(([t]) => present.has(t)));
-  for (const s of grantStatements(grants)) await tx.exec(s);
-  const fns = await tx.query<{ f: string }>(sql`select p.oid::regprocedure::text as f
-    from pg_proc p where p.pronamespace = 'public'::regnamespace
-      and p.proowner = ${OWNER_ROLE}::regrole`);
-  for (const { f } of fns) {
-    const [s] = await tx.query<{ q: string }>(sql`select format(
-      'revoke execute on function %s from public', ${f}::text) as q`);
-    await tx.exec(s!.q);
-  }
-  for (const s of grantStatements({}, APP_FUNCTIONS)) await tx.exec(s);
+  await tx.exec([
+    ...grantStatements(grants, []),
+    `do $$ declare f regprocedure; begin
+      for f in select p.oid from pg_proc p where p.pronamespace = 'public'::regnamespace
+        and p.proowner = '${OWNER_ROLE}'::regrole loop
+        execute format('revoke execute on function %s from public', f);
+      end loop;
+    end $$`,
+    ...grantStatements({}, APP_FUNCTIONS),
+  ].join(";\n"));
   const unlisted = [...present].filter((t) => !(t in APP_GRANTS));
   if (unlisted.length > 0) {
     log?.warn(
@@ -280,12 +302,7 @@ export const applyGrants = async (tx: Db, log?: Log): Promise<void> => {
       `tables of ${OWNER_ROLE} without a line in APP_GRANTS (src/store/roles.ts): ${APP_ROLE} may not use them`,
     );
   }
-  const [o] = await tx.query<{ db: boolean; schema: boolean }>(sql`select
-    pg_has_role(${APP_ROLE}, (select datdba from pg_database where datname = current_database()),
-      'member') as db,
-    pg_has_role(${APP_ROLE}, (select nspowner from pg_namespace where nspname = 'public'),
-      'member') as schema`);
-  if (o?.db || o?.schema) {
+  if (st?.db || st?.schema) {
     log?.warn(
       {},
       `${APP_ROLE} owns the database or schema public, so it could drop the log: give them to another role`,
