@@ -14,6 +14,11 @@ const Env = z.object({
     (v) => /^postgres(ql)?:\/\//.test(v) || v === "memory://" || v.startsWith("pglite://"),
     "must be a postgres:// URL, memory:// or pglite://<directory>",
   ).optional(),
+  CHARTLOG_OWNER_DATABASE_URL: z.string().refine(
+    (v) => /^postgres(ql)?:\/\//.test(v),
+    "must be a postgres:// URL",
+  ).optional(),
+  CHARTLOG_APP_DB_PASSWORD: z.string().optional(),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   CHARTLOG_LISTEN_HOST: z.string().min(1).default("0.0.0.0"),
   CHARTLOG_ENV: z.enum(["development", "production", "test"]).default("development"),
@@ -103,6 +108,13 @@ export interface Config {
   hostname: string;
   dataDir: string;
   database: Database;
+  /**
+   * `CHARTLOG_OWNER_DATABASE_URL`: the connection that runs migrations (as,
+   * or on behalf of, chartlog_owner); null: `DATABASE_URL` does both.
+   */
+  ownerDatabaseUrl: string | null;
+  /** `CHARTLOG_APP_DB_PASSWORD`: set as chartlog_app's password by migrations. */
+  appDbPassword: string | null;
   masterKey: Uint8Array<ArrayBuffer> | null;
   /** Signs transparency-log checkpoints (Ed25519, PKCS#8 DER); null: generated in development. */
   checkpointKey: Uint8Array | null;
@@ -180,6 +192,11 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
   if (given.CHARTLOG_ENV === "production" && !given.CHARTLOG_CHECKPOINT_KEY) {
     lines.push("CHARTLOG_CHECKPOINT_KEY: is required when CHARTLOG_ENV=production");
   }
+  if (
+    given.CHARTLOG_OWNER_DATABASE_URL && !/^postgres(ql)?:\/\//.test(given.DATABASE_URL ?? "")
+  ) {
+    lines.push("CHARTLOG_OWNER_DATABASE_URL: needs a postgres:// DATABASE_URL");
+  }
   if (!parsed.success || lines.length > 0) {
     throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
   }
@@ -198,6 +215,8 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     hostname: e.CHARTLOG_LISTEN_HOST,
     dataDir: e.CHARTLOG_DATA_DIR,
     database,
+    ownerDatabaseUrl: e.CHARTLOG_OWNER_DATABASE_URL ?? null,
+    appDbPassword: e.CHARTLOG_APP_DB_PASSWORD ?? null,
     masterKey: e.CHARTLOG_MASTER_KEY
       ? Uint8Array.from(atob(e.CHARTLOG_MASTER_KEY), (c) => c.charCodeAt(0))
       : null,

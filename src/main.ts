@@ -4,6 +4,7 @@ import { Drain } from "./http/drain.ts";
 import { createLogger } from "./logger.ts";
 import { UnavailableError } from "./errors.ts";
 import { openRuntime, type Runtime } from "./runtime.ts";
+import { runsAsOwner } from "./store/roles.ts";
 import { isConnectionError } from "./store/db.ts";
 
 /** Start-up retries of an unreachable database: 0.5 s doubling to at most 30 s. */
@@ -102,6 +103,14 @@ const main = (): void => {
   const opening = open().then((r) => {
     runtime = r;
     if (r) log.info({ database: r.db.kind }, "database ready");
+    return r;
+  }).then(async (r) => {
+    if (r && await runsAsOwner(r.db).catch(() => false)) {
+      log.warn(
+        { ownerUrl: config.ownerDatabaseUrl !== null },
+        "the server runs as the owner of the log (or a superuser): fine for development and tests, not for production; set CHARTLOG_OWNER_DATABASE_URL for migrations and connect DATABASE_URL as chartlog_app (README: Database roles)",
+      );
+    }
     return r;
   });
 

@@ -47,6 +47,27 @@ export const openDatabase = async (config: Config): Promise<Db> => {
 };
 
 /**
+ * Applies migrations over `CHARTLOG_OWNER_DATABASE_URL` when set (a
+ * connection of its own, closed afterwards), else over the runtime's
+ * database, which then runs as the owner of the log (the server warns of
+ * that on PostgreSQL; see src/store/roles.ts).
+ */
+const migrateAsOwner = async (
+  config: Config,
+  db: Db,
+  log: Logger,
+): Promise<AppliedMigration[]> => {
+  const opts = { appPassword: config.appDbPassword, log };
+  if (!config.ownerDatabaseUrl) return await migrate(db, opts);
+  const owner = openPostgres(config.ownerDatabaseUrl, { max: 1 });
+  try {
+    return await migrate(owner, opts);
+  } finally {
+    await owner.close();
+  }
+};
+
+/**
  * The master key: from the environment, or in development one generated
  * once into the data directory (with a warning: losing that file loses
  * every sealed PHI field).
@@ -193,7 +214,7 @@ export const openRuntime = async (
   });
   const db = opts.database ?? await openDatabase(config);
   try {
-    const applied = await migrate(db);
+    const applied = await migrateAsOwner(config, db, log);
     if (applied.length > 0) {
       log.info({ applied: applied.map((m) => m.version) }, "migrations applied");
     }

@@ -1,6 +1,16 @@
+import type { Logger } from "pino";
 import type { Db } from "./db.ts";
 import { sql } from "./sql.ts";
 import { LOCK_MIGRATE } from "./locks.ts";
+import {
+  applyGrants,
+  assertNoAppRoutines,
+  grantSchemaAccess,
+  OWNER_ROLE,
+  prepareRoles,
+  reassignObjects,
+  type RolePlan,
+} from "./roles.ts";
 
 /**
  * Versioned schema migrations, run by `deno task migrate` and at start-up.
@@ -155,6 +165,29 @@ create index events_audit_filter_patient on events ((data->'filters'->>'patientI
   where type = 'AuditQueried';
 `,
   },
+  {
+    version: 8,
+    name: "subject keys are only shredded",
+    // The runtime role may update subject_keys (src/store/roles.ts) only to
+    // crypto-shred: a key, once made, is never replaced, restored or moved.
+    sql: `
+create function subject_keys_shred_only() returns trigger language plpgsql
+set search_path = pg_catalog as $$
+begin
+  if new.wrapped_key is not null
+    or new.subject_id is distinct from old.subject_id
+    or new.created_at is distinct from old.created_at
+    or (old.destroyed_at is not null and new.destroyed_at is distinct from old.destroyed_at)
+  then
+    raise exception 'subject_keys: a key can only be destroyed'
+      using errcode = 'insufficient_privilege';
+  end if;
+  return new;
+end $$;
+create trigger subject_keys_shred_only before update on subject_keys
+  for each row execute function subject_keys_shred_only();
+`,
+  },
 ];
 
 export const latestMigration = migrations[migrations.length - 1]!.version;
@@ -165,31 +198,67 @@ export interface AppliedMigration {
   name: string;
 }
 
+export interface MigrateOptions {
+  /** `CHARTLOG_APP_DB_PASSWORD`: chartlog_app's password, set when the roles are managed. */
+  appPassword?: string | null;
+  /** Where database role set-up says what it did or skipped. */
+  log?: Pick<Logger, "info" | "warn">;
+}
+
 /**
  * Applies pending migrations in one transaction; safe to run concurrently.
  * Returns the ones this call applied (none when the schema was up to date).
+ *
+ * On PostgreSQL it also manages the database roles (src/store/roles.ts):
+ * a superuser or CREATEROLE connection creates them when missing; a
+ * connection that may act as `chartlog_owner` runs the migrations as it (so
+ * the log's tables are the owner's) and then gives `chartlog_app` exactly
+ * `APP_GRANTS`, in the same transaction.
  */
-export const migrate = async (db: Db): Promise<AppliedMigration[]> =>
-  await db.transaction(async (tx) => {
+export const migrate = async (db: Db, opts: MigrateOptions = {}): Promise<AppliedMigration[]> => {
+  const plan: RolePlan | null = db.kind === "postgres" ? await prepareRoles(db, opts) : null;
+  return await db.transaction(async (tx) => {
     await tx.query(sql`select pg_advisory_xact_lock(${LOCK_MIGRATE})`);
-    await tx.exec(`create table if not exists schema_migrations (
-      version integer primary key, name text not null,
-      applied_at timestamptz not null default now())`);
+    if (plan?.roles && plan.superuser) await reassignObjects(tx, opts.log);
+    if (plan?.grantSchema) await grantSchemaAccess(tx);
+    if (plan?.setRole) await tx.exec(`set local role ${OWNER_ROLE}`);
+    // not "$user" first: chartlog_app may create a schema of any name, chartlog_owner too
+    if (plan?.roles) await tx.exec(`set local search_path = public`);
+    // chartlog_app only reads it: its CREATE on public is for projection tables
+    if (!plan?.isApp) {
+      await tx.exec(`create table if not exists schema_migrations (
+        version integer primary key, name text not null,
+        applied_at timestamptz not null default now())`);
+    }
     const done = new Set(
-      (await tx.query<{ version: number }>(sql`select version from schema_migrations`))
+      (await currentMigration(tx) === 0
+        ? []
+        : await tx.query<{ version: number }>(sql`select version from schema_migrations`))
         .map((r) => Number(r.version)),
     );
     const applied: AppliedMigration[] = [];
-    for (const m of migrations) {
-      if (done.has(m.version)) continue;
+    const pending = migrations.filter((m) => !done.has(m.version));
+    if (plan?.isApp && pending.length > 0) {
+      // it could create the new tables, and would own them
+      throw new Error(
+        `migrations ${
+          pending.map((m) => m.version).join(", ")
+        } are pending and chartlog_app may not apply them: run \`deno task migrate\` with CHARTLOG_OWNER_DATABASE_URL`,
+      );
+    }
+    if (plan?.roles && pending.length > 0) await assertNoAppRoutines(tx);
+    for (const m of pending) {
       await tx.exec(m.sql);
       await tx.query(
         sql`insert into schema_migrations (version, name) values (${m.version}, ${m.name})`,
       );
       applied.push({ version: m.version, name: m.name });
     }
+    if (plan?.grant) await applyGrants(tx, opts.log);
+    if (plan?.setRole) await tx.exec(`reset role`);
     return applied;
   });
+};
 
 /** The highest applied migration, or 0 on an empty database. */
 export const currentMigration = async (db: Db): Promise<number> => {
