@@ -21,7 +21,8 @@
  *   BENCH_SEED_WRITERS  concurrent seeding appenders             (default 2)
  *   BENCH_READ_DIAG     1: always break the readAll time down (default: only below target)
  *   BENCH_ONLY          comma list of sections: ours-pg, pglite, emmett, read, auth,
- *                       patients, media, multipart (default: all)
+ *                       patients, media, multipart, tlog (default: all)
+ *   BENCH_TLOG_EVENTS   events seeded for the transparency-log section (default 100000)
  *
  * The auth section (logins, token checks) has knobs of its own: see auth_bench.ts;
  * so has the patients section (audited PHI reads over HTTP): see patients_bench.ts;
@@ -45,6 +46,7 @@ import { authBench } from "./auth_bench.ts";
 import { mediaBench } from "./media_bench.ts";
 import { multipartBench } from "./multipart_bench.ts";
 import { patientsBench } from "./patients_bench.ts";
+import { tlogBench } from "./tlog_bench.ts";
 import { diagnoseReadAll } from "./read_diag.ts";
 import { envInt, fmtInt, fmtMs, fmtSec, percentile, split, table } from "./stats.ts";
 
@@ -71,6 +73,7 @@ const SECTIONS = [
   "patients",
   "media",
   "multipart",
+  "tlog",
 ] as const;
 type Section = (typeof SECTIONS)[number];
 const only = (Deno.env.get("BENCH_ONLY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
@@ -457,6 +460,11 @@ const main = async () => {
     console.log("\n[Multipart: a 10 MB upload parsed alone]");
     multipartSummary = await multipartBench();
   }
+  let tlogSummary: string[] = [];
+  if (enabled("tlog")) {
+    console.log("\n[Transparency log: tree build, checkpoint, proofs, verify on PostgreSQL]");
+    tlogSummary = await tlogBench();
+  }
 
   console.log("\n## Results\n");
   console.log(table(
@@ -520,6 +528,7 @@ const main = async () => {
   for (const line of patientsSummary) console.log(line);
   for (const line of mediaSummary) console.log(line);
   for (const line of multipartSummary) console.log(line);
+  for (const line of tlogSummary) console.log(line);
   console.log(`\nload average at end: ${loadavg()}`);
   console.log(`total run time ${fmtSec(performance.now() - started)}`);
 };
