@@ -108,7 +108,13 @@ export interface TlogContext {
  */
 export const publishCheckpoint = async (
   ctx: TlogContext,
-  when?: { events: number; seconds: number; now: Date },
+  when?: {
+    events: number;
+    seconds: number;
+    now: Date;
+    /** Before the first checkpoint, time counts from here (the publisher's start). */
+    since?: Date;
+  },
 ): Promise<Checkpoint | null> => {
   const db = ctx.store.db;
   const size = await extendTree(db);
@@ -123,7 +129,8 @@ export const publishCheckpoint = async (
           and stream_id <> ${CHECKPOINT_STREAM} limit ${when.events}) as grown`,
     );
     const grown = Number(r?.n ?? 0);
-    const age = last ? (when.now.getTime() - Date.parse(last.publishedAt)) / 1000 : Infinity;
+    const from0 = last ? Date.parse(last.publishedAt) : when.since?.getTime() ?? -Infinity;
+    const age = (when.now.getTime() - from0) / 1000;
     if (grown === 0 || (grown < when.events && age < when.seconds)) return null;
   }
   let version = await streamVersion(db, CHECKPOINT_STREAM);
@@ -213,6 +220,7 @@ export class CheckpointPublisher {
     const db = this.ctx.store.db;
     const lock = sql`hashtext(${CHECKPOINT_PUBLISHER_LOCK})`;
     let failures = 0;
+    const since = now();
     while (!signal.aborted) {
       let reserved: ReservedDb | null = null;
       let locked = false;
@@ -238,6 +246,7 @@ export class CheckpointPublisher {
             events: this.opts.events,
             seconds: this.opts.seconds,
             now: now(),
+            since,
           });
           if (c) {
             this.log.info(

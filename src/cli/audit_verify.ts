@@ -4,6 +4,7 @@
 import { verifyCheckpointNote } from "../audit/checkpoint.ts";
 import { b64 } from "../audit/merkle.ts";
 import {
+  chainLines,
   type CheckpointClaim,
   eventsFromExport,
   type TlogProblem,
@@ -82,16 +83,14 @@ if (values.export !== undefined) {
     console.log(`FAILED: ${(err as Error).message}`);
     Deno.exit(1);
   });
-  if (r.ok) {
+  for (const line of chainLines(r)) console.log(line);
+  if (r.problems.length === 0) {
     console.log(
-      `OK: ${r.events} events in ${values.export}; every hash chain verifies; ` +
-        `${outside!.label} (${outside!.origin}, tree size ${outside!.treeSize}) verifies: ` +
-        `the first ${outside!.treeSize} events are as signed`,
+      `OK: ${outside!.label} (${outside!.origin}, tree size ${outside!.treeSize}) verifies: ` +
+        `the first ${outside!.treeSize} events of ${values.export} are as signed`,
     );
-  } else {
-    fail(r.problems);
-    Deno.exitCode = 1;
-  }
+  } else fail(r.problems);
+  if (!r.ok) Deno.exitCode = 1;
 } else {
   const { runtime } = await openCli();
   try {

@@ -21,7 +21,8 @@
  *   BENCH_SEED_WRITERS  concurrent seeding appenders             (default 2)
  *   BENCH_READ_DIAG     1: always break the readAll time down (default: only below target)
  *   BENCH_ONLY          comma list of sections: ours-pg, pglite, emmett, read, auth,
- *                       patients, media, multipart, export (default: all)
+ *                       patients, media, multipart, export, tlog (default: all)
+ *   BENCH_TLOG_EVENTS   events seeded for the transparency-log section (default 100000)
  *
  * The auth section (logins, token checks) has knobs of its own: see auth_bench.ts;
  * so has the patients section (audited PHI reads over HTTP): see patients_bench.ts;
@@ -47,6 +48,7 @@ import { exportBench } from "./export_bench.ts";
 import { mediaBench } from "./media_bench.ts";
 import { multipartBench } from "./multipart_bench.ts";
 import { patientsBench } from "./patients_bench.ts";
+import { tlogBench } from "./tlog_bench.ts";
 import { diagnoseReadAll } from "./read_diag.ts";
 import { envInt, fmtInt, fmtMs, fmtSec, percentile, split, table } from "./stats.ts";
 
@@ -74,6 +76,7 @@ const SECTIONS = [
   "media",
   "multipart",
   "export",
+  "tlog",
 ] as const;
 type Section = (typeof SECTIONS)[number];
 const only = (Deno.env.get("BENCH_ONLY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
@@ -470,6 +473,11 @@ const main = async () => {
       pool: cfg.pool,
     });
   }
+  let tlogSummary: string[] = [];
+  if (enabled("tlog")) {
+    console.log("\n[Transparency log: tree build, checkpoint, proofs, verify on PostgreSQL]");
+    tlogSummary = await tlogBench();
+  }
 
   console.log("\n## Results\n");
   console.log(table(
@@ -534,6 +542,7 @@ const main = async () => {
   for (const line of mediaSummary) console.log(line);
   for (const line of multipartSummary) console.log(line);
   for (const line of exportSummary) console.log(line);
+  for (const line of tlogSummary) console.log(line);
   console.log(`\nload average at end: ${loadavg()}`);
   console.log(`total run time ${fmtSec(performance.now() - started)}`);
 };
