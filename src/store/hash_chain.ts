@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 
 /** The fields of an event the hash covers. */
 export interface HashInput {
@@ -31,14 +31,18 @@ export const canonicalJson = (value: unknown): string => {
  * that event on.
  */
 export const eventHash = (e: HashInput): string =>
-  createHash("sha256").update(canonicalJson([
-    e.prevHash ?? "",
-    e.streamId,
-    e.streamVersion,
-    e.eventId,
-    e.type,
-    e.schemaVersion,
-    e.recordedAt.toISOString(),
-    e.data,
-    e.metadata,
-  ])).digest("hex");
+  hash(
+    "sha256",
+    canonicalJson([
+      e.prevHash ?? "",
+      e.streamId,
+      e.streamVersion,
+      e.eventId,
+      e.type,
+      e.schemaVersion,
+      e.recordedAt.toISOString(),
+      e.data,
+      e.metadata,
+    ]),
+    "hex",
+  );
