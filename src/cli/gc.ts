@@ -9,7 +9,8 @@ const { values } = parseCliArgs(
 
 Removes media blobs in CHARTLOG_BLOB_DIR that no media event names (left by
 uploads that failed or crashed), and unfinished temporary files, once they
-are older than the grace period. Blobs of soft-deleted media are kept.
+are older than the grace period. Blobs of soft-deleted media are kept; those of
+erased patients (unreadable, and deleted by the erasure unless it was cut short) go.
 
 --dry-run          list what would be removed; remove nothing
 --grace-minutes N  only files older than N minutes (default ${GC_GRACE_MS / 60_000})`,

@@ -9,6 +9,7 @@ import { problem, problemFor } from "./problem.ts";
 import { requestBody } from "./request_body.ts";
 import { requestId } from "./request_id.ts";
 import { rejectNul } from "./nul_guard.ts";
+import { adminPatients } from "./erasure.ts";
 import { validationHook } from "./validation.ts";
 import { system } from "./system.ts";
 import { authRoutes } from "./auth.ts";
@@ -127,6 +128,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/me/proxies", myProxies);
   app.route("/v1/me/notifications", myNotifications);
   app.route("/v1/admin/outbox", adminOutbox);
+  app.route("/v1/admin/patients", adminPatients);
   app.route("/v1/patients", patients);
   app.route("/v1/patients", patientEncounters);
   app.route("/v1/patients", patientMedia);

@@ -14,6 +14,7 @@ import {
   updatePatient,
 } from "../clinical/patients.ts";
 import { erasePatient } from "../clinical/erasure.ts";
+import { erasureRoute } from "./erasure.ts";
 import { ORDERINGS, searchPatients } from "../clinical/patient_search.ts";
 import { patientHistory } from "../clinical/patient_history.ts";
 import { visiblePatient } from "../clinical/visibility.ts";
@@ -374,51 +375,19 @@ export const patients = new OpenAPIHono<AppEnv>()
     },
   )
   .openapi(
-    createRoute({
-      method: "post",
-      path: "/{id}/erasure",
-      tags: ["patients"],
-      summary: "Erase a patient for good (admin): crypto-shred the record and its accounts",
-      description: "Destroys the patient's data key, so every sealed field in the log and every " +
-        "stored file of the patient becomes unreadable, and the read models drop the PHI they " +
-        "held. The patient's own user accounts are deactivated and erased too. Afterwards the " +
-        "patient and everything under it answer 410 `/problems/erased`, and lists omit it. " +
-        "Irreversible. The `reason` is recorded with the act and stays readable in the log: " +
-        "do not name the patient in it.",
-      security: bearer,
-      middleware: [authenticate(), authorize("patient.erase")] as const,
-      request: {
-        params: IdParam,
-        body: {
-          required: true,
-          content: json(z.strictObject({ reason: z.string().trim().min(1).max(1000) })),
-        },
-      },
-      responses: {
-        200: {
-          description: "erased: the patient and the accounts erased with it",
-          content: json(z.object({ patientId: z.uuid(), userIds: z.array(z.uuid()) })),
-        },
-        ...problemResponses(
-          "unauthorized",
-          "forbidden",
-          "not-found",
-          "erased",
-          "validation",
-          "unavailable",
-        ),
-      },
-    }),
+    erasureRoute(
+      "/{id}/erasure",
+      "Erase a patient for good (admin): the same operation as POST /v1/admin/patients/{id}/erase",
+      " This path is the older spelling of `POST /v1/admin/patients/{id}/erase`: the same " +
+        "operation, body and answer.",
+    ),
     async (c) => {
       const { id } = c.req.valid("param");
       const { reason } = c.req.valid("json");
-      const result = await erasePatient(
-        c.var.deps.runtime().store,
-        id,
-        reason,
-        requestMetadata(c),
+      return c.json(
+        await erasePatient(c.var.deps.runtime(), id, reason, requestMetadata(c)),
+        200,
       );
-      return c.json(result, 200);
     },
   )
   .openapi(

@@ -79,6 +79,20 @@ export class BlobStore {
   }
 
   /**
+   * Deletes a blob; true when it was there, false when it was already gone
+   * (so a repeated removal is harmless).
+   */
+  async remove(address: string): Promise<boolean> {
+    try {
+      await Deno.remove(this.path(address));
+      return true;
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return false;
+      throw err;
+    }
+  }
+
+  /**
    * Every blob (and unfinished temporary file) on disk with its age, for
    * garbage collection.
    */

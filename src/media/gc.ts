@@ -20,7 +20,8 @@ export interface GcReport {
  * Removes blobs no media event names (left by an upload that failed or
  * crashed before its event), and unfinished temporary files, once older
  * than the grace period. Blobs of deleted media stay: soft delete keeps the
- * file. With `dryRun` it only reports.
+ * file. Blobs of erased patients go (erasure deletes them; a crash may
+ * leave some). With `dryRun` it only reports.
  *
  * Refuses (throws `BlobDirError`) a directory that belongs to another
  * database: every one of its files would look orphaned here.
@@ -33,8 +34,11 @@ export const collectGarbage = async (
   const marker = await claimBlobDir(db, blobs);
   const adoptedAt = marker.adopted ? new Date(marker.claimedAt).getTime() : -Infinity;
   const cutoff = (opts.now ?? new Date()).getTime() - (opts.graceMs ?? GC_GRACE_MS);
+  // an erased patient's files are unreadable (their key is gone) and erasure deletes them:
+  // one a crash left behind is garbage too
   const rows = await db.query<{ blob: string | null; thumb_blob: string | null }>(
-    sql`select blob, thumb_blob from media`,
+    sql`select blob, thumb_blob from media m where not exists (select 1 from patients p
+      where p.id = m.patient_id and p.erased_at is not null)`,
   );
   const live = new Set(rows.flatMap((r) => [r.blob, r.thumb_blob]).filter(Boolean));
   const report: GcReport = {
