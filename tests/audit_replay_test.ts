@@ -162,7 +162,7 @@ Deno.test("audit replay: a readable, audited timeline; PHI unsealed, then [erase
         returned: Number(count),
       });
       assert.equal(rows[0]!.metadata.actorId, ids.auditor);
-      await erasePatient(t2.runtime.store, p, "patient request", {
+      await erasePatient(t2.runtime, p, "patient request", {
         actorId: ids.admin,
         actorRole: "admin",
       });

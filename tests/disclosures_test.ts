@@ -372,7 +372,7 @@ for (const driver of await drivers()) {
 Deno.test("disclosures [pglite]: an erased patient's report still answers; no audit event, no report", async () => {
   const s = await scenario("pglite");
   try {
-    await erasePatient(s.t.runtime.store, s.p, "patient request", {
+    await erasePatient(s.t.runtime, s.p, "patient request", {
       actorId: s.ids.admin,
       actorRole: "admin",
     });
