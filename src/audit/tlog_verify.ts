@@ -5,7 +5,7 @@
 // agrees with a signed checkpoint it serves to name the first leaf that
 // changed.
 import type { Db } from "../store/db.ts";
-import { eventHash } from "../store/hash_chain.ts";
+import { eventHashOfParts } from "../store/hash_chain.ts";
 import { sql } from "../store/sql.ts";
 import { originOf, verifyCheckpointNote } from "./checkpoint.ts";
 import { readInstallation } from "../store/installation.ts";
@@ -13,7 +13,8 @@ import type { BrokenLink } from "../store/verify_chain.ts";
 import { adoptedKeys } from "./publisher.ts";
 import { b64, CompactRange, equalBytes } from "./merkle.ts";
 import {
-  leafHash,
+  jcs,
+  leafHashOfParts,
   type StoredEvent,
   type StoredEventRow,
   storedEventsAfter,
@@ -60,16 +61,31 @@ const PAGE = 5000;
  * The log's events in global order, from the database, a page at a time;
  * the next page is asked for while this one is hashed.
  */
-export async function* eventsFromDb(db: Db): AsyncGenerator<StoredEvent> {
+export async function* eventPagesFromDb(db: Db): AsyncGenerator<StoredEvent[]> {
   const page = (after: number) => db.query<StoredEventRow>(storedEventsAfter(after, PAGE));
   let next = page(0);
   for (;;) {
     const rows = await next;
     if (rows.length === PAGE) next = page(Number(rows[rows.length - 1]!.global_position));
-    for (const r of rows) yield toStoredEvent(r);
+    if (rows.length > 0) yield rows.map(toStoredEvent);
     if (rows.length < PAGE) return;
   }
 }
+
+/** The log's events in global order, from the database (see {@link eventPagesFromDb}). */
+export async function* eventsFromDb(db: Db): AsyncGenerator<StoredEvent> {
+  for await (const page of eventPagesFromDb(db)) yield* page;
+}
+
+/**
+ * `Date#toISOString` of a stored `recordedAt` (microseconds, as
+ * `2026-11-30T12:00:00.123000Z`): the hash chain covers milliseconds.
+ */
+const isoMillis = (s: string): string =>
+  s.length === 27 && s.endsWith("000Z") && s[4] === "-" && s[7] === "-" && s[10] === "T" &&
+    s[13] === ":" && s[16] === ":" && s[19] === "." && s[0] !== "0"
+    ? s.slice(0, 23) + "Z"
+    : new Date(s).toISOString();
 
 /** The events of a JSONL export (one StoredEvent a line), read as a stream. */
 export async function* eventsFromExport(path: string): AsyncGenerator<StoredEvent> {
@@ -102,12 +118,17 @@ export async function* eventsFromExport(path: string): AsyncGenerator<StoredEven
 const cachedLeaves = (db: Db) => {
   let page: { index: number; position: number; hash: Uint8Array }[] = [];
   let start = 0;
-  return async (i: number) => {
-    if (i < start || i >= start + page.length) {
-      page = await storedLeaves(db, i, PAGE);
-      start = i;
-    }
-    return page[i - start] ?? null;
+  return {
+    /** Loads the page holding leaf `i` unless it is at hand (null then: nothing to await). */
+    load(i: number): Promise<void> | null {
+      if (i >= start && i < start + page.length) return null;
+      return storedLeaves(db, i, PAGE).then((p) => {
+        page = p;
+        start = i;
+      });
+    },
+    /** Leaf `i`, after {@link load}. */
+    get: (i: number) => page[i - start] ?? null,
   };
 };
 
@@ -117,9 +138,10 @@ const cachedLeaves = (db: Db) => {
  * named, provided the stored tree agrees with a signed checkpoint it
  * covers (it is what was signed then). `chains`: also check each stream's
  * hash chain in the same pass (a stream's versions follow global order).
+ * `events` may come one at a time or in pages (fewer awaits).
  */
 export const verifyTree = async (
-  events: AsyncIterable<StoredEvent>,
+  events: AsyncIterable<StoredEvent | readonly StoredEvent[]>,
   claims: readonly CheckpointClaim[],
   opts: { cache?: Db; chains?: boolean; onProgress?: (n: number) => void } = {},
 ): Promise<TlogReport> => {
@@ -149,7 +171,7 @@ export const verifyTree = async (
   let streamCount = 0, brokenCount = 0;
   let firstBroken: BrokenLink | null = null;
   check();
-  for await (const e of events) {
+  const visit = (e: StoredEvent) => {
     if (e.globalPosition <= lastPosition) {
       problems.push({
         kind: "not_in_order",
@@ -157,9 +179,11 @@ export const verifyTree = async (
       });
     }
     lastPosition = e.globalPosition;
-    const leaf = leafHash(e);
+    // each payload canonicalized once, for the leaf and for the chain
+    const dataJson = jcs(e.data), metadataJson = jcs(e.metadata);
+    const leaf = leafHashOfParts(e, dataJson, metadataJson);
     if (cached && !firstDiff && tree.size < cachedSize) {
-      const c = await cached(tree.size);
+      const c = cached.get(tree.size);
       if (c && c.position === e.globalPosition && !equalBytes(c.hash, leaf)) {
         firstDiff = {
           kind: "event_altered",
@@ -187,7 +211,17 @@ export const verifyTree = async (
         ? "version_gap"
         : (e.prevHash ?? null) !== (prev?.hash ?? null)
         ? "prev_hash_mismatch"
-        : eventHash({ ...e, recordedAt: new Date(e.recordedAt) }) !== e.hash
+        : eventHashOfParts(
+            e.prevHash ?? null,
+            e.streamId,
+            e.streamVersion,
+            e.eventId,
+            e.type,
+            e.schemaVersion,
+            isoMillis(e.recordedAt),
+            dataJson,
+            metadataJson,
+          ) !== e.hash
         ? "hash_mismatch"
         : null;
       if (problem) {
@@ -205,9 +239,27 @@ export const verifyTree = async (
     tree.append(leaf);
     check();
     if (tree.size % 50_000 === 0) opts.onProgress?.(tree.size);
+  };
+  const one = async (e: StoredEvent) => {
+    if (cached && !firstDiff && tree.size < cachedSize) await cached.load(tree.size);
+    visit(e);
+  };
+  for await (const item of events) {
+    if (!Array.isArray(item)) await one(item as StoredEvent);
+    else {
+      for (const e of item as readonly StoredEvent[]) {
+        // awaits only when a page of the stored tree is to be fetched
+        if (cached && !firstDiff && tree.size < cachedSize) {
+          const loading = cached.load(tree.size);
+          if (loading) await loading;
+        }
+        visit(e);
+      }
+    }
   }
   if (cached && !firstDiff && tree.size < cachedSize) {
-    const c = await cached(tree.size);
+    await cached.load(tree.size);
+    const c = cached.get(tree.size);
     firstDiff = {
       kind: "event_missing",
       message: `the events from global position ${c?.position} on are missing (removed)`,
@@ -341,7 +393,7 @@ export const verifyLog = async (
     }
     claims.push(outside);
   }
-  const r = await verifyTree(eventsFromDb(db), claims, {
+  const r = await verifyTree(eventPagesFromDb(db), claims, {
     cache: db,
     chains: true,
     onProgress: opts.onProgress,
