@@ -117,6 +117,20 @@ export const publishCheckpoint = async (
   },
 ): Promise<Checkpoint | null> => {
   const db = ctx.store.db;
+  if (when) {
+    // not due yet: leave the tree alone (it is extended in larger steps, less often)
+    const last = await latestCheckpoint(db);
+    const from = last && last.treeSize > 0 ? await positionOfLeaf(db, last.treeSize - 1) : 0;
+    const [r] = await db.query<{ n: string | number }>(
+      sql`select count(*) as n from (select 1 from events
+        where global_position > ${from ?? 0} and stream_id <> ${CHECKPOINT_STREAM}
+        limit ${when.events}) as grown`,
+    );
+    const grown = Number(r?.n ?? 0);
+    const from0 = last ? Date.parse(last.publishedAt) : when.since?.getTime() ?? -Infinity;
+    const age = (when.now.getTime() - from0) / 1000;
+    if (grown === 0 || (grown < when.events && age < when.seconds)) return null;
+  }
   const size = await extendTree(db);
   const last = await latestCheckpoint(db);
   if (when) {
