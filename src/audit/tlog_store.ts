@@ -265,7 +265,7 @@ export const storedLeaves = async (
   from: number,
   limit: number,
 ): Promise<{ index: number; position: number; hash: Uint8Array }[]> =>
-  (await db.query<{ idx: string | number; p: string | number; hash: string }>(
-    sql`select idx, global_position as p, encode(hash, 'hex') as hash from merkle_nodes
+  (await db.query<{ idx: string | number; p: string | number; hash: Uint8Array }>(
+    sql`select idx, global_position as p, hash from merkle_nodes
       where level = 0 and idx >= ${from} order by idx limit ${limit}`,
-  )).map((r) => ({ index: Number(r.idx), position: Number(r.p), hash: unhex(r.hash) }));
+  )).map((r) => ({ index: Number(r.idx), position: Number(r.p), hash: r.hash }));

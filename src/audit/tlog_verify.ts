@@ -114,17 +114,25 @@ export async function* eventsFromExport(path: string): AsyncGenerator<StoredEven
   if (rest.trim()) yield parse(rest);
 }
 
-/** The stored tree's leaves, a page at a time, to name what changed. */
+/** The stored tree's leaves, a page at a time (the next one asked for ahead), to name what changed. */
 const cachedLeaves = (db: Db) => {
-  let page: { index: number; position: number; hash: Uint8Array }[] = [];
+  type Leaf = { index: number; position: number; hash: Uint8Array };
+  let page: Leaf[] = [];
   let start = 0;
+  let ahead: { start: number; rows: Promise<Leaf[]> } | null = null;
   return {
     /** Loads the page holding leaf `i` unless it is at hand (null then: nothing to await). */
     load(i: number): Promise<void> | null {
       if (i >= start && i < start + page.length) return null;
-      return storedLeaves(db, i, PAGE).then((p) => {
+      const rows = ahead?.start === i ? ahead.rows : storedLeaves(db, i, PAGE);
+      return rows.then((p) => {
         page = p;
         start = i;
+        ahead = p.length === PAGE
+          ? { start: i + PAGE, rows: storedLeaves(db, i + PAGE, PAGE) }
+          : null;
+        // a failed read ahead surfaces when (if) that page is loaded
+        ahead?.rows.catch(() => {});
       });
     },
     /** Leaf `i`, after {@link load}. */
