@@ -284,7 +284,13 @@ export class WorkerTreeHasher implements TreeHasher {
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
       // plain objects: a driver's result array carries more than rows
-      w.postMessage({ id, size, edge: [...edge], events: Array.from(events, (r) => ({ ...r })) });
+      w.postMessage({
+        id,
+        kind: "nodes",
+        size,
+        edge: [...edge],
+        events: Array.from(events, (r) => ({ ...r })),
+      });
     });
   }
 
@@ -294,7 +300,7 @@ export class WorkerTreeHasher implements TreeHasher {
 }
 
 /** {@link STORED_EVENT_COLUMNS} with `data` and `metadata` left as JSON text. */
-const RAW_JSON_COLUMNS = sql`global_position, stream_id, stream_version,
+export const RAW_JSON_COLUMNS = sql`global_position, stream_id, stream_version,
   event_id::text as event_id, type, schema_version, data::text as data, metadata::text as metadata,
   to_char(recorded_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as recorded_at,
   prev_hash, hash`;
