@@ -12,7 +12,13 @@ import { streamVersion } from "../store/read.ts";
 import { sql } from "../store/sql.ts";
 import { type CheckpointSigner, originOf } from "./checkpoint.ts";
 import { b64 } from "./merkle.ts";
-import { extendTree, positionOfLeaf, rootAt } from "./tlog_store.ts";
+import {
+  extendTree,
+  positionOfLeaf,
+  rootAt,
+  type TreeHasher,
+  WorkerTreeHasher,
+} from "./tlog_store.ts";
 
 const PUBLISHER_METADATA: EventMetadata = {
   actorId: "system:checkpoint-publisher",
@@ -115,9 +121,24 @@ export const publishCheckpoint = async (
     /** Before the first checkpoint, time counts from here (the publisher's start). */
     since?: Date;
   },
+  hasher?: TreeHasher,
 ): Promise<Checkpoint | null> => {
   const db = ctx.store.db;
-  const size = await extendTree(db);
+  if (when) {
+    // not due yet: leave the tree alone (it is extended in larger steps, less often)
+    const last = await latestCheckpoint(db);
+    const from = last && last.treeSize > 0 ? await positionOfLeaf(db, last.treeSize - 1) : 0;
+    const [r] = await db.query<{ n: string | number }>(
+      sql`select count(*) as n from (select 1 from events
+        where global_position > ${from ?? 0} and stream_id <> ${CHECKPOINT_STREAM}
+        limit ${when.events}) as grown`,
+    );
+    const grown = Number(r?.n ?? 0);
+    const from0 = last ? Date.parse(last.publishedAt) : when.since?.getTime() ?? -Infinity;
+    const age = (when.now.getTime() - from0) / 1000;
+    if (grown === 0 || (grown < when.events && age < when.seconds)) return null;
+  }
+  const size = await extendTree(db, { hasher });
   const last = await latestCheckpoint(db);
   if (when) {
     if (last && last.treeSize >= size) return null;
@@ -214,13 +235,23 @@ export class CheckpointPublisher {
   }
 
   async #run(): Promise<void> {
-    const { pollMs = 1000, lockRetryMs = 10_000, retryMs = 500, maxRetryMs = 30_000 } = this.opts;
+    const since = (this.opts.now ?? (() => new Date()))();
+    // the tree's hashing runs on a Worker, beside the appends rather than among them
+    const hasher = new WorkerTreeHasher();
+    try {
+      await this.#loop(hasher, since);
+    } finally {
+      hasher.close();
+    }
+  }
+
+  async #loop(hasher: TreeHasher, since: Date): Promise<void> {
+    const { lockRetryMs = 10_000, retryMs = 500, maxRetryMs = 30_000, pollMs = 1000 } = this.opts;
     const now = this.opts.now ?? (() => new Date());
     const signal = this.#abort.signal;
     const db = this.ctx.store.db;
     const lock = sql`hashtext(${CHECKPOINT_PUBLISHER_LOCK})`;
     let failures = 0;
-    const since = now();
     while (!signal.aborted) {
       let reserved: ReservedDb | null = null;
       let locked = false;
@@ -247,7 +278,7 @@ export class CheckpointPublisher {
             seconds: this.opts.seconds,
             now: now(),
             since,
-          });
+          }, hasher);
           if (c) {
             this.log.info(
               { worker: "checkpoint-publisher", treeSize: c.treeSize },

@@ -100,3 +100,37 @@ export const canonicalEventBytes = (e: StoredEvent): Uint8Array => new TextEncod
 export const leafHash = (e: StoredEvent): Uint8Array =>
   // "\0" is the one byte 0x00 in UTF-8; a one-shot hash of the string skips a copy
   new Uint8Array(hash("sha256", "\0" + jcs(e), "buffer"));
+
+const STORED_EVENT_KEYS = 11;
+
+/**
+ * The same bytes' leaf hash as {@link leafHash}, with `data` and `metadata`
+ * already written by {@link jcs} (the verifier needs them for the hash chain
+ * too) and the top-level object written without sorting its keys. Falls
+ * back to {@link leafHash} for anything but an event of exactly the
+ * StoredEvent fields with their usual types (an export line may carry more).
+ */
+export const leafHashOfParts = (
+  e: StoredEvent,
+  dataJson: string,
+  metadataJson: string,
+): Uint8Array => {
+  if (
+    typeof e.globalPosition !== "number" || typeof e.streamVersion !== "number" ||
+    typeof e.schemaVersion !== "number" || typeof e.streamId !== "string" ||
+    typeof e.eventId !== "string" || typeof e.type !== "string" ||
+    typeof e.recordedAt !== "string" || typeof e.hash !== "string" ||
+    (e.prevHash !== null && typeof e.prevHash !== "string") ||
+    e.data === undefined || e.metadata === undefined ||
+    Object.keys(e).length !== STORED_EVENT_KEYS
+  ) return leafHash(e);
+  // keys in RFC 8785 order (UTF-16 code units)
+  const s = '\0{"data":' + dataJson + ',"eventId":' + JSON.stringify(e.eventId) +
+    ',"globalPosition":' + JSON.stringify(e.globalPosition) + ',"hash":' +
+    JSON.stringify(e.hash) + ',"metadata":' + metadataJson + ',"prevHash":' +
+    JSON.stringify(e.prevHash) + ',"recordedAt":' + JSON.stringify(e.recordedAt) +
+    ',"schemaVersion":' + JSON.stringify(e.schemaVersion) + ',"streamId":' +
+    JSON.stringify(e.streamId) + ',"streamVersion":' + JSON.stringify(e.streamVersion) +
+    ',"type":' + JSON.stringify(e.type) + "}";
+  return new Uint8Array(hash("sha256", s, "buffer"));
+};

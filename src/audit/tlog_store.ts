@@ -3,6 +3,7 @@
 // recomputes everything from `events` and never trusts these rows.
 import { ConflictError, NotFoundError } from "../errors.ts";
 import type { Db } from "../store/db.ts";
+import { Buffer } from "node:buffer";
 import { LOCK_TLOG_BUILD } from "../store/locks.ts";
 import { sql } from "../store/sql.ts";
 import {
@@ -16,19 +17,25 @@ import {
   rangeNodes,
 } from "./merkle.ts";
 import {
-  leafHash,
+  jcs,
+  leafHashOfParts,
   STORED_EVENT_COLUMNS,
   type StoredEventRow,
   toStoredEvent,
 } from "./stored_event.ts";
 
 const hex = (b: Uint8Array): string =>
-  Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-const unhex = (s: string): Uint8Array => {
-  const out = new Uint8Array(s.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(s.slice(2 * i, 2 * i + 2), 16);
-  return out;
-};
+  Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
+const unhex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, "hex"));
+
+/**
+ * Levels 1 to 3 are not stored (7 of every 8 interior rows): a node there
+ * is recomputed from its 2 to 8 leaves when a proof or the builder needs
+ * it, so a proof reads at most 14 more rows, and the builder writes about
+ * 1.125 rows per event instead of 2.
+ */
+const UNSTORED_MAX_LEVEL = 3;
+const stored = (level: number) => level === 0 || level > UNSTORED_MAX_LEVEL;
 
 /** Leaves in the stored tree (its size). */
 export const treeSize = async (db: Db): Promise<number> => {
@@ -38,17 +45,49 @@ export const treeSize = async (db: Db): Promise<number> => {
   return Number(r?.n ?? 0);
 };
 
-/** The hashes of the given complete subtrees, in one round trip. */
+/**
+ * The hashes of the given complete subtrees, in one round trip; those of
+ * the unstored levels are folded from their leaves. A node the table lacks
+ * (or one of whose leaves it lacks) is absent from the map.
+ */
 const fetchNodes = async (db: Db, ids: readonly NodeId[]): Promise<Map<string, Uint8Array>> => {
   const out = new Map<string, Uint8Array>();
   if (ids.length === 0) return out;
+  const want = new Map<string, NodeId>();
+  for (const id of ids) {
+    if (stored(id.level)) want.set(`${id.level}/${id.index}`, id);
+    else {
+      const width = 2 ** id.level;
+      for (let j = id.index * width; j < (id.index + 1) * width; j++) {
+        want.set(`0/${j}`, { level: 0, index: j });
+      }
+    }
+  }
+  const q = [...want.values()];
   const rows = await db.query<{ level: number; idx: string | number; hash: string }>(
     sql`select n.level, n.idx, encode(n.hash, 'hex') as hash
-      from unnest(${ids.map((i) => String(i.level))}::text[]::smallint[],
-        ${ids.map((i) => String(i.index))}::text[]::bigint[]) as q(level, idx)
+      from unnest(${q.map((i) => String(i.level))}::text[]::smallint[],
+        ${q.map((i) => String(i.index))}::text[]::bigint[]) as q(level, idx)
       join merkle_nodes n on n.level = q.level and n.idx = q.idx`,
   );
   for (const r of rows) out.set(`${r.level}/${r.idx}`, unhex(r.hash));
+  for (const id of ids) {
+    if (stored(id.level)) continue;
+    const width = 2 ** id.level;
+    let layer: Uint8Array[] = [];
+    for (let j = id.index * width; j < (id.index + 1) * width; j++) {
+      const h = out.get(`0/${j}`);
+      if (!h) break;
+      layer.push(h);
+    }
+    if (layer.length !== width) continue;
+    while (layer.length > 1) {
+      const up: Uint8Array[] = [];
+      for (let j = 0; j < layer.length; j += 2) up.push(hashChildren(layer[j]!, layer[j + 1]!));
+      layer = up;
+    }
+    out.set(`${id.level}/${id.index}`, layer[0]!);
+  }
   return out;
 };
 
@@ -133,6 +172,139 @@ interface BuildRow extends StoredEventRow {
   safe: boolean;
 }
 
+/** A stored-tree node as the builder carries it. */
+export interface EdgeNode {
+  level: number;
+  index: number;
+  hash: Uint8Array;
+}
+
+/** The rows to insert into merkle_nodes, as the insert's text arrays. */
+export interface NodeRows {
+  levels: string[];
+  idxs: string[];
+  hashes: string[];
+  positions: (string | null)[];
+}
+
+/**
+ * The nodes that leaves `size`, `size + 1`, … (the events, in order) add to
+ * a tree whose right edge is `edge` (its complete subtrees, largest first):
+ * pure computation, run in the builder's Worker or inline.
+ */
+export const nodeRowsOf = (
+  size: number,
+  edge: readonly EdgeNode[],
+  events: readonly StoredEventRow[],
+): NodeRows => {
+  const stack = [...edge];
+  const out: NodeRows = { levels: [], idxs: [], hashes: [], positions: [] };
+  const add = (level: number, index: number, hash: Uint8Array, position: number | null) => {
+    if (!stored(level)) return;
+    out.levels.push(String(level));
+    out.idxs.push(String(index));
+    out.hashes.push(hex(hash));
+    out.positions.push(position === null ? null : String(position));
+  };
+  let i = size;
+  for (const r of events) {
+    const e = toStoredEvent(r);
+    const h = leafHashOfParts(e, jcs(e.data), jcs(e.metadata));
+    add(0, i, h, e.globalPosition);
+    let node: EdgeNode = { level: 0, index: i, hash: h };
+    while (stack.length > 0 && stack[stack.length - 1]!.level === node.level) {
+      const left = stack.pop()!;
+      node = {
+        level: node.level + 1,
+        index: left.index / 2,
+        hash: hashChildren(left.hash, node.hash),
+      };
+      add(node.level, node.index, node.hash, null);
+    }
+    stack.push(node);
+    i++;
+  }
+  return out;
+};
+
+/**
+ * Computes {@link nodeRowsOf} off the calling thread. Its events come with
+ * `data` and `metadata` as JSON text (`rawJson`), parsed where they are hashed.
+ */
+export interface TreeHasher {
+  rawJson: true;
+  nodeRows(size: number, edge: readonly EdgeNode[], events: readonly StoredEventRow[]): Promise<
+    NodeRows
+  >;
+}
+
+/**
+ * A {@link TreeHasher} on a Worker thread (src/audit/tlog_worker.ts),
+ * started on first use; `close` ends it. A crashed worker fails the
+ * calls in flight and is started again on the next.
+ */
+export class WorkerTreeHasher implements TreeHasher {
+  readonly rawJson = true as const;
+  #worker: Worker | null = null;
+  #pending = new Map<number, { resolve(r: NodeRows): void; reject(e: Error): void }>();
+  #next = 0;
+
+  #start(): Worker {
+    if (this.#worker) return this.#worker;
+    const w = new Worker(new URL("./tlog_worker.ts", import.meta.url), { type: "module" });
+    w.onmessage = (ev: MessageEvent<{ id: number; rows?: NodeRows; error?: string }>) => {
+      const p = this.#pending.get(ev.data.id);
+      if (!p) return;
+      this.#pending.delete(ev.data.id);
+      if (ev.data.rows) p.resolve(ev.data.rows);
+      else p.reject(new Error(`the tree hasher failed: ${ev.data.error}`));
+    };
+    w.onerror = (ev) => {
+      ev.preventDefault();
+      this.#stop(new Error("the tree hasher worker crashed"));
+    };
+    this.#worker = w;
+    return w;
+  }
+
+  #stop(err: Error) {
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+    this.#worker?.terminate();
+    this.#worker = null;
+  }
+
+  nodeRows(
+    size: number,
+    edge: readonly EdgeNode[],
+    events: readonly StoredEventRow[],
+  ): Promise<NodeRows> {
+    const w = this.#start();
+    const id = this.#next++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      // plain objects: a driver's result array carries more than rows
+      w.postMessage({
+        id,
+        kind: "nodes",
+        size,
+        edge: [...edge],
+        events: Array.from(events, (r) => ({ ...r })),
+      });
+    });
+  }
+
+  close(): void {
+    this.#stop(new Error("the tree hasher was closed"));
+  }
+}
+
+/** {@link STORED_EVENT_COLUMNS} with `data` and `metadata` left as JSON text. */
+export const RAW_JSON_COLUMNS = sql`global_position, stream_id, stream_version,
+  event_id::text as event_id, type, schema_version, data::text as data, metadata::text as metadata,
+  to_char(recorded_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as recorded_at,
+  prev_hash, hash`;
+
 /**
  * Adds up to `batch` events to the stored tree in one transaction, in
  * global order. Gap safety: positions are handed out at insert but commit
@@ -140,9 +312,15 @@ interface BuildRow extends StoredEventRow {
  * than the oldest one still in flight (the horizon the projection
  * followers use, src/store/read.ts) and stops at the first event past it:
  * a prefix never later gains an event with a lower position. Returns how
- * many leaves it added (0: nothing below the horizon).
+ * many leaves it added (0: nothing below the horizon). With `hasher`, the
+ * hashing runs there (a Worker: the publisher keeps it off the thread that
+ * serves requests and appends).
  */
-export const extendTreeOnce = async (db: Db, batch = 5000): Promise<number> =>
+export const extendTreeOnce = async (
+  db: Db,
+  batch = 5000,
+  hasher?: TreeHasher,
+): Promise<number> =>
   await db.transaction(async (tx) => {
     // one builder at a time (the publisher, `deno task audit checkpoint`)
     await tx.query(sql`select pg_advisory_xact_lock(${LOCK_TLOG_BUILD})`);
@@ -153,7 +331,7 @@ export const extendTreeOnce = async (db: Db, batch = 5000): Promise<number> =>
     const size = last ? Number(last.idx) + 1 : 0;
     const after = last ? Number(last.global_position) : 0;
     const rows = await tx.query<BuildRow>(
-      sql`select ${STORED_EVENT_COLUMNS},
+      sql`select ${hasher ? RAW_JSON_COLUMNS : STORED_EVENT_COLUMNS},
         transaction_id < pg_snapshot_xmin(pg_current_snapshot()) as safe
       from events where global_position > ${after} order by global_position limit ${batch}`,
     );
@@ -163,36 +341,13 @@ export const extendTreeOnce = async (db: Db, batch = 5000): Promise<number> =>
     // the right edge of the stored tree: its complete subtrees, largest first
     const edge = rangeNodes(0, size);
     const edgeHashes = await fetchNodes(tx, edge);
-    const stack: { level: number; index: number; hash: Uint8Array }[] = edge.map((id) => ({
+    const stack: EdgeNode[] = edge.map((id) => ({
       ...id,
       hash: edgeHashes.get(`${id.level}/${id.index}`)!,
     }));
-    const levels: string[] = [], idxs: string[] = [], hashes: string[] = [];
-    const positions: (string | null)[] = [];
-    const add = (level: number, index: number, hash: Uint8Array, position: number | null) => {
-      levels.push(String(level));
-      idxs.push(String(index));
-      hashes.push(hex(hash));
-      positions.push(position === null ? null : String(position));
-    };
-    let i = size;
-    for (const r of take) {
-      const e = toStoredEvent(r);
-      const h = leafHash(e);
-      add(0, i, h, e.globalPosition);
-      let node = { level: 0, index: i, hash: h };
-      while (stack.length > 0 && stack[stack.length - 1]!.level === node.level) {
-        const left = stack.pop()!;
-        node = {
-          level: node.level + 1,
-          index: left.index / 2,
-          hash: hashChildren(left.hash, node.hash),
-        };
-        add(node.level, node.index, node.hash, null);
-      }
-      stack.push(node);
-      i++;
-    }
+    const { levels, idxs, hashes, positions } = hasher
+      ? await hasher.nodeRows(size, stack, take)
+      : nodeRowsOf(size, stack, take);
     await tx.query(sql`insert into merkle_nodes (level, idx, hash, global_position)
       select l, i, decode(h, 'hex'), p from unnest(${levels}::text[]::smallint[],
         ${idxs}::text[]::bigint[], ${hashes}::text[], ${positions}::text[]::bigint[]) as t(l, i, h, p)`);
@@ -202,10 +357,10 @@ export const extendTreeOnce = async (db: Db, batch = 5000): Promise<number> =>
 /** Extends the stored tree as far as the horizon allows; returns its new size. */
 export const extendTree = async (
   db: Db,
-  opts: { batch?: number; signal?: AbortSignal } = {},
+  opts: { batch?: number; signal?: AbortSignal; hasher?: TreeHasher } = {},
 ): Promise<number> => {
   for (;;) {
-    const added = await extendTreeOnce(db, opts.batch ?? 5000);
+    const added = await extendTreeOnce(db, opts.batch ?? 5000, opts.hasher);
     if (added < (opts.batch ?? 5000) || opts.signal?.aborted) break;
   }
   return await treeSize(db);
@@ -225,7 +380,7 @@ export const storedLeaves = async (
   from: number,
   limit: number,
 ): Promise<{ index: number; position: number; hash: Uint8Array }[]> =>
-  (await db.query<{ idx: string | number; p: string | number; hash: string }>(
-    sql`select idx, global_position as p, encode(hash, 'hex') as hash from merkle_nodes
+  (await db.query<{ idx: string | number; p: string | number; hash: Uint8Array }>(
+    sql`select idx, global_position as p, hash from merkle_nodes
       where level = 0 and idx >= ${from} order by idx limit ${limit}`,
-  )).map((r) => ({ index: Number(r.idx), position: Number(r.p), hash: unhex(r.hash) }));
+  )).map((r) => ({ index: Number(r.idx), position: Number(r.p), hash: r.hash }));

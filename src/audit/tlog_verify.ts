@@ -5,7 +5,7 @@
 // agrees with a signed checkpoint it serves to name the first leaf that
 // changed.
 import type { Db } from "../store/db.ts";
-import { eventHash } from "../store/hash_chain.ts";
+import { eventHashOfParts } from "../store/hash_chain.ts";
 import { sql } from "../store/sql.ts";
 import { originOf, verifyCheckpointNote } from "./checkpoint.ts";
 import { readInstallation } from "../store/installation.ts";
@@ -13,13 +13,14 @@ import type { BrokenLink } from "../store/verify_chain.ts";
 import { adoptedKeys } from "./publisher.ts";
 import { b64, CompactRange, equalBytes } from "./merkle.ts";
 import {
-  leafHash,
+  jcs,
+  leafHashOfParts,
   type StoredEvent,
   type StoredEventRow,
   storedEventsAfter,
   toStoredEvent,
 } from "./stored_event.ts";
-import { rootAt, storedLeaves, treeSize } from "./tlog_store.ts";
+import { RAW_JSON_COLUMNS, rootAt, storedLeaves, treeSize } from "./tlog_store.ts";
 
 /** A checkpoint to check the events against. */
 export interface CheckpointClaim {
@@ -60,14 +61,147 @@ const PAGE = 5000;
  * The log's events in global order, from the database, a page at a time;
  * the next page is asked for while this one is hashed.
  */
-export async function* eventsFromDb(db: Db): AsyncGenerator<StoredEvent> {
+export async function* eventPagesFromDb(db: Db): AsyncGenerator<StoredEvent[]> {
   const page = (after: number) => db.query<StoredEventRow>(storedEventsAfter(after, PAGE));
   let next = page(0);
   for (;;) {
     const rows = await next;
     if (rows.length === PAGE) next = page(Number(rows[rows.length - 1]!.global_position));
-    for (const r of rows) yield toStoredEvent(r);
+    if (rows.length > 0) yield rows.map(toStoredEvent);
     if (rows.length < PAGE) return;
+  }
+}
+
+/** The log's events in global order, from the database (see {@link eventPagesFromDb}). */
+export async function* eventsFromDb(db: Db): AsyncGenerator<StoredEvent> {
+  for await (const page of eventPagesFromDb(db)) yield* page;
+}
+
+/**
+ * `Date#toISOString` of a stored `recordedAt` (microseconds, as
+ * `2026-11-30T12:00:00.123000Z`): the hash chain covers milliseconds.
+ */
+const isoMillis = (s: string): string =>
+  s.length === 27 && s.endsWith("000Z") && s[4] === "-" && s[7] === "-" && s[10] === "T" &&
+    s[13] === ":" && s[16] === ":" && s[19] === "." && s[0] !== "0"
+    ? s.slice(0, 23) + "Z"
+    : new Date(s).toISOString();
+
+/** The event's chain hash (as appended) from its canonical payloads. */
+const chainHashOf = (e: StoredEvent, dataJson: string, metadataJson: string): string =>
+  eventHashOfParts(
+    e.prevHash ?? null,
+    e.streamId,
+    e.streamVersion,
+    e.eventId,
+    e.type,
+    e.schemaVersion,
+    isoMillis(e.recordedAt),
+    dataJson,
+    metadataJson,
+  );
+
+/**
+ * A page of events hashed ahead (on a Worker): the fields the in-order
+ * checks need, the leaf hashes (32 bytes each) and whether each event's
+ * own chain hash holds (1) or not (0).
+ */
+export interface HashedPage {
+  events: Pick<
+    StoredEvent,
+    "globalPosition" | "streamId" | "streamVersion" | "prevHash" | "hash"
+  >[];
+  leaves: Uint8Array;
+  chainOk: Uint8Array;
+}
+
+/** Hashes a page of events (leaf and chain hash of each), for {@link HashedPage}. */
+export const hashPage = (rows: readonly StoredEventRow[]): HashedPage => {
+  const leaves = new Uint8Array(32 * rows.length);
+  const chainOk = new Uint8Array(rows.length);
+  const events: HashedPage["events"] = [];
+  for (let i = 0; i < rows.length; i++) {
+    const e = toStoredEvent(rows[i]!);
+    const dataJson = jcs(e.data), metadataJson = jcs(e.metadata);
+    leaves.set(leafHashOfParts(e, dataJson, metadataJson), 32 * i);
+    chainOk[i] = chainHashOf(e, dataJson, metadataJson) === e.hash ? 1 : 0;
+    events.push({
+      globalPosition: e.globalPosition,
+      streamId: e.streamId,
+      streamVersion: e.streamVersion,
+      prevHash: e.prevHash,
+      hash: e.hash,
+    });
+  }
+  return { events, leaves, chainOk };
+};
+
+const isHashedPage = (x: unknown): x is HashedPage =>
+  typeof x === "object" && x !== null && !Array.isArray(x) && "chainOk" in x;
+
+/**
+ * The log's events in global order from the database, hashed on `workers`
+ * Worker threads (src/audit/tlog_worker.ts) a page each, several pages in
+ * flight, yielded in order.
+ */
+export async function* hashedPagesFromDb(db: Db, workers = 1): AsyncGenerator<HashedPage> {
+  const pool = Array.from(
+    { length: Math.max(1, workers) },
+    () => new Worker(new URL("./tlog_worker.ts", import.meta.url), { type: "module" }),
+  );
+  const waiting = new Map<number, { resolve(p: HashedPage): void; reject(e: Error): void }>();
+  const fail = (err: Error) => {
+    for (const w of waiting.values()) w.reject(err);
+    waiting.clear();
+  };
+  for (const w of pool) {
+    w.onmessage = (ev: MessageEvent<{ id: number; page?: HashedPage; error?: string }>) => {
+      const p = waiting.get(ev.data.id);
+      if (!p) return;
+      waiting.delete(ev.data.id);
+      if (ev.data.page) p.resolve(ev.data.page);
+      else p.reject(new Error(`the verify hasher failed: ${ev.data.error}`));
+    };
+    w.onerror = (ev) => {
+      ev.preventDefault();
+      fail(new Error("a verify hasher worker crashed"));
+    };
+  }
+  let id = 0;
+  const hashOn = (rows: readonly StoredEventRow[]): Promise<HashedPage> => {
+    const n = id++;
+    const done = new Promise<HashedPage>((resolve, reject) => waiting.set(n, { resolve, reject }));
+    pool[n % pool.length]!.postMessage({
+      id: n,
+      kind: "verify",
+      events: Array.from(rows, (r) => ({ ...r })),
+    });
+    return done;
+  };
+  const fetch = (after: number) =>
+    db.query<StoredEventRow>(
+      sql`select ${RAW_JSON_COLUMNS} from events where global_position > ${after}
+        order by global_position limit ${PAGE}`,
+    );
+  const inFlight: Promise<HashedPage>[] = [];
+  try {
+    let after = 0;
+    let more = true;
+    while (more || inFlight.length > 0) {
+      while (more && inFlight.length < pool.length + 1) {
+        const rows = await fetch(after);
+        if (rows.length > 0) {
+          inFlight.push(hashOn(rows));
+          after = Number(rows[rows.length - 1]!.global_position);
+        }
+        if (rows.length < PAGE) more = false;
+      }
+      if (inFlight.length > 0) yield await inFlight.shift()!;
+    }
+  } finally {
+    for (const p of inFlight) p.catch(() => {});
+    for (const w of pool) w.terminate();
+    fail(new Error("verify ended"));
   }
 }
 
@@ -98,16 +232,29 @@ export async function* eventsFromExport(path: string): AsyncGenerator<StoredEven
   if (rest.trim()) yield parse(rest);
 }
 
-/** The stored tree's leaves, a page at a time, to name what changed. */
+/** The stored tree's leaves, a page at a time (the next one asked for ahead), to name what changed. */
 const cachedLeaves = (db: Db) => {
-  let page: { index: number; position: number; hash: Uint8Array }[] = [];
+  type Leaf = { index: number; position: number; hash: Uint8Array };
+  let page: Leaf[] = [];
   let start = 0;
-  return async (i: number) => {
-    if (i < start || i >= start + page.length) {
-      page = await storedLeaves(db, i, PAGE);
-      start = i;
-    }
-    return page[i - start] ?? null;
+  let ahead: { start: number; rows: Promise<Leaf[]> } | null = null;
+  return {
+    /** Loads the page holding leaf `i` unless it is at hand (null then: nothing to await). */
+    load(i: number): Promise<void> | null {
+      if (i >= start && i < start + page.length) return null;
+      const rows = ahead?.start === i ? ahead.rows : storedLeaves(db, i, PAGE);
+      return rows.then((p) => {
+        page = p;
+        start = i;
+        ahead = p.length === PAGE
+          ? { start: i + PAGE, rows: storedLeaves(db, i + PAGE, PAGE) }
+          : null;
+        // a failed read ahead surfaces when (if) that page is loaded
+        ahead?.rows.catch(() => {});
+      });
+    },
+    /** Leaf `i`, after {@link load}. */
+    get: (i: number) => page[i - start] ?? null,
   };
 };
 
@@ -117,9 +264,10 @@ const cachedLeaves = (db: Db) => {
  * named, provided the stored tree agrees with a signed checkpoint it
  * covers (it is what was signed then). `chains`: also check each stream's
  * hash chain in the same pass (a stream's versions follow global order).
+ * `events` may come one at a time or in pages (fewer awaits).
  */
 export const verifyTree = async (
-  events: AsyncIterable<StoredEvent>,
+  events: AsyncIterable<StoredEvent | readonly StoredEvent[] | HashedPage>,
   claims: readonly CheckpointClaim[],
   opts: { cache?: Db; chains?: boolean; onProgress?: (n: number) => void } = {},
 ): Promise<TlogReport> => {
@@ -149,7 +297,8 @@ export const verifyTree = async (
   let streamCount = 0, brokenCount = 0;
   let firstBroken: BrokenLink | null = null;
   check();
-  for await (const e of events) {
+  /** `pre`: the leaf and whether the chain hash holds, computed ahead. */
+  const visit = (e: StoredEvent, pre?: { leaf: Uint8Array; chainOk: boolean }) => {
     if (e.globalPosition <= lastPosition) {
       problems.push({
         kind: "not_in_order",
@@ -157,9 +306,11 @@ export const verifyTree = async (
       });
     }
     lastPosition = e.globalPosition;
-    const leaf = leafHash(e);
+    // each payload canonicalized once, for the leaf and for the chain
+    const dataJson = pre ? "" : jcs(e.data), metadataJson = pre ? "" : jcs(e.metadata);
+    const leaf = pre ? pre.leaf : leafHashOfParts(e, dataJson, metadataJson);
     if (cached && !firstDiff && tree.size < cachedSize) {
-      const c = await cached(tree.size);
+      const c = cached.get(tree.size);
       if (c && c.position === e.globalPosition && !equalBytes(c.hash, leaf)) {
         firstDiff = {
           kind: "event_altered",
@@ -187,7 +338,7 @@ export const verifyTree = async (
         ? "version_gap"
         : (e.prevHash ?? null) !== (prev?.hash ?? null)
         ? "prev_hash_mismatch"
-        : eventHash({ ...e, recordedAt: new Date(e.recordedAt) }) !== e.hash
+        : !(pre ? pre.chainOk : chainHashOf(e, dataJson, metadataJson) === e.hash)
         ? "hash_mismatch"
         : null;
       if (problem) {
@@ -205,9 +356,38 @@ export const verifyTree = async (
     tree.append(leaf);
     check();
     if (tree.size % 50_000 === 0) opts.onProgress?.(tree.size);
+  };
+  const one = async (e: StoredEvent) => {
+    if (cached && !firstDiff && tree.size < cachedSize) await cached.load(tree.size);
+    visit(e);
+  };
+  for await (const item of events) {
+    if (isHashedPage(item)) {
+      for (let i = 0; i < item.events.length; i++) {
+        if (cached && !firstDiff && tree.size < cachedSize) {
+          const loading = cached.load(tree.size);
+          if (loading) await loading;
+        }
+        visit(item.events[i] as StoredEvent, {
+          leaf: item.leaves.subarray(32 * i, 32 * i + 32),
+          chainOk: item.chainOk[i] === 1,
+        });
+      }
+    } else if (!Array.isArray(item)) await one(item as StoredEvent);
+    else {
+      for (const e of item as readonly StoredEvent[]) {
+        // awaits only when a page of the stored tree is to be fetched
+        if (cached && !firstDiff && tree.size < cachedSize) {
+          const loading = cached.load(tree.size);
+          if (loading) await loading;
+        }
+        visit(e);
+      }
+    }
   }
   if (cached && !firstDiff && tree.size < cachedSize) {
-    const c = await cached(tree.size);
+    await cached.load(tree.size);
+    const c = cached.get(tree.size);
     firstDiff = {
       kind: "event_missing",
       message: `the events from global position ${c?.position} on are missing (removed)`,
@@ -323,7 +503,12 @@ export const storedCheckpoints = async (db: Db): Promise<StoredCheckpoint[]> =>
  */
 export const verifyLog = async (
   db: Db,
-  opts: { outside?: CheckpointClaim & { origin: string }; onProgress?: (n: number) => void } = {},
+  opts: {
+    outside?: CheckpointClaim & { origin: string };
+    onProgress?: (n: number) => void;
+    /** Worker threads hashing pages ahead (default: one fewer than the cores, 1 to 4). */
+    workers?: number;
+  } = {},
 ): Promise<{ ok: boolean; lines: string[] }> => {
   const lines: string[] = [];
   let ok = true;
@@ -341,7 +526,9 @@ export const verifyLog = async (
     }
     claims.push(outside);
   }
-  const r = await verifyTree(eventsFromDb(db), claims, {
+  const workers = opts.workers ??
+    Math.max(1, Math.min(4, (navigator.hardwareConcurrency ?? 2) - 1));
+  const r = await verifyTree(hashedPagesFromDb(db, workers), claims, {
     cache: db,
     chains: true,
     onProgress: opts.onProgress,

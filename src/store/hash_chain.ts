@@ -18,11 +18,24 @@ export interface HashInput {
  * after a round trip through jsonb (which reorders keys).
  */
 export const canonicalJson = (value: unknown): string => {
+  // loops rather than map/filter/join: `audit verify` runs this for every event
   if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null";
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (Array.isArray(value)) {
+    let s = "[";
+    for (let i = 0; i < value.length; i++) s += (i === 0 ? "" : ",") + canonicalJson(value[i]);
+    return s + "]";
+  }
   const obj = value as Record<string, unknown>;
-  const keys = Object.keys(obj).filter((k) => obj[k] !== undefined).sort();
-  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(",")}}`;
+  const keys = Object.keys(obj).sort();
+  let s = "{";
+  let first = true;
+  for (const k of keys) {
+    const x = obj[k];
+    if (x === undefined) continue;
+    s += (first ? "" : ",") + JSON.stringify(k) + ":" + canonicalJson(x);
+    first = false;
+  }
+  return s + "}";
 };
 
 /**
@@ -44,5 +57,32 @@ export const eventHash = (e: HashInput): string =>
       e.data,
       e.metadata,
     ]),
+    "hex",
+  );
+
+/**
+ * {@link eventHash} from parts already at hand: `recordedAtIso` as
+ * `Date#toISOString` writes it, `dataJson` and `metadataJson` as
+ * {@link canonicalJson} writes them (for JSON values the same text as
+ * RFC 8785's `jcs`, so a verifier canonicalizes each payload once for both
+ * the chain and the Merkle leaf).
+ */
+export const eventHashOfParts = (
+  prevHash: string | null,
+  streamId: string,
+  streamVersion: number,
+  eventId: string,
+  type: string,
+  schemaVersion: number,
+  recordedAtIso: string,
+  dataJson: string,
+  metadataJson: string,
+): string =>
+  hash(
+    "sha256",
+    "[" + JSON.stringify(prevHash ?? "") + "," + JSON.stringify(streamId) + "," +
+      JSON.stringify(streamVersion) + "," + JSON.stringify(eventId) + "," +
+      JSON.stringify(type) + "," + JSON.stringify(schemaVersion) + "," +
+      JSON.stringify(recordedAtIso) + "," + dataJson + "," + metadataJson + "]",
     "hex",
   );

@@ -1,0 +1,36 @@
+// Hashing off the thread that serves requests and appends, for the
+// checkpoint publisher's tree (`nodes`: the merkle_nodes rows some events
+// add; WorkerTreeHasher in tlog_store.ts) and for `audit verify` (`verify`:
+// a page's leaf hashes and whether each event's chain hash holds;
+// hashedPagesFromDb in tlog_verify.ts). Events come with data and metadata
+// as JSON text, parsed here.
+/// <reference lib="deno.worker" />
+import type { StoredEventRow } from "./stored_event.ts";
+import { type EdgeNode, nodeRowsOf } from "./tlog_store.ts";
+import { hashPage } from "./tlog_verify.ts";
+
+type RawRow = StoredEventRow & { data: string; metadata: string };
+type Request =
+  | { id: number; kind: "nodes"; size: number; edge: EdgeNode[]; events: RawRow[] }
+  | { id: number; kind: "verify"; events: RawRow[] };
+
+self.onmessage = (ev: MessageEvent<Request>) => {
+  const m = ev.data;
+  try {
+    for (const r of m.events) {
+      r.data = JSON.parse(r.data);
+      r.metadata = JSON.parse(r.metadata);
+    }
+    if (m.kind === "nodes") {
+      self.postMessage({ id: m.id, rows: nodeRowsOf(m.size, m.edge, m.events) });
+    } else {
+      const page = hashPage(m.events);
+      self.postMessage({ id: m.id, page }, {
+        transfer: [page.leaves.buffer as ArrayBuffer, page.chainOk.buffer as ArrayBuffer],
+      });
+    }
+  } catch (err) {
+    // names only: a message could quote a row's content
+    self.postMessage({ id: m.id, error: (err as Error)?.name ?? "Error" });
+  }
+};
