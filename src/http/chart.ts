@@ -56,7 +56,7 @@ const writeAction = (kind: ChartKindName) => (c: Context<AppEnv>): Action =>
     ? "chart.write_own"
     : "chart.write";
 
-const ListQuery = z.object({
+const ListQuery = z.strictObject({
   from: z.iso.date().optional().openapi({ description: "clinical date on or after (UTC)" }),
   to: z.iso.date().optional().openapi({ description: "clinical date on or before (UTC)" }),
   patientEntered: z.enum(["true", "false"]).optional(),
