@@ -7,7 +7,7 @@ import { defineEvent } from "../src/store/catalog.ts";
  * content (the entry's fields, an amendment's changes and reasons) is sealed
  * with the patient's key, so erasing the patient erases the chart.
  */
-export const CHART_KINDS = ["allergies", "prescriptions"] as const;
+export const CHART_KINDS = ["allergies", "prescriptions", "vaccinations"] as const;
 export type ChartKindName = (typeof CHART_KINDS)[number];
 
 const entryId = z.uuid();

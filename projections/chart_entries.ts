@@ -8,7 +8,7 @@ import type { Projection } from "../src/store/types.ts";
 /**
  * Chart entries (every kind), inline, for lists and their filters: the ids,
  * the patient-entered flag, the current content and what the kind derives
- * from it (clinical date, critical, start and end). History folds the
+ * from it (clinical date, critical, start and end, next due date). History folds the
  * entry's stream. Erasure of the patient deletes their rows; a replay over
  * erased events sees null content and stores none.
  */
@@ -31,6 +31,7 @@ export const chartEntries: Projection = {
     critical          boolean,
     start_date        date,
     end_date          date,
+    due_date          date,
     entered_in_error  boolean not null default false,
     version           integer not null,
     created_at        timestamptz not null,
@@ -49,13 +50,13 @@ export const chartEntries: Projection = {
       const at = e.recordedAt;
       await db.query(sql`insert into chart_entries (id, patient_id, kind, encounter_id, clinic_id,
           patient_entered, created_by, created_by_role, content, clinical_date, critical,
-          start_date, end_date, version, created_at, updated_at)
+          start_date, end_date, due_date, version, created_at, updated_at)
         values (${d.entryId}::uuid, ${d.patientId}::uuid, ${d.kind}, ${d.encounterId}::uuid,
           ${d.clinicId}::uuid, ${d.patientEntered}, ${by.id}::uuid, ${by.role},
           ${content === null ? null : JSON.stringify(content)}::jsonb,
           coalesce(${f?.clinicalDate ?? null}::date, (${at}::timestamptz at time zone 'UTC')::date),
           ${f?.critical ?? null}, ${f?.startDate ?? null}::date, ${f?.endDate ?? null}::date,
-          ${e.streamVersion}, ${at}::timestamptz, ${at}::timestamptz)
+          ${f?.dueDate ?? null}::date, ${e.streamVersion}, ${at}::timestamptz, ${at}::timestamptz)
         on conflict (id) do nothing`);
     },
     ChartEntryAmended: async (db, e) => {
@@ -73,7 +74,7 @@ export const chartEntries: Projection = {
           clinical_date = coalesce(${f?.clinicalDate ?? null}::date,
             (created_at at time zone 'UTC')::date),
           critical = ${f?.critical ?? null}, start_date = ${f?.startDate ?? null}::date,
-          end_date = ${f?.endDate ?? null}::date,
+          end_date = ${f?.endDate ?? null}::date, due_date = ${f?.dueDate ?? null}::date,
           version = ${e.streamVersion}, updated_at = ${e.recordedAt}::timestamptz
         where id = ${d.entryId}::uuid`);
     },

@@ -139,6 +139,11 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
           route: "oral",
           startDate: "2026-01-01",
         })).id as string,
+        vaccinations: (await call(author, "POST", `/v1/patients/${p.id}/chart/vaccinations`, {
+          vaccineName: "walk",
+          vaccineType: "inactivated",
+          administeredAt: "2026-01-01T09:00:00Z",
+        })).id as string,
       };
       return {
         patients: p.id as string,
@@ -188,7 +193,7 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
      */
     const urlOf = (path: string, fixture?: typeof related, self?: string) =>
       path.replace(
-        /\/chart\/(allergies|prescriptions)\/:entryId/,
+        /\/chart\/(allergies|prescriptions|vaccinations)\/:entryId/,
         (_m, kind: keyof typeof related.chart) =>
           `/chart/${kind}/${fixture ? fixture.chart[kind] : target.id}`,
       ).replace(

@@ -65,6 +65,27 @@ const practitionerIssues = async (
   return issues;
 };
 
+/** Named media must be this patient's and not deleted (a 422 naming the field otherwise). */
+const mediaIssues = async (
+  store: EventStore,
+  kind: ChartKind,
+  content: Content,
+  patientId: string,
+  prefix = "",
+): Promise<FieldIssue[]> => {
+  const issues: FieldIssue[] = [];
+  for (const f of kind.mediaFields) {
+    const id = content[f];
+    if (typeof id !== "string") continue;
+    const [m] = await store.db.query<{ p: string }>(sql`select patient_id::text as p from media
+      where id = ${id}::uuid and not deleted`);
+    if (m?.p !== patientId) {
+      issues.push({ path: prefix + f, message: "no such media of this patient" });
+    }
+  }
+  return issues;
+};
+
 /**
  * The clinic of a professional's entry: the one given, which must be an
  * active clinic where the author is an active member, else their only active
@@ -124,7 +145,10 @@ export const recordEntry = async (
   const issues: FieldIssue[] = env.success ? [] : fieldIssues(env.error.issues);
   const { content, issues: contentBad } = contentIssues(kind, rest, input.today);
   issues.push(...contentBad);
-  if (content) issues.push(...await practitionerIssues(store, kind, content));
+  if (content) {
+    issues.push(...await practitionerIssues(store, kind, content));
+    issues.push(...await mediaIssues(store, kind, content, input.patientId));
+  }
   const patientEntered = input.actor.role === "patient";
   let clinicId: string | null = null;
   let encounterId: string | null = null;
@@ -309,6 +333,7 @@ export const amendEntry = async (
     issues.push(...r.issues);
     if (partial.success) {
       issues.push(...await practitionerIssues(store, kind, partial.data, "changes."));
+      issues.push(...await mediaIssues(store, kind, partial.data, input.patientId, "changes."));
     }
   }
   if (issues.length > 0) bad(issues);

@@ -13,6 +13,7 @@ export interface Facets {
   critical: boolean | null;
   startDate: string | null;
   endDate: string | null;
+  dueDate: string | null;
 }
 
 /**
@@ -33,6 +34,8 @@ export interface ChartKind {
   patientMayEnter: boolean;
   /** Ids of practitioners named in the content (they must be practitioner users). */
   practitionerFields: readonly string[];
+  /** Ids of media named in the content (they must be the same patient's, not deleted). */
+  mediaFields: readonly string[];
   facets: (c: Content) => Facets;
   /** The kind's extra list parameters (query strings). */
   query: z.ZodObject;
@@ -48,11 +51,6 @@ const DAYS = z.string().regex(/^\d{1,4}$/, "a whole number of days (0–9999)");
 /** YYYY-MM-DD plus `n` days. */
 export const addDays = (day: string, n: number): string =>
   new Date(Date.parse(`${day}T00:00:00Z`) + n * 86_400_000).toISOString().slice(0, 10);
-
-const notFuture = (c: Content, field: string, today: string): FieldIssue[] =>
-  typeof c[field] === "string" && (c[field] as string) > today
-    ? [{ path: field, message: "must not be in the future" }]
-    : [];
 
 export const ALLERGY_TYPES = ["food", "medication", "environmental", "other"] as const;
 export const ALLERGY_SEVERITIES = ["mild", "moderate", "severe", "life_threatening"] as const;
@@ -71,11 +69,13 @@ const allergies: ChartKind = {
   check: () => [],
   patientMayEnter: true,
   practitionerFields: ["diagnosedById"],
+  mediaFields: [],
   facets: (c) => ({
     clinicalDate: null,
     critical: typeof c.severity === "string" ? CRITICAL.includes(c.severity) : null,
     startDate: null,
     endDate: null,
+    dueDate: null,
   }),
   query: z.object({
     critical: z.enum(["true", "false"]).optional().openapi({
@@ -136,11 +136,13 @@ const prescriptions: ChartKind = {
       : [],
   patientMayEnter: true,
   practitionerFields: ["prescriberId"],
+  mediaFields: [],
   facets: (c) => ({
     clinicalDate: typeof c.startDate === "string" ? c.startDate : null,
     critical: null,
     startDate: typeof c.startDate === "string" ? c.startDate : null,
     endDate: lastDay(c),
+    dueDate: null,
   }),
   query: z.object({
     active: z.enum(["true", "false"]).optional().openapi({
@@ -166,6 +168,69 @@ const prescriptions: ChartKind = {
   ],
 };
 
-export const KINDS: Readonly<Record<ChartKindName, ChartKind>> = { allergies, prescriptions };
+export const VACCINE_TYPES = [
+  "live_attenuated",
+  "inactivated",
+  "subunit",
+  "toxoid",
+  "mrna",
+  "viral_vector",
+  "other",
+] as const;
 
-export { notFuture };
+/** The UTC day of a timestamp with an offset. */
+const utcDay = (t: unknown): string | null =>
+  typeof t === "string" && !Number.isNaN(Date.parse(t))
+    ? new Date(t).toISOString().slice(0, 10)
+    : null;
+
+const vaccinations: ChartKind = {
+  name: "vaccinations",
+  fields: z.strictObject({
+    vaccineName: text(200),
+    vaccineType: z.enum(VACCINE_TYPES),
+    administeredAt: z.iso.datetime({ offset: true }),
+    administeredById: z.uuid().nullable().optional(),
+    batchNumber: optText(50),
+    nextDueDate: date.nullable().optional(),
+    requiredByLaw: z.boolean().nullable().optional(),
+    certificateMediaId: z.uuid().nullable().optional(),
+  }),
+  check: (c, today) => {
+    const day = utcDay(c.administeredAt);
+    return [
+      ...(day && day > today
+        ? [{ path: "administeredAt", message: "must not be in the future" }]
+        : []),
+      ...(day && typeof c.nextDueDate === "string" && c.nextDueDate < day
+        ? [{ path: "nextDueDate", message: "must not be before administeredAt" }]
+        : []),
+    ];
+  },
+  patientMayEnter: false,
+  practitionerFields: ["administeredById"],
+  mediaFields: ["certificateMediaId"],
+  facets: (c) => ({
+    clinicalDate: utcDay(c.administeredAt),
+    critical: null,
+    startDate: null,
+    endDate: null,
+    dueDate: typeof c.nextDueDate === "string" ? c.nextDueDate : null,
+  }),
+  query: z.object({
+    dueWithinDays: DAYS.optional().openapi({
+      description: "next dose due today or within this many days (UTC)",
+    }),
+  }),
+  where: (q, today) =>
+    q.dueWithinDays !== undefined
+      ? [sql`and due_date between ${today}::date
+          and ${addDays(today, Number(q.dueWithinDays))}::date`]
+      : [],
+};
+
+export const KINDS: Readonly<Record<ChartKindName, ChartKind>> = {
+  allergies,
+  prescriptions,
+  vaccinations,
+};
