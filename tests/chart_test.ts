@@ -240,6 +240,41 @@ for (const driver of await drivers()) {
       assert.equal((await walk(s.ok, `${base}/allergies?from=${TODAY}&to=${TODAY}`)).length, 6);
       assert.equal((await walk(s.ok, `${base}/allergies?to=${addDays(TODAY, -1)}`)).length, 0);
 
+      // vaccinations: clinical date = the UTC day administered; dueWithinDays on the next due date
+      const vax: { id: string; day: string; due: string | null }[] = [];
+      for (let i = 0; i < 8; i++) {
+        const day = addDays(TODAY, -((i * 11) % 60));
+        const due = i % 3 === 2 ? null : addDays(TODAY, (i * 4) % 20 - 5);
+        const e = await s.ok("practitioner", "POST", `${base}/vaccinations`, {
+          vaccineName: `vaccine ${i}`,
+          vaccineType: "inactivated",
+          // late in the UTC day, with an offset: the clinical date is the UTC day
+          administeredAt: `${day}T20:30:00-02:00`,
+          ...(due && due >= addDays(day, 1) ? { nextDueDate: due } : {}),
+        }, 201);
+        vax.push({
+          id: e.id,
+          day: addDays(day, 1),
+          due: due && due >= addDays(day, 1) ? due : null,
+        });
+      }
+      const vaxOrder = (f: (v: (typeof vax)[number]) => boolean) =>
+        vax.filter(f).sort((a, b) =>
+          a.day === b.day ? (a.id < b.id ? 1 : -1) : a.day < b.day ? 1 : -1
+        ).map((v) => v.id);
+      for (const n of [0, 3, 10]) {
+        assert.deepEqual(
+          await walk(s.ok, `${base}/vaccinations?dueWithinDays=${n}`),
+          vaxOrder((v) => v.due !== null && v.due >= TODAY && v.due <= addDays(TODAY, n)),
+          `dueWithinDays=${n}`,
+        );
+      }
+      assert.deepEqual(
+        await walk(s.ok, `${base}/vaccinations?from=${addDays(TODAY, -20)}`),
+        vaxOrder((v) => v.day >= addDays(TODAY, -20)),
+      );
+      assert.ok(vax.some((v) => v.due !== null && v.due >= TODAY));
+
       // bad parameters and cursors are 422s; another list's cursor too
       for (
         const q of [
@@ -290,7 +325,7 @@ Deno.test("chart entries: validation, clinic, amendments, history, policy, audit
     );
     assert.deepEqual(
       a.errors.map((e: { path: string }) => e.path).sort(),
-      ["allergen", "encounterId", "extra", "severity", "type"],
+      ["allergen", "diagnosedById", "encounterId", "extra", "severity", "type"],
     );
     const p = await problem(
       await s.call("practitioner", "POST", `${base}/prescriptions`, {
@@ -308,7 +343,7 @@ Deno.test("chart entries: validation, clinic, amendments, history, policy, audit
     );
     assert.deepEqual(
       p.errors.map((e: { path: string }) => e.path).sort(),
-      ["dosage", "durationDays", "medication", "quantity", "refillsAllowed", "route"],
+      ["dosage", "durationDays", "endDate", "medication", "quantity", "refillsAllowed", "route"],
     );
     const order = await problem(
       await s.call("practitioner", "POST", `${base}/prescriptions`, {
@@ -337,6 +372,77 @@ Deno.test("chart entries: validation, clinic, amendments, history, policy, audit
       assert.equal(r.status, 201, dosage);
       await r.body?.cancel();
     }
+
+    // vaccinations: not in the future, due after, an enum type, the patient's own certificate
+    const doc = new FormData();
+    doc.set("category", "patient_records");
+    doc.set("file", new Blob(["certificate\n"]), "certificate.txt");
+    const upload = async (patientId: string) => {
+      const r = await s.t.app.request(`/v1/patients/${patientId}/documents`, {
+        method: "POST",
+        headers: bearer(s.tokens.admin!),
+        body: doc,
+      });
+      assert.equal(r.status, 201, await r.clone().text());
+      return (await r.json()).id as string;
+    };
+    const stranger = await s.ok("admin", "POST", "/v1/patients", {
+      mrn: "CH-2",
+      firstName: "Other",
+      lastName: "Walk",
+      dateOfBirth: "1971-01-01",
+      gender: "M",
+    }, 201);
+    const theirs = await upload(stranger.id);
+    const v = await problem(
+      await s.call("practitioner", "POST", `${base}/vaccinations`, {
+        vaccineName: "flu",
+        vaccineType: "attenuated",
+        administeredAt: "2026-06-16T01:00:00Z",
+        certificateMediaId: theirs,
+      }),
+      422,
+    );
+    assert.deepEqual(v.errors.map((e: { path: string }) => e.path).sort(), [
+      "administeredAt",
+      "certificateMediaId",
+      "vaccineType",
+    ]);
+    const vDates = await problem(
+      await s.call("practitioner", "POST", `${base}/vaccinations`, {
+        vaccineName: "flu",
+        vaccineType: "inactivated",
+        administeredAt: "2026-06-16T01:00:00Z",
+        nextDueDate: "2026-01-01",
+      }),
+      422,
+    );
+    assert.deepEqual(vDates.errors.map((e: { path: string }) => e.path).sort(), [
+      "administeredAt",
+      "nextDueDate",
+    ]);
+    const certified = await problem(
+      await s.call("practitioner", "POST", `${base}/vaccinations`, {
+        vaccineName: "tetanus",
+        vaccineType: "toxoid",
+        administeredAt: "2026-06-15T08:00:00Z",
+        batchNumber: "B-77",
+        nextDueDate: "2036-06-15",
+        requiredByLaw: true,
+        certificateMediaId: await upload(s.patient),
+      }),
+      201,
+    );
+    assert.equal(certified.requiredByLaw, true);
+    // patients add allergies and home medication, not vaccinations
+    await problem(
+      await s.call("patient", "POST", `${base}/vaccinations`, {
+        vaccineName: "flu",
+        vaccineType: "inactivated",
+        administeredAt: "2026-06-01T08:00:00Z",
+      }),
+      403,
+    );
 
     // clinic: the only active membership is the default; another clinic is a 422
     const clinic = await s.ok("admin", "POST", "/v1/clinics", {

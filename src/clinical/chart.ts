@@ -30,6 +30,8 @@ export interface ChartEntryView {
   [field: string]: unknown;
 }
 
+const isUuid = (v: unknown): v is string => z.uuid().safeParse(v).success;
+
 const bad = (issues: FieldIssue[]): never => {
   throw new ValidationError("the chart entry is not valid", issues);
 };
@@ -37,7 +39,16 @@ const bad = (issues: FieldIssue[]): never => {
 /** The kind's field issues of `content`, the cross-field and clock rules included. */
 const contentIssues = (kind: ChartKind, content: unknown, today: string, prefix = "") => {
   const r = kind.fields.safeParse(content);
-  const issues = r.success ? kind.check(r.data, today) : fieldIssues(r.error.issues);
+  // the cross-field rules run on bad input too (on the fields not already named), so
+  // that one 422 names every bad field
+  const flagged = r.success ? [] : fieldIssues(r.error.issues);
+  const raw = typeof content === "object" && content !== null ? content as Content : {};
+  const issues = [
+    ...flagged,
+    ...kind.check(r.success ? r.data : raw, today).filter((i) =>
+      !flagged.some((f) => f.path === i.path)
+    ),
+  ];
   return {
     content: r.success ? r.data as Content : null,
     issues: issues.map((i) => ({ ...i, path: prefix + i.path })),
@@ -54,7 +65,7 @@ const practitionerIssues = async (
   const issues: FieldIssue[] = [];
   for (const f of kind.practitionerFields) {
     const id = content[f];
-    if (typeof id !== "string") continue;
+    if (!isUuid(id)) continue;
     const [u] = await store.db.query<{ role: string }>(
       sql`select role from users where id = ${id}::uuid`,
     );
@@ -76,7 +87,7 @@ const mediaIssues = async (
   const issues: FieldIssue[] = [];
   for (const f of kind.mediaFields) {
     const id = content[f];
-    if (typeof id !== "string") continue;
+    if (!isUuid(id)) continue;
     const [m] = await store.db.query<{ p: string }>(sql`select patient_id::text as p from media
       where id = ${id}::uuid and not deleted`);
     if (m?.p !== patientId) {
@@ -145,10 +156,9 @@ export const recordEntry = async (
   const issues: FieldIssue[] = env.success ? [] : fieldIssues(env.error.issues);
   const { content, issues: contentBad } = contentIssues(kind, rest, input.today);
   issues.push(...contentBad);
-  if (content) {
-    issues.push(...await practitionerIssues(store, kind, content));
-    issues.push(...await mediaIssues(store, kind, content, input.patientId));
-  }
+  // on the ids given, even when other fields are bad (a malformed id is named already)
+  issues.push(...await practitionerIssues(store, kind, rest));
+  issues.push(...await mediaIssues(store, kind, rest, input.patientId));
   const patientEntered = input.actor.role === "patient";
   let clinicId: string | null = null;
   let encounterId: string | null = null;
