@@ -43,6 +43,18 @@ Deno.test("chart decider: amend while current, entered-in-error once, never an e
     type: "food",
     severity: "severe",
   });
+  // the rules are asked on the state decided on
+  assert.throws(
+    () =>
+      decide(
+        {
+          ...amend,
+          validate: (c) => c.severity === "severe" ? [{ path: "x", message: "no" }] : [],
+        },
+        fold([recorded]),
+      ),
+    ValidationError,
+  );
   const eie = { type: "MarkEnteredInError" as const, by, reason: "wrong patient" };
   const [x] = decide(eie, s);
   const gone = fold([recorded, a!, x!]);
@@ -571,6 +583,26 @@ Deno.test("chart entries: validation, clinic, amendments, history, policy, audit
     assert.equal(history.items[0].content.severity, "severe");
     assert.equal(history.items[2].by.id, s.ids.practitioner);
     await problem(await amend({ reason: "late", changes: { severity: "mild" } }), 409);
+
+    // two amendments each valid alone but not together: the second is decided on the first
+    const course = await s.ok("practitioner", "POST", `${base}/prescriptions`, {
+      medication: "course",
+      dosage: "5 mg",
+      frequency: "daily",
+      route: "oral",
+      startDate: "2026-06-01",
+      endDate: "2026-06-30",
+    }, 201);
+    const both = await Promise.all(
+      [{ startDate: "2026-06-20" }, { endDate: "2026-06-10" }].map((changes) =>
+        s.call("practitioner", "POST", `${base}/prescriptions/${course.id}/amendments`, {
+          reason: "adjusted",
+          changes,
+        })
+      ),
+    );
+    assert.deepEqual(both.map((r) => r.status).sort(), [200, 422]);
+    await Promise.all(both.map((r) => r.body?.cancel()));
 
     // every read appends one access event (ids only), before answering
     const accessCount = async () =>

@@ -304,7 +304,9 @@ export const entryFacts = async (
 
 /**
  * A new version: `changes` replace fields (null clears an optional one); the
- * content after them must pass the kind's rules. If-Match honoured.
+ * content after them must pass the kind's rules, on the state it is decided
+ * on. If-Match honoured (412 when stale); without it a concurrent amendment
+ * is read and the rules asked again.
  */
 export const amendEntry = async (
   store: EventStore,
@@ -352,7 +354,8 @@ export const amendEntry = async (
     by: input.by,
     reason: input.reason,
     changes: input.changes,
-  }, { metadata, ...(ifMatch !== undefined ? { ifMatch } : {}) });
+    validate: (merged) => contentIssues(kind, merged, input.today, "changes.").issues,
+  }, { metadata, ...(ifMatch !== undefined ? { ifMatch } : { retry: true }) });
   return (await loadEntry(store, input.patientId, input.kind, input.entryId))!;
 };
 

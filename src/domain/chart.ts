@@ -4,7 +4,7 @@ import {
   ChartEntryRecorded,
   type ChartKindName,
 } from "../../events/chart.ts";
-import { ConflictError, NotFoundError, ValidationError } from "../errors.ts";
+import { ConflictError, type FieldIssue, NotFoundError, ValidationError } from "../errors.ts";
 import { type EventOf, eventsOf, type NewEventOf } from "../store/catalog.ts";
 import { type AnyEvent, type Decider, foldEvents, requiredReason, unreachable } from "./decider.ts";
 
@@ -45,8 +45,12 @@ export type ChartCommand =
     type: "AmendEntry";
     by: Author;
     reason: string;
-    /** Already validated: the merged content passes the kind's rules. */
     changes: Record<string, unknown>;
+    /**
+     * The kind's rules on the content after the changes, asked on the state
+     * the amendment is decided on (a concurrent amendment may have moved it).
+     */
+    validate?: (content: Record<string, unknown>) => FieldIssue[];
   }
   | { type: "MarkEnteredInError"; by: Author; reason: string };
 
@@ -125,6 +129,9 @@ export const decide = (cmd: ChartCommand, s: ChartEntry): NewChartEvent[] => {
           message: "name at least one field",
         }]);
       }
+      const merged = applyChanges(s.content, cmd.changes);
+      const issues = merged && cmd.validate ? cmd.validate(merged) : [];
+      if (issues.length > 0) throw new ValidationError("the amended entry is not valid", issues);
       const { entryId, patientId, kind } = s;
       return [{
         type: "ChartEntryAmended",
