@@ -2,6 +2,7 @@ import { Catalog } from "../src/store/catalog.ts";
 import { authEvents } from "./auth.ts";
 import { accessEvents } from "./access.ts";
 import { auditEvents } from "./audit.ts";
+import { chartEvents } from "./chart.ts";
 import { clinicEvents, clinicMembershipEvents } from "./clinic.ts";
 import { encounterEvents } from "./encounter.ts";
 import { mediaEvents } from "./media.ts";
@@ -19,6 +20,7 @@ export const catalog = new Catalog([
   ...authEvents,
   ...patientEvents,
   ...encounterEvents,
+  ...chartEvents,
   ...mediaEvents,
   ...clinicEvents,
   ...clinicMembershipEvents,

@@ -3,6 +3,7 @@ import { accessGrants } from "./access_grants.ts";
 import { breakGlass } from "./break_glass.ts";
 import { accessRequests } from "./access_requests.ts";
 import { accessShares } from "./access_shares.ts";
+import { chartEntries } from "./chart_entries.ts";
 import { clinicPractitioners } from "./clinic_practitioners.ts";
 import { clinics } from "./clinics.ts";
 import { encounters } from "./encounters.ts";
@@ -21,6 +22,7 @@ export const projections: readonly Projection[] = [
   sessions,
   patients,
   encounters,
+  chartEntries,
   media,
   clinics,
   clinicPractitioners,

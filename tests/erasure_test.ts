@@ -45,6 +45,10 @@ const PHI = {
   dicomStudy: "Orrery knee study",
   dicomBirth: "19610723",
   studyDate: "2019-02-17",
+  allergen: "Zyxwortberry pollen",
+  reaction: "orrery hives",
+  medication: "Quillonex",
+  amendReason: "Quillonex dose was misheard",
 };
 
 const photo = (w: number, h: number) => {
@@ -186,10 +190,42 @@ for (const driver of (await drivers()).slice(0, 1)) {
       assert.equal(doc.status, 201, await doc.clone().text());
       const docItem = await doc.json();
 
+      // chart entries: an allergy and a prescription (amended), by the encounter's practitioner
+      const chart = `/v1/patients/${patient.id}/chart`;
+      const allergy = await request("practitioner", "POST", `${chart}/allergies`, {
+        allergen: PHI.allergen,
+        type: "environmental",
+        severity: "severe",
+        reaction: PHI.reaction,
+      });
+      assert.equal(allergy.status, 201, await allergy.clone().text());
+      const rx = await (await request("practitioner", "POST", `${chart}/prescriptions`, {
+        medication: PHI.medication,
+        dosage: "20 mg",
+        frequency: "twice daily",
+        route: "oral",
+        startDate: "2026-01-05",
+      })).json();
+      const amended = await request(
+        "practitioner",
+        "POST",
+        `${chart}/prescriptions/${rx.id}/amendments`,
+        { reason: PHI.amendReason, changes: { dosage: "10 mg" } },
+      );
+      assert.equal(amended.status, 200, await amended.clone().text());
+
       const values = Object.values(PHI);
       // the search finds what the read models hold today: it can fail
       const before = await findPhi(t.runtime.db, values);
-      for (const col of ["patients.mrn", "patients.last_name", "users.email", "media.study_date"]) {
+      for (
+        const col of [
+          "patients.mrn",
+          "patients.last_name",
+          "users.email",
+          "media.study_date",
+          "chart_entries.content",
+        ]
+      ) {
         assert.ok(before.some((h) => h.startsWith(col)), `${col} before erasure`);
       }
 
@@ -238,6 +274,11 @@ for (const driver of (await drivers()).slice(0, 1)) {
 
       const leaks = await findPhi(t.runtime.db, values);
       assert.deepEqual(leaks, []);
+      // the chart's read model holds nothing of the patient any more
+      const [rows] = await t.runtime.db.query<{ n: number }>(
+        sql`select count(*)::int as n from chart_entries where patient_id = ${patient.id}::uuid`,
+      );
+      assert.equal(rows?.n, 0);
 
       // the account: deactivated by an event, its session and its password useless
       const userEvents = await t.runtime.store.readStream(`user-${account.id}`);
@@ -275,6 +316,10 @@ for (const driver of (await drivers()).slice(0, 1)) {
             ["admin", "GET", `/v1/media/${photoItem.id}`],
             ["admin", "GET", `/v1/media/${photoItem.id}/content`],
             ["admin", "GET", `/v1/media/${docItem.id}`],
+            ["admin", "GET", `${chart}/allergies`],
+            ["admin", "GET", `${chart}/prescriptions/${rx.id}`],
+            ["admin", "GET", `${chart}/prescriptions/${rx.id}/history`],
+            ["admin", "GET", `/v1/encounters/${encounter.id}/chart/prescriptions`],
           ] as const
         ) {
           const r = await request(who, method, path, method === "PATCH" ? {} : undefined);

@@ -100,7 +100,12 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
     const tokenOf = async (u: { email: string }) => (await login(t.app, u.email)).body.accessToken;
     const encounterPractitioner = await createUser(t.runtime, "practitioner", "enc@clinic.test");
     const otherPractitioner = await createUser(t.runtime, "practitioner", "other@clinic.test");
-    const record = async (mrn: string, practitionerId: string, breaksGlass: { email: string }) => {
+    const record = async (
+      mrn: string,
+      practitioner: { id: string; email: string },
+      breaksGlass: { email: string },
+    ) => {
+      const practitionerId = practitioner.id;
       const p = await call(admin, "POST", "/v1/patients", {
         mrn,
         firstName: "Rel",
@@ -121,15 +126,37 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
       const g = await call(await tokenOf(breaksGlass), "POST", `/v1/patients/${p.id}/break-glass`, {
         reason: "unconscious in the emergency room",
       });
+      // a chart entry of each kind, by the encounter's practitioner (related through it)
+      const author = await tokenOf(practitioner);
+      const chart = {
+        allergies: (await call(author, "POST", `/v1/patients/${p.id}/chart/allergies`, {
+          allergen: "peanut",
+          type: "food",
+          severity: "mild",
+        })).id as string,
+        prescriptions: (await call(author, "POST", `/v1/patients/${p.id}/chart/prescriptions`, {
+          medication: "walk",
+          dosage: "1 tablet",
+          frequency: "daily",
+          route: "oral",
+          startDate: "2026-01-01",
+        })).id as string,
+        vaccinations: (await call(author, "POST", `/v1/patients/${p.id}/chart/vaccinations`, {
+          vaccineName: "walk",
+          vaccineType: "inactivated",
+          administeredAt: "2026-01-01T09:00:00Z",
+        })).id as string,
+      };
       return {
         patients: p.id as string,
         encounters: e.id as string,
         media: m.id as string,
         grants: g.grantId as string,
+        chart,
       };
     };
-    const related = await record("REL-1", encounterPractitioner.id, emergency);
-    const other = await record("REL-2", otherPractitioner.id, elsewhere);
+    const related = await record("REL-1", encounterPractitioner, emergency);
+    const other = await record("REL-2", otherPractitioner, elsewhere);
     await call(admin, "POST", `/v1/patients/${related.patients}/care-team`, {
       practitionerId: careTeamMember.id,
     });
@@ -168,8 +195,13 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
      */
     const urlOf = (path: string, fixture?: typeof related, self?: string) =>
       path.replace(
+        /\/chart\/(allergies|prescriptions|vaccinations)\/:entryId/,
+        (_m, kind: keyof typeof related.chart) =>
+          `/chart/${kind}/${fixture ? fixture.chart[kind] : target.id}`,
+      ).replace(
         /^\/v1\/(patients|encounters|media|grants)\/:id/,
-        (m, kind: keyof typeof related) => fixture ? `/v1/${kind}/${fixture[kind]}` : m,
+        (m, kind: "patients" | "encounters" | "media" | "grants") =>
+          fixture ? `/v1/${kind}/${fixture[kind]}` : m,
       ).replace(/^\/v1\/practitioners\/:id/, (m) => self ? `/v1/practitioners/${self}` : m)
         .replace(":id", target.id).replace(":practitionerId", target.id)
         .replace(":userId", target.id);

@@ -61,6 +61,10 @@ export const ACTIONS = [
   "encounter.list",
   "encounter.read",
   "encounter.update",
+  "chart.read",
+  "chart.write",
+  "chart.write_own",
+  "chart.amend",
   "media.upload",
   "media.upload_document",
   "media.list",
@@ -145,6 +149,14 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "encounter.list": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
   "encounter.read": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
   "encounter.update": row(["admin", "clinical_ops"], ["practitioner"]),
+  // the clinical chart: reception, analysts and auditors see none of it
+  "chart.read": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
+  // professional entries: a practitioner with a care relation or an active grant
+  "chart.write": row([], ["practitioner"]),
+  // patient-entered entries (allergies, home medication): the patient or a full proxy
+  "chart.write_own": row([], ["patient"]),
+  // a new version or entered-in-error; a patient only of patient-entered entries
+  "chart.amend": row([], ["practitioner", "patient"]),
   // photos and documents are clinical content too; a patient may read their own
   // photos to encounters are the clinicians' record: never the patient role's
   "media.upload": row(["admin", "clinical_ops"], ["practitioner"]),
@@ -233,6 +245,8 @@ export const ACTION_RELATIONS: Readonly<
   "grant.list": { patient: ["self", "full_proxy"] },
   "grant.revoke": { patient: ["self", "full_proxy"] },
   "access.share": { patient: ["self", "full_proxy"] },
+  "chart.write_own": { patient: ["self", "full_proxy"] },
+  "chart.amend": { patient: ["self", "full_proxy"] },
 };
 
 /** The relations that qualify `role` for `action` where its cell says "related". */
