@@ -4,6 +4,7 @@ import { applyEvent } from "./apply.ts";
 import type { Db } from "./db.ts";
 import type { EventStore } from "./event_store.ts";
 import { LOCK_APPEND, projectionLockName } from "./locks.ts";
+import { APP_ROLE } from "./roles.ts";
 import { ident, sql } from "./sql.ts";
 import type { Projection } from "./types.ts";
 
@@ -176,6 +177,7 @@ const build = async (
       sql`select tables from projection_state where name = ${p.name} for update`,
     );
     await tx.query(sql`select set_config('search_path', 'public', true)`);
+    await giveToApp(tx, schema, p.tables);
     const old = new Set([...(state?.tables ?? []), ...p.tables]);
     for (const t of old) await tx.query(sql`drop table if exists ${ident(`public.${t}`)}`);
     for (const t of p.tables) {
@@ -187,6 +189,24 @@ const build = async (
       last_error = null where name = ${p.name}`);
   });
   return done;
+};
+
+/**
+ * Projection tables belong to `chartlog_app` (src/store/roles.ts). A build
+ * run by the owner or a superuser (`deno task rebuild`, a server connected
+ * as the owner) hands its new tables over before they are switched in, while
+ * nothing else uses them. Left to the next migration, that ALTER would take
+ * the tables in use one by one, and deadlock with a query joining two of them.
+ */
+const giveToApp = async (tx: Db, schema: string, tables: readonly string[]): Promise<void> => {
+  if (tx.kind !== "postgres") return;
+  const [r] = await tx.query<{ give: boolean }>(sql`select
+    to_regrole(${APP_ROLE}) is not null and current_user <> ${APP_ROLE}::name
+      and pg_has_role(current_user, ${APP_ROLE}::name, 'member') as give`);
+  if (!r?.give) return;
+  for (const t of tables) {
+    await tx.query(sql`alter table ${ident(`${schema}.${t}`)} owner to ${ident(APP_ROLE)}`);
+  }
 };
 
 export interface ProjectionStatus {
