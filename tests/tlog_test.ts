@@ -21,6 +21,10 @@ import type { EventStore } from "../src/store/event_store.ts";
 import { readInstallation } from "../src/store/installation.ts";
 import { CHECKPOINT_PUBLISHER_LOCK } from "../src/store/locks.ts";
 import { sql } from "../src/store/sql.ts";
+import { Catalog } from "../src/store/catalog.ts";
+import { CheckpointKeyAdopted, CheckpointPublished } from "../events/audit.ts";
+import { subjectEvents } from "../events/subject.ts";
+import { CounterIncremented } from "./fixtures/test_events.ts";
 import { openTestApp } from "./support/app.ts";
 import { createTestDatabase, drivers, eachDriver, openHarness } from "./support/harness.ts";
 import {
@@ -143,6 +147,60 @@ Deno.test("tlog: the tree only takes events below the oldest in-flight transacti
     }
   });
 });
+
+eachDriver(
+  "tlog: the stored tree writes no WAL; emptied as a crash leaves it, it is built again at once",
+  async (h) => {
+    if (h.kind === "postgres") {
+      const [r] = await h.db.query<{ p: string }>(
+        sql`select relpersistence as p from pg_class where oid = 'merkle_nodes'::regclass`,
+      );
+      assert.equal(r!.p, "u", "merkle_nodes is unlogged");
+    }
+    const inst = await readInstallation(h.db);
+    const ctx = {
+      store: h.store,
+      installationId: inst.id,
+      signer: new CheckpointSigner(generateCheckpointKey(), keyNameOf(inst.id)),
+    };
+    await appendCounters(h, 40, "a");
+    await settled(h.db);
+    const first = (await publishCheckpoint(ctx))!;
+    // what a crash of the server does to an unlogged table
+    await h.db.query(sql`truncate merkle_nodes`);
+    await appendCounters(h, 2, "b");
+    await settled(h.db);
+    // not due (2 events, an hour to go), yet the tree is back at once
+    const when = { events: 1000, seconds: 3600, now: new Date() };
+    assert.equal(await publishCheckpoint(ctx, when), null);
+    assert.ok(await treeSize(h.db) >= first.treeSize);
+    const all = await leaves(h.db);
+    const hashes = all.map((l) => l.hash);
+    assert.deepEqual(await rootAt(h.db, first.treeSize), fromB64(first.rootHash));
+    const m = 7;
+    const p = await inclusionProof(h.db, all[m]!.position, first.treeSize);
+    assert.ok(verifyInclusion(m, first.treeSize, hashes[m]!, p.hashes, fromB64(first.rootHash)));
+    const next = (await publishCheckpoint(ctx))!;
+    const c = await consistencyProof(h.db, first.treeSize, next.treeSize);
+    assert.ok(verifyConsistency(
+      first.treeSize,
+      next.treeSize,
+      fromB64(first.rootHash),
+      fromB64(next.rootHash),
+      c.hashes,
+    ));
+    const report = await verifyLog(h.db);
+    assert.ok(report.ok, report.lines.join("\n"));
+  },
+  {
+    catalog: new Catalog([
+      ...subjectEvents,
+      CounterIncremented,
+      CheckpointPublished,
+      CheckpointKeyAdopted,
+    ]),
+  },
+);
 
 const AUDITOR_EMAIL = "auditor@clinic.test";
 

@@ -2,18 +2,56 @@
 // complete subtrees make up a range, the recipes of inclusion and
 // consistency proofs, and a compact range (the right edge of a growing
 // tree) for verifiers that stream the leaves.
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 
 /** SHA-256 of the empty string: the root of the empty tree. */
-export const EMPTY_ROOT: Uint8Array = new Uint8Array(createHash("sha256").digest());
+export const EMPTY_ROOT: Uint8Array = new Uint8Array(hash("sha256", new Uint8Array(0), "buffer"));
+
+/**
+ * The hot paths (the tree builder, `audit verify`) carry hashes as lowercase
+ * hex strings: on Deno, a digest written as hex costs about a third of one
+ * returned as a Buffer, and a string needs no typed-array allocation per
+ * node (tests/bench/tlog_bench.ts prints the rates).
+ */
+const scratch = new Uint8Array(65);
+
+const nibble = (c: number): number => (c <= 57 ? c - 48 : c - 87); // 0-9, a-f
+
+/** Writes the 32 bytes of a 64-digit lowercase hex hash into `out` at `at`. */
+export const hexInto = (hex: string, out: Uint8Array, at: number): void => {
+  for (let i = 0; i < 32; i++) {
+    out[at + i] = (nibble(hex.charCodeAt(2 * i)) << 4) | nibble(hex.charCodeAt(2 * i + 1));
+  }
+};
+
+/** Bytes of a 64-digit lowercase hex hash. */
+export const unhex32 = (hex: string): Uint8Array => {
+  const out = new Uint8Array(32);
+  hexInto(hex, out, 0);
+  return out;
+};
+
+/** Lowercase hex of bytes. */
+export const toHex = (b: Uint8Array): string => {
+  let s = "";
+  for (let i = 0; i < b.length; i++) s += (b[i]! < 16 ? "0" : "") + b[i]!.toString(16);
+  return s;
+};
+
+/** Interior node, hashes as hex: SHA-256(0x01 ‖ left ‖ right). */
+export const hashChildrenHex = (left: string, right: string): string => {
+  scratch[0] = 1;
+  hexInto(left, scratch, 1);
+  hexInto(right, scratch, 33);
+  return hash("sha256", scratch, "hex");
+};
 
 /** Interior node: SHA-256(0x01 ‖ left ‖ right). */
 export const hashChildren = (left: Uint8Array, right: Uint8Array): Uint8Array => {
-  const h = createHash("sha256");
-  h.update(new Uint8Array([1]));
-  h.update(left);
-  h.update(right);
-  return new Uint8Array(h.digest());
+  scratch[0] = 1;
+  scratch.set(left, 1);
+  scratch.set(right, 33);
+  return unhex32(hash("sha256", scratch, "hex"));
 };
 
 /** The largest power of two strictly below `n` (n ≥ 2). */
@@ -89,8 +127,8 @@ export const consistencyRanges = (m: number, n: number): Range[] => {
  * give the root at any size reached, in O(log n) memory.
  */
 export class CompactRange {
-  /** Hashes of the complete subtrees, left to right; sizes are the set bits of `size`. */
-  readonly #stack: Uint8Array[] = [];
+  /** Hashes (hex) of the complete subtrees, left to right; sizes are the set bits of `size`. */
+  readonly #stack: string[] = [];
   #size = 0;
 
   get size(): number {
@@ -98,10 +136,15 @@ export class CompactRange {
   }
 
   append(leaf: Uint8Array): void {
+    this.appendHex(toHex(leaf));
+  }
+
+  /** Appends a leaf hash given as 64 lowercase hex digits. */
+  appendHex(leaf: string): void {
     let h = leaf;
     let s = this.#size;
     while (s & 1) {
-      h = hashChildren(this.#stack.pop()!, h);
+      h = hashChildrenHex(this.#stack.pop()!, h);
       s = Math.floor(s / 2);
     }
     this.#stack.push(h);
@@ -109,7 +152,7 @@ export class CompactRange {
   }
 
   root(): Uint8Array {
-    return foldRange(this.#stack);
+    return foldRange(this.#stack.map(unhex32));
   }
 }
 

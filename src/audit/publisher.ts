@@ -17,6 +17,7 @@ import {
   positionOfLeaf,
   rootAt,
   type TreeHasher,
+  treeSize,
   WorkerTreeHasher,
 } from "./tlog_store.ts";
 
@@ -125,8 +126,11 @@ export const publishCheckpoint = async (
 ): Promise<Checkpoint | null> => {
   const db = ctx.store.db;
   if (when) {
-    // not due yet: leave the tree alone (it is extended in larger steps, less often)
     const last = await latestCheckpoint(db);
+    // merkle_nodes is unlogged (migration 9): a crash of the server empties
+    // it, and proofs wait for it, so it is built again at once, due or not
+    if (last && await treeSize(db) < last.treeSize) await extendTree(db, { hasher });
+    // not due yet: leave the tree alone (it is extended in larger steps, less often)
     const from = last && last.treeSize > 0 ? await positionOfLeaf(db, last.treeSize - 1) : 0;
     const [r] = await db.query<{ n: string | number }>(
       sql`select count(*) as n from (select 1 from events

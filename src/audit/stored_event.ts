@@ -1,5 +1,6 @@
 import { hash } from "node:crypto";
 import { type Query, sql } from "../store/sql.ts";
+import { unhex32 } from "./merkle.ts";
 
 /**
  * One event exactly as the log stores it: sealed fields stay sealed, so
@@ -114,7 +115,14 @@ export const leafHashOfParts = (
   e: StoredEvent,
   dataJson: string,
   metadataJson: string,
-): Uint8Array => {
+): Uint8Array => unhex32(leafHashHexOfParts(e, dataJson, metadataJson));
+
+/** {@link leafHashOfParts} as 64 lowercase hex digits (the builder's and verifier's form). */
+export const leafHashHexOfParts = (
+  e: StoredEvent,
+  dataJson: string,
+  metadataJson: string,
+): string => {
   if (
     typeof e.globalPosition !== "number" || typeof e.streamVersion !== "number" ||
     typeof e.schemaVersion !== "number" || typeof e.streamId !== "string" ||
@@ -123,7 +131,7 @@ export const leafHashOfParts = (
     (e.prevHash !== null && typeof e.prevHash !== "string") ||
     e.data === undefined || e.metadata === undefined ||
     Object.keys(e).length !== STORED_EVENT_KEYS
-  ) return leafHash(e);
+  ) return hash("sha256", "\0" + jcs(e), "hex");
   // keys in RFC 8785 order (UTF-16 code units)
   const s = '\0{"data":' + dataJson + ',"eventId":' + JSON.stringify(e.eventId) +
     ',"globalPosition":' + JSON.stringify(e.globalPosition) + ',"hash":' +
@@ -132,5 +140,5 @@ export const leafHashOfParts = (
     ',"schemaVersion":' + JSON.stringify(e.schemaVersion) + ',"streamId":' +
     JSON.stringify(e.streamId) + ',"streamVersion":' + JSON.stringify(e.streamVersion) +
     ',"type":' + JSON.stringify(e.type) + "}";
-  return new Uint8Array(hash("sha256", s, "buffer"));
+  return hash("sha256", s, "hex");
 };

@@ -11,6 +11,7 @@ import {
   EMPTY_ROOT,
   foldRange,
   hashChildren,
+  hashChildrenHex,
   inclusionRanges,
   type NodeId,
   type Range,
@@ -18,7 +19,7 @@ import {
 } from "./merkle.ts";
 import {
   jcs,
-  leafHashOfParts,
+  leafHashHexOfParts,
   STORED_EVENT_COLUMNS,
   type StoredEventRow,
   toStoredEvent,
@@ -197,27 +198,29 @@ export const nodeRowsOf = (
   edge: readonly EdgeNode[],
   events: readonly StoredEventRow[],
 ): NodeRows => {
-  const stack = [...edge];
+  // hashes as hex throughout (see merkle.ts): the rows carry them so too
+  type Node = { level: number; index: number; hash: string };
+  const stack: Node[] = edge.map((n) => ({ level: n.level, index: n.index, hash: hex(n.hash) }));
   const out: NodeRows = { levels: [], idxs: [], hashes: [], positions: [] };
-  const add = (level: number, index: number, hash: Uint8Array, position: number | null) => {
+  const add = (level: number, index: number, hash: string, position: number | null) => {
     if (!stored(level)) return;
     out.levels.push(String(level));
     out.idxs.push(String(index));
-    out.hashes.push(hex(hash));
+    out.hashes.push(hash);
     out.positions.push(position === null ? null : String(position));
   };
   let i = size;
   for (const r of events) {
     const e = toStoredEvent(r);
-    const h = leafHashOfParts(e, jcs(e.data), jcs(e.metadata));
+    const h = leafHashHexOfParts(e, jcs(e.data), jcs(e.metadata));
     add(0, i, h, e.globalPosition);
-    let node: EdgeNode = { level: 0, index: i, hash: h };
+    let node: Node = { level: 0, index: i, hash: h };
     while (stack.length > 0 && stack[stack.length - 1]!.level === node.level) {
       const left = stack.pop()!;
       node = {
         level: node.level + 1,
         index: left.index / 2,
-        hash: hashChildren(left.hash, node.hash),
+        hash: hashChildrenHex(left.hash, node.hash),
       };
       add(node.level, node.index, node.hash, null);
     }
@@ -324,6 +327,11 @@ export const extendTreeOnce = async (
   await db.transaction(async (tx) => {
     // one builder at a time (the publisher, `deno task audit checkpoint`)
     await tx.query(sql`select pg_advisory_xact_lock(${LOCK_TLOG_BUILD})`);
+    // The tree is a cache, so its commit need not wait for its WAL flush (nor
+    // make appends wait behind it). Nothing signed can get ahead of it: a
+    // checkpoint is appended later with a synchronous commit, and flushing
+    // the WAL up to that commit flushes these rows too.
+    await tx.query(sql`set local synchronous_commit = off`);
     const [last] = await tx.query<{ idx: string | number; global_position: string | number }>(
       sql`select idx, global_position from merkle_nodes where level = 0
         order by idx desc limit 1`,
@@ -374,13 +382,13 @@ export const positionOfLeaf = async (db: Db, index: number): Promise<number | nu
   return r ? Number(r.p) : null;
 };
 
-/** Stored leaves [from, from + limit): index, position and hash (for naming what changed). */
+/** Stored leaves [from, from + limit): index, position and hash as hex (for naming what changed). */
 export const storedLeaves = async (
   db: Db,
   from: number,
   limit: number,
-): Promise<{ index: number; position: number; hash: Uint8Array }[]> =>
-  (await db.query<{ idx: string | number; p: string | number; hash: Uint8Array }>(
-    sql`select idx, global_position as p, hash from merkle_nodes
+): Promise<{ index: number; position: number; hash: string }[]> =>
+  (await db.query<{ idx: string | number; p: string | number; hash: string }>(
+    sql`select idx, global_position as p, encode(hash, 'hex') as hash from merkle_nodes
       where level = 0 and idx >= ${from} order by idx limit ${limit}`,
   )).map((r) => ({ index: Number(r.idx), position: Number(r.p), hash: r.hash }));

@@ -11,10 +11,10 @@ import { originOf, verifyCheckpointNote } from "./checkpoint.ts";
 import { readInstallation } from "../store/installation.ts";
 import type { BrokenLink } from "../store/verify_chain.ts";
 import { adoptedKeys } from "./publisher.ts";
-import { b64, CompactRange, equalBytes } from "./merkle.ts";
+import { b64, CompactRange } from "./merkle.ts";
 import {
   jcs,
-  leafHashOfParts,
+  leafHashHexOfParts,
   type StoredEvent,
   type StoredEventRow,
   storedEventsAfter,
@@ -111,19 +111,20 @@ export interface HashedPage {
     StoredEvent,
     "globalPosition" | "streamId" | "streamVersion" | "prevHash" | "hash"
   >[];
-  leaves: Uint8Array;
+  /** The leaf hashes, 64 lowercase hex digits each, one after another. */
+  leaves: string;
   chainOk: Uint8Array;
 }
 
 /** Hashes a page of events (leaf and chain hash of each), for {@link HashedPage}. */
 export const hashPage = (rows: readonly StoredEventRow[]): HashedPage => {
-  const leaves = new Uint8Array(32 * rows.length);
+  let leaves = "";
   const chainOk = new Uint8Array(rows.length);
   const events: HashedPage["events"] = [];
   for (let i = 0; i < rows.length; i++) {
     const e = toStoredEvent(rows[i]!);
     const dataJson = jcs(e.data), metadataJson = jcs(e.metadata);
-    leaves.set(leafHashOfParts(e, dataJson, metadataJson), 32 * i);
+    leaves += leafHashHexOfParts(e, dataJson, metadataJson);
     chainOk[i] = chainHashOf(e, dataJson, metadataJson) === e.hash ? 1 : 0;
     events.push({
       globalPosition: e.globalPosition,
@@ -234,7 +235,7 @@ export async function* eventsFromExport(path: string): AsyncGenerator<StoredEven
 
 /** The stored tree's leaves, a page at a time (the next one asked for ahead), to name what changed. */
 const cachedLeaves = (db: Db) => {
-  type Leaf = { index: number; position: number; hash: Uint8Array };
+  type Leaf = { index: number; position: number; hash: string };
   let page: Leaf[] = [];
   let start = 0;
   let ahead: { start: number; rows: Promise<Leaf[]> } | null = null;
@@ -298,7 +299,7 @@ export const verifyTree = async (
   let firstBroken: BrokenLink | null = null;
   check();
   /** `pre`: the leaf and whether the chain hash holds, computed ahead. */
-  const visit = (e: StoredEvent, pre?: { leaf: Uint8Array; chainOk: boolean }) => {
+  const visit = (e: StoredEvent, pre?: { leaf: string; chainOk: boolean }) => {
     if (e.globalPosition <= lastPosition) {
       problems.push({
         kind: "not_in_order",
@@ -308,10 +309,10 @@ export const verifyTree = async (
     lastPosition = e.globalPosition;
     // each payload canonicalized once, for the leaf and for the chain
     const dataJson = pre ? "" : jcs(e.data), metadataJson = pre ? "" : jcs(e.metadata);
-    const leaf = pre ? pre.leaf : leafHashOfParts(e, dataJson, metadataJson);
+    const leaf = pre ? pre.leaf : leafHashHexOfParts(e, dataJson, metadataJson);
     if (cached && !firstDiff && tree.size < cachedSize) {
       const c = cached.get(tree.size);
-      if (c && c.position === e.globalPosition && !equalBytes(c.hash, leaf)) {
+      if (c && c.position === e.globalPosition && c.hash !== leaf) {
         firstDiff = {
           kind: "event_altered",
           message: `event at global position ${e.globalPosition} (stream ${e.streamId} ` +
@@ -353,7 +354,7 @@ export const verifyTree = async (
       // go on from the stored hash so that one edit is reported once
       streams.set(e.streamId, { version: e.streamVersion, hash: e.hash });
     }
-    tree.append(leaf);
+    tree.appendHex(leaf);
     check();
     if (tree.size % 50_000 === 0) opts.onProgress?.(tree.size);
   };
@@ -369,7 +370,7 @@ export const verifyTree = async (
           if (loading) await loading;
         }
         visit(item.events[i] as StoredEvent, {
-          leaf: item.leaves.subarray(32 * i, 32 * i + 32),
+          leaf: item.leaves.slice(64 * i, 64 * i + 64),
           chainOk: item.chainOk[i] === 1,
         });
       }

@@ -26,7 +26,7 @@ self.onmessage = (ev: MessageEvent<Request>) => {
     } else {
       const page = hashPage(m.events);
       self.postMessage({ id: m.id, page }, {
-        transfer: [page.leaves.buffer as ArrayBuffer, page.chainOk.buffer as ArrayBuffer],
+        transfer: [page.chainOk.buffer as ArrayBuffer],
       });
     }
   } catch (err) {
