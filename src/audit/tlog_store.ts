@@ -20,6 +20,7 @@ import {
 import {
   jcs,
   leafHashHexOfParts,
+  packRows,
   STORED_EVENT_COLUMNS,
   type StoredEventRow,
   toStoredEvent,
@@ -292,7 +293,7 @@ export class WorkerTreeHasher implements TreeHasher {
         kind: "nodes",
         size,
         edge: [...edge],
-        events: Array.from(events, (r) => ({ ...r })),
+        rows: packRows(events),
       });
     });
   }

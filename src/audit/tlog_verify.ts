@@ -15,6 +15,7 @@ import { b64, CompactRange } from "./merkle.ts";
 import {
   jcs,
   leafHashHexOfParts,
+  packRows,
   type StoredEvent,
   type StoredEventRow,
   storedEventsAfter,
@@ -175,7 +176,7 @@ export async function* hashedPagesFromDb(db: Db, workers = 1): AsyncGenerator<Ha
     pool[n % pool.length]!.postMessage({
       id: n,
       kind: "verify",
-      events: Array.from(rows, (r) => ({ ...r })),
+      rows: packRows(rows),
     });
     return done;
   };

@@ -5,29 +5,24 @@
 // hashedPagesFromDb in tlog_verify.ts). Events come with data and metadata
 // as JSON text, parsed here.
 /// <reference lib="deno.worker" />
-import type { StoredEventRow } from "./stored_event.ts";
+import { unpackRows } from "./stored_event.ts";
 import { type EdgeNode, nodeRowsOf } from "./tlog_store.ts";
 import { hashPage } from "./tlog_verify.ts";
 
-type RawRow = StoredEventRow & { data: string; metadata: string };
+/** `rows`: the events as `packRows` flattens them, data and metadata as JSON text. */
 type Request =
-  | { id: number; kind: "nodes"; size: number; edge: EdgeNode[]; events: RawRow[] }
-  | { id: number; kind: "verify"; events: RawRow[] };
+  | { id: number; kind: "nodes"; size: number; edge: EdgeNode[]; rows: unknown[] }
+  | { id: number; kind: "verify"; rows: unknown[] };
 
 self.onmessage = (ev: MessageEvent<Request>) => {
   const m = ev.data;
   try {
-    for (const r of m.events) {
-      r.data = JSON.parse(r.data);
-      r.metadata = JSON.parse(r.metadata);
-    }
+    const events = unpackRows(m.rows, true);
     if (m.kind === "nodes") {
-      self.postMessage({ id: m.id, rows: nodeRowsOf(m.size, m.edge, m.events) });
+      self.postMessage({ id: m.id, rows: nodeRowsOf(m.size, m.edge, events) });
     } else {
-      const page = hashPage(m.events);
-      self.postMessage({ id: m.id, page }, {
-        transfer: [page.chainOk.buffer as ArrayBuffer],
-      });
+      const page = hashPage(events);
+      self.postMessage({ id: m.id, page }, { transfer: [page.chainOk.buffer as ArrayBuffer] });
     }
   } catch (err) {
     // names only: a message could quote a row's content
