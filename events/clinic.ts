@@ -124,3 +124,23 @@ export const ClinicPractitionerUpdated = defineEvent({
 });
 
 export const clinicMembershipEvents = [ClinicPractitionerAdded, ClinicPractitionerUpdated];
+
+/**
+ * A `clinic_owner` user was made an owner of the clinic (stream
+ * `clinic-<clinicId>`): from now on they read the chart entries recorded at
+ * it. Who made them one and when are the event's metadata and time.
+ */
+export const ClinicOwnerAdded = defineEvent({
+  type: "ClinicOwnerAdded",
+  version: 1,
+  schema: z.strictObject({ clinicId, userId: z.uuid() }),
+});
+
+/** No longer an owner: their reads of the clinic's entries end at once. */
+export const ClinicOwnerRemoved = defineEvent({
+  type: "ClinicOwnerRemoved",
+  version: 1,
+  schema: z.strictObject({ clinicId, userId: z.uuid() }),
+});
+
+export const clinicOwnerEvents = [ClinicOwnerAdded, ClinicOwnerRemoved];

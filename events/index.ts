@@ -3,7 +3,7 @@ import { authEvents } from "./auth.ts";
 import { accessEvents } from "./access.ts";
 import { auditEvents } from "./audit.ts";
 import { chartEvents } from "./chart.ts";
-import { clinicEvents, clinicMembershipEvents } from "./clinic.ts";
+import { clinicEvents, clinicMembershipEvents, clinicOwnerEvents } from "./clinic.ts";
 import { encounterEvents } from "./encounter.ts";
 import { mediaEvents } from "./media.ts";
 import { notificationEvents } from "./notification.ts";
@@ -24,6 +24,7 @@ export const catalog = new Catalog([
   ...mediaEvents,
   ...clinicEvents,
   ...clinicMembershipEvents,
+  ...clinicOwnerEvents,
   ...practitionerEvents,
   ...proxyEvents,
   ...accessEvents,

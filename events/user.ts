@@ -9,6 +9,8 @@ export const ROLES = [
   "patient",
   "auditor",
   "analyst",
+  // reads the chart entries recorded at the clinics they own, nothing else of the patient
+  "clinic_owner",
 ] as const;
 export const Role = z.enum(ROLES);
 export type Role = z.infer<typeof Role>;

@@ -6,12 +6,13 @@ import type { Projection } from "../src/store/types.ts";
  * The clinic directory, inline: search by name (lower-cased for a
  * case-insensitive prefix or substring match), filter by active, keyset
  * pagination by (name_lower, id). Every field of the clinic is kept (no PHI).
- * Membership events share the clinic's stream: they move `version` (the
+ * Membership and owner events share the clinic's stream: they move `version` (the
  * ETag a PATCH's If-Match is checked against) but not `updated_at`.
  */
 export const clinics: Projection = {
   name: "clinics",
-  version: 2, // 2: memberships move the clinic's version (its stream's, the ETag)
+  // 2: memberships move the clinic's version (its stream's, the ETag); 3: owners do too
+  version: 3,
   mode: "inline",
   tables: ["clinics"],
   setup: `create table clinics (
@@ -69,6 +70,14 @@ export const clinics: Projection = {
         where id = ${e.data.clinicId}::uuid`);
     },
     ClinicPractitionerUpdated: async (db, e) => {
+      await db.query(sql`update clinics set version = ${e.streamVersion}
+        where id = ${e.data.clinicId}::uuid`);
+    },
+    ClinicOwnerAdded: async (db, e) => {
+      await db.query(sql`update clinics set version = ${e.streamVersion}
+        where id = ${e.data.clinicId}::uuid`);
+    },
+    ClinicOwnerRemoved: async (db, e) => {
       await db.query(sql`update clinics set version = ${e.streamVersion}
         where id = ${e.data.clinicId}::uuid`);
     },

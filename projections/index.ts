@@ -4,6 +4,7 @@ import { breakGlass } from "./break_glass.ts";
 import { accessRequests } from "./access_requests.ts";
 import { accessShares } from "./access_shares.ts";
 import { chartEntries } from "./chart_entries.ts";
+import { clinicOwners } from "./clinic_owners.ts";
 import { clinicPractitioners } from "./clinic_practitioners.ts";
 import { clinics } from "./clinics.ts";
 import { encounters } from "./encounters.ts";
@@ -26,6 +27,7 @@ export const projections: readonly Projection[] = [
   media,
   clinics,
   clinicPractitioners,
+  clinicOwners,
   practitionerProfiles,
   proxies,
   accessGrants,

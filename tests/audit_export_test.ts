@@ -5,7 +5,7 @@ import { Fhir } from "fhir";
 import { accessEvents } from "../events/access.ts";
 import { auditEvents } from "../events/audit.ts";
 import { authEvents } from "../events/auth.ts";
-import { clinicEvents, clinicMembershipEvents } from "../events/clinic.ts";
+import { clinicEvents, clinicMembershipEvents, clinicOwnerEvents } from "../events/clinic.ts";
 import { encounterEvents } from "../events/encounter.ts";
 import { mediaEvents } from "../events/media.ts";
 import { notificationEvents } from "../events/notification.ts";
@@ -222,6 +222,7 @@ Deno.test("audit export: every event type has a BALP mapping", () => {
     ...mediaEvents,
     ...clinicEvents,
     ...clinicMembershipEvents,
+    ...clinicOwnerEvents,
     ...practitionerEvents,
     ...proxyEvents,
     ...accessEvents,

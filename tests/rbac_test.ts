@@ -155,6 +155,18 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
         chart,
       };
     };
+    // the related record's entries are recorded at a clinic (the author's only one) that a
+    // clinic owner owns: relation "clinic_owner"; the owner of the walk owns no clinic
+    const clinic = await call(admin, "POST", "/v1/clinics", {
+      name: "Walk clinic",
+      licenseNumber: "WALK-1",
+    });
+    await call(admin, "POST", `/v1/clinics/${clinic.id}/practitioners`, {
+      userId: encounterPractitioner.id,
+      employmentType: "full_time",
+    });
+    const owner = await createUser(t.runtime, "clinic_owner", "owner@clinic.test");
+    await call(admin, "POST", `/v1/clinics/${clinic.id}/owners`, { userId: owner.id });
     const related = await record("REL-1", encounterPractitioner, emergency);
     const other = await record("REL-2", otherPractitioner, elsewhere);
     await call(admin, "POST", `/v1/patients/${related.patients}/care-team`, {
@@ -302,6 +314,8 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
       ["practitioner", encounterPractitioner, ["encounter_practitioner", "self"]],
       ["patient", fullProxy, ["proxy", "full_proxy"]],
       ["patient", readOnlyProxy, ["proxy"]],
+      // reads the entries recorded at the clinic it owns (all of the related record's)
+      ["clinic_owner", owner, ["clinic_owner"]],
     ];
     let relAllowed = 0;
     let relDenied = 0;

@@ -151,6 +151,8 @@ export const RULES: Readonly<Record<string, Rule>> = {
   UserRegistered: { kind: "create", what: ident("user", "userId") },
   ClinicRegistered: { kind: "create", what: ref("Organization", "clinicId") },
   ClinicPractitionerAdded: { kind: "create", what: ref("PractitionerRole", "userId") },
+  // the ownership (its user) is the entity: the clinic itself neither appears nor goes
+  ClinicOwnerAdded: { kind: "create", what: ident("clinic-owner", "userId") },
   PractitionerProfileSet: { kind: "create", what: ref("Practitioner", "userId") },
   // updates
   PatientUpdated: { kind: "update", what: patient },
@@ -194,6 +196,7 @@ export const RULES: Readonly<Record<string, Rule>> = {
   PatientDeleted: { kind: "delete", what: patient },
   MediaDeleted: { kind: "delete", what: ref("Media", "mediaId") },
   CareTeamMemberRemoved: { kind: "delete", what: ref("CareTeam", "patientId") },
+  ClinicOwnerRemoved: { kind: "delete", what: ident("clinic-owner", "userId") },
   ProxyRemoved: { kind: "delete", what: ref("RelatedPerson", "proxyId") },
   SubjectKeyDestroyed: { kind: "delete", what: ident("subject-key", "subjectId") },
   // authentication

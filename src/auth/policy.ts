@@ -22,7 +22,8 @@ export type Relation =
   | "encounter_practitioner"
   | "active_grant"
   | "proxy"
-  | "full_proxy";
+  | "full_proxy"
+  | "clinic_owner";
 
 /** A patient-scoped resource: whose record it is and the actor's relations to it. */
 export interface PatientResource {
@@ -78,6 +79,7 @@ export const ACTIONS = [
   "clinic.read",
   "clinic.update",
   "clinic.manage_practitioners",
+  "clinic.manage_owners",
   "practitioner_profile.read",
   "practitioner_profile.update",
   "notification.read_own",
@@ -149,8 +151,9 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "encounter.list": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
   "encounter.read": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
   "encounter.update": row(["admin", "clinical_ops"], ["practitioner"]),
-  // the clinical chart: reception, analysts and auditors see none of it
-  "chart.read": row(["admin", "clinical_ops"], ["practitioner", "patient"]),
+  // the clinical chart: reception, analysts and auditors see none of it; a clinic owner
+  // only the entries recorded at their clinics ({@link chartEntryScope})
+  "chart.read": row(["admin", "clinical_ops"], ["practitioner", "patient", "clinic_owner"]),
   // professional entries: a practitioner with a care relation or an active grant
   "chart.write": row([], ["practitioner"]),
   // patient-entered entries (allergies, home medication): the patient or a full proxy
@@ -175,6 +178,8 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "clinic.update": row(["admin", "clinical_ops"]),
   // membership is what a clinic grant reaches through: only operations staff change it
   "clinic.manage_practitioners": row(["admin", "clinical_ops"]),
+  // ownership is what a clinic owner reads the clinic's chart entries through: admins only
+  "clinic.manage_owners": row(["admin"]),
   // a practitioner's professional profile is part of the directory
   "practitioner_profile.read": row(ALL),
   // "related" here is `self`: a practitioner edits their own profile only
@@ -225,6 +230,8 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
 export const RELATIONS: Readonly<Partial<Record<Role, readonly Relation[]>>> = {
   practitioner: ["care_team", "encounter_practitioner", "active_grant"],
   patient: ["self", "proxy"],
+  // only chart.read is "related" for clinic owners, and only in part (chartEntryScope)
+  clinic_owner: ["clinic_owner"],
 };
 
 /**
@@ -314,6 +321,8 @@ export interface RelationRule {
  * - self: a patient user's own record;
  * - proxy / full proxy: a family member the patient (or an admin) added, at
  *   any level / at level full; removal ends it at once;
+ * - clinic owner: the patient has a chart entry (any, entered in error
+ *   included) recorded at a clinic the actor owns; removal ends it at once;
  * - active grant: a grant to the practitioner, or to a clinic where they
  *   are an active member of an active clinic, that is neither revoked nor
  *   past its expiry by the rule's clock (the sweeper's AccessGrantExpired
@@ -336,7 +345,22 @@ const RELATION_SQL: Partial<Record<Relation, (actor: Actor, rule: RelationRule) 
     sql`select patient_id from patient_proxies
       where user_id = ${actor.userId}::uuid and level = 'full'`,
   active_grant: (actor, rule) => sql`select patient_id ${usableGrants(actor, rule)}`,
+  clinic_owner: (actor) =>
+    sql`select patient_id from chart_entries where ${ownedClinicEntries(actor)}`,
 };
+
+/** `chart_entries` rows recorded at a clinic the actor owns now. */
+const ownedClinicEntries = (actor: Pick<Actor, "userId">) =>
+  sql`clinic_id in (select clinic_id from clinic_owners where user_id = ${actor.userId}::uuid)`;
+
+/**
+ * Which of a readable patient's chart entries the actor sees: null for all
+ * of them, else a condition on `chart_entries` that lists, single reads and
+ * histories all apply (a clinic owner: the entries recorded at the clinics
+ * they own; any other entry is a 404, so its existence does not show).
+ */
+export const chartEntryScope = (actor: Actor): Query | null =>
+  actor.role === "clinic_owner" ? ownedClinicEntries(actor) : null;
 
 /**
  * `from access_grants g where …`: the grants the actor can use now (the

@@ -246,6 +246,23 @@ export const loadEntry = async (
   }
 };
 
+/**
+ * Whether the entry lies in the part of the chart the actor sees (the
+ * policy's chartEntryScope; null: the whole chart). Asked before a single
+ * read or a history, which answer 404 when it does not.
+ */
+export const entryInScope = async (
+  store: EventStore,
+  entryId: string,
+  only: Query | null,
+): Promise<boolean> => {
+  if (!only) return true;
+  const [r] = await store.db.query<{ ok: boolean }>(
+    sql`select true as ok from chart_entries where id = ${entryId}::uuid and ${only}`,
+  );
+  return r?.ok === true;
+};
+
 /** Every version of an entry, oldest first: what it said, who made it, when and why. */
 export const entryHistory = async (
   store: EventStore,
@@ -431,6 +448,8 @@ export const listEntries = async (
   kindName: ChartKindName,
   q: ChartListQuery,
   today: string,
+  /** The policy's chartEntryScope: the part of the chart this actor sees (null: all of it). */
+  only: Query | null = null,
 ): Promise<{ items: ChartEntryView[]; nextCursor: string | null; total: number }> => {
   const kind = KINDS[kindName];
   const filters: Query[] = [
@@ -444,6 +463,7 @@ export const listEntries = async (
   if (q.from) filters.push(sql`and clinical_date >= ${q.from}::date`);
   if (q.to) filters.push(sql`and clinical_date <= ${q.to}::date`);
   filters.push(...kind.where(q.extra, today));
+  if (only) filters.push(sql`and ${only}`);
   const where = filters.reduce((a, f) => sql`${a} ${f}`, sql``);
   const scopeName = `chart:${kindName}`;
   let after = sql``;

@@ -1,6 +1,8 @@
 import {
   ClinicDeactivated,
   type ClinicDetails,
+  ClinicOwnerAdded,
+  ClinicOwnerRemoved,
   ClinicPractitionerAdded,
   ClinicPractitionerUpdated,
   ClinicReactivated,
@@ -27,6 +29,8 @@ export type Clinic =
     details: ClinicDetails;
     /** By practitioner user id. */
     members: Readonly<Record<string, Membership>>;
+    /** The user ids of its owners (role `clinic_owner`). */
+    owners: readonly string[];
   };
 
 /**
@@ -35,6 +39,13 @@ export type Clinic =
  * the practitioner role: 422), or `eligible`. The decider has no I/O.
  */
 export type PractitionerStanding = "unknown" | "ineligible" | "eligible";
+
+/**
+ * What the handler read about the user an `AddOwner` names: `eligible` when
+ * an active user with the role `clinic_owner`, else `ineligible` (a 422 on
+ * `userId`: an unknown user too, as the issue asks).
+ */
+export type OwnerStanding = "ineligible" | "eligible";
 
 export type ClinicCommand =
   | { type: "RegisterClinic"; clinicId: string; details: ClinicDetails }
@@ -50,7 +61,9 @@ export type ClinicCommand =
     userId: string;
     changes: { active?: boolean; employmentType?: EmploymentType };
     standing: PractitionerStanding;
-  };
+  }
+  | { type: "AddOwner"; userId: string; standing: OwnerStanding }
+  | { type: "RemoveOwner"; userId: string };
 
 type Events =
   | typeof ClinicRegistered
@@ -58,7 +71,9 @@ type Events =
   | typeof ClinicDeactivated
   | typeof ClinicReactivated
   | typeof ClinicPractitionerAdded
-  | typeof ClinicPractitionerUpdated;
+  | typeof ClinicPractitionerUpdated
+  | typeof ClinicOwnerAdded
+  | typeof ClinicOwnerRemoved;
 const isClinicEvent = eventsOf(
   ClinicRegistered,
   ClinicUpdated,
@@ -66,6 +81,8 @@ const isClinicEvent = eventsOf(
   ClinicReactivated,
   ClinicPractitionerAdded,
   ClinicPractitionerUpdated,
+  ClinicOwnerAdded,
+  ClinicOwnerRemoved,
 );
 export type ClinicEvent = EventOf<Events>;
 export type NewClinicEvent = NewEventOf<Events>;
@@ -76,7 +93,7 @@ export const evolve = (s: Clinic, e: ClinicEvent): Clinic => {
   switch (e.type) {
     case "ClinicRegistered": {
       const { clinicId, ...details } = e.data;
-      return { status: "registered", clinicId, active: true, details, members: {} };
+      return { status: "registered", clinicId, active: true, details, members: {}, owners: [] };
     }
     case "ClinicUpdated":
       return s.status === "none" ? s : { ...s, details: { ...s.details, ...e.data.changes } };
@@ -97,6 +114,12 @@ export const evolve = (s: Clinic, e: ClinicEvent): Clinic => {
       if (s.status === "none" || !m) return s;
       return { ...s, members: { ...s.members, [e.data.userId]: { ...m, ...e.data.changes } } };
     }
+    case "ClinicOwnerAdded":
+      return s.status === "none" ? s : { ...s, owners: [...s.owners, e.data.userId] };
+    case "ClinicOwnerRemoved":
+      return s.status === "none"
+        ? s
+        : { ...s, owners: s.owners.filter((id) => id !== e.data.userId) };
     default:
       return unreachable(e, "event");
   }
@@ -180,6 +203,21 @@ export const decide = (cmd: ClinicCommand, s: Clinic): NewClinicEvent[] => {
         data: { clinicId: s.clinicId, userId: cmd.userId, changes },
       }];
     }
+    case "AddOwner": {
+      if (s.status === "none") throw new NotFoundError("no such clinic");
+      if (cmd.standing === "ineligible") {
+        throw new ValidationError("only an active clinic_owner user can own a clinic", [
+          { path: "userId", message: "not an active user with the clinic_owner role" },
+        ]);
+      }
+      // idempotent: of concurrent adds one appends, the rest find the owner there
+      if (s.owners.includes(cmd.userId)) return [];
+      return [{ type: "ClinicOwnerAdded", data: { clinicId: s.clinicId, userId: cmd.userId } }];
+    }
+    case "RemoveOwner":
+      if (s.status === "none") throw new NotFoundError("no such clinic");
+      if (!s.owners.includes(cmd.userId)) throw new NotFoundError("not an owner of this clinic");
+      return [{ type: "ClinicOwnerRemoved", data: { clinicId: s.clinicId, userId: cmd.userId } }];
     default:
       return unreachable(cmd, "command");
   }

@@ -1,11 +1,12 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { CHART_KINDS, type ChartKindName } from "../../events/chart.ts";
-import type { Action } from "../auth/policy.ts";
+import { type Action, chartEntryScope } from "../auth/policy.ts";
 import {
   amendEntry,
   entryFacts,
   entryHistory,
+  entryInScope,
   listEntries,
   loadEntry,
   markEnteredInError,
@@ -50,6 +51,16 @@ const entrySchema = (kind: ChartKindName) =>
   KINDS[kind].fields.extend(envelope).openapi(`Chart_${kind}`);
 
 const todayOf = (c: Context<AppEnv>) => today(c.var.deps.runtime().sessions.now());
+
+/** The part of the chart the actor reads (a clinic owner: their clinics' entries). */
+const scopeOf = (c: Context<AppEnv>) => chartEntryScope(c.get("actor")!);
+
+/** 404 for an entry outside the actor's part of the chart: its existence must not show. */
+const requireInScope = async (c: Context<AppEnv>, entryId: string) => {
+  if (!(await entryInScope(c.var.deps.runtime().store, entryId, scopeOf(c)))) {
+    throw new NotFoundError("no such chart entry");
+  }
+};
 
 const writeAction = (kind: ChartKindName) => (c: Context<AppEnv>): Action =>
   c.get("actor")?.role === "patient" && KINDS[kind].patientMayEnter
@@ -185,6 +196,7 @@ const patientKindRoutes = (kind: ChartKindName) => {
           kind,
           listQuery(q, kind),
           todayOf(c),
+          scopeOf(c),
         );
         await auditRead(runtime, c.get("actor")!, {
           type: "ChartEntriesListed",
@@ -215,6 +227,7 @@ const patientKindRoutes = (kind: ChartKindName) => {
       async (c) => {
         const { id, entryId } = c.req.valid("param");
         const runtime = c.var.deps.runtime();
+        await requireInScope(c, entryId);
         const e = await loadEntry(runtime.store, id, kind, entryId);
         if (!e) throw new NotFoundError("no such chart entry");
         await auditRead(runtime, c.get("actor")!, {
@@ -261,6 +274,7 @@ const patientKindRoutes = (kind: ChartKindName) => {
       async (c) => {
         const { id, entryId } = c.req.valid("param");
         const runtime = c.var.deps.runtime();
+        await requireInScope(c, entryId);
         const items = await entryHistory(runtime.store, id, kind, entryId);
         await auditRead(runtime, c.get("actor")!, {
           type: "ChartEntryViewed",
@@ -385,6 +399,7 @@ const encounterKindRoutes = (kind: ChartKindName) =>
         kind,
         listQuery(q, kind),
         todayOf(c),
+        scopeOf(c),
       );
       await auditRead(runtime, c.get("actor")!, {
         type: "ChartEntriesListed",

@@ -11,6 +11,13 @@ import {
   updateMembership,
 } from "../clinical/clinics.ts";
 import { getMembership, listMembers } from "../clinical/clinic_members.ts";
+import {
+  addOwner,
+  getOwner,
+  listOwners,
+  OwnerInput,
+  removeOwner,
+} from "../clinical/clinic_owners.ts";
 import { getClinic, listClinics } from "../clinical/clinic_search.ts";
 import { NotFoundError } from "../errors.ts";
 import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
@@ -73,6 +80,13 @@ const MembershipList = z.object({
   nextCursor: z.string().nullable(),
   total: z.number().int(),
 }).openapi("ClinicMembershipList");
+
+const OwnerSchema = z.object({
+  clinicId: z.uuid(),
+  userId: z.uuid(),
+  addedAt: z.string(),
+  addedBy: z.uuid().nullable().openapi({ description: "who made them an owner" }),
+}).openapi("ClinicOwner");
 
 /** The membership as the read model holds it after a write (inline: the write is in it). */
 const membership = async (c: Context<AppEnv>, clinicId: string, userId: string) => {
@@ -305,5 +319,85 @@ export const clinics = new OpenAPIHono<AppEnv>()
         requestMetadata(c),
       );
       return c.json(await membership(c, id, userId), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/{id}/owners",
+      tags: ["clinics"],
+      summary: "Make a clinic_owner user an owner of a clinic",
+      description: "The user must be an active user with the role `clinic_owner` (else 422 " +
+        "naming `userId`, an unknown user too); unknown clinic: 404. Idempotent: 201 when " +
+        "added, 200 (and no new event) when already an owner, so of concurrent adds of one " +
+        "user exactly one appends `ClinicOwnerAdded`. From then on the owner reads the chart " +
+        "entries recorded at the clinic, nothing else of the patients.",
+      security: bearer,
+      middleware: [authenticate(), authorize("clinic.manage_owners")] as const,
+      request: { params: IdParam, body: { required: true, content: json(OwnerInput) } },
+      responses: {
+        200: { description: "already an owner", content: json(OwnerSchema) },
+        201: { description: "added", content: json(OwnerSchema) },
+        ...problemResponses("unauthorized", "forbidden", "not-found", "validation"),
+      },
+    }),
+    async (c) => {
+      const { id } = c.req.valid("param");
+      const { store } = c.var.deps.runtime();
+      const { userId, added } = await addOwner(store, id, c.req.valid("json"), requestMetadata(c));
+      const owner = await getOwner(store, id, userId);
+      // a removal between the add and this read: the add is not what the caller sees now
+      if (!owner) throw new NotFoundError("not an owner of this clinic");
+      c.header("Location", `/v1/clinics/${id}/owners/${userId}`);
+      c.header("Cache-Control", "no-store");
+      return added ? c.json(owner, 201) : c.json(owner, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}/owners",
+      tags: ["clinics"],
+      summary: "List a clinic's owners, with who added them and when",
+      description: "Current owners in the order they were added (one page: a clinic has few).",
+      security: bearer,
+      middleware: [authenticate(), authorize("clinic.manage_owners")] as const,
+      request: { params: IdParam },
+      responses: {
+        200: {
+          description: "the owners",
+          content: json(z.object({ items: z.array(OwnerSchema), total: z.number().int() })),
+        },
+        ...problemResponses("unauthorized", "forbidden", "not-found", "validation"),
+      },
+    }),
+    async (c) => {
+      const { id } = c.req.valid("param");
+      const { store } = c.var.deps.runtime();
+      if (!(await getClinic(store, id))) throw new NotFoundError("no such clinic");
+      const items = await listOwners(store, id);
+      c.header("Cache-Control", "no-store");
+      return c.json({ items, total: items.length }, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "delete",
+      path: "/{id}/owners/{userId}",
+      tags: ["clinics"],
+      summary: "End an ownership: the owner's reads of the clinic's chart entries end at once",
+      description: "Not an owner (or no such clinic): 404.",
+      security: bearer,
+      middleware: [authenticate(), authorize("clinic.manage_owners")] as const,
+      request: { params: MemberParams },
+      responses: {
+        204: { description: "no longer an owner" },
+        ...problemResponses("unauthorized", "forbidden", "not-found", "validation"),
+      },
+    }),
+    async (c) => {
+      const { id, userId } = c.req.valid("param");
+      await removeOwner(c.var.deps.runtime().store, id, userId, requestMetadata(c));
+      return c.body(null, 204);
     },
   );
