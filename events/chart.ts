@@ -7,7 +7,14 @@ import { defineEvent } from "../src/store/catalog.ts";
  * content (the entry's fields, an amendment's changes and reasons) is sealed
  * with the patient's key, so erasing the patient erases the chart.
  */
-export const CHART_KINDS = ["allergies", "prescriptions", "vaccinations"] as const;
+/** The kinds, named as their URL segment (`/chart/lab-tests`). */
+export const CHART_KINDS = [
+  "visits",
+  "prescriptions",
+  "lab-tests",
+  "allergies",
+  "vaccinations",
+] as const;
 export type ChartKindName = (typeof CHART_KINDS)[number];
 
 const entryId = z.uuid();
@@ -56,6 +63,37 @@ export const ChartEntryEnteredInError = defineEvent({
   phi: { ...sealed, fields: ["reason"] },
 });
 
+/**
+ * A lab test moved (ordered → in_progress → completed, or cancelled): a
+ * version of its own, not an amendment, so the status machine is the
+ * decider's and no amendment can skip a step. `changes` (sealed) holds the
+ * new `status` and any `resultText`/`results` given with the move.
+ */
+export const LabTestStatusChanged = defineEvent({
+  type: "LabTestStatusChanged",
+  version: 1,
+  schema: z.strictObject({
+    entryId,
+    patientId,
+    kind: z.literal("lab-tests"),
+    changedBy: Author,
+    changes: z.record(z.string(), z.unknown()),
+  }),
+  phi: { ...sealed, fields: ["changes"] },
+});
+
+/** The ordering practitioner saw a completed test's result (no clinical content). */
+export const LabResultAcknowledged = defineEvent({
+  type: "LabResultAcknowledged",
+  version: 1,
+  schema: z.strictObject({
+    entryId,
+    patientId,
+    kind: z.literal("lab-tests"),
+    acknowledgedBy: Author,
+  }),
+});
+
 /** A read of one entry (or its history). Stream `access-<actorId>`. */
 export const ChartEntryViewed = defineEvent({
   type: "ChartEntryViewed",
@@ -79,6 +117,8 @@ export const chartEvents = [
   ChartEntryRecorded,
   ChartEntryAmended,
   ChartEntryEnteredInError,
+  LabTestStatusChanged,
+  LabResultAcknowledged,
   ChartEntryViewed,
   ChartEntriesListed,
 ];

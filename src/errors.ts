@@ -54,6 +54,11 @@ export class ConflictError extends ChartlogError {
   override name = "ConflictError";
 }
 
+/** A move a status machine does not allow (a lab test completed twice, cancelled after completion). */
+export class IllegalTransitionError extends ConflictError {
+  override name = "IllegalTransitionError";
+}
+
 export class ForbiddenError extends ChartlogError {
   override name = "ForbiddenError";
 }

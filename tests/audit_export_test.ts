@@ -5,6 +5,7 @@ import { Fhir } from "fhir";
 import { accessEvents } from "../events/access.ts";
 import { auditEvents } from "../events/audit.ts";
 import { authEvents } from "../events/auth.ts";
+import { chartEvents } from "../events/chart.ts";
 import { clinicEvents, clinicMembershipEvents, clinicOwnerEvents } from "../events/clinic.ts";
 import { encounterEvents } from "../events/encounter.ts";
 import { mediaEvents } from "../events/media.ts";
@@ -220,6 +221,7 @@ Deno.test("audit export: every event type has a BALP mapping", () => {
     ...patientEvents,
     ...encounterEvents,
     ...mediaEvents,
+    ...chartEvents,
     ...clinicEvents,
     ...clinicMembershipEvents,
     ...clinicOwnerEvents,

@@ -42,6 +42,9 @@ const PHI = {
   docDescription: "knee series for Quillonia",
   dicomName: "MARCHBANKES^QUILLONIA",
   dicomAccession: "ACC-7712399",
+  visitDiagnosis: "orrery-scar dermatitis",
+  labTest: "zephyrosis titre panel",
+  labResult: "titre 1:640 Quillonia",
   dicomStudy: "Orrery knee study",
   dicomBirth: "19610723",
   studyDate: "2019-02-17",
@@ -213,6 +216,23 @@ for (const driver of (await drivers()).slice(0, 1)) {
         { reason: PHI.amendReason, changes: { dosage: "10 mg" } },
       );
       assert.equal(amended.status, 200, await amended.clone().text());
+      // a visit and a lab test moved to in_progress with a result (its own event type)
+      const visit = await request("practitioner", "POST", `${chart}/visits`, {
+        visitDate: "2026-01-05",
+        visitType: "emergency",
+        diagnosis: PHI.visitDiagnosis,
+      });
+      assert.equal(visit.status, 201, await visit.clone().text());
+      const lab = await (await request("practitioner", "POST", `${chart}/lab-tests`, {
+        testName: PHI.labTest,
+      })).json();
+      const moved = await request(
+        "practitioner",
+        "PATCH",
+        `${chart}/lab-tests/${lab.id}`,
+        { status: "in_progress", resultText: PHI.labResult },
+      );
+      assert.equal(moved.status, 200, await moved.clone().text());
 
       const values = Object.values(PHI);
       // the search finds what the read models hold today: it can fail

@@ -146,6 +146,14 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
           vaccineType: "inactivated",
           administeredAt: "2026-01-01T09:00:00Z",
         })).id as string,
+        visits: (await call(author, "POST", `/v1/patients/${p.id}/chart/visits`, {
+          visitDate: "2026-01-01",
+          visitType: "routine_checkup",
+        })).id as string,
+        // ordered: its acknowledgement is a 409 to every practitioner the policy lets through
+        "lab-tests": (await call(author, "POST", `/v1/patients/${p.id}/chart/lab-tests`, {
+          testName: "walk",
+        })).id as string,
       };
       return {
         patients: p.id as string,
@@ -207,7 +215,7 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
      */
     const urlOf = (path: string, fixture?: typeof related, self?: string) =>
       path.replace(
-        /\/chart\/(allergies|prescriptions|vaccinations)\/:entryId/,
+        /\/chart\/(allergies|prescriptions|vaccinations|visits|lab-tests)\/:entryId/,
         (_m, kind: keyof typeof related.chart) =>
           `/chart/${kind}/${fixture ? fixture.chart[kind] : target.id}`,
       ).replace(

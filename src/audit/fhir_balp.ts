@@ -78,6 +78,18 @@ const ident = (kind: string, field: string) => (d: Data): Reference | null => {
 const patient = ref("Patient", "patientId");
 const failed = (desc: string) => () => ({ desc });
 
+/** The FHIR resource each chart kind is closest to. */
+const CHART_RESOURCES: Readonly<Record<string, string>> = {
+  visits: "ClinicalImpression",
+  prescriptions: "MedicationRequest",
+  "lab-tests": "DiagnosticReport",
+  allergies: "AllergyIntolerance",
+  vaccinations: "Immunization",
+};
+const chartResource = (d: Data) => CHART_RESOURCES[String(d.kind)] ?? "Basic";
+const chartEntry = (d: Data): Reference | null =>
+  str(d.entryId) ? { reference: `${chartResource(d)}/${d.entryId}` } : null;
+
 /** Every event type Chartlog writes, in BALP terms (a test holds this to the catalog). */
 export const RULES: Readonly<Record<string, Rule>> = {
   // reads of PHI (stream access-<actor>)
@@ -92,6 +104,7 @@ export const RULES: Readonly<Record<string, Rule>> = {
   MediaViewed: { kind: "read", what: ref("Media", "mediaId") },
   MediaDownloaded: { kind: "read", what: ref("Media", "mediaId") },
   MediaThumbnailViewed: { kind: "read", what: ref("Media", "mediaId") },
+  ChartEntryViewed: { kind: "read", what: chartEntry, vread: (d) => d.history === true },
   AuditStreamViewed: {
     kind: "read",
     what: (d) => ({
@@ -105,6 +118,11 @@ export const RULES: Readonly<Record<string, Rule>> = {
   MediaListed: {
     kind: "query",
     query: (d, p) => `Media?patient=${p}${str(d.encounterId) ? `&encounter=${d.encounterId}` : ""}`,
+  },
+  ChartEntriesListed: {
+    kind: "query",
+    query: (d, p) =>
+      `${chartResource(d)}?patient=${p}${str(d.encounterId) ? `&encounter=${d.encounterId}` : ""}`,
   },
   ProxiesViewed: { kind: "query", query: (_d, p) => `RelatedPerson?patient=${p}` },
   GrantsViewed: { kind: "query", query: (_d, p) => `Consent?patient=${p}` },
@@ -154,7 +172,12 @@ export const RULES: Readonly<Record<string, Rule>> = {
   // the ownership (its user) is the entity: the clinic itself neither appears nor goes
   ClinicOwnerAdded: { kind: "create", what: ident("clinic-owner", "userId") },
   PractitionerProfileSet: { kind: "create", what: ref("Practitioner", "userId") },
+  ChartEntryRecorded: { kind: "create", what: chartEntry },
   // updates
+  ChartEntryAmended: { kind: "update", what: chartEntry },
+  ChartEntryEnteredInError: { kind: "update", what: chartEntry },
+  LabTestStatusChanged: { kind: "update", what: chartEntry },
+  LabResultAcknowledged: { kind: "update", what: chartEntry },
   PatientUpdated: { kind: "update", what: patient },
   PatientRestored: { kind: "update", what: patient },
   EncounterStatusChanged: { kind: "update", what: ref("Encounter", "encounterId") },

@@ -66,6 +66,7 @@ export const ACTIONS = [
   "chart.write",
   "chart.write_own",
   "chart.amend",
+  "chart.acknowledge",
   "media.upload",
   "media.upload_document",
   "media.list",
@@ -160,6 +161,8 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "chart.write_own": row([], ["patient"]),
   // a new version or entered-in-error; a patient only of patient-entered entries
   "chart.amend": row([], ["practitioner", "patient"]),
+  // a lab result seen: a related practitioner, and the route admits only the one who ordered it
+  "chart.acknowledge": row([], ["practitioner"]),
   // photos and documents are clinical content too; a patient may read their own
   // photos to encounters are the clinicians' record: never the patient role's
   "media.upload": row(["admin", "clinical_ops"], ["practitioner"]),

@@ -3,7 +3,7 @@ import type { ChartKindName } from "../../events/chart.ts";
 import type { EventMetadata } from "../../events/metadata.ts";
 import type { Actor } from "../auth/policy.ts";
 import { handleCommand } from "../domain/command_handler.ts";
-import { applyChanges, type Author, chartDecider, fold } from "../domain/chart.ts";
+import { applyChanges, type Author, chartDecider, fold, type LabStatus } from "../domain/chart.ts";
 import { type FieldIssue, NotFoundError, ValidationError } from "../errors.ts";
 import { fieldIssues } from "../http/validation.ts";
 import type { EventStore } from "../store/event_store.ts";
@@ -27,6 +27,8 @@ export interface ChartEntryView {
   createdAt: string;
   updatedAt: string;
   version: number;
+  /** Lab tests: the ordering practitioner's acknowledgement of the current result. */
+  acknowledgement?: { by: Author; at: string } | null;
   [field: string]: unknown;
 }
 
@@ -151,11 +153,17 @@ export const recordEntry = async (
   );
   if (!p) throw new NotFoundError("no such patient");
   const kind = KINDS[input.kind];
-  const { clinicId: givenClinic, encounterId: givenEncounter, ...rest } = input.body;
+  const { clinicId: givenClinic, encounterId: givenEncounter, ...given } = input.body;
+  const rest = kind.defaults
+    ? kind.defaults(given, { id: input.actor.userId, role: input.actor.role })
+    : given;
   const env = Envelope.safeParse({ clinicId: givenClinic, encounterId: givenEncounter });
   const issues: FieldIssue[] = env.success ? [] : fieldIssues(env.error.issues);
   const { content, issues: contentBad } = contentIssues(kind, rest, input.today);
   issues.push(...contentBad);
+  for (const i of kind.createCheck?.(rest) ?? []) {
+    if (!issues.some((f) => f.path === i.path)) issues.push(i);
+  }
   // on the ids given, even when other fields are bad (a malformed id is named already)
   issues.push(...await practitionerIssues(store, kind, rest));
   issues.push(...await mediaIssues(store, kind, rest, input.patientId));
@@ -215,6 +223,7 @@ const entryEvents = async (
 const view = (events: readonly StoredEvent[]): ChartEntryView | null => {
   const s = fold(events);
   if (s.status === "none") return null;
+  const ackAt = events.findLast((e) => e.type === "LabResultAcknowledged")?.recordedAt;
   return {
     id: s.entryId,
     patientId: s.patientId,
@@ -225,6 +234,13 @@ const view = (events: readonly StoredEvent[]): ChartEntryView | null => {
     createdBy: s.createdBy,
     enteredInError: s.status === "entered_in_error",
     ...s.content,
+    ...(s.kind === "lab-tests"
+      ? {
+        acknowledgement: s.acknowledgedBy && ackAt
+          ? { by: s.acknowledgedBy, at: timestamp(ackAt) }
+          : null,
+      }
+      : {}),
     createdAt: timestamp(events[0]!.recordedAt),
     updatedAt: timestamp(events.at(-1)!.recordedAt),
     version: events.at(-1)!.streamVersion,
@@ -262,6 +278,22 @@ export const entryInScope = async (
   );
   return r?.ok === true;
 };
+/** What each of an entry's events did, as its history names it. */
+export const CHANGES: Readonly<Record<string, ChangeName>> = {
+  ChartEntryRecorded: "recorded",
+  ChartEntryAmended: "amended",
+  ChartEntryEnteredInError: "entered_in_error",
+  LabTestStatusChanged: "status_changed",
+  LabResultAcknowledged: "acknowledged",
+};
+export const CHANGE_NAMES = [
+  "recorded",
+  "amended",
+  "entered_in_error",
+  "status_changed",
+  "acknowledged",
+] as const;
+export type ChangeName = (typeof CHANGE_NAMES)[number];
 
 /** Every version of an entry, oldest first: what it said, who made it, when and why. */
 export const entryHistory = async (
@@ -286,6 +318,12 @@ export const entryHistory = async (
       content = applyChanges(content, changes);
       by = d.amendedBy as Author;
       reason = (d.reason ?? null) as string | null;
+    } else if (e.type === "LabTestStatusChanged") {
+      changes = (d.changes ?? null) as Content | null;
+      content = applyChanges(content, changes);
+      by = d.changedBy as Author;
+    } else if (e.type === "LabResultAcknowledged") {
+      by = d.acknowledgedBy as Author;
     } else {
       enteredInError = true;
       by = d.amendedBy as Author;
@@ -293,11 +331,7 @@ export const entryHistory = async (
     }
     return {
       version: e.streamVersion,
-      change: (e.type === "ChartEntryRecorded"
-        ? "recorded"
-        : e.type === "ChartEntryAmended"
-        ? "amended"
-        : "entered_in_error") as "recorded" | "amended" | "entered_in_error",
+      change: CHANGES[e.type] ?? "entered_in_error",
       at: timestamp(e.recordedAt),
       by,
       reason,
@@ -349,6 +383,14 @@ export const amendEntry = async (
   const issues: FieldIssue[] = partial.success
     ? []
     : fieldIssues(partial.error.issues).map((i) => ({ ...i, path: `changes.${i.path}` }));
+  for (const k of kind.fixed ?? []) {
+    if (k in input.changes) {
+      issues.push({
+        path: `changes.${k}`,
+        message: "cannot be amended: it has a route of its own",
+      });
+    }
+  }
   // a required field cannot be cleared
   for (const [k, v] of Object.entries(input.changes)) {
     const field = kind.fields.shape[k];
@@ -392,6 +434,61 @@ export const markEnteredInError = async (
   return (await loadEntry(store, input.patientId, input.kind, input.entryId))!;
 };
 
+/**
+ * Moves a lab test along its status machine (409 `illegal-transition`
+ * otherwise), with any result given; the content after the move must pass
+ * the kind's rules. If-Match honoured (412 when stale); without it the move
+ * is decided again on a concurrent version.
+ */
+export const changeLabStatus = async (
+  store: EventStore,
+  input: {
+    patientId: string;
+    entryId: string;
+    by: Author;
+    status: LabStatus;
+    results: Record<string, unknown>;
+    today: string;
+  },
+  metadata: EventMetadata,
+  ifMatch?: number,
+): Promise<ChartEntryView> => {
+  const kind = KINDS["lab-tests"];
+  await entryFacts(store, input.patientId, "lab-tests", input.entryId);
+  if (input.results.results !== undefined || input.results.resultText !== undefined) {
+    const partial = kind.fields.pick({ resultText: true, results: true }).safeParse(
+      input.results,
+    );
+    if (!partial.success) bad(fieldIssues(partial.error.issues));
+  }
+  await handleCommand(store, chartDecider, chartStream(input.entryId), {
+    type: "ChangeLabStatus",
+    by: input.by,
+    status: input.status,
+    results: input.results,
+    validate: (merged) => contentIssues(kind, merged, input.today).issues,
+  }, { metadata, ...(ifMatch !== undefined ? { ifMatch } : { retry: true }) });
+  return (await loadEntry(store, input.patientId, "lab-tests", input.entryId))!;
+};
+
+/**
+ * The ordering practitioner saw a completed test's result (409 before it is
+ * completed, 403 for anyone else). Idempotent: a second acknowledgement of
+ * the same result appends nothing; a result amended since is unseen again.
+ */
+export const acknowledgeResult = async (
+  store: EventStore,
+  input: { patientId: string; entryId: string; by: Author },
+  metadata: EventMetadata,
+): Promise<ChartEntryView> => {
+  await entryFacts(store, input.patientId, "lab-tests", input.entryId);
+  await handleCommand(store, chartDecider, chartStream(input.entryId), {
+    type: "AcknowledgeResult",
+    by: input.by,
+  }, { metadata, retry: true });
+  return (await loadEntry(store, input.patientId, "lab-tests", input.entryId))!;
+};
+
 export interface ChartListQuery {
   from?: string;
   to?: string;
@@ -421,6 +518,9 @@ interface Row {
   version: number;
   created_at: Date;
   updated_at: Date;
+  acknowledged_by: string | null;
+  acknowledged_by_role: string | null;
+  acknowledged_at: Date | null;
 }
 
 const rowView = (r: Row): ChartEntryView => ({
@@ -433,6 +533,16 @@ const rowView = (r: Row): ChartEntryView => ({
   createdBy: { id: r.created_by, role: r.created_by_role },
   enteredInError: r.entered_in_error,
   ...(typeof r.content === "string" ? JSON.parse(r.content) : r.content),
+  ...(r.kind === "lab-tests"
+    ? {
+      acknowledgement: r.acknowledged_by && r.acknowledged_at
+        ? {
+          by: { id: r.acknowledged_by, role: r.acknowledged_by_role ?? "" },
+          at: timestamp(r.acknowledged_at),
+        }
+        : null,
+    }
+    : {}),
   createdAt: timestamp(r.created_at),
   updatedAt: timestamp(r.updated_at),
   version: r.version,
@@ -474,7 +584,7 @@ export const listEntries = async (
   const rows = await store.db.query<Row>(sql`select id::text, patient_id::text, kind,
       encounter_id::text, clinic_id::text, patient_entered, created_by::text, created_by_role,
       content, to_char(clinical_date, 'YYYY-MM-DD') as clinical_date, entered_in_error, version,
-      created_at, updated_at
+      created_at, updated_at, acknowledged_by::text, acknowledged_by_role, acknowledged_at
     from chart_entries ${where} ${after}
     order by clinical_date desc, id desc limit ${q.limit + 1}`);
   const [count] = await store.db.query<{ n: number }>(

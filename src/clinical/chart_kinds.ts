@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import type { ChartKindName } from "../../events/chart.ts";
+import { LAB_STATUSES } from "../domain/chart.ts";
 import type { FieldIssue } from "../errors.ts";
 import { type Query, sql } from "../store/sql.ts";
 
@@ -14,7 +15,20 @@ export interface Facets {
   startDate: string | null;
   endDate: string | null;
   dueDate: string | null;
+  /** Lab tests: the status, and whether any result is flagged abnormal. */
+  status: string | null;
+  abnormal: boolean | null;
 }
+
+const NO_FACETS: Facets = {
+  clinicalDate: null,
+  critical: null,
+  startDate: null,
+  endDate: null,
+  dueDate: null,
+  status: null,
+  abnormal: null,
+};
 
 /**
  * One kind of chart entry: its fields (a strict zod object, every field of
@@ -36,6 +50,12 @@ export interface ChartKind {
   practitionerFields: readonly string[];
   /** Ids of media named in the content (they must be the same patient's, not deleted). */
   mediaFields: readonly string[];
+  /** A new entry's defaults, before validation (e.g. the author as the practitioner named). */
+  defaults?: (c: Content, author: { id: string; role: string }) => Content;
+  /** Rules on a new entry only (e.g. the status a lab test may start in). */
+  createCheck?: (c: Content) => FieldIssue[];
+  /** Fields an amendment may not change (they move through a route of their own). */
+  fixed?: readonly string[];
   facets: (c: Content) => Facets;
   /** The kind's extra list parameters (query strings). */
   query: z.ZodObject;
@@ -71,7 +91,7 @@ const allergies: ChartKind = {
   practitionerFields: ["diagnosedById"],
   mediaFields: [],
   facets: (c) => ({
-    clinicalDate: null,
+    ...NO_FACETS,
     critical: typeof c.severity === "string" ? CRITICAL.includes(c.severity) : null,
     startDate: null,
     endDate: null,
@@ -138,6 +158,7 @@ const prescriptions: ChartKind = {
   practitionerFields: ["prescriberId"],
   mediaFields: [],
   facets: (c) => ({
+    ...NO_FACETS,
     clinicalDate: typeof c.startDate === "string" ? c.startDate : null,
     critical: null,
     startDate: typeof c.startDate === "string" ? c.startDate : null,
@@ -211,6 +232,7 @@ const vaccinations: ChartKind = {
   practitionerFields: ["administeredById"],
   mediaFields: ["certificateMediaId"],
   facets: (c) => ({
+    ...NO_FACETS,
     clinicalDate: utcDay(c.administeredAt),
     critical: null,
     startDate: null,
@@ -229,8 +251,150 @@ const vaccinations: ChartKind = {
       : [],
 };
 
+export const VISIT_TYPES = [
+  "routine_checkup",
+  "emergency",
+  "surgery",
+  "vaccination",
+  "follow_up",
+  "other",
+] as const;
+
+/** A practitioner author is the practitioner named in `field` unless another is. */
+const authorAs = (field: string) => (c: Content, author: { id: string; role: string }) =>
+  c[field] == null && author.role === "practitioner" ? { ...c, [field]: author.id } : c;
+
+/** A measurement in a plausible range (units in the field's name or the docs). */
+const measure = (min: number, max: number, int = false) =>
+  (int ? z.number().int() : z.number()).min(min).max(max).nullable().optional();
+
+const visits: ChartKind = {
+  name: "visits",
+  fields: z.strictObject({
+    visitDate: date,
+    practitionerId: z.uuid().nullable().optional(),
+    visitType: z.enum(VISIT_TYPES),
+    diagnosis: optText(2000),
+    symptoms: optText(2000),
+    treatmentPlan: optText(4000),
+    clinicalNotes: optText(10_000),
+    weightKg: measure(0.2, 700).openapi({ description: "kilograms, 0.2–700" }),
+    temperatureC: measure(25, 45).openapi({ description: "degrees Celsius, 25–45" }),
+    vitalSigns: z.strictObject({
+      heartRate: measure(20, 300, true).openapi({ description: "beats per minute, 20–300" }),
+      respiratoryRate: measure(2, 80, true).openapi({ description: "breaths per minute, 2–80" }),
+      systolic: measure(40, 300, true).openapi({ description: "mmHg, 40–300" }),
+      diastolic: measure(20, 200, true).openapi({ description: "mmHg, 20–200" }),
+      spo2: measure(50, 100).openapi({ description: "percent, 50–100" }),
+    }).nullable().optional(),
+    followUp: z.strictObject({
+      needed: z.boolean(),
+      date: date.nullable().optional(),
+      notes: optText(2000),
+    }).nullable().optional(),
+  }),
+  check: (c, today) => {
+    const issues: FieldIssue[] = [];
+    const day = typeof c.visitDate === "string" ? c.visitDate : null;
+    if (day && day > today) {
+      issues.push({ path: "visitDate", message: "must not be in the future" });
+    }
+    const v = typeof c.vitalSigns === "object" && c.vitalSigns !== null
+      ? c.vitalSigns as Record<string, unknown>
+      : {};
+    if (
+      typeof v.systolic === "number" && typeof v.diastolic === "number" &&
+      v.systolic <= v.diastolic
+    ) {
+      issues.push({ path: "vitalSigns.systolic", message: "must be above diastolic" });
+    }
+    const f = typeof c.followUp === "object" && c.followUp !== null
+      ? c.followUp as Record<string, unknown>
+      : {};
+    if (f.needed === true && typeof f.date !== "string") {
+      issues.push({ path: "followUp.date", message: "required when a follow-up is needed" });
+    }
+    if (day && typeof f.date === "string" && f.date < day) {
+      issues.push({ path: "followUp.date", message: "must not be before visitDate" });
+    }
+    return issues;
+  },
+  patientMayEnter: false,
+  practitionerFields: ["practitionerId"],
+  mediaFields: [],
+  defaults: authorAs("practitionerId"),
+  facets: (c) => ({
+    ...NO_FACETS,
+    clinicalDate: typeof c.visitDate === "string" ? c.visitDate : null,
+  }),
+  query: z.object({}),
+  where: () => [],
+};
+
+const STATUS_LIST = new RegExp(
+  `^(?:${LAB_STATUSES.join("|")})(?:,(?:${LAB_STATUSES.join("|")}))*$`,
+);
+
+/** One structured result: `value` a number or text, `abnormal` the lab's flag. */
+export const LabResult = z.strictObject({
+  name: text(200),
+  value: z.union([z.number(), text(200)]),
+  unit: optText(40),
+  referenceRange: optText(100),
+  abnormal: z.boolean().nullable().optional(),
+});
+
+const labTests: ChartKind = {
+  name: "lab-tests",
+  fields: z.strictObject({
+    testName: text(200),
+    testType: optText(100),
+    orderedById: z.uuid().nullable().optional(),
+    status: z.enum(LAB_STATUSES),
+    resultText: optText(20_000),
+    results: z.array(LabResult).max(200).nullable().optional(),
+    attachmentMediaId: z.uuid().nullable().optional(),
+  }),
+  check: () => [],
+  // a test starts ordered (or, entered after the fact, in progress or completed)
+  createCheck: (c) =>
+    c.status === "cancelled"
+      ? [{ path: "status", message: "a new lab test is ordered, in_progress or completed" }]
+      : [],
+  patientMayEnter: false,
+  practitionerFields: ["orderedById"],
+  mediaFields: ["attachmentMediaId"],
+  defaults: (c, author) => authorAs("orderedById")({ status: "ordered", ...c }, author),
+  // the status moves through PATCH only: the machine's rules hold
+  fixed: ["status"],
+  facets: (c) => ({
+    ...NO_FACETS,
+    status: typeof c.status === "string" ? c.status : null,
+    abnormal: Array.isArray(c.results)
+      ? c.results.some((r) => (r as Record<string, unknown>)?.abnormal === true)
+      : false,
+  }),
+  query: z.object({
+    status: z.string().regex(STATUS_LIST, `a comma list of ${LAB_STATUSES.join(", ")}`)
+      .optional().openapi({ description: "any of these statuses, e.g. `ordered,in_progress`" }),
+    abnormal: z.enum(["true", "false"]).optional().openapi({
+      description: "true: any structured result flagged abnormal; false: none",
+    }),
+    acknowledged: z.enum(["true", "false"]).optional().openapi({
+      description: "true: the ordering practitioner acknowledged the current result",
+    }),
+  }),
+  where: (q) => [
+    ...(q.status ? [sql`and status = any(${[...new Set(q.status.split(","))]}::text[])`] : []),
+    ...(q.abnormal ? [sql`and abnormal = ${q.abnormal === "true"}`] : []),
+    ...(q.acknowledged ? [sql`and acknowledged = ${q.acknowledged === "true"}`] : []),
+  ],
+};
+
 export const KINDS: Readonly<Record<ChartKindName, ChartKind>> = {
-  allergies,
+  visits,
   prescriptions,
+  "lab-tests": labTests,
+  allergies,
   vaccinations,
 };

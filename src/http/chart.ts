@@ -3,7 +3,10 @@ import type { Context } from "hono";
 import { CHART_KINDS, type ChartKindName } from "../../events/chart.ts";
 import { type Action, chartEntryScope } from "../auth/policy.ts";
 import {
+  acknowledgeResult,
   amendEntry,
+  CHANGE_NAMES,
+  changeLabStatus,
   entryFacts,
   entryHistory,
   entryInScope,
@@ -12,7 +15,8 @@ import {
   markEnteredInError,
   recordEntry,
 } from "../clinical/chart.ts";
-import { KINDS } from "../clinical/chart_kinds.ts";
+import { KINDS, LabResult } from "../clinical/chart_kinds.ts";
+import { LAB_MOVES, LAB_STATUSES } from "../domain/chart.ts";
 import { encounterPatient } from "../clinical/encounters.ts";
 import { auditRead, today } from "../clinical/patients.ts";
 import { NotFoundError } from "../errors.ts";
@@ -47,8 +51,16 @@ const envelope = {
   updatedAt: z.string(),
 };
 
+const Acknowledgement = z.object({ by: Author, at: z.string() }).nullable().openapi({
+  description: "the ordering practitioner saw the current result (null: not yet, or it " +
+    "changed since)",
+});
+
 const entrySchema = (kind: ChartKindName) =>
-  KINDS[kind].fields.extend(envelope).openapi(`Chart_${kind}`);
+  KINDS[kind].fields.extend({
+    ...envelope,
+    ...(kind === "lab-tests" ? { acknowledgement: Acknowledgement } : {}),
+  }).openapi(`Chart_${kind}`);
 
 const todayOf = (c: Context<AppEnv>) => today(c.var.deps.runtime().sessions.now());
 
@@ -243,7 +255,8 @@ const patientKindRoutes = (kind: ChartKindName) => {
         path: `${base}/{entryId}/history`,
         tags,
         summary: `Every version of one of a patient's ${kind} (audited)`,
-        description: "Oldest first: the change (recorded, amended, entered_in_error), who made " +
+        description: "Oldest first: the change (recorded, amended, entered_in_error; a lab " +
+          "test's status_changed and acknowledged), who made " +
           "it in which role, when, why, the fields changed and the content after it.",
         security: bearer,
         middleware: [
@@ -258,7 +271,7 @@ const patientKindRoutes = (kind: ChartKindName) => {
             content: json(z.object({
               items: z.array(z.object({
                 version: z.number().int(),
-                change: z.enum(["recorded", "amended", "entered_in_error"]),
+                change: z.enum(CHANGE_NAMES),
                 at: z.string(),
                 by: Author,
                 reason: z.string().nullable(),
@@ -366,6 +379,104 @@ const patientKindRoutes = (kind: ChartKindName) => {
     );
 };
 
+const MOVES_TEXT = Object.entries(LAB_MOVES).map(([from, to]) =>
+  `${from} → ${to.length ? to.join(" | ") : "(none)"}`
+).join("; ");
+
+/** A lab test's own moves: PATCH (status) and acknowledge (mounted under `/v1/patients`). */
+const labTestRoutes = () => {
+  const base = "/{id}/chart/lab-tests/{entryId}";
+  const tags = ["chart"];
+  const author = (c: Context<AppEnv>) => ({
+    id: c.get("actor")!.userId,
+    role: c.get("actor")!.role,
+  });
+  const PatchBody = z.strictObject({
+    status: z.enum(LAB_STATUSES),
+    resultText: z.string().trim().min(1).max(20_000).nullable().optional(),
+    results: z.array(LabResult).max(200).nullable().optional(),
+  });
+  return new OpenAPIHono<AppEnv>()
+    .openapi(
+      createRoute({
+        method: "patch",
+        path: base,
+        tags,
+        summary: "Move a lab test's status (with its result)",
+        description: `The moves: ${MOVES_TEXT}. Any other (backwards, from an end, to the ` +
+          "same status) is 409 `/problems/illegal-transition`. `resultText` and `results` " +
+          "given replace the entry's (null clears). A version of its own in the history " +
+          "(`status_changed`), not an amendment. Honours If-Match (412 when stale).",
+        security: bearer,
+        middleware: [
+          authenticate(),
+          authorize("chart.amend", byPatient),
+          livePatient(patientInPath),
+        ] as const,
+        request: { params: EntryParams, body: { required: true, content: json(PatchBody) } },
+        responses: {
+          200: { description: "the lab test", content: json(entrySchema("lab-tests")) },
+          ...problemResponses(...VERSIONED_WRITE_PROBLEMS, "illegal-transition"),
+        },
+      }),
+      async (c) => {
+        const { id, entryId } = c.req.valid("param");
+        const s = await entryFacts(c.var.deps.runtime().store, id, "lab-tests", entryId);
+        // a lab test is never patient-entered: a patient or proxy moves none
+        if (c.get("actor")!.role === "patient" && !s?.patientEntered) {
+          await deny(c, "chart.amend");
+        }
+        const { status, ...results } = c.req.valid("json");
+        const e = await changeLabStatus(
+          c.var.deps.runtime().store,
+          { patientId: id, entryId, by: author(c), status, results, today: todayOf(c) },
+          requestMetadata(c),
+          ifMatchVersion(c),
+        );
+        return c.json(versioned(c, e), 200);
+      },
+    )
+    .openapi(
+      createRoute({
+        method: "post",
+        path: `${base}/acknowledge`,
+        tags,
+        summary: "The ordering practitioner saw a lab test's result",
+        description: "Only a completed test (409 otherwise) and only its ordering practitioner " +
+          "(`orderedById`; anyone else 403). Idempotent: acknowledging the same result again " +
+          "answers 200 and records nothing; a result amended since is unacknowledged again.",
+        security: bearer,
+        middleware: [
+          authenticate(),
+          authorize("chart.acknowledge", byPatient),
+          livePatient(patientInPath),
+        ] as const,
+        request: { params: EntryParams },
+        responses: {
+          200: { description: "the lab test", content: json(entrySchema("lab-tests")) },
+          ...problemResponses("unauthorized", "forbidden", "not-found", "conflict", "erased"),
+        },
+      }),
+      async (c) => {
+        const { id, entryId } = c.req.valid("param");
+        const store = c.var.deps.runtime().store;
+        const s = await entryFacts(store, id, "lab-tests", entryId);
+        // the state first (a test not completed is 409 to everyone allowed to ask), then who
+        if (s && s.status === "current" && s.content?.status === "completed") {
+          if (s.content.orderedById !== c.get("actor")!.userId) {
+            await deny(c, "chart.acknowledge");
+          }
+        }
+        const e = await acknowledgeResult(
+          store,
+          { patientId: id, entryId, by: author(c) },
+          requestMetadata(c),
+        );
+        return c.json(versioned(c, e), 200);
+      },
+    );
+};
+
 /** One kind's list by encounter (mounted under `/v1/encounters`). */
 const encounterKindRoutes = (kind: ChartKindName) =>
   new OpenAPIHono<AppEnv>().openapi(
@@ -414,6 +525,7 @@ const encounterKindRoutes = (kind: ChartKindName) =>
 export const patientChart = new OpenAPIHono<AppEnv>();
 /** Encounters' chart lists, under `/v1/encounters`. */
 export const encounterChart = new OpenAPIHono<AppEnv>();
+patientChart.route("/", labTestRoutes());
 for (const kind of CHART_KINDS) {
   patientChart.route("/", patientKindRoutes(kind));
   encounterChart.route("/", encounterKindRoutes(kind));

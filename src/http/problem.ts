@@ -9,6 +9,7 @@ import {
   type FieldIssue,
   ForbiddenError,
   GoneError,
+  IllegalTransitionError,
   MfaEnrolmentRequiredError,
   MfaRequiredError,
   NotFoundError,
@@ -41,6 +42,7 @@ export const PROBLEMS = {
   "method-not-allowed": { status: 405, title: "Method not allowed" },
   "request-timeout": { status: 408, title: "The request took too long to arrive" },
   "conflict": { status: 409, title: "Conflict with the current state" },
+  "illegal-transition": { status: 409, title: "The status cannot move that way" },
   "concurrency-conflict": { status: 409, title: "The resource was changed by someone else" },
   "precondition-failed": { status: 412, title: "Precondition failed" },
   "payload-too-large": { status: 413, title: "Payload too large" },
@@ -125,6 +127,9 @@ export const problemFor = (
     return { slug: CODE_PROBLEMS[err.reason], detail: err.message };
   }
   if (err instanceof ConcurrencyError) return { slug: "concurrency-conflict", detail: err.message };
+  if (err instanceof IllegalTransitionError) {
+    return { slug: "illegal-transition", detail: err.message };
+  }
   if (err instanceof ConflictError) return { slug: "conflict", detail: err.message };
   if (err instanceof NotFoundError) return { slug: "not-found", detail: err.message };
   if (err instanceof GoneError) return { slug: "erased", detail: err.message };
