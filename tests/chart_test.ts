@@ -593,6 +593,7 @@ Deno.test("chart entries: validation, clinic, amendments, history, policy, audit
       startDate: "2026-06-01",
       endDate: "2026-06-30",
     }, 201);
+    assert.equal(course.prescriberId, s.ids.practitioner, "a practitioner prescribes by default");
     const both = await Promise.all(
       [{ startDate: "2026-06-20" }, { endDate: "2026-06-10" }].map((changes) =>
         s.call("practitioner", "POST", `${base}/prescriptions/${course.id}/amendments`, {

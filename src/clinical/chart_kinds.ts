@@ -156,6 +156,9 @@ const prescriptions: ChartKind = {
       : [],
   patientMayEnter: true,
   practitionerFields: ["prescriberId"],
+  // a practitioner's prescription is theirs unless it names another prescriber;
+  // home medication a patient enters names none
+  defaults: (c, author) => authorAs("prescriberId")(c, author),
   mediaFields: [],
   facets: (c) => ({
     ...NO_FACETS,
@@ -230,6 +233,7 @@ const vaccinations: ChartKind = {
   },
   patientMayEnter: false,
   practitionerFields: ["administeredById"],
+  defaults: (c, author) => authorAs("administeredById")(c, author),
   mediaFields: ["certificateMediaId"],
   facets: (c) => ({
     ...NO_FACETS,
