@@ -186,8 +186,9 @@ eachApp(
     for (const r of answers) await r.body?.cancel();
     assert.equal(await countEvents(t, "PractitionerLicenseClaimed"), 1);
     assert.equal(await countEvents(t, "PractitionerProfileSet"), 1);
-    // one practitioner's own concurrent edits: each decided in turn, none lost
-    const me = users[0]!;
+    // one practitioner's own concurrent edits: each decided in turn, none lost (one who lost
+    // the race, so that their profile stream starts empty: the winner's holds its claim)
+    const me = users[statuses.indexOf(409)]!;
     const token = (await login(t.app, me.email)).body.accessToken;
     await api.call("PATCH", `/v1/practitioners/${me.id}/profile`, { licenseNumber: "OWN-1" });
     const edits = await Promise.all(
