@@ -181,12 +181,17 @@ export interface EdgeNode {
   hash: Uint8Array;
 }
 
-/** The rows to insert into merkle_nodes, as the insert's text arrays. */
+/**
+ * The rows to insert into merkle_nodes, as PostgreSQL array literals
+ * (`{4,0,…}`; positions `NULL` above the leaves), written where they are
+ * hashed: four strings cross from the Worker and go out as four parameters,
+ * instead of arrays of a hundred thousand strings serialized twice.
+ */
 export interface NodeRows {
-  levels: string[];
-  idxs: string[];
-  hashes: string[];
-  positions: (string | null)[];
+  levels: string;
+  idxs: string;
+  hashes: string;
+  positions: string;
 }
 
 /**
@@ -202,13 +207,14 @@ export const nodeRowsOf = (
   // hashes as hex throughout (see merkle.ts): the rows carry them so too
   type Node = { level: number; index: number; hash: string };
   const stack: Node[] = edge.map((n) => ({ level: n.level, index: n.index, hash: hex(n.hash) }));
-  const out: NodeRows = { levels: [], idxs: [], hashes: [], positions: [] };
+  const levels: string[] = [], idxs: string[] = [], hashes: string[] = [];
+  const positions: string[] = [];
   const add = (level: number, index: number, hash: string, position: number | null) => {
     if (!stored(level)) return;
-    out.levels.push(String(level));
-    out.idxs.push(String(index));
-    out.hashes.push(hash);
-    out.positions.push(position === null ? null : String(position));
+    levels.push(String(level));
+    idxs.push(String(index));
+    hashes.push(hash);
+    positions.push(position === null ? "NULL" : String(position));
   };
   let i = size;
   for (const r of events) {
@@ -228,7 +234,13 @@ export const nodeRowsOf = (
     stack.push(node);
     i++;
   }
-  return out;
+  const literal = (xs: string[]) => `{${xs.join(",")}}`;
+  return {
+    levels: literal(levels),
+    idxs: literal(idxs),
+    hashes: literal(hashes),
+    positions: literal(positions),
+  };
 };
 
 /**
@@ -358,8 +370,9 @@ export const extendTreeOnce = async (
       ? await hasher.nodeRows(size, stack, take)
       : nodeRowsOf(size, stack, take);
     await tx.query(sql`insert into merkle_nodes (level, idx, hash, global_position)
-      select l, i, decode(h, 'hex'), p from unnest(${levels}::text[]::smallint[],
-        ${idxs}::text[]::bigint[], ${hashes}::text[], ${positions}::text[]::bigint[]) as t(l, i, h, p)`);
+      select l, i, decode(h, 'hex'), p from unnest(${levels}::text::smallint[],
+        ${idxs}::text::bigint[], ${hashes}::text::text[], ${positions}::text::bigint[])
+        as t(l, i, h, p)`);
     return take.length;
   });
 
