@@ -17,14 +17,7 @@ import {
   type Range,
   rangeNodes,
 } from "./merkle.ts";
-import {
-  jcs,
-  leafHashHexOfParts,
-  packRows,
-  STORED_EVENT_COLUMNS,
-  type StoredEventRow,
-  toStoredEvent,
-} from "./stored_event.ts";
+import { jcs, leafHashHexOfParts, type StoredEventRow, toStoredEvent } from "./stored_event.ts";
 
 const hex = (b: Uint8Array): string =>
   Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
@@ -170,10 +163,6 @@ export const consistencyProof = async (
   return { from, to, hashes: await rangeHashes(db, consistencyRanges(from, to)) };
 };
 
-interface BuildRow extends StoredEventRow {
-  safe: boolean;
-}
-
 /** A stored-tree node as the builder carries it. */
 export interface EdgeNode {
   level: number;
@@ -244,14 +233,11 @@ export const nodeRowsOf = (
 };
 
 /**
- * Computes {@link nodeRowsOf} off the calling thread. Its events come with
- * `data` and `metadata` as JSON text (`rawJson`), parsed where they are hashed.
+ * Computes {@link nodeRowsOf} off the calling thread, over the events of
+ * an {@link EventPage}'s JSON (parsed where they are hashed).
  */
 export interface TreeHasher {
-  rawJson: true;
-  nodeRows(size: number, edge: readonly EdgeNode[], events: readonly StoredEventRow[]): Promise<
-    NodeRows
-  >;
+  nodeRows(size: number, edge: readonly EdgeNode[], pageJson: string): Promise<NodeRows>;
 }
 
 /**
@@ -260,7 +246,6 @@ export interface TreeHasher {
  * calls in flight and is started again on the next.
  */
 export class WorkerTreeHasher implements TreeHasher {
-  readonly rawJson = true as const;
   #worker: Worker | null = null;
   #pending = new Map<number, { resolve(r: NodeRows): void; reject(e: Error): void }>();
   #next = 0;
@@ -290,23 +275,12 @@ export class WorkerTreeHasher implements TreeHasher {
     this.#worker = null;
   }
 
-  nodeRows(
-    size: number,
-    edge: readonly EdgeNode[],
-    events: readonly StoredEventRow[],
-  ): Promise<NodeRows> {
+  nodeRows(size: number, edge: readonly EdgeNode[], pageJson: string): Promise<NodeRows> {
     const w = this.#start();
     const id = this.#next++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      // plain objects: a driver's result array carries more than rows
-      w.postMessage({
-        id,
-        kind: "nodes",
-        size,
-        edge: [...edge],
-        rows: packRows(events),
-      });
+      w.postMessage({ id, kind: "nodes", size, edge: [...edge], json: pageJson });
     });
   }
 
@@ -315,11 +289,66 @@ export class WorkerTreeHasher implements TreeHasher {
   }
 }
 
-/** {@link STORED_EVENT_COLUMNS} with `data` and `metadata` left as JSON text. */
-export const RAW_JSON_COLUMNS = sql`global_position, stream_id, stream_version,
-  event_id::text as event_id, type, schema_version, data::text as data, metadata::text as metadata,
-  to_char(recorded_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as recorded_at,
-  prev_hash, hash`;
+/** A page of events as one JSON text, for a Worker to parse (see {@link eventPage}). */
+export interface EventPage {
+  /** How many events. */
+  n: number;
+  /** The last one's global position (0 when none). */
+  last: number;
+  /**
+   * `[[global_position, stream_id, stream_version, event_id, type,
+   * schema_version, data, metadata, recorded_at, prev_hash, hash], …]`,
+   * in global order, recorded_at as STORED_EVENT_COLUMNS writes it (stored_event.ts).
+   */
+  json: string;
+}
+
+/**
+ * Events after `after` in global order, at most `limit`, as one JSON text
+ * that PostgreSQL writes: the thread that asks receives one string a page
+ * and hands it to a Worker, which parses it (instead of the driver parsing
+ * eleven columns an event on the thread that serves requests and appends).
+ * `belowHorizon`: only the events before the first one whose transaction is
+ * not older than the oldest in flight (the tree builder's gap safety).
+ */
+export const eventPage = async (
+  db: Db,
+  after: number,
+  limit: number,
+  belowHorizon = false,
+): Promise<EventPage> => {
+  const page = sql`select * from events where global_position > ${after}
+    order by global_position limit ${limit}`;
+  const from = belowHorizon
+    ? sql`(select *, bool_and(transaction_id < pg_snapshot_xmin(pg_current_snapshot()))
+        over (order by global_position) as safe from (${page}) as p) as e where safe`
+    : sql`(${page}) as e`;
+  const [r] = await db.query<{ n: number; last: string | number | null; json: string }>(
+    sql`select count(*)::int as n, max(global_position) as last,
+      coalesce(json_agg(json_build_array(global_position, stream_id, stream_version, event_id,
+        type, schema_version, data, metadata,
+        to_char(recorded_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        prev_hash, hash) order by global_position), '[]')::text as json
+      from ${from}`,
+  );
+  return { n: r?.n ?? 0, last: Number(r?.last ?? 0), json: r?.json ?? "[]" };
+};
+
+/** The rows of an {@link EventPage}'s JSON, `data` and `metadata` parsed. */
+export const eventPageRows = (json: string): StoredEventRow[] =>
+  (JSON.parse(json) as unknown[][]).map((a) => ({
+    global_position: a[0] as number,
+    stream_id: a[1] as string,
+    stream_version: a[2] as number,
+    event_id: a[3] as string,
+    type: a[4] as string,
+    schema_version: a[5] as number,
+    data: a[6],
+    metadata: a[7],
+    recorded_at: a[8] as string,
+    prev_hash: a[9] as string | null,
+    hash: a[10] as string,
+  }));
 
 /**
  * Adds up to `batch` events to the stored tree in one transaction, in
@@ -351,14 +380,8 @@ export const extendTreeOnce = async (
     );
     const size = last ? Number(last.idx) + 1 : 0;
     const after = last ? Number(last.global_position) : 0;
-    const rows = await tx.query<BuildRow>(
-      sql`select ${hasher ? RAW_JSON_COLUMNS : STORED_EVENT_COLUMNS},
-        transaction_id < pg_snapshot_xmin(pg_current_snapshot()) as safe
-      from events where global_position > ${after} order by global_position limit ${batch}`,
-    );
-    const cut = rows.findIndex((r) => !r.safe);
-    const take = cut === -1 ? rows : rows.slice(0, cut);
-    if (take.length === 0) return 0;
+    const page = await eventPage(tx, after, batch, true);
+    if (page.n === 0) return 0;
     // the right edge of the stored tree: its complete subtrees, largest first
     const edge = rangeNodes(0, size);
     const edgeHashes = await fetchNodes(tx, edge);
@@ -367,13 +390,13 @@ export const extendTreeOnce = async (
       hash: edgeHashes.get(`${id.level}/${id.index}`)!,
     }));
     const { levels, idxs, hashes, positions } = hasher
-      ? await hasher.nodeRows(size, stack, take)
-      : nodeRowsOf(size, stack, take);
+      ? await hasher.nodeRows(size, stack, page.json)
+      : nodeRowsOf(size, stack, eventPageRows(page.json));
     await tx.query(sql`insert into merkle_nodes (level, idx, hash, global_position)
       select l, i, decode(h, 'hex'), p from unnest(${levels}::text::smallint[],
         ${idxs}::text::bigint[], ${hashes}::text::text[], ${positions}::text::bigint[])
         as t(l, i, h, p)`);
-    return take.length;
+    return page.n;
   });
 
 /** Extends the stored tree as far as the horizon allows; returns its new size. */

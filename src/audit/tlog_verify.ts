@@ -15,13 +15,12 @@ import { b64, CompactRange } from "./merkle.ts";
 import {
   jcs,
   leafHashHexOfParts,
-  packRows,
   type StoredEvent,
   type StoredEventRow,
   storedEventsAfter,
   toStoredEvent,
 } from "./stored_event.ts";
-import { RAW_JSON_COLUMNS, rootAt, storedLeaves, treeSize } from "./tlog_store.ts";
+import { eventPage, rootAt, storedLeaves, treeSize } from "./tlog_store.ts";
 
 /** A checkpoint to check the events against. */
 export interface CheckpointClaim {
@@ -170,33 +169,24 @@ export async function* hashedPagesFromDb(db: Db, workers = 1): AsyncGenerator<Ha
     };
   }
   let id = 0;
-  const hashOn = (rows: readonly StoredEventRow[]): Promise<HashedPage> => {
+  const hashOn = (json: string): Promise<HashedPage> => {
     const n = id++;
     const done = new Promise<HashedPage>((resolve, reject) => waiting.set(n, { resolve, reject }));
-    pool[n % pool.length]!.postMessage({
-      id: n,
-      kind: "verify",
-      rows: packRows(rows),
-    });
+    pool[n % pool.length]!.postMessage({ id: n, kind: "verify", json });
     return done;
   };
-  const fetch = (after: number) =>
-    db.query<StoredEventRow>(
-      sql`select ${RAW_JSON_COLUMNS} from events where global_position > ${after}
-        order by global_position limit ${PAGE}`,
-    );
   const inFlight: Promise<HashedPage>[] = [];
   try {
     let after = 0;
     let more = true;
     while (more || inFlight.length > 0) {
       while (more && inFlight.length < pool.length + 1) {
-        const rows = await fetch(after);
-        if (rows.length > 0) {
-          inFlight.push(hashOn(rows));
-          after = Number(rows[rows.length - 1]!.global_position);
+        const page = await eventPage(db, after, PAGE);
+        if (page.n > 0) {
+          inFlight.push(hashOn(page.json));
+          after = page.last;
         }
-        if (rows.length < PAGE) more = false;
+        if (page.n < PAGE) more = false;
       }
       if (inFlight.length > 0) yield await inFlight.shift()!;
     }

@@ -2,22 +2,21 @@
 // checkpoint publisher's tree (`nodes`: the merkle_nodes rows some events
 // add; WorkerTreeHasher in tlog_store.ts) and for `audit verify` (`verify`:
 // a page's leaf hashes and whether each event's chain hash holds;
-// hashedPagesFromDb in tlog_verify.ts). Events come with data and metadata
-// as JSON text, parsed here.
+// hashedPagesFromDb in tlog_verify.ts). A page of events comes as one JSON
+// text, parsed here.
 /// <reference lib="deno.worker" />
-import { unpackRows } from "./stored_event.ts";
-import { type EdgeNode, nodeRowsOf } from "./tlog_store.ts";
+import { type EdgeNode, eventPageRows, nodeRowsOf } from "./tlog_store.ts";
 import { hashPage } from "./tlog_verify.ts";
 
-/** `rows`: the events as `packRows` flattens them, data and metadata as JSON text. */
+/** `json`: a page of events as `eventPage` (tlog_store.ts) has PostgreSQL write it. */
 type Request =
-  | { id: number; kind: "nodes"; size: number; edge: EdgeNode[]; rows: unknown[] }
-  | { id: number; kind: "verify"; rows: unknown[] };
+  | { id: number; kind: "nodes"; size: number; edge: EdgeNode[]; json: string }
+  | { id: number; kind: "verify"; json: string };
 
 self.onmessage = (ev: MessageEvent<Request>) => {
   const m = ev.data;
   try {
-    const events = unpackRows(m.rows, true);
+    const events = eventPageRows(m.json);
     if (m.kind === "nodes") {
       self.postMessage({ id: m.id, rows: nodeRowsOf(m.size, m.edge, events) });
     } else {
