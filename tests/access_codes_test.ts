@@ -29,7 +29,7 @@ const eachApp = async (
 ) => {
   for (const kind of await drivers()) {
     await t.step(kind, async () => {
-      const db = kind === "postgres" ? await createTestDatabase() : null;
+      const db = kind === "postgres" ? await createTestDatabase({ app: true }) : null;
       const c = clock();
       const a = await openTestApp({ ...ENV, ...(db ? { DATABASE_URL: db.url } : {}) }, {
         now: c.now,

@@ -53,7 +53,7 @@ const DCM = "http://dicom.nema.org/resources/ontology/DCM";
  * Q returned) and deletes Q. One step an hour on an injected clock.
  */
 const scenario = async (driver: string, extraEnv: Record<string, string> = {}) => {
-  const pg = driver === "postgres" ? await createTestDatabase() : null;
+  const pg = driver === "postgres" ? await createTestDatabase({ app: true }) : null;
   const clock = { now: T0 };
   const masterKey = crypto.getRandomValues(new Uint8Array(32));
   const t = await openTestApp({
@@ -671,7 +671,7 @@ Deno.test({
   fn: async () => {
     const n = Number(Deno.env.get("CHARTLOG_EXPORT_TEST_EVENTS") ?? 1_000_000);
     assert.ok(Number.isInteger(n) && n > 0, "CHARTLOG_EXPORT_TEST_EVENTS");
-    const pg = await createTestDatabase();
+    const pg = await createTestDatabase({ app: true });
     const dir = await Deno.makeTempDir({ prefix: "chartlog_export_mem_" });
     const masterKey = crypto.getRandomValues(new Uint8Array(32));
     const env = {

@@ -30,7 +30,7 @@ interface Item {
  * P through break-glass and reads it, a third is refused, admin renames P.
  */
 const scenario = async (driver: string) => {
-  const pg = driver === "postgres" ? await createTestDatabase() : null;
+  const pg = driver === "postgres" ? await createTestDatabase({ app: true }) : null;
   const clock = { now: T0 };
   const t = await openTestApp({
     CHARTLOG_LOGIN_RATE_PER_MIN: "10000",

@@ -20,7 +20,7 @@ const NO_ACCESS_EVENTS = `create function no_access() returns trigger language p
  */
 Deno.test("audit replay: a readable, audited timeline; PHI unsealed, then [erased]; usage errors", async () => {
   // PostgreSQL when there is one (a PGlite directory takes seconds to initialise)
-  const pg = (await postgresAvailable()) ? await createTestDatabase() : null;
+  const pg = (await postgresAvailable()) ? await createTestDatabase({ app: true }) : null;
   const dataDir = await Deno.makeTempDir({ prefix: "chartlog_replay_" });
   const env = {
     CHARTLOG_DATA_DIR: dataDir,

@@ -374,7 +374,7 @@ const eachApp = async (
 ) => {
   for (const kind of await drivers()) {
     await t.step(kind, async () => {
-      const db = kind === "postgres" ? await createTestDatabase() : null;
+      const db = kind === "postgres" ? await createTestDatabase({ app: true }) : null;
       const app = await openTestApp({ ...env, ...(db ? { DATABASE_URL: db.url } : {}) });
       try {
         await fn(app);
@@ -411,7 +411,7 @@ Deno.test("auth: 20 concurrent wrong passwords lock the account exactly once", a
 Deno.test("auth: 20 concurrent refreshes with one token: one wins, the session is revoked", async (ctx) => {
   for (const driver of await drivers()) {
     await ctx.step(driver, async () => {
-      const pg = driver === "postgres" ? await createTestDatabase() : null;
+      const pg = driver === "postgres" ? await createTestDatabase({ app: true }) : null;
       const { t, refresh, login } = await sessionsFixture(pg ? { DATABASE_URL: pg.url } : {});
       try {
         const first = await login();

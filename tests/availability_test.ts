@@ -147,7 +147,7 @@ const patient = () => ({
 
 Deno.test("server process: waits for an unreachable database, survives losing its connections, drains on SIGTERM", async () => {
   if (!(await postgresAvailable())) return;
-  const tdb = await createTestDatabase();
+  const tdb = await createTestDatabase({ app: true });
   const dir = await Deno.makeTempDir({ prefix: "chartlog-avail-" });
   const admin = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
   const dbName = new URL(tdb.url).pathname.slice(1);

@@ -78,7 +78,7 @@ const TODAY = "2026-06-15";
 const NOW = new Date(`${TODAY}T12:00:00Z`);
 
 const setup = async (driver: string) => {
-  const pg = driver === "postgres" ? await createTestDatabase() : null;
+  const pg = driver === "postgres" ? await createTestDatabase({ app: true }) : null;
   const t = await openTestApp({
     CHARTLOG_LOGIN_RATE_PER_MIN: "10000",
     ...(pg ? { DATABASE_URL: pg.url } : {}),

@@ -46,7 +46,7 @@ const NOW = new Date("2026-06-15T12:00:00Z");
 
 for (const driver of await drivers()) {
   Deno.test(`clinic owners [${driver}]: read their clinics' entries, nothing else`, async () => {
-    const pg = driver === "postgres" ? await createTestDatabase() : null;
+    const pg = driver === "postgres" ? await createTestDatabase({ app: true }) : null;
     const t = await openTestApp({
       CHARTLOG_LOGIN_RATE_PER_MIN: "10000",
       ...(pg ? { DATABASE_URL: pg.url } : {}),

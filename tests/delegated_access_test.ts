@@ -24,7 +24,7 @@ const waitFor = async (what: string, check: () => Promise<boolean>) => {
 for (const driver of await drivers()) {
   Deno.test(`delegated access [${driver}]: request → code in-app and by mail → verify; clinic grant; proxy shares → redeem; revoke`, async () => {
     const smtp = await new TestSmtp().start();
-    const pg = driver === "postgres" ? await createTestDatabase() : null;
+    const pg = driver === "postgres" ? await createTestDatabase({ app: true }) : null;
     const t = await openTestApp({
       CHARTLOG_LOGIN_RATE_PER_MIN: "10000",
       CHARTLOG_SMTP_URL: smtp.url,

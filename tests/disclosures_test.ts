@@ -33,7 +33,7 @@ interface Group {
  * record; a stranger is refused; an auditor queries P's trail.
  */
 const scenario = async (driver: string) => {
-  const pg = driver === "postgres" ? await createTestDatabase() : null;
+  const pg = driver === "postgres" ? await createTestDatabase({ app: true }) : null;
   const clock = { now: T0 };
   const t = await openTestApp({
     CHARTLOG_LOGIN_RATE_PER_MIN: "10000",

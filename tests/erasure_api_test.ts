@@ -94,7 +94,7 @@ interface AuditItem {
 }
 
 const scenario = async (driver: DriverKind) => {
-  const pg = driver === "postgres" ? await createTestDatabase() : null;
+  const pg = driver === "postgres" ? await createTestDatabase({ app: true }) : null;
   const t = await openTestApp({
     CHARTLOG_LOGIN_RATE_PER_MIN: "10000",
     ...(pg ? { DATABASE_URL: pg.url } : {}),

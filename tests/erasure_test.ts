@@ -98,7 +98,7 @@ const snapshot = async (db: Db, tables: string[]) => {
 // projection_test.ts covers rebuilding on each; one run keeps the suite fast
 for (const driver of (await drivers()).slice(0, 1)) {
   Deno.test(`erasure [${driver}]: no PHI left in any table, account erased, rebuild and verify pass, 410 after`, async () => {
-    const pg = driver === "postgres" ? await createTestDatabase() : null;
+    const pg = driver === "postgres" ? await createTestDatabase({ app: true }) : null;
     const t = await openTestApp({
       CHARTLOG_LOGIN_RATE_PER_MIN: "10000",
       ...(pg ? { DATABASE_URL: pg.url } : {}),

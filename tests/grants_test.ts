@@ -100,7 +100,7 @@ Deno.test("break-glass decider: a reason of 20+ characters, a one-hour grant in 
 
 /** An app on the driver with a movable clock and logged-in users. */
 const setup = async (driver: string, start = Date.parse("2026-12-01T08:00:00Z")) => {
-  const pg = driver === "postgres" ? await createTestDatabase() : null;
+  const pg = driver === "postgres" ? await createTestDatabase({ app: true }) : null;
   const clock = { now: start };
   const t = await openTestApp({
     CHARTLOG_LOGIN_RATE_PER_MIN: "10000",

@@ -90,7 +90,7 @@ const streamUpload = (
  * on PGlite in memory, or on a fresh PostgreSQL database dropped at close.
  */
 const clinic = async (env: Record<string, string> = {}, driver: DriverKind = "pglite") => {
-  const pg = driver === "postgres" ? await createTestDatabase() : null;
+  const pg = driver === "postgres" ? await createTestDatabase({ app: true }) : null;
   const opened = await openTestApp({
     CHARTLOG_LOGIN_RATE_PER_MIN: "10000",
     ...(pg ? { DATABASE_URL: pg.url } : {}),

@@ -47,7 +47,7 @@ const world = async (
   } = {},
 ) => {
   const clock = testClock();
-  const pg = driver === "postgres" ? await createTestDatabase() : null;
+  const pg = driver === "postgres" ? await createTestDatabase({ app: true }) : null;
   let t: TestApp;
   try {
     t = await openTestApp({

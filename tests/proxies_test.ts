@@ -84,7 +84,7 @@ const pdf = () => {
  * and a practitioner; on PGlite in memory or a fresh PostgreSQL database.
  */
 const household = async (driver: DriverKind) => {
-  const pg = driver === "postgres" ? await createTestDatabase() : null;
+  const pg = driver === "postgres" ? await createTestDatabase({ app: true }) : null;
   const opened = await openTestApp({
     CHARTLOG_LOGIN_RATE_PER_MIN: "10000",
     ...(pg ? { DATABASE_URL: pg.url } : {}),

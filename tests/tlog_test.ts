@@ -207,7 +207,7 @@ const AUDITOR_EMAIL = "auditor@clinic.test";
 Deno.test("tlog: checkpoints, public keys and proofs over HTTP, each use audited", async (t) => {
   for (const kind of await drivers()) {
     await t.step(kind, async () => {
-      const pg = kind === "postgres" ? await createTestDatabase() : null;
+      const pg = kind === "postgres" ? await createTestDatabase({ app: true }) : null;
       const app = await openTestApp(pg ? { DATABASE_URL: pg.url } : {});
       try {
         const rt = app.runtime;
@@ -354,7 +354,7 @@ Deno.test("tlog: checkpoints, public keys and proofs over HTTP, each use audited
 Deno.test("tlog: the publisher publishes in the background and survives a killed connection", async (t) => {
   if (!(await drivers()).includes("postgres")) return;
   await t.step("postgres", async () => {
-    const pg = await createTestDatabase();
+    const pg = await createTestDatabase({ app: true });
     const app = await openTestApp({
       DATABASE_URL: pg.url,
       CHARTLOG_CHECKPOINT_EVENTS: "3",

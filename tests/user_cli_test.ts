@@ -54,7 +54,7 @@ Deno.test({
   name: "user CLI: unlock, reset-password and reset-mfa are events naming the admin operator",
   ignore: !(await postgresAvailable()),
   fn: async () => {
-    const db = await createTestDatabase();
+    const db = await createTestDatabase({ app: true });
     const env = {
       DATABASE_URL: db.url,
       CHARTLOG_MASTER_KEY: keyEnv(crypto.getRandomValues(new Uint8Array(32))),

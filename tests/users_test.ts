@@ -138,7 +138,7 @@ Deno.test({
   name: "users: `deno task user create` bootstraps a user from stdin",
   ignore: !(await postgresAvailable()),
   fn: async () => {
-    const db = await createTestDatabase();
+    const db = await createTestDatabase({ app: true });
     const key = crypto.getRandomValues(new Uint8Array(32));
     try {
       const cmd = new Deno.Command(Deno.execPath(), {

@@ -13,7 +13,7 @@ export const eachApp = (name: string, fn: (t: App, api: Api) => Promise<void>) =
   Deno.test(name, async (ctx) => {
     for (const kind of await drivers()) {
       await ctx.step(kind, async () => {
-        const pg = kind === "postgres" ? await createTestDatabase() : null;
+        const pg = kind === "postgres" ? await createTestDatabase({ app: true }) : null;
         const t = await openTestApp({
           CHARTLOG_LOGIN_RATE_PER_MIN: "10000",
           ...(pg ? { DATABASE_URL: pg.url } : {}),
