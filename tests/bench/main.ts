@@ -22,7 +22,7 @@
  *   BENCH_READ_DIAG     1: always break the readAll time down (default: only below target)
  *   BENCH_ONLY          comma list of sections: ours-pg, pglite, emmett, read, auth,
  *                       patients, media, multipart, export, tlog (default: all)
- *   BENCH_TLOG_EVENTS   events seeded for the transparency-log section (default 100000)
+ *   BENCH_TLOG_EVENTS   events seeded for the transparency-log section (default 1000000)
  *
  * The auth section (logins, token checks) has knobs of its own: see auth_bench.ts;
  * so has the patients section (audited PHI reads over HTTP): see patients_bench.ts;

@@ -4,7 +4,7 @@
  * proof take, and how fast `audit verify` checks the log (hash chains and
  * the tree recomputed from the events). Prints figures; never asserts on time.
  *
- *   BENCH_TLOG_EVENTS=100000 deno run -A tests/bench/tlog_bench.ts
+ *   BENCH_TLOG_EVENTS=1000000 deno run -A tests/bench/tlog_bench.ts (the default)
  *
  * Then what checkpointing costs appends: rounds of BENCH_WRITERS (32)
  * concurrent writers appending BENCH_TLOG_APPEND_EVENTS (24000) events, with
@@ -38,7 +38,7 @@ export const tlogBench = async (): Promise<string[]> => {
     );
     return r?.n ?? 0;
   };
-  const total = envInt("BENCH_TLOG_EVENTS", 100_000);
+  const total = envInt("BENCH_TLOG_EVENTS", 1_000_000);
   const h = await openHarness("postgres", { catalog });
   h0 = h;
   const out: string[] = [];
