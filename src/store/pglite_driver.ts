@@ -5,6 +5,23 @@ import type { Query } from "./sql.ts";
 type Conn = PGlite | Transaction;
 
 /**
+ * PGlite's start parameters with a smaller buffer pool. initdb sizes
+ * shared_buffers at PostgreSQL's 128 MB, and in WASM the pool is zeroed in
+ * the instance's heap at start, so all of it is resident from the first
+ * second: an idle server held 300 MB for PGlite alone on an existing
+ * directory, 175 MB with 32 MB (measured; tests/bench/memory_bench.ts). 32 MB
+ * is 4,096 pages, a laptop's working set; a page outside it is a read of the
+ * data directory through the OS page cache. wal_buffers follows (1/32 of it).
+ */
+export const PGLITE_START_PARAMS: readonly string[] = [
+  ...PGlite.defaultStartParams,
+  "-c",
+  "shared_buffers=32MB",
+];
+
+const createOptions = () => ({ startParams: [...PGLITE_START_PARAMS] });
+
+/**
  * JSON-encode every json (114) and jsonb (3802) parameter, as postgres.js
  * does: PGlite would pass a string through as JSON text, not as a JSON string.
  */
@@ -90,7 +107,7 @@ const lockDataDir = async (dataDir: string): Promise<() => Promise<void>> => {
  * per process: initdb is most of a fresh PGlite's start-up (seconds).
  */
 export const pgliteImage = async (prepare: (db: Db) => Promise<void>): Promise<Blob> => {
-  const pg = await PGlite.create();
+  const pg = await PGlite.create(createOptions());
   try {
     await prepare(wrap(pg, pg, 0));
     // gzip: a tenth of the size (40 MB raw) and no slower to load
@@ -102,22 +119,79 @@ export const pgliteImage = async (prepare: (db: Db) => Promise<void>): Promise<B
 
 /** An in-memory PGlite started from a copy of an image made by {@link pgliteImage}. */
 export const openPgliteImage = async (image: Blob): Promise<Db> => {
-  const pg = await PGlite.create({ loadDataDir: image });
+  const pg = await PGlite.create({ ...createOptions(), loadDataDir: image });
   return wrap(pg, pg, 0);
 };
 
+/** Whether `dataDir` already holds a database (PostgreSQL writes PG_VERSION first). */
+const initialised = async (dataDir: string): Promise<boolean> => {
+  try {
+    await Deno.stat(`${dataDir.replace(/\/+$/, "")}/PG_VERSION`);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+};
+
+/** A message to src/store/pglite_init_worker.ts: the data directory and PGlite's start parameters. */
+export interface InitRequest {
+  dataDir: string;
+  startParams: string[];
+}
+
+/** Its answer: done, or the failure's name and message (an empty database: no PHI). */
+export type InitReply = { ok: true } | { ok: false; name: string; message: string };
+
+/**
+ * Runs initdb on `dataDir` in a Worker that ends afterwards (see
+ * src/store/pglite_init_worker.ts): a first start then holds what a restart
+ * holds, not 300 MB more.
+ */
+const initInWorker = async (dataDir: string): Promise<void> => {
+  const worker = new Worker(new URL("./pglite_init_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    const reply = await new Promise<InitReply>((resolve, reject) => {
+      worker.onmessage = (e: MessageEvent<InitReply>) => resolve(e.data);
+      worker.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(`the PGlite initdb worker failed: ${e.message}`));
+      };
+      worker.postMessage({ dataDir, startParams: [...PGLITE_START_PARAMS] } satisfies InitRequest);
+    });
+    if (!reply.ok) {
+      const err = new Error(reply.message);
+      err.name = reply.name;
+      throw err;
+    }
+  } finally {
+    worker.terminate();
+  }
+};
+
+/** How many PGlite instances this process has opened (tests: one per server). */
+let opened = 0;
+/** PGlite instances opened in this isolate so far (not counting the initdb Worker's). */
+export const pgliteInstancesOpened = (): number => opened;
+
 /**
  * A {@link Db} over an embedded PGlite: `memory://` for an in-memory
- * database, otherwise a data directory path (locked to this process).
+ * database, otherwise a data directory path (locked to this process). A new
+ * directory is initialised on a Worker first.
  */
 export const openPglite = async (dataDir: string): Promise<Db> => {
   if (dataDir === "memory://") {
-    const pg = await PGlite.create();
+    const pg = await PGlite.create(createOptions());
+    opened++;
     return wrap(pg, pg, 0);
   }
   const unlock = await lockDataDir(dataDir);
   try {
-    const pg = await PGlite.create(dataDir);
+    if (!(await initialised(dataDir))) await initInWorker(dataDir);
+    const pg = await PGlite.create(dataDir, createOptions());
+    opened++;
     const db = wrap(pg, pg, 0);
     return {
       ...db,
