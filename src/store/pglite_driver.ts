@@ -19,7 +19,16 @@ export const PGLITE_START_PARAMS: readonly string[] = [
   "shared_buffers=32MB",
 ];
 
-const createOptions = () => ({ startParams: [...PGLITE_START_PARAMS] });
+/**
+ * initdb's own: the same pool while it bootstraps (it would size one of 128
+ * MB), and written into a new directory's postgresql.conf.
+ */
+const PGLITE_INITDB_PARAMS: readonly string[] = ["-c", "shared_buffers=32MB"];
+
+const createOptions = () => ({
+  startParams: [...PGLITE_START_PARAMS],
+  initDbStartParams: [...PGLITE_INITDB_PARAMS],
+});
 
 /**
  * JSON-encode every json (114) and jsonb (3802) parameter, as postgres.js
@@ -138,6 +147,7 @@ const initialised = async (dataDir: string): Promise<boolean> => {
 export interface InitRequest {
   dataDir: string;
   startParams: string[];
+  initDbStartParams: string[];
 }
 
 /** Its answer: done, or the failure's name and message (an empty database: no PHI). */
@@ -159,7 +169,7 @@ const initInWorker = async (dataDir: string): Promise<void> => {
         e.preventDefault();
         reject(new Error(`the PGlite initdb worker failed: ${e.message}`));
       };
-      worker.postMessage({ dataDir, startParams: [...PGLITE_START_PARAMS] } satisfies InitRequest);
+      worker.postMessage({ dataDir, ...createOptions() } satisfies InitRequest);
     });
     if (!reply.ok) {
       const err = new Error(reply.message);
@@ -171,11 +181,6 @@ const initInWorker = async (dataDir: string): Promise<void> => {
   }
 };
 
-/** How many PGlite instances this process has opened (tests: one per server). */
-let opened = 0;
-/** PGlite instances opened in this isolate so far (not counting the initdb Worker's). */
-export const pgliteInstancesOpened = (): number => opened;
-
 /**
  * A {@link Db} over an embedded PGlite: `memory://` for an in-memory
  * database, otherwise a data directory path (locked to this process). A new
@@ -184,14 +189,12 @@ export const pgliteInstancesOpened = (): number => opened;
 export const openPglite = async (dataDir: string): Promise<Db> => {
   if (dataDir === "memory://") {
     const pg = await PGlite.create(createOptions());
-    opened++;
     return wrap(pg, pg, 0);
   }
   const unlock = await lockDataDir(dataDir);
   try {
     if (!(await initialised(dataDir))) await initInWorker(dataDir);
     const pg = await PGlite.create(dataDir, createOptions());
-    opened++;
     const db = wrap(pg, pg, 0);
     return {
       ...db,

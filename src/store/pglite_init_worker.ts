@@ -11,7 +11,10 @@ import type { InitReply, InitRequest } from "./pglite_driver.ts";
 
 self.onmessage = async (e: MessageEvent<InitRequest>) => {
   try {
-    const pg = await PGlite.create(e.data.dataDir, { startParams: e.data.startParams });
+    const pg = await PGlite.create(e.data.dataDir, {
+      startParams: e.data.startParams,
+      initDbStartParams: e.data.initDbStartParams,
+    });
     await pg.close();
     self.postMessage({ ok: true } satisfies InitReply);
   } catch (err) {
