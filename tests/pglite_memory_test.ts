@@ -1,7 +1,7 @@
 /**
  * What keeps an idle embedded server small (issue 15, target 7; the figures
  * are tests/bench/memory_bench.ts's, never asserted here): PGlite runs with a
- * 32 MB buffer pool on new and old data directories alike, and a new
+ * 16 MB buffer pool on new and old data directories alike, and a new
  * directory is initialised on a Worker that has ended by the time the
  * database is open.
  */
@@ -13,12 +13,12 @@ import { sql } from "../src/store/sql.ts";
 const sharedBuffers = async (db: Awaited<ReturnType<typeof openPglite>>) =>
   (await db.query<{ v: string }>(sql`select current_setting('shared_buffers') as v`))[0]?.v;
 
-Deno.test("pglite memory: a new directory is initialised with a 32 MB pool, and keeps its data", async () => {
+Deno.test("pglite memory: a new directory is initialised with a 16 MB pool, and keeps its data", async () => {
   const dir = await Deno.makeTempDir({ prefix: "chartlog-pglite-mem-" });
   try {
     const db = await openPglite(`${dir}/pglite`);
     try {
-      assert.equal(await sharedBuffers(db), "32MB");
+      assert.equal(await sharedBuffers(db), "16MB");
       await db.exec("create table kept (n int); insert into kept values (7)");
     } finally {
       await db.close();
@@ -26,11 +26,11 @@ Deno.test("pglite memory: a new directory is initialised with a 32 MB pool, and 
     // initdb (on the Worker) wrote the setting into the directory's own configuration
     assert.match(
       await Deno.readTextFile(`${dir}/pglite/postgresql.conf`),
-      /^shared_buffers = 32MB/m,
+      /^shared_buffers = 16MB/m,
     );
     const again = await openPglite(`${dir}/pglite`);
     try {
-      assert.equal(await sharedBuffers(again), "32MB");
+      assert.equal(await sharedBuffers(again), "16MB");
       assert.deepEqual(await again.query(sql`select n from kept`), [{ n: 7 }]);
     } finally {
       await again.close();
@@ -40,7 +40,7 @@ Deno.test("pglite memory: a new directory is initialised with a 32 MB pool, and 
   }
 });
 
-Deno.test("pglite memory: a directory made with PGlite's defaults (128 MB) opens with 32 MB", async () => {
+Deno.test("pglite memory: a directory made with PGlite's defaults (128 MB) opens with 16 MB", async () => {
   const dir = await Deno.makeTempDir({ prefix: "chartlog-pglite-mem-" });
   try {
     const old = await PGlite.create(`${dir}/pglite`);
@@ -51,7 +51,7 @@ Deno.test("pglite memory: a directory made with PGlite's defaults (128 MB) opens
     await old.close();
     const db = await openPglite(`${dir}/pglite`);
     try {
-      assert.equal(await sharedBuffers(db), "32MB");
+      assert.equal(await sharedBuffers(db), "16MB");
     } finally {
       await db.close();
     }

@@ -8,22 +8,25 @@ type Conn = PGlite | Transaction;
  * PGlite's start parameters with a smaller buffer pool. initdb sizes
  * shared_buffers at PostgreSQL's 128 MB, and in WASM the pool is zeroed in
  * the instance's heap at start, so all of it is resident from the first
- * second: an idle server held 300 MB for PGlite alone on an existing
- * directory, 175 MB with 32 MB (measured; tests/bench/memory_bench.ts). 32 MB
- * is 4,096 pages, a laptop's working set; a page outside it is a read of the
- * data directory through the OS page cache. wal_buffers follows (1/32 of it).
+ * second: PGlite alone on an existing directory held 300 MB, 175 MB with 32
+ * MB, and the idle server restarted on its directory 364 MB before, 245 MB
+ * with 32 MB and 224-244 MB with 16 MB (measured; tests/bench/memory_bench.ts).
+ * A page outside the pool is a read of the data directory through the OS
+ * page cache: random primary-key reads over a 42 MB table ran at the same
+ * rate with 16, 32 and 128 MB (1,750-2,630 lookups/s, noise between runs
+ * larger than between sizes). wal_buffers follows (1/32 of it).
  */
 export const PGLITE_START_PARAMS: readonly string[] = [
   ...PGlite.defaultStartParams,
   "-c",
-  "shared_buffers=32MB",
+  "shared_buffers=16MB",
 ];
 
 /**
  * initdb's own: the same pool while it bootstraps (it would size one of 128
  * MB), and written into a new directory's postgresql.conf.
  */
-const PGLITE_INITDB_PARAMS: readonly string[] = ["-c", "shared_buffers=32MB"];
+const PGLITE_INITDB_PARAMS: readonly string[] = ["-c", "shared_buffers=16MB"];
 
 const createOptions = () => ({
   startParams: [...PGLITE_START_PARAMS],
