@@ -94,3 +94,20 @@ Deno.test("image pool: DICOM headers are read in a worker; the caller keeps its 
     pool.close();
   }
 });
+
+Deno.test("image pool: no worker before the first job, and an idle one ends; the next job starts another", async () => {
+  const pool = new ImagePool(2, { idleMs: 50 });
+  try {
+    assert.equal(pool.workers, 0);
+    const r = await pool.process(await jpeg(32, 32), "image/jpeg", { maxPixels: 1_000_000 });
+    assert.equal(r.width, 32);
+    assert.equal(pool.workers, 1);
+    // bounded wait for the idle worker to end (a guard against a hang, not a timing assertion)
+    for (let i = 0; i < 200 && pool.workers > 0; i++) await new Promise((x) => setTimeout(x, 25));
+    assert.equal(pool.workers, 0);
+    const again = await pool.process(await jpeg(16, 8), "image/jpeg", { maxPixels: 1_000_000 });
+    assert.deepEqual([again.width, again.height], [16, 8]);
+  } finally {
+    pool.close();
+  }
+});

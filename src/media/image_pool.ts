@@ -26,6 +26,11 @@ export interface ImagePoolOptions {
    * HTTP 503 with Retry-After) rather than queued. Default unbounded.
    */
   maxQueue?: number;
+  /**
+   * A worker idle this long ends (each is an isolate of its own, tens of MB);
+   * the next job starts one again. Default 60 s.
+   */
+  idleMs?: number;
 }
 
 /** What a refused job's client is told to wait before trying again, in seconds. */
@@ -40,6 +45,8 @@ interface Pending {
 interface Slot {
   worker: Worker;
   busy: Pending | null;
+  /** Ends the worker once it has been idle `idleMs`; cleared when it gets a job. */
+  idle: ReturnType<typeof setTimeout> | null;
 }
 
 /**
@@ -49,12 +56,14 @@ interface Slot {
  * other request, and so that at most `size` files are decoded at once: with
  * the pixel and inflate limits, that bounds the memory uploads can take.
  * Further jobs wait in a queue of at most `maxQueue`; past it a job is
- * refused at once. Workers start on first use; a crashed worker is replaced
- * and its job fails.
+ * refused at once. Workers start on first use and end when idle for
+ * `idleMs`, so an idle server holds none; a crashed worker is replaced and
+ * its job fails.
  */
 export class ImagePool {
   readonly #size: number;
   readonly #maxQueue: number;
+  readonly #idleMs: number;
   readonly #slots: Slot[] = [];
   readonly #queue: Pending[] = [];
   #nextId = 1;
@@ -62,10 +71,17 @@ export class ImagePool {
 
   constructor(size: number, options: ImagePoolOptions = {}) {
     if (!(size >= 1)) throw new RangeError("an image pool needs at least one worker");
-    const { maxQueue = Infinity } = options;
+    const { maxQueue = Infinity, idleMs = 60_000 } = options;
     if (!(maxQueue >= 0)) throw new RangeError("maxQueue must be 0 or more");
+    if (!(idleMs >= 0)) throw new RangeError("idleMs must be 0 or more");
     this.#size = size;
     this.#maxQueue = maxQueue;
+    this.#idleMs = idleMs;
+  }
+
+  /** Workers alive now, busy or idle. */
+  get workers(): number {
+    return this.#slots.length;
   }
 
   /** Jobs in a worker now. */
@@ -137,6 +153,7 @@ export class ImagePool {
   close(): void {
     this.#closed = true;
     for (const s of this.#slots.splice(0)) {
+      if (s.idle !== null) clearTimeout(s.idle);
       s.worker.terminate();
       s.busy?.reject(new Error("the image pool is closed"));
     }
@@ -149,6 +166,8 @@ export class ImagePool {
       if (!slot && this.#slots.length < this.#size) slot = this.#spawn();
       if (!slot) return;
       const p = this.#queue.shift()!;
+      if (slot.idle !== null) clearTimeout(slot.idle);
+      slot.idle = null;
       slot.busy = p;
       const buffer = p.job.bytes.buffer;
       const whole = p.job.bytes.byteOffset === 0 && p.job.bytes.byteLength === buffer.byteLength;
@@ -162,7 +181,7 @@ export class ImagePool {
 
   #spawn(): Slot {
     const worker = new Worker(new URL("./image_worker.ts", import.meta.url), { type: "module" });
-    const slot: Slot = { worker, busy: null };
+    const slot: Slot = { worker, busy: null, idle: null };
     worker.onmessage = (e: MessageEvent<ImageReply>) => {
       const p = slot.busy;
       slot.busy = null;
@@ -174,9 +193,11 @@ export class ImagePool {
         } else p.reject(new Error("image processing failed"));
       }
       this.#pump();
+      if (!slot.busy && !this.#closed) this.#endWhenIdle(slot);
     };
     worker.onerror = (e) => {
       e.preventDefault();
+      if (slot.idle !== null) clearTimeout(slot.idle);
       const i = this.#slots.indexOf(slot);
       if (i >= 0) this.#slots.splice(i, 1);
       worker.terminate();
@@ -186,5 +207,19 @@ export class ImagePool {
     };
     this.#slots.push(slot);
     return slot;
+  }
+
+  #endWhenIdle(slot: Slot): void {
+    if (slot.idle !== null) clearTimeout(slot.idle);
+    const timer = setTimeout(() => {
+      slot.idle = null;
+      const i = this.#slots.indexOf(slot);
+      if (slot.busy || i < 0) return;
+      this.#slots.splice(i, 1);
+      slot.worker.terminate();
+    }, this.#idleMs);
+    slot.idle = timer;
+    // an idle worker's timer never keeps the process alive
+    Deno.unrefTimer(timer);
   }
 }

@@ -10,7 +10,7 @@ import type { EventStore } from "../store/event_store.ts";
 import type { BlobStore } from "./blob_store.ts";
 import { ALLOW_LISTS, claimedType } from "./categories.ts";
 import { type DicomSummary, INFLATE_FACTOR } from "./dicom.ts";
-import { checkImageHeader, imageDimensions } from "./image.ts";
+import { checkImageHeader, imageDimensions } from "./image_header.ts";
 import type { ImagePool } from "./image_pool.ts";
 import { type ParsedUpload, sanitizeFilename } from "./multipart.ts";
 import { type Scanner, ScannerUnavailableError } from "./scanner.ts";

@@ -5,6 +5,35 @@ import type { Query } from "./sql.ts";
 type Conn = PGlite | Transaction;
 
 /**
+ * PGlite's start parameters with a smaller buffer pool. initdb sizes
+ * shared_buffers at PostgreSQL's 128 MB, and in WASM the pool is zeroed in
+ * the instance's heap at start, so all of it is resident from the first
+ * second: PGlite alone on an existing directory held 300 MB, 175 MB with 32
+ * MB, and the idle server restarted on its directory 364 MB before, 245 MB
+ * with 32 MB and 224-244 MB with 16 MB (measured; tests/bench/memory_bench.ts).
+ * A page outside the pool is a read of the data directory through the OS
+ * page cache: random primary-key reads over a 42 MB table ran at the same
+ * rate with 16, 32 and 128 MB (1,750-2,630 lookups/s, noise between runs
+ * larger than between sizes). wal_buffers follows (1/32 of it).
+ */
+export const PGLITE_START_PARAMS: readonly string[] = [
+  ...PGlite.defaultStartParams,
+  "-c",
+  "shared_buffers=16MB",
+];
+
+/**
+ * initdb's own: the same pool while it bootstraps (it would size one of 128
+ * MB), and written into a new directory's postgresql.conf.
+ */
+const PGLITE_INITDB_PARAMS: readonly string[] = ["-c", "shared_buffers=16MB"];
+
+const createOptions = () => ({
+  startParams: [...PGLITE_START_PARAMS],
+  initDbStartParams: [...PGLITE_INITDB_PARAMS],
+});
+
+/**
  * JSON-encode every json (114) and jsonb (3802) parameter, as postgres.js
  * does: PGlite would pass a string through as JSON text, not as a JSON string.
  */
@@ -90,7 +119,7 @@ const lockDataDir = async (dataDir: string): Promise<() => Promise<void>> => {
  * per process: initdb is most of a fresh PGlite's start-up (seconds).
  */
 export const pgliteImage = async (prepare: (db: Db) => Promise<void>): Promise<Blob> => {
-  const pg = await PGlite.create();
+  const pg = await PGlite.create(createOptions());
   try {
     await prepare(wrap(pg, pg, 0));
     // gzip: a tenth of the size (40 MB raw) and no slower to load
@@ -102,22 +131,73 @@ export const pgliteImage = async (prepare: (db: Db) => Promise<void>): Promise<B
 
 /** An in-memory PGlite started from a copy of an image made by {@link pgliteImage}. */
 export const openPgliteImage = async (image: Blob): Promise<Db> => {
-  const pg = await PGlite.create({ loadDataDir: image });
+  const pg = await PGlite.create({ ...createOptions(), loadDataDir: image });
   return wrap(pg, pg, 0);
+};
+
+/** Whether `dataDir` already holds a database (PostgreSQL writes PG_VERSION first). */
+const initialised = async (dataDir: string): Promise<boolean> => {
+  try {
+    await Deno.stat(`${dataDir.replace(/\/+$/, "")}/PG_VERSION`);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+};
+
+/** A message to src/store/pglite_init_worker.ts: the data directory and PGlite's start parameters. */
+export interface InitRequest {
+  dataDir: string;
+  startParams: string[];
+  initDbStartParams: string[];
+}
+
+/** Its answer: done, or the failure's name and message (an empty database: no PHI). */
+export type InitReply = { ok: true } | { ok: false; name: string; message: string };
+
+/**
+ * Runs initdb on `dataDir` in a Worker that ends afterwards (see
+ * src/store/pglite_init_worker.ts): a first start then holds what a restart
+ * holds, not 300 MB more.
+ */
+const initInWorker = async (dataDir: string): Promise<void> => {
+  const worker = new Worker(new URL("./pglite_init_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    const reply = await new Promise<InitReply>((resolve, reject) => {
+      worker.onmessage = (e: MessageEvent<InitReply>) => resolve(e.data);
+      worker.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(`the PGlite initdb worker failed: ${e.message}`));
+      };
+      worker.postMessage({ dataDir, ...createOptions() } satisfies InitRequest);
+    });
+    if (!reply.ok) {
+      const err = new Error(reply.message);
+      err.name = reply.name;
+      throw err;
+    }
+  } finally {
+    worker.terminate();
+  }
 };
 
 /**
  * A {@link Db} over an embedded PGlite: `memory://` for an in-memory
- * database, otherwise a data directory path (locked to this process).
+ * database, otherwise a data directory path (locked to this process). A new
+ * directory is initialised on a Worker first.
  */
 export const openPglite = async (dataDir: string): Promise<Db> => {
   if (dataDir === "memory://") {
-    const pg = await PGlite.create();
+    const pg = await PGlite.create(createOptions());
     return wrap(pg, pg, 0);
   }
   const unlock = await lockDataDir(dataDir);
   try {
-    const pg = await PGlite.create(dataDir);
+    if (!(await initialised(dataDir))) await initInWorker(dataDir);
+    const pg = await PGlite.create(dataDir, createOptions());
     const db = wrap(pg, pg, 0);
     return {
       ...db,

@@ -21,14 +21,15 @@
  *   BENCH_SEED_WRITERS  concurrent seeding appenders             (default 2)
  *   BENCH_READ_DIAG     1: always break the readAll time down (default: only below target)
  *   BENCH_ONLY          comma list of sections: ours-pg, pglite, emmett, read, auth,
- *                       patients, media, multipart, export, tlog (default: all)
+ *                       patients, media, multipart, export, tlog, memory (default: all)
  *   BENCH_TLOG_EVENTS   events seeded for the transparency-log section (default 1000000)
  *
  * The auth section (logins, token checks) has knobs of its own: see auth_bench.ts;
  * so has the patients section (audited PHI reads over HTTP): see patients_bench.ts;
  * so has the media section (photo uploads over HTTP): see media_bench.ts; the multipart
  * section (parsing a 10 MB upload alone) is multipart_bench.ts; the export section (audit
- * export rate per format, BENCH_EXPORT_EVENTS, default 1000000) is export_bench.ts.
+ * export rate per format, BENCH_EXPORT_EVENTS, default 1000000) is export_bench.ts; the memory
+ * section (idle RSS of a started server on PGlite and PostgreSQL) is memory_bench.ts.
  */
 import pg from "pg";
 import postgres from "postgres";
@@ -46,6 +47,7 @@ import { PG_ADMIN_URL } from "../support/harness.ts";
 import { authBench } from "./auth_bench.ts";
 import { exportBench } from "./export_bench.ts";
 import { mediaBench } from "./media_bench.ts";
+import { memoryBench } from "./memory_bench.ts";
 import { multipartBench } from "./multipart_bench.ts";
 import { patientsBench } from "./patients_bench.ts";
 import { tlogBench } from "./tlog_bench.ts";
@@ -77,6 +79,7 @@ const SECTIONS = [
   "multipart",
   "export",
   "tlog",
+  "memory",
 ] as const;
 type Section = (typeof SECTIONS)[number];
 const only = (Deno.env.get("BENCH_ONLY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
@@ -478,6 +481,11 @@ const main = async () => {
     console.log("\n[Transparency log: tree build, checkpoint, proofs, verify on PostgreSQL]");
     tlogSummary = await tlogBench();
   }
+  let memorySummary: string[] = [];
+  if (enabled("memory")) {
+    console.log("\n[Memory: an idle server started as `deno task start`, PGlite and PostgreSQL]");
+    memorySummary = await memoryBench({ newPgDatabase, scoped });
+  }
 
   console.log("\n## Results\n");
   console.log(table(
@@ -543,6 +551,7 @@ const main = async () => {
   for (const line of multipartSummary) console.log(line);
   for (const line of exportSummary) console.log(line);
   for (const line of tlogSummary) console.log(line);
+  for (const line of memorySummary) console.log(line);
   console.log(`\nload average at end: ${loadavg()}`);
   console.log(`total run time ${fmtSec(performance.now() - started)}`);
 };
