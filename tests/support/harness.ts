@@ -78,7 +78,14 @@ const appTemplate = (admin: postgres.Sql): Promise<string> =>
     const exists = async () =>
       (await admin`select 1 from pg_database where datname = ${name}`).length > 0;
     if (await exists()) return name;
-    await admin`select pg_advisory_lock(hashtext('chartlog test template'))`;
+    // bounded: a test must fail, not hang, if the lock is never released
+    for (let i = 0;; i++) {
+      const [r] =
+        await admin`select pg_try_advisory_lock(hashtext('chartlog test template')) as ok`;
+      if (r!.ok) break;
+      if (i >= 1200) throw new Error(`the test template ${name} stayed locked for a minute`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
     try {
       if (await exists()) return name;
       const part = `chartlog_tplpart_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
