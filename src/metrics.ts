@@ -39,43 +39,60 @@ export class HttpMetrics {
 }
 
 /**
- * The event log's metrics for one runtime: events appended by type and the
- * size of each group-commit transaction (counted as appends commit), and
- * each async projection's lag (read from projection_state on scrape).
+ * One runtime's metrics: events appended by type and the size of each
+ * group-commit transaction (counted as appends commit), each async
+ * projection's lag (read from projection_state on scrape), and the steps of
+ * stored uploads.
  */
-export const storeMetrics = (store: EventStore, projections: readonly Projection[]): Registry => {
-  const registry = new Registry();
-  const appended = new Counter({
-    name: "chartlog_events_appended_total",
-    help: "Events appended to the log by this process, by event type.",
-    labelNames: ["type"] as const,
-    registers: [registry],
+export class RuntimeMetrics {
+  readonly registry = new Registry();
+  readonly #uploadSteps = new Histogram({
+    name: "chartlog_upload_step_duration_seconds",
+    help: "Time per step of the upload pipeline (stored uploads), by media kind and step.",
+    labelNames: ["kind", "step"] as const,
+    buckets: SECONDS,
+    registers: [this.registry],
   });
-  const batches = new Histogram({
-    name: "chartlog_append_batch_events",
-    help: "Events committed per group-commit transaction.",
-    buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000],
-    registers: [registry],
-  });
-  store.onCommit((types) => {
-    batches.observe(types.length);
-    for (const type of types) appended.inc({ type });
-  });
-  const async = projections.filter((p) => p.mode === "async");
-  new Gauge({
-    name: "chartlog_projection_lag_events",
-    help: "Events in the log an async projection has not folded yet.",
-    labelNames: ["projection"] as const,
-    registers: [registry],
-    async collect() {
-      if (async.length === 0) return;
-      // a database that cannot answer leaves the last values; /ready reports the outage
-      const status = await projectionStatus(store, async).catch(() => null);
-      for (const s of status ?? []) this.set({ projection: s.name }, s.lag);
-    },
-  });
-  return registry;
-};
+
+  constructor(store: EventStore, projections: readonly Projection[]) {
+    const appended = new Counter({
+      name: "chartlog_events_appended_total",
+      help: "Events appended to the log by this process, by event type.",
+      labelNames: ["type"] as const,
+      registers: [this.registry],
+    });
+    const batches = new Histogram({
+      name: "chartlog_append_batch_events",
+      help: "Events committed per group-commit transaction.",
+      buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000],
+      registers: [this.registry],
+    });
+    store.onCommit((types) => {
+      batches.observe(types.length);
+      for (const type of types) appended.inc({ type });
+    });
+    const async = projections.filter((p) => p.mode === "async");
+    new Gauge({
+      name: "chartlog_projection_lag_events",
+      help: "Events in the log an async projection has not folded yet.",
+      labelNames: ["projection"] as const,
+      registers: [this.registry],
+      async collect() {
+        if (async.length === 0) return;
+        // a database that cannot answer leaves the last values; /ready reports the outage
+        const status = await projectionStatus(store, async).catch(() => null);
+        for (const s of status ?? []) this.set({ projection: s.name }, s.lag);
+      },
+    });
+  }
+
+  /** The step timings (milliseconds) of one stored upload (`StepTimings` of media/pipeline.ts). */
+  observeUpload(kind: string, timings: Readonly<Record<string, number | undefined>>): void {
+    for (const [step, ms] of Object.entries(timings)) {
+      if (ms !== undefined) this.#uploadSteps.observe({ kind, step }, ms / 1000);
+    }
+  }
+}
 
 let processRegistry: Registry | null = null;
 

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { loadConfig } from "../src/config.ts";
 import { openTestApp } from "./support/app.ts";
+import { form, uploadClinic } from "./support/media.ts";
 import { bearer, createUser, login } from "./support/users.ts";
 
 type App = Awaited<ReturnType<typeof openTestApp>>;
@@ -210,5 +211,28 @@ Deno.test("metrics: the token is required when set (401 problem+json); off in pr
     await res.body?.cancel();
   } finally {
     await prod.close();
+  }
+});
+
+Deno.test("metrics: the upload pipeline's steps of a stored upload, by kind and step", async () => {
+  const { t, request, patient } = await uploadClinic({ CHARTLOG_METRICS_TOKEN: TOKEN });
+  try {
+    const before = await scrape(t);
+    const res = await request(
+      "admin",
+      "POST",
+      `/v1/patients/${patient.id}/documents`,
+      form(new TextEncoder().encode("a note\n"), "note.txt", { category: "lab_results" }),
+    );
+    assert.equal(res.status, 201, await res.clone().text());
+    await res.body?.cancel();
+    const { samples } = await scrape(t);
+    const steps = (s: Sample[], step: string) =>
+      sum(s, "chartlog_upload_step_duration_seconds_count", { kind: "document", step });
+    for (const step of ["sniff", "write", "append"]) {
+      assert.equal(steps(samples, step) - steps(before.samples, step), 1, step);
+    }
+  } finally {
+    await t.close();
   }
 });

@@ -163,6 +163,7 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
   );
   c.header("Location", `/v1/media/${m.id}`);
   c.header("Server-Timing", serverTiming(timings));
+  runtime.metrics.observeUpload(kind, timings);
   return c.json(await view(c, m), 201);
 };
 

@@ -61,7 +61,7 @@ export const metricsRoutes = (http: HttpMetrics, config: Config): OpenAPIHono<Ap
       // before the runtime is open (503 elsewhere) the HTTP and process metrics still answer
       let store: Parameters<typeof exposition>[0] = [];
       try {
-        store = [c.var.deps.runtime().metrics];
+        store = [c.var.deps.runtime().metrics.registry];
       } catch { /* not open yet */ }
       const text = await exposition([http.registry, ...store]);
       return c.text(text, 200, {
