@@ -53,12 +53,14 @@ Deno.test("If-None-Match on single-resource GETs: 304 with the ETag, audited lik
     assert.equal(clinic.status, 201, await clinic.clone().text());
     const clinicId = (await clinic.json()).id;
 
+    const meId = (await (await call("/v1/me")).json()).id as string;
     const routes: { path: string; audit: string | null }[] = [
       { path: `/v1/patients/${patient.id}`, audit: "PatientViewed" },
       { path: `/v1/encounters/${enc.id}`, audit: "EncounterViewed" },
       { path: `/v1/media/${media.id}/content`, audit: "MediaDownloaded" },
       { path: `/v1/clinics/${clinicId}`, audit: null },
       { path: "/v1/me", audit: null },
+      { path: `/v1/users/${meId}`, audit: null },
     ];
     for (const { path, audit } of routes) {
       const first = await call(path);
