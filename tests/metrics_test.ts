@@ -183,6 +183,19 @@ Deno.test("metrics: the token is required when set (401 problem+json); off in pr
     await scrape(t, TOKEN);
     // the token never reaches the logs
     assert.ok(!t.logs.text().includes(TOKEN));
+    // while the database is not open the app's and the process's metrics still answer
+    const runtime = t.runtime;
+    t.detach(); // t.close() no longer closes it: this test does
+    try {
+      const early = await scrape(t, TOKEN);
+      assert.ok(early.samples.some((s) => s.name === "chartlog_http_requests_total"));
+      assert.ok(!early.samples.some((s) => s.name === "chartlog_events_appended_total"));
+      const ready = await t.app.request("/ready");
+      assert.equal(ready.status, 503);
+      await ready.body?.cancel();
+    } finally {
+      await runtime.close();
+    }
   } finally {
     await t.close();
   }
