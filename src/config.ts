@@ -55,6 +55,9 @@ const Env = z.object({
   CHARTLOG_SESSION_IDLE_TIMEOUT_S: z.coerce.number().int().min(60).max(86_400).default(900),
   CHARTLOG_LOGIN_RATE_PER_MIN: z.coerce.number().int().min(1).default(20),
   CHARTLOG_TRUST_PROXY: z.enum(["true", "false"]).default("false"),
+  // a shared secret: checked for length only, never echoed (see loadConfig's errors)
+  CHARTLOG_METRICS_TOKEN: z.string().min(16, "must be at least 16 characters").max(1024)
+    .regex(/^[\x21-\x7e]+$/, "must be printable ASCII without spaces").optional(),
   // default: off in production, on elsewhere (see loadConfig)
   CHARTLOG_SIGNUP: z.enum(["on", "off"]).optional(),
   CHARTLOG_MFA_REQUIRED_ROLES: z.string().refine(
@@ -135,6 +138,11 @@ export interface Config {
   trustProxy: boolean;
   /** Self sign-up of (pending) practitioners. */
   signup: boolean;
+  /**
+   * `CHARTLOG_METRICS_TOKEN`: the bearer token `/metrics` asks for. Null:
+   * `/metrics` is open, except in production, where it is off (404).
+   */
+  metricsToken: string | null;
   /** Roles that must use a second factor; until they enrol they can only enrol. */
   mfaRequiredRoles: Role[];
   /** Largest file an upload may carry, enforced while the body streams in. */
@@ -235,6 +243,7 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     loginRatePerMin: e.CHARTLOG_LOGIN_RATE_PER_MIN,
     trustProxy: e.CHARTLOG_TRUST_PROXY === "true",
     signup: (e.CHARTLOG_SIGNUP ?? (e.CHARTLOG_ENV === "production" ? "off" : "on")) === "on",
+    metricsToken: e.CHARTLOG_METRICS_TOKEN ?? null,
     mfaRequiredRoles: e.CHARTLOG_MFA_REQUIRED_ROLES === "none"
       ? []
       : e.CHARTLOG_MFA_REQUIRED_ROLES.split(",").map((r) => r.trim()).filter(Boolean) as Role[],

@@ -31,6 +31,7 @@ import { Outbox, type OutboxOptions } from "./outbox/delivery.ts";
 import { type Mailer, smtpMailer } from "./outbox/mailer.ts";
 import { notifications } from "../projections/notifications.ts";
 import type { Projection } from "./store/types.ts";
+import { RuntimeMetrics } from "./metrics.ts";
 
 /** Opens the configured database: postgres.js pool or embedded PGlite. */
 export const openDatabase = async (config: Config): Promise<Db> => {
@@ -155,6 +156,8 @@ export interface Runtime {
   /** Every PHI read appends an access event. Off only in benchmarks, never by configuration. */
   auditReads: boolean;
   projections: readonly Projection[];
+  /** Prometheus metrics of the log and the upload pipeline (src/metrics.ts). */
+  metrics: RuntimeMetrics;
   /** Encrypted media files. */
   blobs: BlobStore;
   /** Workers that decode and re-encode uploaded images. */
@@ -309,6 +312,7 @@ export const openRuntime = async (
       scanner: scannerFromUrl(config.clamdUrl ?? undefined, { timeoutMs: config.clamdTimeoutMs }),
       auditReads: opts.auditReads ?? true,
       projections,
+      metrics: new RuntimeMetrics(store, projections),
       workers,
       outbox,
       sweeper,

@@ -18,6 +18,8 @@ const PUBLIC = new Set([
   "GET /",
   "GET /health",
   "GET /ready",
+  // token-protected (CHARTLOG_METRICS_TOKEN), like /health not a policy action
+  "GET /metrics",
   "GET /openapi.json",
   "GET /docs",
   "GET /docs/assets/:name",

@@ -12,6 +12,8 @@ import { rejectNul } from "./nul_guard.ts";
 import { adminPatients } from "./erasure.ts";
 import { validationHook } from "./validation.ts";
 import { system } from "./system.ts";
+import { HttpMetrics } from "../metrics.ts";
+import { methodLabel, metricsRoutes } from "./metrics.ts";
 import { authRoutes } from "./auth.ts";
 import { me, users } from "./users.ts";
 import { mfa } from "./mfa.ts";
@@ -55,19 +57,22 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
     defaultHook: validationHook,
   });
 
+  const metrics = new HttpMetrics();
   app.use("*", requestId());
   app.use("*", async (c, next) => {
     c.set("deps", deps);
     const started = performance.now();
     await next();
+    const ms = performance.now() - started;
     // the route pattern, never the raw URL: paths and queries can carry identifiers
     deps.log.info({
       requestId: c.get("requestId"),
       method: c.req.method,
       route: c.req.routePath,
       status: c.res.status,
-      ms: Math.round((performance.now() - started) * 10) / 10,
+      ms: Math.round(ms * 10) / 10,
     }, "request");
+    metrics.observe(methodLabel(c.req.method), c.req.routePath, c.res.status, ms / 1000);
   });
   app.use(
     "*",
@@ -121,6 +126,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
 
   // each router spells its paths below the prefix it is mounted under
   app.route("/", system);
+  app.route("/", metricsRoutes(metrics, deps.config));
   app.route("/docs", docs);
   app.route("/v1/auth", authRoutes(deps));
   app.route("/v1/users", users);
@@ -157,6 +163,11 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
     type: "http",
     scheme: "bearer",
     bearerFormat: "JWT",
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "metricsToken", {
+    type: "http",
+    scheme: "bearer",
+    description: "the operator's `CHARTLOG_METRICS_TOKEN`",
   });
 
   app.openapi(

@@ -31,7 +31,15 @@ import {
   patientOfEncounter,
 } from "./patient_scope.ts";
 import { problemResponses } from "./problem.ts";
-import { bearer, json, versioned, VERSIONED_WRITE_PROBLEMS } from "./route_kit.ts";
+import {
+  bearer,
+  IF_NONE_MATCH,
+  json,
+  NOT_MODIFIED,
+  sendVersioned,
+  versioned,
+  VERSIONED_WRITE_PROBLEMS,
+} from "./route_kit.ts";
 
 const Author = z.object({ id: z.uuid(), role: z.string() });
 
@@ -230,9 +238,10 @@ const patientKindRoutes = (kind: ChartKindName) => {
           authorize("chart.read", byPatient),
           livePatient(patientInPath),
         ] as const,
-        request: { params: EntryParams },
+        request: { params: EntryParams, headers: IF_NONE_MATCH },
         responses: {
           200: { description: "the entry (ETag: its version)", content: json(entrySchema(kind)) },
+          ...NOT_MODIFIED,
           ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "erased"),
         },
       }),
@@ -246,7 +255,7 @@ const patientKindRoutes = (kind: ChartKindName) => {
           type: "ChartEntryViewed",
           data: { patientId: id, kind, entryId, history: false },
         }, requestMetadata(c));
-        return c.json(versioned(c, e), 200);
+        return sendVersioned(c, e);
       },
     )
     .openapi(

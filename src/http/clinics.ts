@@ -24,7 +24,15 @@ import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
 import { ifMatchVersion } from "./etag.ts";
 import { problemResponses } from "./problem.ts";
-import { bearer, json, versioned, VERSIONED_WRITE_PROBLEMS } from "./route_kit.ts";
+import {
+  bearer,
+  IF_NONE_MATCH,
+  json,
+  NOT_MODIFIED,
+  sendVersioned,
+  versioned,
+  VERSIONED_WRITE_PROBLEMS,
+} from "./route_kit.ts";
 
 const IdParam = z.object({ id: z.uuid() });
 
@@ -175,13 +183,18 @@ export const clinics = new OpenAPIHono<AppEnv>()
       summary: "Read a clinic",
       security: bearer,
       middleware: [authenticate(), authorize("clinic.read")] as const,
-      request: { params: IdParam },
+      request: { params: IdParam, headers: IF_NONE_MATCH },
       responses: {
         200: { description: "the clinic", content: json(ClinicSchema) },
+        ...NOT_MODIFIED,
         ...problemResponses("unauthorized", "forbidden", "not-found", "validation"),
       },
     }),
-    async (c) => c.json(await written(c, c.req.valid("param").id), 200),
+    async (c) => {
+      const clinic = await getClinic(c.var.deps.runtime().store, c.req.valid("param").id);
+      if (!clinic) throw new NotFoundError("no such clinic");
+      return sendVersioned(c, clinic);
+    },
   )
   .openapi(
     createRoute({

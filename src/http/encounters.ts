@@ -20,7 +20,15 @@ import {
   patientOfEncounter,
 } from "./patient_scope.ts";
 import { problemResponses } from "./problem.ts";
-import { bearer, json, versioned, VERSIONED_WRITE_PROBLEMS } from "./route_kit.ts";
+import {
+  bearer,
+  IF_NONE_MATCH,
+  json,
+  NOT_MODIFIED,
+  sendVersioned,
+  versioned,
+  VERSIONED_WRITE_PROBLEMS,
+} from "./route_kit.ts";
 
 const EncounterSchema = z.object({
   id: z.uuid(),
@@ -130,9 +138,10 @@ export const encounters = new OpenAPIHono<AppEnv>()
         authorize("encounter.read", byEncounter),
         livePatient(patientOfEncounter),
       ] as const,
-      request: { params: z.object({ id: z.uuid() }) },
+      request: { params: z.object({ id: z.uuid() }), headers: IF_NONE_MATCH },
       responses: {
         200: { description: "the encounter", content: json(EncounterSchema) },
+        ...NOT_MODIFIED,
         ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "unavailable"),
       },
     }),
@@ -144,7 +153,7 @@ export const encounters = new OpenAPIHono<AppEnv>()
         type: "EncounterViewed",
         data: { encounterId: e.id, patientId: e.patientId },
       }, requestMetadata(c));
-      return c.json(versioned(c, e), 200);
+      return sendVersioned(c, e);
     },
   )
   .openapi(

@@ -31,7 +31,7 @@ import {
 } from "./patient_scope.ts";
 import type { AppEnv } from "./env.ts";
 import { problemResponses } from "./problem.ts";
-import { bearer, json } from "./route_kit.ts";
+import { bearer, IF_NONE_MATCH, json, NOT_MODIFIED, notModified } from "./route_kit.ts";
 
 const MediaSchema = z.object({
   id: z.uuid(),
@@ -163,6 +163,7 @@ const upload = (kind: MediaKind) => async (c: Context<AppEnv>) => {
   );
   c.header("Location", `/v1/media/${m.id}`);
   c.header("Server-Timing", serverTiming(timings));
+  runtime.metrics.observeUpload(kind, timings);
   return c.json(await view(c, m), 201);
 };
 
@@ -296,7 +297,8 @@ const sendBytes = (
   sha256: string,
   disp: string,
 ) =>
-  c.body(bytes, 200, {
+  // after the read was audited: a 304 is the client looking at bytes it holds
+  notModified(c, `"${sha256}"`) ?? c.body(bytes, 200, {
     "Content-Type": contentType === "text/plain" ? "text/plain; charset=utf-8" : contentType,
     "Content-Disposition": disp,
     "Cache-Control": "no-store",
@@ -412,7 +414,7 @@ export const media = new OpenAPIHono<AppEnv>()
         authorize("media.read", byMedia),
         livePatient(patientOfMedia),
       ] as const,
-      request: { params: IdParam },
+      request: { params: IdParam, headers: IF_NONE_MATCH },
       responses: {
         200: {
           description: "the bytes",
@@ -420,6 +422,7 @@ export const media = new OpenAPIHono<AppEnv>()
             "application/octet-stream": { schema: z.string().openapi({ format: "binary" }) },
           },
         },
+        ...NOT_MODIFIED,
         ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "unavailable"),
       },
     }),
@@ -454,12 +457,13 @@ export const media = new OpenAPIHono<AppEnv>()
         authorize("media.read", byMedia),
         livePatient(patientOfMedia),
       ] as const,
-      request: { params: IdParam },
+      request: { params: IdParam, headers: IF_NONE_MATCH },
       responses: {
         200: {
           description: "JPEG",
           content: { "image/jpeg": { schema: z.string().openapi({ format: "binary" }) } },
         },
+        ...NOT_MODIFIED,
         ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "unavailable"),
       },
     }),

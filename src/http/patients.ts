@@ -30,7 +30,15 @@ import {
   relationRule,
 } from "./patient_scope.ts";
 import { problemResponses } from "./problem.ts";
-import { bearer, json, versioned, VERSIONED_WRITE_PROBLEMS } from "./route_kit.ts";
+import {
+  bearer,
+  IF_NONE_MATCH,
+  json,
+  NOT_MODIFIED,
+  sendVersioned,
+  versioned,
+  VERSIONED_WRITE_PROBLEMS,
+} from "./route_kit.ts";
 
 const IdParam = z.object({ id: z.uuid() });
 
@@ -233,9 +241,11 @@ export const patients = new OpenAPIHono<AppEnv>()
       request: {
         params: IdParam,
         query: z.object({ asOf: z.iso.datetime({ offset: true }).optional() }),
+        headers: IF_NONE_MATCH,
       },
       responses: {
         200: { description: "the patient", content: json(PatientSchema) },
+        ...NOT_MODIFIED,
         ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "unavailable"),
       },
     }),
@@ -249,7 +259,7 @@ export const patients = new OpenAPIHono<AppEnv>()
         type: "PatientViewed",
         data: { patientId: id, asOf: asOf ? new Date(asOf).toISOString() : null },
       }, requestMetadata(c));
-      return c.json(versioned(c, p), 200);
+      return sendVersioned(c, p);
     },
   )
   .openapi(

@@ -8,7 +8,15 @@ import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
 import { ifMatchVersion } from "./etag.ts";
 import { problemResponses } from "./problem.ts";
-import { bearer, json, versioned, VERSIONED_WRITE_PROBLEMS } from "./route_kit.ts";
+import {
+  bearer,
+  IF_NONE_MATCH,
+  json,
+  NOT_MODIFIED,
+  sendVersioned,
+  versioned,
+  VERSIONED_WRITE_PROBLEMS,
+} from "./route_kit.ts";
 
 const IdParam = z.object({ id: z.uuid() });
 
@@ -43,16 +51,17 @@ export const practitioners = new OpenAPIHono<AppEnv>()
       description: "404 when the user is not a practitioner or has no profile yet.",
       security: bearer,
       middleware: [authenticate(), authorize("practitioner_profile.read")] as const,
-      request: { params: IdParam },
+      request: { params: IdParam, headers: IF_NONE_MATCH },
       responses: {
         200: { description: "the profile", content: json(ProfileSchema) },
+        ...NOT_MODIFIED,
         ...problemResponses("unauthorized", "forbidden", "not-found", "validation"),
       },
     }),
     async (c) => {
       const p = await getProfile(c.var.deps.runtime().store, c.req.valid("param").id);
       if (!p) throw new NotFoundError("no such practitioner profile");
-      return c.json(versioned(c, p), 200);
+      return sendVersioned(c, p);
     },
   )
   .openapi(

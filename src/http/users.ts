@@ -13,7 +13,15 @@ import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
 import { ifMatchVersion } from "./etag.ts";
 import { problemResponses } from "./problem.ts";
-import { bearer, json, versioned, VERSIONED_WRITE_PROBLEMS } from "./route_kit.ts";
+import {
+  bearer,
+  IF_NONE_MATCH,
+  json,
+  NOT_MODIFIED,
+  sendVersioned,
+  versioned,
+  VERSIONED_WRITE_PROBLEMS,
+} from "./route_kit.ts";
 
 const RoleSchema = z.enum(ROLES).openapi("Role");
 
@@ -133,16 +141,17 @@ export const users = new OpenAPIHono<AppEnv>()
       summary: "Read a user",
       security: bearer,
       middleware: [authenticate(), authorize("user.read")] as const,
-      request: { params: IdParam },
+      request: { params: IdParam, headers: IF_NONE_MATCH },
       responses: {
         200: { description: "the user", content: json(UserSchema) },
+        ...NOT_MODIFIED,
         ...problemResponses("unauthorized", "forbidden", "not-found", "validation"),
       },
     }),
     async (c) => {
       const user = await getUser(c.var.deps.runtime().store, c.req.valid("param").id);
       if (!user) throw new NotFoundError("no such user");
-      return c.json(versioned(c, user), 200);
+      return sendVersioned(c, user);
     },
   )
   .openapi(
@@ -183,14 +192,16 @@ export const me = new OpenAPIHono<AppEnv>()
       summary: "The caller's own account",
       security: bearer,
       middleware: [authenticate(), authorize("me.read")] as const,
+      request: { headers: IF_NONE_MATCH },
       responses: {
         200: { description: "the user", content: json(UserSchema) },
+        ...NOT_MODIFIED,
         ...problemResponses("unauthorized"),
       },
     }),
     async (c) => {
       const user = (await getUser(c.var.deps.runtime().store, c.get("actor")!.userId))!;
-      return c.json(versioned(c, user), 200);
+      return sendVersioned(c, user);
     },
   )
   .openapi(

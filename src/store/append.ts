@@ -41,6 +41,12 @@ interface Pending {
 
 type Outcome = { ok: AppendResult } | { error: Error };
 
+/**
+ * Told of each committed group-commit transaction: the types of the events it
+ * appended, in order (metrics count them; types only, never data or ids).
+ */
+export type CommitListener = (types: readonly string[]) => void;
+
 const yieldToCallers = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** The default name PostgreSQL gave `unique (stream_id, stream_version)` in migration 1. */
@@ -60,9 +66,16 @@ export class Appender {
   readonly #o: AppenderOptions;
   #queue: Pending[] = [];
   #running = false;
+  readonly #listeners = new Set<CommitListener>();
 
   constructor(opts: AppenderOptions) {
     this.#o = opts;
+  }
+
+  /** See `EventStore.onCommit`. */
+  onCommit(listener: CommitListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   /** See `EventStore.append`. */
@@ -172,6 +185,19 @@ export class Appender {
       if ("ok" in o) p.resolve(o.ok);
       else p.reject(o.error);
     });
+    if (this.#listeners.size > 0) {
+      const types = batch.flatMap((p, i) =>
+        "ok" in outcomes[i]! ? p.events.map((e) => e.type) : []
+      );
+      if (types.length > 0) {
+        for (const l of this.#listeners) {
+          // an observer never fails an append that is already committed
+          try {
+            l(types);
+          } catch { /* ignored */ }
+        }
+      }
+    }
   }
 
   async #mapError(err: unknown, p: Pending): Promise<unknown> {

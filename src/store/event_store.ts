@@ -1,5 +1,5 @@
 import type { EventMetadata } from "../../events/metadata.ts";
-import { Appender } from "./append.ts";
+import { Appender, type CommitListener } from "./append.ts";
 import type { Catalog } from "./catalog.ts";
 import type { Db } from "./db.ts";
 import { follow } from "./follow.ts";
@@ -65,6 +65,14 @@ export class EventStore implements read.LogReader {
     metadata: EventMetadata = {},
   ): Promise<AppendResult> {
     return this.#appender.append(streamId, expected, events, metadata);
+  }
+
+  /**
+   * Calls `listener` after each committed append transaction with the types
+   * of the events it wrote (this process's appends only). Returns an unsubscribe.
+   */
+  onCommit(listener: CommitListener): () => void {
+    return this.#appender.onCommit(listener);
   }
 
   /** The stream's current version (0 when it has no events). */
