@@ -175,22 +175,52 @@ export async function* hashedPagesFromDb(db: Db, workers = 1): AsyncGenerator<Ha
     pool[n % pool.length]!.postMessage({ id: n, kind: "verify", json });
     return done;
   };
+  // Pages are fetched one after another (each starts after the last one's
+  // last position) by a loop that runs beside the hashing and beside the
+  // caller's work on the pages already yielded, up to `ahead` pages ahead:
+  // fetched only when asked for, the Worker sat idle during each fetch.
   const inFlight: Promise<HashedPage>[] = [];
-  try {
-    let after = 0;
-    let more = true;
-    while (more || inFlight.length > 0) {
-      while (more && inFlight.length < pool.length + 1) {
-        const page = await eventPage(db, after, PAGE);
-        if (page.n > 0) {
-          inFlight.push(hashOn(page.json));
-          after = page.last;
+  const ahead = pool.length + 2;
+  let after = 0;
+  let more = true;
+  let failure: { err: unknown } | null = null;
+  let filling: Promise<void> | null = null;
+  const fill = () => {
+    if (filling || !more || inFlight.length >= ahead) return;
+    filling = (async () => {
+      try {
+        while (more && inFlight.length < ahead) {
+          const page = await eventPage(db, after, PAGE);
+          if (page.n > 0) {
+            inFlight.push(hashOn(page.json));
+            after = page.last;
+          }
+          if (page.n < PAGE) more = false;
         }
-        if (page.n < PAGE) more = false;
+      } catch (err) {
+        failure = { err };
+        more = false;
+      } finally {
+        filling = null;
       }
-      if (inFlight.length > 0) yield await inFlight.shift()!;
+    })();
+  };
+  try {
+    for (;;) {
+      fill();
+      if (inFlight.length === 0) {
+        if (filling) await filling;
+        if (failure) throw (failure as { err: unknown }).err;
+        if (inFlight.length === 0 && !more) break;
+        continue;
+      }
+      const page = await inFlight.shift()!;
+      fill();
+      yield page;
     }
   } finally {
+    more = false;
+    await filling;
     for (const p of inFlight) p.catch(() => {});
     for (const w of pool) w.terminate();
     fail(new Error("verify ended"));
