@@ -35,6 +35,8 @@ export class PhiCodec {
   readonly #db: Db;
   readonly #master: Promise<CryptoKey>;
   readonly #cache = new Map<string, { key: CryptoKey | null; at: number }>();
+  /** Key lookups in flight (not creations), by subject, with the connection they use. */
+  readonly #loading = new Map<string, { db: Db; key: Promise<CryptoKey | null> }>();
   /** List cursors, sealed too: a keyset position can be a name or a date of birth. */
   readonly cursors: CursorCodec;
 
@@ -52,6 +54,21 @@ export class PhiCodec {
   async #key(subject: string, create: boolean, db: Db = this.#db): Promise<CryptoKey | null> {
     const hit = this.#cache.get(subject);
     if (hit && Date.now() - hit.at < KEY_CACHE_MS && (hit.key || !create)) return hit.key;
+    if (create) return await this.#load(subject, true, db);
+    // concurrent reads of one subject's fields (a page unsealed at once) share one lookup
+    const loading = this.#loading.get(subject);
+    if (loading?.db === db) return await loading.key;
+    const key = this.#load(subject, false, db);
+    const entry = { db, key };
+    this.#loading.set(subject, entry);
+    try {
+      return await key;
+    } finally {
+      if (this.#loading.get(subject) === entry) this.#loading.delete(subject);
+    }
+  }
+
+  async #load(subject: string, create: boolean, db: Db): Promise<CryptoKey | null> {
     let rows = await db.query<{ wrapped_key: string | null }>(
       sql`select wrapped_key from subject_keys where subject_id = ${subject}`,
     );
@@ -72,7 +89,14 @@ export class PhiCodec {
         sql`select wrapped_key from subject_keys where subject_id = ${subject}`,
       );
     }
-    const wrapped = rows[0]?.wrapped_key ?? null;
+    if (rows.length > 0 && !rows[0]!.wrapped_key && create) {
+      throw new ConflictError(`the data key of subject ${subject} was destroyed`);
+    }
+    return await this.#remember(subject, rows[0]?.wrapped_key ?? null);
+  }
+
+  /** Unwraps a `subject_keys` row's key (null: destroyed or absent) and caches it. */
+  async #remember(subject: string, wrapped: string | null): Promise<CryptoKey | null> {
     let key: CryptoKey | null = null;
     if (wrapped) {
       const [iv, ct] = wrapped.split(".") as [string, string];
@@ -82,11 +106,33 @@ export class PhiCodec {
         unb64(ct),
       );
       key = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
-    } else if (rows.length > 0 && create) {
-      throw new ConflictError(`the data key of subject ${subject} was destroyed`);
     }
     this.#cache.set(subject, { key, at: Date.now() });
     return key;
+  }
+
+  /**
+   * Loads the keys of the subjects of these sealed payloads that are not
+   * cached, in one query, before a page of events is unsealed (a rebuild
+   * meets thousands of subjects: one lookup each would be a round trip each).
+   */
+  async preload(payloads: readonly Record<string, unknown>[], db: Db = this.#db): Promise<void> {
+    const now = Date.now();
+    const wanted = new Set<string>();
+    for (const data of payloads) {
+      for (const value of Object.values(data)) {
+        if (!isSealed(value)) continue;
+        const hit = this.#cache.get(value.$sealed.s);
+        if (!hit || now - hit.at >= KEY_CACHE_MS) wanted.add(value.$sealed.s);
+      }
+    }
+    if (wanted.size < 2) return;
+    const rows = await db.query<{ subject_id: string; wrapped_key: string | null }>(
+      sql`select subject_id, wrapped_key from subject_keys where subject_id = any(${[
+        ...wanted,
+      ]}::text[])`,
+    );
+    await Promise.all(rows.map((r) => this.#remember(r.subject_id, r.wrapped_key)));
   }
 
   async seal(subject: string, field: string, value: unknown): Promise<SealedValue> {
@@ -183,17 +229,19 @@ export class PhiCodec {
     /** Look keys up through this connection (e.g. the caller's open transaction). */
     db?: Db,
   ): Promise<{ data: Record<string, unknown>; erasedFields: string[] }> {
+    const sealed = Object.entries(data).filter(([, v]) => isSealed(v)) as [string, SealedValue][];
+    if (sealed.length === 0) return { data, erasedFields: [] };
+    // concurrently: WebCrypto's calls are asynchronous, one await each would serialize them
+    const opened = await Promise.all(sealed.map(([field, value]) => this.unseal(field, value, db)));
     const erasedFields: string[] = [];
-    let out = data;
-    for (const [field, value] of Object.entries(data)) {
-      if (!isSealed(value)) continue;
-      if (out === data) out = { ...data };
-      const plain = await this.unseal(field, value, db);
+    const out = { ...data };
+    sealed.forEach(([field], i) => {
+      const plain = opened[i];
       if (plain === ERASED) {
         out[field] = null;
         erasedFields.push(field);
       } else out[field] = plain;
-    }
+    });
     return { data: out, erasedFields };
   }
 
@@ -214,6 +262,7 @@ export class PhiCodec {
   /** Drops the cached key so the next use re-reads its row. */
   forget(subject: string): void {
     this.#cache.delete(subject);
+    this.#loading.delete(subject);
   }
 }
 

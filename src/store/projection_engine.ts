@@ -92,7 +92,12 @@ export const rebuildProjection = async (
 export const buildProjection = async (
   store: EventStore,
   p: Projection,
-  opts: { onProgress?: (done: number, total: number) => void; onlyIfStale?: boolean } = {},
+  opts: {
+    onProgress?: (done: number, total: number) => void;
+    onlyIfStale?: boolean;
+    /** Events read and folded per transaction (tests make pages small). */
+    pageSize?: number;
+  } = {},
 ): Promise<number> => {
   const previous = buildingInProcess.get(p.name);
   const run = (async () => {
@@ -102,7 +107,7 @@ export const buildProjection = async (
       await reserved.query(sql`select pg_advisory_lock(hashtext(${buildLockName(p.name)}))`);
       try {
         if (opts.onlyIfStale && await isCurrent(reserved, p)) return 0;
-        return await build(store, reserved, p, opts.onProgress);
+        return await build(store, reserved, p, opts.onProgress, opts.pageSize);
       } finally {
         await reserved.query(sql`select pg_advisory_unlock(hashtext(${buildLockName(p.name)}))`)
           .catch(() => {});
@@ -124,6 +129,7 @@ const build = async (
   db: Db,
   p: Projection,
   onProgress?: (done: number, total: number) => void,
+  pageSize = REPLAY_BATCH,
 ): Promise<number> => {
   const schema = buildSchema(p);
   const inBuild = sql`select set_config('search_path', ${`${schema}, public`}, true)`;
@@ -148,8 +154,10 @@ const build = async (
   let position = 0, done = 0;
   onProgress?.(0, total);
   const fold = async (tx: Db, horizon: boolean): Promise<number> => {
-    const page = await store.follow(position, REPLAY_BATCH, { db: tx, horizon, types });
-    for (const e of page.events) await applyEvent(tx, p, e);
+    const page = await store.follow(position, pageSize, { db: tx, horizon, types });
+    if (p.foldBatch) {
+      if (page.events.length > 0) await p.foldBatch(tx, page.events);
+    } else for (const e of page.events) await applyEvent(tx, p, e);
     // past skipped events too: the checkpoint ends at the head of the log
     position = page.position;
     done += page.events.length;
@@ -163,14 +171,14 @@ const build = async (
       await tx.query(inBuild);
       return await fold(tx, true);
     });
-    if (n < REPLAY_BATCH) break;
+    if (n < pageSize) break;
   }
   // the last events and the switch, with appends held
   await db.transaction(async (tx) => {
     await tx.query(sql`select pg_advisory_xact_lock(${LOCK_APPEND})`);
     await tx.query(inBuild);
     // the append lock is held: no append is in flight, so no horizon is needed
-    while (await fold(tx, false) === REPLAY_BATCH);
+    while (await fold(tx, false) === pageSize);
     await tx.query(sql`insert into projection_state (name, version, mode)
       values (${p.name}, ${p.version}, ${p.mode}) on conflict (name) do nothing`);
     const [state] = await tx.query<{ tables: string[] | null }>(

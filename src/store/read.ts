@@ -128,6 +128,12 @@ export const readAll = async (
   return await decode(log, rows, opts.unseal ?? true, db);
 };
 
+/**
+ * Payloads opened at once by {@link decode}: WebCrypto's calls overlap (about
+ * a quarter of the time each when 64 are in flight rather than one, measured).
+ */
+const UNSEAL_CONCURRENCY = 256;
+
 /** Rows of `events` as stored events: PHI unsealed (when asked) and upcast. */
 export const decode = async (
   log: LogReader,
@@ -135,14 +141,27 @@ export const decode = async (
   unseal: boolean,
   db?: Db,
 ): Promise<StoredEvent[]> => {
+  // unseal first: ciphertexts are bound to the field names they were stored under.
+  // Key lookups go through the reader's connection (on PGlite, a rebuild's open
+  // transaction holds the only session); a page's keys are loaded in one query,
+  // and its payloads opened concurrently.
+  let opened: { data: Record<string, unknown>; erasedFields: string[] }[] | undefined;
+  if (unseal && rows.length > 0) {
+    if (rows.length > 1) await log.codec.preload(rows.map((r) => r.data), db);
+    opened = [];
+    for (let i = 0; i < rows.length; i += UNSEAL_CONCURRENCY) {
+      opened.push(
+        ...await Promise.all(
+          rows.slice(i, i + UNSEAL_CONCURRENCY).map((r) => log.codec.unsealPayload(r.data, db)),
+        ),
+      );
+    }
+  }
   const out: StoredEvent[] = [];
-  for (const r of rows) {
-    // unseal first: ciphertexts are bound to the field names they were stored under
+  for (const [i, r] of rows.entries()) {
     let data = r.data;
     let erasedFields: string[] = [];
-    // key lookups go through the reader's connection: on PGlite, a rebuild's
-    // open transaction holds the only session
-    if (unseal) ({ data, erasedFields } = await log.codec.unsealPayload(data, db));
+    if (opened) ({ data, erasedFields } = opened[i]!);
     const up = log.catalog.upcast(r.type, Number(r.schema_version), data);
     data = up.data;
     out.push({

@@ -56,6 +56,12 @@ export interface Projection {
   readonly handlers: Readonly<Record<string, ProjectionHandler>>;
   /** Folds every event type that has no handler of its own. */
   readonly anyEvent?: ProjectionHandler;
+  /**
+   * Folds a page of events (in log order, only the types it handles) at
+   * once. Must leave the same rows as its handlers applied one by one; builds
+   * and rebuilds use it, appends still run the handlers.
+   */
+  readonly foldBatch?: (db: Db, events: readonly StoredEvent[]) => Promise<void>;
 }
 
 export type ProjectionHandler = (db: Db, event: StoredEvent) => Promise<void>;

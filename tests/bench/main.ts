@@ -21,8 +21,11 @@
  *   BENCH_SEED_WRITERS  concurrent seeding appenders             (default 2)
  *   BENCH_READ_DIAG     1: always break the readAll time down (default: only below target)
  *   BENCH_ONLY          comma list of sections: ours-pg, pglite, emmett, read, auth,
- *                       patients, media, multipart, export, tlog, memory (default: all)
+ *                       patients, media, multipart, export, tlog, memory,
+ *                       rebuild (default: all)
  *   BENCH_TLOG_EVENTS   events seeded for the transparency-log section (default 1000000)
+ *   BENCH_REBUILD_EVENTS events of the patients projection rebuilt in the rebuild section
+ *                       (default 1000000; see patients_rebuild_bench.ts)
  *
  * The auth section (logins, token checks) has knobs of its own: see auth_bench.ts;
  * so has the patients section (audited PHI reads over HTTP): see patients_bench.ts;
@@ -51,6 +54,7 @@ import { memoryBench } from "./memory_bench.ts";
 import { multipartBench } from "./multipart_bench.ts";
 import { patientsBench } from "./patients_bench.ts";
 import { tlogBench } from "./tlog_bench.ts";
+import { patientsRebuildBench } from "./patients_rebuild_bench.ts";
 import { diagnoseReadAll } from "./read_diag.ts";
 import { envInt, fmtInt, fmtMs, fmtSec, percentile, split, table } from "./stats.ts";
 
@@ -80,6 +84,7 @@ const SECTIONS = [
   "export",
   "tlog",
   "memory",
+  "rebuild",
 ] as const;
 type Section = (typeof SECTIONS)[number];
 const only = (Deno.env.get("BENCH_ONLY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
@@ -486,6 +491,11 @@ const main = async () => {
     console.log("\n[Memory: an idle server started as `deno task start`, PGlite and PostgreSQL]");
     memorySummary = await memoryBench({ newPgDatabase, scoped });
   }
+  let rebuildSummary: string[] = [];
+  if (enabled("rebuild")) {
+    console.log("\n[Projection rebuild: the patients projection on PostgreSQL]");
+    rebuildSummary = await patientsRebuildBench();
+  }
 
   console.log("\n## Results\n");
   console.log(table(
@@ -552,6 +562,7 @@ const main = async () => {
   for (const line of exportSummary) console.log(line);
   for (const line of tlogSummary) console.log(line);
   for (const line of memorySummary) console.log(line);
+  for (const line of rebuildSummary) console.log(line);
   console.log(`\nload average at end: ${loadavg()}`);
   console.log(`total run time ${fmtSec(performance.now() - started)}`);
 };

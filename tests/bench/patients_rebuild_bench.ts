@@ -1,0 +1,144 @@
+/**
+ * How fast the patients projection is rebuilt from the log on PostgreSQL at
+ * TEST_DATABASE_URL: the issue 15 target is ≥ 50,000 events/s over
+ * 1,000,000 events. Prints figures and the load average; never asserts on time.
+ *
+ *   BENCH_REBUILD_EVENTS=1000000 deno run -A tests/bench/patients_rebuild_bench.ts
+ *
+ * The log is seeded through the event store (PHI sealed as in production):
+ * 20 events per patient, a registration and then one append of the other 19
+ * (updates of sealed demographics, care-team changes, a delete and a
+ * restore), so that every event is one the projection folds. The rebuild then runs twice, with each page folded event
+ * by event (the projection's handlers, as before) and as one batch, and the
+ * two results are compared row by row.
+ */
+import { catalog } from "../../events/index.ts";
+import { patients } from "../../projections/patients.ts";
+import { rebuildProjection } from "../../src/store/projection_engine.ts";
+import { sql } from "../../src/store/sql.ts";
+import type { Projection } from "../../src/store/types.ts";
+import { openHarness } from "../support/harness.ts";
+import { envInt, fmtInt } from "./stats.ts";
+
+const GENDERS = ["M", "F", "O", "U"] as const;
+const STATES = ["CA", "NY", "TX", "WA", "MA", "IL"];
+
+const demographics = (i: number) => ({
+  mrn: `MRN-${i}`,
+  firstName: `First${i}`,
+  middleName: i % 3 === 0 ? `Middle${i}` : null,
+  lastName: `Last${i}`,
+  dateOfBirth: `19${50 + (i % 50)}-0${1 + (i % 9)}-1${i % 10}`,
+  gender: GENDERS[i % GENDERS.length]!,
+  phone: `+1555${String(i).padStart(7, "0")}`,
+  email: `p${i}@example.test`,
+  address: {
+    line1: `${i} Main St`,
+    line2: null,
+    city: `City${i % 100}`,
+    state: STATES[i % STATES.length]!,
+    zip: String(10000 + (i % 89999)),
+  },
+  emergencyContact: { name: `Kin${i}`, phone: "+15550000000", relation: "sibling" },
+  insurance: { payer: "Acme", memberId: `M${i}`, groupNumber: null },
+});
+
+/** Every event after the registration: 19 of them, all folded by the projection. */
+const laterEvents = (i: number, patientId: string, practitioners: string[]) => {
+  const out: { type: string; data: unknown }[] = [];
+  for (let k = 0; k < 19; k++) {
+    const pr = practitioners[(i + k) % practitioners.length]!;
+    if (k % 5 === 1) {
+      out.push({ type: "CareTeamMemberAdded", data: { patientId, practitionerId: pr } });
+    } else if (k % 5 === 3) {
+      out.push({
+        type: "CareTeamMemberRemoved",
+        data: { patientId, practitionerId: practitioners[(i + k - 2) % practitioners.length]! },
+      });
+    } else if (k === 10) out.push({ type: "PatientDeleted", data: { patientId, reason: "dup" } });
+    else if (k === 12) out.push({ type: "PatientRestored", data: { patientId } });
+    else {
+      const changes = k % 2 === 0
+        ? { email: `p${i}.${k}@example.test`, phone: null }
+        : { lastName: `Last${i}-${k}`, address: demographics(i + k).address };
+      out.push({ type: "PatientUpdated", data: { patientId, changes } });
+    }
+  }
+  return out;
+};
+
+export const patientsRebuildBench = async (): Promise<string[]> => {
+  const total = envInt("BENCH_REBUILD_EVENTS", 1_000_000);
+  const perPatient = 20;
+  const count = Math.max(1, Math.floor(total / perPatient));
+  const out: string[] = [];
+  const line = (s: string) => {
+    console.log(s);
+    out.push(s);
+  };
+  const h = await openHarness("postgres", { catalog, poolMax: 16 });
+  try {
+    const practitioners = Array.from({ length: 40 }, () => crypto.randomUUID());
+    const ids = Array.from({ length: count }, () => crypto.randomUUID());
+    const t0 = performance.now();
+    const writers = 32;
+    const run = async (f: (i: number) => Promise<unknown>) => {
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: writers }, async () => {
+          while (next < count) await f(next++);
+        }),
+      );
+    };
+    await run((i) =>
+      h.store.append(`patient-${ids[i]}`, "no_stream", [{
+        type: "PatientRegistered",
+        data: { patientId: ids[i], ...demographics(i) },
+      }], { actorId: "bench" })
+    );
+    await run((i) =>
+      h.store.append(`patient-${ids[i]}`, 1, laterEvents(i, ids[i]!, practitioners), {
+        actorId: "bench",
+      })
+    );
+    const seeded = count * perPatient;
+    line(
+      `patients rebuild: seeded ${fmtInt(seeded)} events (${fmtInt(count)} patients) in ${
+        ((performance.now() - t0) / 1000).toFixed(0)
+      } s`,
+    );
+    const snapshot = async () =>
+      (await h.db.query<{ t: string }>(sql`select
+        (select coalesce(md5(string_agg(p::text, '|' order by id)), '') from patients p) ||
+        (select coalesce(md5(string_agg(c::text, '|' order by patient_id, practitioner_id)), '')
+          from care_team c) as t`))[0]!.t;
+    const time = async (p: Projection) => {
+      const t = performance.now();
+      const n = await rebuildProjection(h.store, p);
+      return { n, s: (performance.now() - t) / 1000 };
+    };
+    const load = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
+    const eventByEvent: Projection = { ...patients, foldBatch: undefined };
+    const rounds = envInt("BENCH_REBUILD_ROUNDS", 1);
+    for (let r = 1; r <= rounds; r++) {
+      const a = await time(eventByEvent);
+      const sa = await snapshot();
+      const b = await time(patients);
+      const sb = await snapshot();
+      if (sa !== sb) throw new Error("the batched rebuild built other rows than the handlers");
+      const rate = b.n / b.s;
+      line(
+        `patients rebuild over ${fmtInt(b.n)} events: ${fmtInt(rate)} events/s (${
+          rate >= 50_000 ? "meets" : "below"
+        } the ≥ 50,000 target); event by event ${fmtInt(a.n / a.s)} events/s, ratio ${
+          (rate / (a.n / a.s)).toFixed(2)
+        }; load average ${load()}`,
+      );
+    }
+  } finally {
+    await h.close();
+  }
+  return out;
+};
+
+if (import.meta.main) await patientsRebuildBench();
