@@ -5,9 +5,8 @@ import { createLogger } from "../src/logger.ts";
 import { sql } from "../src/store/sql.ts";
 import { projectionStatus, ProjectionWorker } from "../src/store/projection_engine.ts";
 import { openTestApp } from "./support/app.ts";
-import { appendGrant } from "./support/grants.ts";
 import { createTestDatabase, drivers } from "./support/harness.ts";
-import { bearer, createUser, login } from "./support/users.ts";
+import { bearer, createUser, login, PASSWORD } from "./support/users.ts";
 
 const TODAY = "2026-06-15";
 const NOW = new Date(`${TODAY}T12:00:00Z`);
@@ -160,7 +159,7 @@ Deno.test("dashboard: each practitioner sees exactly their own working set, audi
         const v7 = await vax("p7", "2025-05-01T10:00:00Z", "2026-05-01");
 
         // access: A asks for p6 (pending); grants to A for p5 ending in 5 hours, and one for
-        // p6 ending in 3 days (usable, not about to expire)
+        // p6 ending in 72 hours (usable, not about to expire)
         const req = await ok(
           "practitioner",
           "POST",
@@ -171,18 +170,31 @@ Deno.test("dashboard: each practitioner sees exactly their own working set, audi
           },
           201,
         );
-        const g5 = await appendGrant(t.runtime.store, {
-          patientId: ref("p5").id,
-          granteeId: A,
-          hours: 5,
-          now: NOW,
-        });
-        await appendGrant(t.runtime.store, {
-          patientId: ref("p6").id,
-          granteeId: A,
-          hours: 72,
-          now: NOW,
-        });
+        // the patients share codes (their own accounts), A redeems them: grants over the API
+        const grantFrom = async (k: string, hours: number) => {
+          const email = `${k}@home.test`;
+          await ok("admin", "POST", "/v1/users", {
+            email,
+            name: `Patient ${k}`,
+            role: "patient",
+            password: PASSWORD,
+            patientId: ref(k).id,
+          }, 201);
+          tokens[k] = (await login(t.app, email)).body.accessToken;
+          const shared = await ok(k, "POST", "/v1/me/access-codes", {
+            patientId: ref(k).id,
+            practitionerId: A,
+            purpose: "covering the holidays",
+            durationHours: hours,
+          }, 201);
+          const grant = await ok("practitioner", "POST", "/v1/access-codes/redeem", {
+            patientId: ref(k).id,
+            code: shared.code,
+          }, 201);
+          return grant.id as string;
+        };
+        const g5 = await grantFrom("p5", 5);
+        await grantFrom("p6", 72);
 
         // reads: A opens p1, p2, then p1 again; B opens p4; A cannot open p4
         for (const k of ["p1", "p2", "p1"]) {
@@ -256,7 +268,7 @@ Deno.test("dashboard: each practitioner sees exactly their own working set, audi
             id: g5,
             patient: pref("p5"),
             grantee: { kind: "practitioner", id: A },
-            source: "request",
+            source: "share",
             expiresAt: new Date(NOW.getTime() + 5 * 3_600_000).toISOString(),
           }],
           total: 1,
@@ -399,6 +411,18 @@ Deno.test("dashboard: each practitioner sees exactly their own working set, audi
         );
         assert.equal(denied[0]!.n, ROLES.length - 1);
         assert.equal((await t.app.request("/v1/dashboard")).status, 401);
+
+        // fail-closed: when the log refuses the access events, no dashboard (503)
+        await t.runtime.db.exec(`create function no_access() returns trigger language plpgsql as $$
+          begin if new.stream_id like 'access-%' then raise exception 'audit store down'; end if;
+          return new; end $$;
+          create trigger no_access before insert on events for each row
+            execute function no_access();`);
+        const refused = await call("practitioner", "GET", "/v1/dashboard");
+        assert.equal(refused.status, 503);
+        const body = await refused.text();
+        assert.equal(JSON.parse(body).type, "/problems/unavailable");
+        assert.ok(!body.includes(ref("p1").id) && !body.includes("Ann"));
       } finally {
         await t.close();
         await pg?.drop();
