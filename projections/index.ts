@@ -11,6 +11,7 @@ import { encounters } from "./encounters.ts";
 import { media } from "./media.ts";
 import { notifications } from "./notifications.ts";
 import { patients } from "./patients.ts";
+import { patientViews } from "./patient_views.ts";
 import { practitionerProfiles } from "./practitioner_profiles.ts";
 import { proxies } from "./proxies.ts";
 import { sessions } from "./sessions.ts";
@@ -35,5 +36,6 @@ export const projections: readonly Projection[] = [
   accessRequests,
   accessShares,
   streamSummary,
+  patientViews,
   notifications,
 ];

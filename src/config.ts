@@ -20,6 +20,7 @@ const Env = z.object({
   ).optional(),
   CHARTLOG_APP_DB_PASSWORD: z.string().optional(),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  CHARTLOG_HTTP: z.enum(["on", "off"]).default("on"),
   CHARTLOG_LISTEN_HOST: z.string().min(1).default("0.0.0.0"),
   CHARTLOG_ENV: z.enum(["development", "production", "test"]).default("development"),
   CHARTLOG_DATA_DIR: z.string().min(1).default("./data"),
@@ -107,6 +108,11 @@ export type Database =
 
 export interface Config {
   env: "development" | "production" | "test";
+  /**
+   * `CHARTLOG_HTTP`: false (`off`) runs a worker instance: no HTTP listener,
+   * only the background workers (projections, outbox, checkpoints, grant sweeper).
+   */
+  http: boolean;
   port: number;
   hostname: string;
   dataDir: string;
@@ -219,6 +225,7 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     : { kind: "postgres", url };
   return {
     env: e.CHARTLOG_ENV,
+    http: e.CHARTLOG_HTTP === "on",
     port: e.PORT,
     hostname: e.CHARTLOG_LISTEN_HOST,
     dataDir: e.CHARTLOG_DATA_DIR,

@@ -1,7 +1,7 @@
-import { ConfigError, loadConfig } from "./config.ts";
+import { type Config, ConfigError, loadConfig } from "./config.ts";
 import { createApp } from "./http/app.ts";
 import { Drain } from "./http/drain.ts";
-import { createLogger } from "./logger.ts";
+import { createLogger, type Logger } from "./logger.ts";
 import { UnavailableError } from "./errors.ts";
 import { openRuntime, type Runtime } from "./runtime.ts";
 import { runsAsOwner } from "./store/roles.ts";
@@ -21,7 +21,95 @@ const sleep = (ms: number, signal: AbortSignal) =>
   });
 
 /**
- * Starts the HTTP server. The database is opened after the listener, and
+ * Opens the runtime (database, migrations, workers), retrying with backoff
+ * while the database cannot be reached; null when stopped meanwhile. Any
+ * other failure ends the process.
+ */
+const openRuntimeRetrying = async (
+  config: Config,
+  log: Logger,
+  stopping: AbortSignal,
+  opts: { claimBlobs?: boolean } = {},
+): Promise<Runtime | null> => {
+  for (let attempt = 1; !stopping.aborted; attempt++) {
+    try {
+      const r = await openRuntime(config, log, opts);
+      if (stopping.aborted) {
+        await r.close();
+        return null;
+      }
+      return r;
+    } catch (err) {
+      const e = err as { name?: string; code?: string; message?: string };
+      if (!isConnectionError(err)) {
+        // name and code; the message of a connection error can name the host, never the password
+        log.fatal(
+          { err: { name: e.name, code: e.code, message: e.message } },
+          "cannot start: the database or the blob directory was refused",
+        );
+        Deno.exit(1);
+      }
+      const retryInMs = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (attempt - 1));
+      log.warn(
+        { attempt, retryInMs, err: { name: e.name, code: e.code } },
+        "the database is unreachable; retrying",
+      );
+      await sleep(retryInMs, stopping);
+    }
+  }
+  return null;
+};
+
+/** Says the database is open, and warns when connected as the log's owner. */
+const announce = async (config: Config, log: Logger, r: Runtime | null): Promise<void> => {
+  if (!r) return;
+  log.info({ database: r.db.kind }, "database ready");
+  if (await runsAsOwner(r.db).catch(() => false)) {
+    log.warn(
+      { ownerUrl: config.ownerDatabaseUrl !== null },
+      "the server runs as the owner of the log (or a superuser): fine for development and tests, not for production; set CHARTLOG_OWNER_DATABASE_URL for migrations and connect DATABASE_URL as chartlog_app (README: Database roles)",
+    );
+  }
+};
+
+/**
+ * `CHARTLOG_HTTP=off`: a worker instance. No listener at all; the runtime's
+ * background workers (async projections with the outbox, the checkpoint
+ * publisher, the grant sweeper) run as in a server, each taking its advisory
+ * lock, so any number of instances share the work with the servers. SIGTERM /
+ * SIGINT stop the workers (each finishes its batch) and close the database.
+ */
+const runWorkersOnly = (config: Config, log: Logger): void => {
+  const stopping = new AbortController();
+  log.info({ http: "off" }, "no HTTP listener (CHARTLOG_HTTP=off): background workers only");
+  // the workers never read or write media blobs: the instance needs no blob directory
+  const opening = openRuntimeRetrying(config, log, stopping.signal, { claimBlobs: false })
+    .then(async (r) => {
+      await announce(config, log, r);
+      if (r) {
+        log.info({
+          projections: r.workers.map((w) => w.projection.name),
+          sweeper: r.sweeper !== null,
+          publisher: r.publisher !== null,
+        }, "workers running");
+      }
+      return r;
+    });
+  const shutdown = async (signal: string) => {
+    if (stopping.signal.aborted) return;
+    stopping.abort();
+    log.info({ signal }, "shutting down");
+    await (await opening)?.close();
+    log.info("stopped");
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGTERM", () => shutdown("SIGTERM"));
+  Deno.addSignalListener("SIGINT", () => shutdown("SIGINT"));
+};
+
+/**
+ * Starts the HTTP server (or, with `CHARTLOG_HTTP=off`, only the workers:
+ * {@link runWorkersOnly}). The database is opened after the listener, and
  * retried with backoff while it cannot be reached (a container may start
  * before its database): meanwhile `/health` answers 200 and everything else
  * 503. SIGTERM / SIGINT stop accepting connections, let in-flight requests
@@ -40,6 +128,7 @@ const main = (): void => {
     throw err;
   }
   const log = createLogger(config.logLevel);
+  if (!config.http) return runWorkersOnly(config, log);
   let runtime: Runtime | null = null;
   const drain = new Drain();
   const app = createApp({
@@ -71,46 +160,9 @@ const main = (): void => {
     Deno.exit(1);
   }
 
-  const open = async (): Promise<Runtime | null> => {
-    for (let attempt = 1; !stopping.signal.aborted; attempt++) {
-      try {
-        const r = await openRuntime(config, log);
-        if (stopping.signal.aborted) {
-          await r.close();
-          return null;
-        }
-        return r;
-      } catch (err) {
-        const e = err as { name?: string; code?: string; message?: string };
-        if (!isConnectionError(err)) {
-          // name and code; the message of a connection error can name the host, never the password
-          log.fatal(
-            { err: { name: e.name, code: e.code, message: e.message } },
-            "cannot start: the database or the blob directory was refused",
-          );
-          Deno.exit(1);
-        }
-        const retryInMs = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (attempt - 1));
-        log.warn(
-          { attempt, retryInMs, err: { name: e.name, code: e.code } },
-          "the database is unreachable; retrying",
-        );
-        await sleep(retryInMs, stopping.signal);
-      }
-    }
-    return null;
-  };
-  const opening = open().then((r) => {
+  const opening = openRuntimeRetrying(config, log, stopping.signal).then(async (r) => {
     runtime = r;
-    if (r) log.info({ database: r.db.kind }, "database ready");
-    return r;
-  }).then(async (r) => {
-    if (r && await runsAsOwner(r.db).catch(() => false)) {
-      log.warn(
-        { ownerUrl: config.ownerDatabaseUrl !== null },
-        "the server runs as the owner of the log (or a superuser): fine for development and tests, not for production; set CHARTLOG_OWNER_DATABASE_URL for migrations and connect DATABASE_URL as chartlog_app (README: Database roles)",
-      );
-    }
+    await announce(config, log, r);
     return r;
   });
 

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { keyEnv, runCli } from "./support/cli.ts";
 import { createTestDatabase, postgresAvailable } from "./support/harness.ts";
+import { projections } from "../projections/index.ts";
+import { streamSummary } from "../projections/stream_summary.ts";
+import { createLogger } from "../src/logger.ts";
+import { projectionStatus, ProjectionWorker } from "../src/store/projection_engine.ts";
+import { openTestApp } from "./support/app.ts";
+import { createUser } from "./support/users.ts";
 
 // Every `deno task` CLI but `user` (which parses its own subcommands).
 const CLIS = ["migrate", "rebuild", "audit", "status", "gc"] as const;
@@ -95,6 +101,72 @@ Deno.test("cli: migrate names each migration it applied, then says it is up to d
     const status = await runCli("status.ts", [], env);
     assert.equal(status.code, 0, status.stderr);
     assert.match(status.stdout, /^installation: [0-9a-f-]{36}$/m);
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+    await pg?.drop();
+  }
+});
+
+Deno.test("cli: status prints each projection's checkpoint and lag behind the log", async () => {
+  const pg = (await postgresAvailable()) ? await createTestDatabase() : null;
+  const dataDir = await Deno.makeTempDir({ prefix: "chartlog_cli_" });
+  try {
+    const env = {
+      CHARTLOG_DATA_DIR: dataDir,
+      CHARTLOG_MASTER_KEY: keyEnv(crypto.getRandomValues(new Uint8Array(32))),
+      DATABASE_URL: pg ? pg.url : `pglite://${dataDir}/pglite`,
+    };
+    // some events, then one async projection (stream_summary) folded up to the head; the
+    // others' workers never ran (tests start none), so they trail by the whole log
+    const t = await openTestApp(env);
+    let head: number;
+    try {
+      await createUser(t.runtime, "practitioner");
+      const w = new ProjectionWorker(t.runtime.store, streamSummary, createLogger("silent"), {
+        pollMs: 10,
+      }).start();
+      try {
+        for (let i = 0;; i++) {
+          const [s] = await projectionStatus(t.runtime.store, [streamSummary]);
+          if (s!.lag === 0) break;
+          assert.ok(i < 2000, "stream_summary did not catch up");
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      } finally {
+        await w.stop();
+      }
+      head = await t.runtime.store.headPosition();
+    } finally {
+      await t.close();
+    }
+    assert.ok(head > 0);
+    const status = await runCli("status.ts", [], env);
+    assert.equal(status.code, 0, status.stderr);
+    const lines = new Map(
+      [...status.stdout.matchAll(
+        /^(\w+) v(\d+) \((inline|async)\): position (\d+) of (\d+), lag (\d+)$/gm,
+      )]
+        .map((
+          m,
+        ) => [m[1]!, {
+          mode: m[3],
+          position: Number(m[4]),
+          head: Number(m[5]),
+          lag: Number(m[6]),
+        }]),
+    );
+    assert.deepEqual([...lines.keys()].sort(), projections.map((p) => p.name).sort());
+    for (const p of projections) {
+      const l = lines.get(p.name)!;
+      assert.equal(l.mode, p.mode, p.name);
+      assert.equal(l.head, head, p.name);
+      const caughtUp = p.mode === "inline" || p.name === streamSummary.name;
+      assert.deepEqual(
+        [l.position, l.lag],
+        caughtUp ? [head, 0] : [0, head],
+        `${p.name}: ${status.stdout}`,
+      );
+    }
   } finally {
     await Deno.remove(dataDir, { recursive: true });
     await pg?.drop();

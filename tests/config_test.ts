@@ -11,6 +11,13 @@ Deno.test("config: defaults with no environment at all", () => {
   assert.equal(c.masterKey, null);
   assert.equal(c.logLevel, "info");
   assert.deepEqual(c.corsOrigins, []);
+  assert.equal(c.http, true);
+});
+
+Deno.test("config: CHARTLOG_HTTP=off makes a worker instance; anything but on/off is refused", () => {
+  assert.equal(loadConfig({ CHARTLOG_HTTP: "on" }).http, true);
+  assert.equal(loadConfig({ CHARTLOG_HTTP: "off" }).http, false);
+  assert.throws(() => loadConfig({ CHARTLOG_HTTP: "false" }), /CHARTLOG_HTTP/);
 });
 
 Deno.test("config: database URLs", () => {

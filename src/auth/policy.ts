@@ -103,6 +103,7 @@ export const ACTIONS = [
   "access.requests_own",
   "access.share",
   "access.redeem",
+  "dashboard.read",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -222,6 +223,8 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "access.share": row([], ["patient"]),
   // only the practitioner named on the share, or a member of the clinic named
   "access.redeem": row(["practitioner"]),
+  // a practitioner's own working set: every list in it is narrowed to related patients
+  "dashboard.read": row(["practitioner"]),
 };
 
 /**

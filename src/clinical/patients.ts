@@ -178,13 +178,14 @@ export const isErased = async (store: EventStore, patientId: string): Promise<bo
 export const auditRead = async (
   runtime: { store: EventStore; auditReads: boolean },
   actor: Actor,
-  event: NewEvent,
+  event: NewEvent | NewEvent[],
   metadata: EventMetadata,
 ): Promise<void> => {
   if (!runtime.auditReads) return; // only benchmarks switch this off, to price auditing
   const store = runtime.store;
   try {
-    await store.append(`access-${actor.userId}`, "any", [event], metadata);
+    // several (one answer showing several kinds of record) go in one append
+    await store.append(`access-${actor.userId}`, "any", [event].flat(), metadata);
   } catch {
     throw new UnavailableError("the read could not be audited, so it is refused");
   }

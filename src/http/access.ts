@@ -67,7 +67,7 @@ const GrantSchema = z.object({
   expiresAt: z.string(),
 }).openapi("AccessGrant");
 
-const PendingRequest = z.object({
+export const PendingRequest = z.object({
   id: z.uuid(),
   patientId: z.uuid(),
   clinicId: z.uuid().nullable(),

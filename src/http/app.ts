@@ -30,6 +30,7 @@ import { auditTrail } from "./audit.ts";
 import { auditDisclosures } from "./audit_disclosures.ts";
 import { auditTlog } from "./audit_tlog.ts";
 import { breakGlassAudit, patientBreakGlass } from "./break_glass.ts";
+import { dashboard } from "./dashboard.ts";
 import { accessCodes, accessRequests, meAccess, patientAccessRequests } from "./access.ts";
 
 export const API_INFO = {
@@ -159,6 +160,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/access-requests", accessRequests);
   app.route("/v1/me", meAccess);
   app.route("/v1/access-codes", accessCodes);
+  app.route("/v1/dashboard", dashboard);
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
     scheme: "bearer",
