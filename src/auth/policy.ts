@@ -103,6 +103,7 @@ export const ACTIONS = [
   "access.requests_own",
   "access.share",
   "access.redeem",
+  "analytics.read",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -222,6 +223,8 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "access.share": row([], ["patient"]),
   // only the practitioner named on the share, or a member of the clinic named
   "access.redeem": row(["practitioner"]),
+  // de-identified aggregates (HIPAA Safe Harbor, small cells suppressed): analysts only
+  "analytics.read": row(["analyst"]),
 };
 
 /**
