@@ -9,6 +9,8 @@
  */
 import assert from "node:assert/strict";
 import { Image } from "imagescript";
+import { catalog } from "../events/index.ts";
+import { analyticsGrants } from "../projections/analytics_grants.ts";
 import { analyticsProjections } from "../projections/index.ts";
 import { ANALYTICS_VIEWS } from "../src/analytics/catalog.ts";
 import type { Db } from "../src/store/db.ts";
@@ -19,7 +21,8 @@ import { ANALYST_ROLE } from "../src/store/roles.ts";
 import { ident, sql } from "../src/store/sql.ts";
 import type { Runtime } from "../src/runtime.ts";
 import { openTestApp } from "./support/app.ts";
-import { createTestDatabase, type DriverKind, drivers } from "./support/harness.ts";
+import { createTestDatabase, type DriverKind, drivers, eachDriver } from "./support/harness.ts";
+import { type GivenEvent, givenEventsThenRows } from "./support/projection.ts";
 import { form } from "./support/media.ts";
 import { bearer, createUser, login } from "./support/users.ts";
 
@@ -52,12 +55,12 @@ const photo = async () => {
 
 /** Waits (bounded) until every analytics projection has folded the whole log. */
 const caughtUp = async (runtime: Runtime) => {
-  for (let i = 0; i < 600; i++) {
+  for (let i = 0; i < 2400; i++) {
     const st = await projectionStatus(runtime.store, analyticsProjections);
     if (st.every((s) => s.lag === 0)) return;
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error("the analytics projections did not catch up in 30 s");
+  throw new Error("the analytics projections did not catch up in 2 minutes");
 };
 
 /** Every row of every view and table in schema `analytics`, as text, by relation. */
@@ -456,3 +459,81 @@ Deno.test({
     }
   },
 });
+
+/** Grant events of `n` distinct patients (one event each). */
+const grantEvents = (type: string, n: number): GivenEvent[] =>
+  Array.from({ length: n }, () => {
+    const patientId = crypto.randomUUID(), grantId = crypto.randomUUID();
+    const id = crypto.randomUUID();
+    const data: Record<string, Record<string, unknown>> = {
+      AccessGrantRevoked: { grantId, patientId },
+      AccessGrantExpired: { grantId, patientId },
+      AccessGranted: {
+        grantId,
+        patientId,
+        granteeKind: "practitioner",
+        granteeId: id,
+        source: "share",
+        sourceId: id,
+        purpose: "follow-up",
+        expiresAt: "2026-12-01T10:00:00Z",
+      },
+      BreakGlassUsed: {
+        breakGlassId: id,
+        grantId,
+        patientId,
+        practitionerId: id,
+        reason: "emergency",
+        expiresAt: "2026-12-01T10:00:00Z",
+      },
+    };
+    return { stream: `test-${id}`, type, data: data[type]! };
+  });
+
+eachDriver(
+  "analytics: a lone small cell takes the next smallest with it, two hide each other",
+  async (h) => {
+    const cells = (given: GivenEvent[]) =>
+      givenEventsThenRows<{ event: string; count: number | null; suppressed: boolean }>(
+        h,
+        analyticsGrants,
+        given,
+        sql`select event, "count", suppressed from analytics.grants_weekly order by event`,
+      );
+    // one week (all recorded now): revoked 2 patients (small), expired 6, opened 7
+    assert.deepEqual(
+      await cells([
+        ...grantEvents("AccessGrantRevoked", 2),
+        ...grantEvents("AccessGrantExpired", 6),
+        ...grantEvents("AccessGranted", 7),
+      ]),
+      [
+        { event: "expired", count: null, suppressed: true },
+        { event: "opened", count: 7, suppressed: false },
+        { event: "revoked", count: null, suppressed: true },
+      ],
+    );
+    // break-glass of 3 patients: two small cells hide each other, the rest shows
+    assert.deepEqual(await cells(grantEvents("BreakGlassUsed", 3)), [
+      { event: "break_glass", count: null, suppressed: true },
+      { event: "expired", count: 6, suppressed: false },
+      { event: "opened", count: 7, suppressed: false },
+      { event: "revoked", count: null, suppressed: true },
+    ]);
+    // 3 more revocations: break-glass (3) is the lone small cell, revoked (5) the smallest other
+    assert.deepEqual(await cells(grantEvents("AccessGrantRevoked", 3)), [
+      { event: "break_glass", count: null, suppressed: true },
+      { event: "expired", count: 6, suppressed: false },
+      { event: "opened", count: 7, suppressed: false },
+      { event: "revoked", count: null, suppressed: true },
+    ]);
+    // 5 patients are not a small cell: 2 more break-glass uses and everything shows
+    assert.deepEqual(await cells(grantEvents("BreakGlassUsed", 2)), [
+      { event: "break_glass", count: 5, suppressed: false },
+      { event: "expired", count: 6, suppressed: false },
+      { event: "opened", count: 7, suppressed: false },
+      { event: "revoked", count: 5, suppressed: false },
+    ]);
+  },
+  { catalog },
+);

@@ -45,15 +45,13 @@ export const patientsOf = (data: Record<string, unknown>): string[] => {
 const list = (names: readonly string[]): Query =>
   names.reduce<Query>((acc, n, i) => i === 0 ? sql`${ident(n)}` : sql`${acc}, ${ident(n)}`, sql``);
 
-const values = (vals: readonly unknown[]): Query =>
-  vals.reduce<Query>((acc, v, i) => i === 0 ? sql`${v}` : sql`${acc}, ${v}`, sql``);
-
 /**
- * Counts one event into a cells table (`key` columns, `patient_id`, `n`):
- * the event adds 1 to the row of its first patient and 0 to the others' (so
- * each is a distinct patient of the cell and the cell's sum is the number
- * of events); an event of no patient counts in the {@link NO_PATIENT} row.
- * `add` adds to further numeric columns of the first row (bytes).
+ * Counts one event into a cells table (`key` columns, `patient_id`, `n`), in
+ * one statement: the event adds 1 to the row of its first patient and 0 to
+ * the others' (so each is a distinct patient of the cell and the cell's sum
+ * is the number of events); an event of no patient counts in the
+ * {@link NO_PATIENT} row. `add` adds to further numeric columns of the
+ * first row (bytes).
  */
 export const countEvent = async (
   db: Db,
@@ -74,16 +72,20 @@ export const countEvent = async (
     },
     sql``,
   );
-  for (const [i, id] of ids.entries()) {
-    const row = [
+  // VALUES, not a SELECT: there the target columns give each parameter its type
+  const rows = ids.map((id, i) => {
+    const vals = [
       ...keys.map((k) => key[k]),
       id,
       i === 0 ? 1 : 0,
       ...extra.map((c) => i === 0 ? add[c] : 0),
     ];
-    await db.query(sql`insert into ${ident(table)} (${list(cols)}) values (${values(row)})
-      on conflict (${list(conflict)}) do update set ${updates}`);
-  }
+    return sql`(${
+      vals.reduce<Query>((acc, v, j) => j === 0 ? sql`${v}` : sql`${acc}, ${v}`, sql``)
+    })`;
+  }).reduce<Query>((acc, r, i) => i === 0 ? r : sql`${acc}, ${r}`, sql``);
+  await db.query(sql`insert into ${ident(table)} (${list(cols)}) values ${rows}
+    on conflict (${list(conflict)}) do update set ${updates}`);
 };
 
 /** How an analysts' view suppresses its small cells (see {@link suppressedView}). */
