@@ -15,6 +15,7 @@ import { analyticsProjections } from "../projections/index.ts";
 import { ANALYTICS_VIEWS } from "../src/analytics/catalog.ts";
 import type { Db } from "../src/store/db.ts";
 import { pgCode } from "../src/store/db.ts";
+import { migrate } from "../src/store/migrations.ts";
 import { openPostgres } from "../src/store/postgres_driver.ts";
 import { projectionStatus, rebuildProjection } from "../src/store/projection_engine.ts";
 import { ANALYST_ROLE } from "../src/store/roles.ts";
@@ -117,7 +118,10 @@ const scenario = async (driver: DriverKind) => {
   };
 
   // what identifies anyone: every value a hit in the analytics schema would leak
-  const secrets: string[] = [...Object.values(ids)];
+  const secrets: string[] = [
+    ...Object.values(ids),
+    ...Object.keys(ids).map((w) => `${w}@clinic.test`),
+  ];
   const patients: { id: string; cohort: number }[] = [];
   let k = 0;
   for (const [ci, c] of COHORTS.entries()) {
@@ -537,3 +541,22 @@ eachDriver(
   },
   { catalog },
 );
+
+Deno.test({
+  name: "analytics [postgres]: CHARTLOG_ANALYST_DB_PASSWORD sets the analyst role's password",
+  ignore: !(await drivers()).includes("postgres"),
+  fn: async () => {
+    const tdb = await createTestDatabase();
+    const admin = openPostgres(tdb.url, { max: 1 });
+    try {
+      await migrate(admin, { analystPassword: `pw-${crypto.randomUUID()}` });
+      const [r] = await admin.query<{ set: boolean; login: boolean }>(sql`select
+        rolpassword is not null as set, rolcanlogin as login
+        from pg_authid where rolname = ${ANALYST_ROLE}`);
+      assert.deepEqual(r, { set: true, login: true });
+    } finally {
+      await admin.close();
+      await tdb.drop();
+    }
+  },
+});
