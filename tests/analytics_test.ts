@@ -560,3 +560,30 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "analytics [postgres]: a view made before the roles is given to the app and the analyst",
+  ignore: !(await drivers()).includes("postgres"),
+  fn: async () => {
+    const tdb = await createTestDatabase();
+    const admin = openPostgres(tdb.url, { max: 1 });
+    const u = new URL(tdb.url);
+    u.username = ANALYST_ROLE;
+    u.password = "";
+    const analyst = openPostgres(u.toString(), { max: 1 });
+    try {
+      await migrate(admin);
+      // as a build by a user without the roles left it: its own, granted to nobody
+      await admin.exec(`create view analytics.old_view as select 1 as x`);
+      await migrate(admin);
+      const [r] = await admin.query<{ owner: string }>(sql`select
+        pg_get_userbyid(relowner) as owner from pg_class where oid = 'analytics.old_view'::regclass`);
+      assert.equal(r?.owner, "chartlog_app");
+      assert.deepEqual(await analyst.query(sql`select x from analytics.old_view`), [{ x: 1 }]);
+    } finally {
+      await analyst.close();
+      await admin.close();
+      await tdb.drop();
+    }
+  },
+});

@@ -236,7 +236,9 @@ export const reassignObjects = async (tx: Db, log?: Log): Promise<void> => {
   const [ps] = await tx.query<{ present: boolean }>(
     sql`select to_regclass('public.projection_state') is not null as present`,
   );
-  const [w] = await tx.query<{ log: string[]; fns: string[]; app: string[]; schemas: string[] }>(
+  const [w] = await tx.query<
+    { log: string[]; fns: string[]; app: string[]; schemas: string[]; views: string[] }
+  >(
     sql`select
       array(select c.relname::text from pg_class c
         where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p')
@@ -255,7 +257,10 @@ export const reassignObjects = async (tx: Db, log?: Log): Promise<void> => {
         : sql`'{}'::text[]`
     } as app,
       array(select nspname::text from pg_namespace where nspname like 'chartlog\\_build\\_%'
-        and nspowner <> ${APP_ROLE}::regrole) as schemas`,
+        and nspowner <> ${APP_ROLE}::regrole) as schemas,
+      array(select c.relname::text from pg_class c
+        where c.relnamespace = to_regnamespace(${ANALYTICS_SCHEMA}) and c.relkind = 'v'
+          and c.relowner <> ${APP_ROLE}::regrole) as views`,
   );
   const q = (name: string) => sql`${ident(name)}`.text;
   const statements = [
@@ -264,11 +269,19 @@ export const reassignObjects = async (tx: Db, log?: Log): Promise<void> => {
     ...w!.fns.map((f) => `alter function ${f} owner to ${OWNER_ROLE}`),
     ...w!.app.map((t) => `alter table ${q(`public.${t}`)} owner to ${APP_ROLE}`),
     ...w!.schemas.map((n) => `alter schema ${q(n)} owner to ${APP_ROLE}`),
+    // the analysts' views: their builder drops and makes them again, and reads with their rights
+    ...w!.views.flatMap((v) => [
+      `alter view ${q(`${ANALYTICS_SCHEMA}.${v}`)} owner to ${APP_ROLE}`,
+      `grant select on ${q(`${ANALYTICS_SCHEMA}.${v}`)} to ${ANALYST_ROLE}`,
+    ]),
   ];
   if (statements.length === 0) return;
   await tx.exec(statements.join(";\n"));
   log?.info(
-    { owner: w!.log.length + w!.fns.length, app: w!.app.length + w!.schemas.length },
+    {
+      owner: w!.log.length + w!.fns.length,
+      app: w!.app.length + w!.schemas.length + w!.views.length,
+    },
     "database objects given to their roles",
   );
 };
