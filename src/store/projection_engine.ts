@@ -84,8 +84,9 @@ export const rebuildProjection = async (
  * 3. one transaction takes the append lock, folds the last events, locks
  *    the projection's checkpoint row (a running async worker folds each
  *    batch under that row lock, so it waits here and then goes on from the
- *    new checkpoint), drops the old tables, moves the new ones into
- *    `public` and records version, tables and checkpoint.
+ *    new checkpoint), drops its views in schema `analytics` and the old
+ *    tables, moves the new ones into `public`, makes the views again over
+ *    them and records version, tables and checkpoint.
  *
  * Builders of one projection take turns (an advisory lock); with
  * `onlyIfStale` (start-up) a builder that finds the version already built
