@@ -1,5 +1,13 @@
 import type { Projection } from "../src/store/types.ts";
 import { accessGrants } from "./access_grants.ts";
+import { analyticsAccess } from "./analytics_access.ts";
+import { analyticsChart } from "./analytics_chart.ts";
+import { analyticsDenials } from "./analytics_denials.ts";
+import { analyticsEncounters } from "./analytics_encounters.ts";
+import { analyticsGrants } from "./analytics_grants.ts";
+import { analyticsPatients } from "./analytics_patients.ts";
+import { analyticsStorage } from "./analytics_storage.ts";
+import { analyticsUploads } from "./analytics_uploads.ts";
 import { breakGlass } from "./break_glass.ts";
 import { accessRequests } from "./access_requests.ts";
 import { accessShares } from "./access_shares.ts";
@@ -38,4 +46,24 @@ export const projections: readonly Projection[] = [
   streamSummary,
   patientViews,
   notifications,
+  analyticsUploads,
+  analyticsStorage,
+  analyticsAccess,
+  analyticsDenials,
+  analyticsGrants,
+  analyticsPatients,
+  analyticsEncounters,
+  analyticsChart,
+];
+
+/** The analysts' projections: each keeps views in schema `analytics`. */
+export const analyticsProjections: readonly Projection[] = [
+  analyticsUploads,
+  analyticsStorage,
+  analyticsAccess,
+  analyticsDenials,
+  analyticsGrants,
+  analyticsPatients,
+  analyticsEncounters,
+  analyticsChart,
 ];

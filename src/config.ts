@@ -19,6 +19,7 @@ const Env = z.object({
     "must be a postgres:// URL",
   ).optional(),
   CHARTLOG_APP_DB_PASSWORD: z.string().optional(),
+  CHARTLOG_ANALYST_DB_PASSWORD: z.string().optional(),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   CHARTLOG_HTTP: z.enum(["on", "off"]).default("on"),
   CHARTLOG_LISTEN_HOST: z.string().min(1).default("0.0.0.0"),
@@ -124,6 +125,8 @@ export interface Config {
   ownerDatabaseUrl: string | null;
   /** `CHARTLOG_APP_DB_PASSWORD`: set as chartlog_app's password by migrations. */
   appDbPassword: string | null;
+  /** `CHARTLOG_ANALYST_DB_PASSWORD`: set as chartlog_analyst's password by migrations. */
+  analystDbPassword: string | null;
   masterKey: Uint8Array<ArrayBuffer> | null;
   /** Signs transparency-log checkpoints (Ed25519, PKCS#8 DER); null: generated in development. */
   checkpointKey: Uint8Array | null;
@@ -232,6 +235,7 @@ export const loadConfig = (env: Record<string, string | undefined>): Config => {
     database,
     ownerDatabaseUrl: e.CHARTLOG_OWNER_DATABASE_URL ?? null,
     appDbPassword: e.CHARTLOG_APP_DB_PASSWORD ?? null,
+    analystDbPassword: e.CHARTLOG_ANALYST_DB_PASSWORD ?? null,
     masterKey: e.CHARTLOG_MASTER_KEY
       ? Uint8Array.from(atob(e.CHARTLOG_MASTER_KEY), (c) => c.charCodeAt(0))
       : null,

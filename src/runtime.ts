@@ -58,7 +58,11 @@ const migrateAsOwner = async (
   db: Db,
   log: Logger,
 ): Promise<AppliedMigration[]> => {
-  const opts = { appPassword: config.appDbPassword, log };
+  const opts = {
+    appPassword: config.appDbPassword,
+    analystPassword: config.analystDbPassword,
+    log,
+  };
   if (!config.ownerDatabaseUrl) return await migrate(db, opts);
   const owner = openPostgres(config.ownerDatabaseUrl, { max: 1 });
   try {

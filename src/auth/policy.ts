@@ -104,6 +104,7 @@ export const ACTIONS = [
   "access.share",
   "access.redeem",
   "dashboard.read",
+  "analytics.read",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -225,6 +226,8 @@ export const RBAC: Readonly<Record<Action, Readonly<Record<Role, Grant>>>> = {
   "access.redeem": row(["practitioner"]),
   // a practitioner's own working set: every list in it is narrowed to related patients
   "dashboard.read": row(["practitioner"]),
+  // de-identified aggregates (HIPAA Safe Harbor, small cells suppressed): analysts only
+  "analytics.read": row(["analyst"]),
 };
 
 /**

@@ -31,6 +31,7 @@ import { auditDisclosures } from "./audit_disclosures.ts";
 import { auditTlog } from "./audit_tlog.ts";
 import { breakGlassAudit, patientBreakGlass } from "./break_glass.ts";
 import { dashboard } from "./dashboard.ts";
+import { analytics } from "./analytics.ts";
 import { accessCodes, accessRequests, meAccess, patientAccessRequests } from "./access.ts";
 
 export const API_INFO = {
@@ -153,6 +154,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
   app.route("/v1/me", myGrantRoutes);
   app.route("/v1/grants", grantRoutes);
   app.route("/v1/audit/break-glass", breakGlassAudit);
+  app.route("/v1/analytics", analytics);
   app.route("/v1/audit", auditTrail);
   app.route("/v1/audit", auditDisclosures);
   app.route("/v1/audit", auditTlog);

@@ -5,6 +5,7 @@ import { LOCK_MIGRATE } from "./locks.ts";
 import {
   applyGrants,
   assertNoAppRoutines,
+  grantAnalyticsAccess,
   grantSchemaAccess,
   OWNER_ROLE,
   prepareRoles,
@@ -198,6 +199,14 @@ create trigger subject_keys_shred_only before update on subject_keys
     // log (tests/bench/tlog_bench.ts prints both).
     sql: `alter table merkle_nodes set unlogged;`,
   },
+  {
+    version: 11,
+    name: "analytics schema",
+    // The analysts' de-identified views (projections/analytics_*.ts make
+    // them over their tables, in the transaction that switches a version
+    // in); chartlog_analyst reads them and nothing else (src/store/roles.ts).
+    sql: `create schema if not exists analytics;`,
+  },
 ];
 
 export const latestMigration = migrations[migrations.length - 1]!.version;
@@ -211,6 +220,8 @@ export interface AppliedMigration {
 export interface MigrateOptions {
   /** `CHARTLOG_APP_DB_PASSWORD`: chartlog_app's password, set when the roles are managed. */
   appPassword?: string | null;
+  /** `CHARTLOG_ANALYST_DB_PASSWORD`: chartlog_analyst's password, likewise. */
+  analystPassword?: string | null;
   /** Where database role set-up says what it did or skipped. */
   log?: Pick<Logger, "info" | "warn">;
 }
@@ -264,7 +275,10 @@ export const migrate = async (db: Db, opts: MigrateOptions = {}): Promise<Applie
       );
       applied.push({ version: m.version, name: m.name });
     }
-    if (plan?.grant) await applyGrants(tx, opts.log);
+    if (plan?.grant) {
+      await applyGrants(tx, opts.log);
+      await grantAnalyticsAccess(tx, opts.log);
+    }
     if (plan?.setRole) await tx.exec(`reset role`);
     return applied;
   });

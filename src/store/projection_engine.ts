@@ -4,7 +4,7 @@ import { applyEvent } from "./apply.ts";
 import type { Db } from "./db.ts";
 import type { EventStore } from "./event_store.ts";
 import { LOCK_APPEND, projectionLockName } from "./locks.ts";
-import { APP_ROLE } from "./roles.ts";
+import { ANALYST_ROLE, ANALYTICS_SCHEMA, APP_ROLE } from "./roles.ts";
 import { ident, sql } from "./sql.ts";
 import type { Projection } from "./types.ts";
 
@@ -27,12 +27,15 @@ export const setupProjections = async (
   }
 };
 
-/** Whether the projection's tables exist and were built by this version. */
+/** Whether the projection's tables (and views) exist and were built by this version. */
 const isCurrent = async (db: Db, p: Projection): Promise<boolean> => {
+  const views = (p.views ?? []).map((v) => v.name);
   const [r] = await db.query<{ version: number | null; missing: number }>(sql`select
       (select version from projection_state where name = ${p.name}) as version,
       (select count(*)::int from unnest(${p.tables}::text[]) as t(name)
-        where to_regclass('public.' || quote_ident(t.name)) is null) as missing`);
+        where to_regclass('public.' || quote_ident(t.name)) is null)
+      + (select count(*)::int from unnest(${views}::text[]) as v(name)
+        where to_regclass(${ANALYTICS_SCHEMA} || '.' || quote_ident(v.name)) is null) as missing`);
   return Number(r?.version) === p.version && Number(r?.missing) === 0;
 };
 
@@ -81,8 +84,9 @@ export const rebuildProjection = async (
  * 3. one transaction takes the append lock, folds the last events, locks
  *    the projection's checkpoint row (a running async worker folds each
  *    batch under that row lock, so it waits here and then goes on from the
- *    new checkpoint), drops the old tables, moves the new ones into
- *    `public` and records version, tables and checkpoint.
+ *    new checkpoint), drops its views in schema `analytics` and the old
+ *    tables, moves the new ones into `public`, makes the views again over
+ *    them and records version, tables and checkpoint.
  *
  * Builders of one projection take turns (an advisory lock); with
  * `onlyIfStale` (start-up) a builder that finds the version already built
@@ -185,13 +189,18 @@ const build = async (
       sql`select tables from projection_state where name = ${p.name} for update`,
     );
     await tx.query(sql`select set_config('search_path', 'public', true)`);
-    await giveToApp(tx, schema, p.tables);
+    const give = await giveToApp(tx, schema, p.tables);
+    // the analysts' views name the old tables: they go first and come back over the new ones
+    for (const v of p.views ?? []) {
+      await tx.query(sql`drop view if exists ${ident(`${ANALYTICS_SCHEMA}.${v.name}`)}`);
+    }
     const old = new Set([...(state?.tables ?? []), ...p.tables]);
     for (const t of old) await tx.query(sql`drop table if exists ${ident(`public.${t}`)}`);
     for (const t of p.tables) {
       await tx.query(sql`alter table ${ident(`${schema}.${t}`)} set schema public`);
     }
     await tx.query(sql`drop schema ${ident(schema)}`);
+    await makeViews(tx, p, give);
     await tx.query(sql`update projection_state set version = ${p.version}, mode = ${p.mode},
       position = ${position}, tables = ${p.tables}::text[], updated_at = now(),
       last_error = null where name = ${p.name}`);
@@ -206,14 +215,36 @@ const build = async (
  * nothing else uses them. Left to the next migration, that ALTER would take
  * the tables in use one by one, and deadlock with a query joining two of them.
  */
-const giveToApp = async (tx: Db, schema: string, tables: readonly string[]): Promise<void> => {
-  if (tx.kind !== "postgres") return;
+const giveToApp = async (tx: Db, schema: string, tables: readonly string[]): Promise<boolean> => {
+  if (tx.kind !== "postgres") return false;
   const [r] = await tx.query<{ give: boolean }>(sql`select
     to_regrole(${APP_ROLE}) is not null and current_user <> ${APP_ROLE}::name
       and pg_has_role(current_user, ${APP_ROLE}::name, 'member') as give`);
-  if (!r?.give) return;
+  if (!r?.give) return false;
   for (const t of tables) {
     await tx.query(sql`alter table ${ident(`${schema}.${t}`)} owner to ${ident(APP_ROLE)}`);
+  }
+  return true;
+};
+
+/**
+ * The projection's views in schema `analytics`, over its tables just
+ * switched in. A view reads its tables with its owner's rights, so
+ * `chartlog_analyst` gets SELECT on the views and on nothing beneath them.
+ * Views made by the owner or a superuser go to the app with the tables.
+ */
+const makeViews = async (tx: Db, p: Projection, give: boolean): Promise<void> => {
+  if (!p.views?.length) return;
+  const [r] = await tx.query<{ analyst: boolean }>(
+    tx.kind === "postgres"
+      ? sql`select to_regrole(${ANALYST_ROLE}) is not null as analyst`
+      : sql`select false as analyst`,
+  );
+  for (const v of p.views) {
+    const name = ident(`${ANALYTICS_SCHEMA}.${v.name}`);
+    await tx.exec(`create view ${sql`${name}`.text} as ${v.select}`);
+    if (give) await tx.query(sql`alter view ${name} owner to ${ident(APP_ROLE)}`);
+    if (r?.analyst) await tx.query(sql`grant select on ${name} to ${ident(ANALYST_ROLE)}`);
   }
 };
 

@@ -15,6 +15,14 @@ import { ident, sql } from "./sql.ts";
  */
 export const OWNER_ROLE = "chartlog_owner";
 export const APP_ROLE = "chartlog_app";
+/**
+ * The analysts' read-only role: SELECT on the de-identified views of schema
+ * `analytics` ({@link ANALYTICS_SCHEMA}) and nothing else — not the log,
+ * not the projection tables, not the keys (see {@link grantAnalyticsAccess}).
+ */
+export const ANALYST_ROLE = "chartlog_analyst";
+/** The schema of the analysts' views (migration 11; views made by projection builds). */
+export const ANALYTICS_SCHEMA = "analytics";
 
 /**
  * Every table the migrations create (all owned by `chartlog_owner`) and
@@ -101,6 +109,7 @@ interface RoleState {
   createrole: boolean;
   owner: boolean;
   app: boolean;
+  analyst: boolean;
   /** May act as chartlog_owner (SET ROLE; before PostgreSQL 16, membership). */
   member: boolean;
   /** Owns the database (so schema public too, since PostgreSQL 15). */
@@ -113,6 +122,7 @@ const roleState = async (db: Db): Promise<RoleState> => {
     r.rolsuper as super, r.rolcreaterole as createrole,
     exists (select from pg_roles where rolname = ${OWNER_ROLE}) as owner,
     exists (select from pg_roles where rolname = ${APP_ROLE}) as app,
+    exists (select from pg_roles where rolname = ${ANALYST_ROLE}) as analyst,
     exists (select from pg_roles where rolname = ${OWNER_ROLE}) and pg_has_role(current_user,
       ${OWNER_ROLE}, case when current_setting('server_version_num')::int >= 160000
         then 'set' else 'member' end) as member,
@@ -127,24 +137,24 @@ const lostRace = (err: unknown) => ["42710", "23505", "XX000"].includes(pgCode(e
 
 /**
  * Before migrations, outside their transaction (roles are cluster-wide):
- * with a superuser or CREATEROLE connection, creates both roles when
+ * with a superuser or CREATEROLE connection, creates the roles when
  * missing (tolerating a concurrent run that made them first) and sets the
- * app's password when one is given; otherwise says it skipped that.
+ * app's and the analyst's passwords when given; otherwise says it skipped that.
  */
 export const prepareRoles = async (
   db: Db,
-  opts: { appPassword?: string | null; log?: Log } = {},
+  opts: { appPassword?: string | null; analystPassword?: string | null; log?: Log } = {},
 ): Promise<RolePlan> => {
   let st = await roleState(db);
   const superuser = st.super;
   const privileged = superuser || st.createrole;
-  if (privileged && !(st.owner && st.app)) {
+  if (privileged && !(st.owner && st.app && st.analyst)) {
     for (
-      const [name, attrs, exists] of [[OWNER_ROLE, "nologin", st.owner], [
-        APP_ROLE,
-        "login",
-        st.app,
-      ]] as const
+      const [name, attrs, exists] of [
+        [OWNER_ROLE, "nologin", st.owner],
+        [APP_ROLE, "login", st.app],
+        [ANALYST_ROLE, "login", st.analyst],
+      ] as const
     ) {
       if (exists) continue;
       try {
@@ -165,20 +175,24 @@ export const prepareRoles = async (
       `the migrating role may not create roles (neither superuser nor CREATEROLE): skipped creating ${OWNER_ROLE} and ${APP_ROLE}; migrations run as itself`,
     );
   }
-  if (roles && privileged && opts.appPassword) {
-    const [s] = await db.query<{ q: string }>(
-      sql`select format('alter role %I password %L', ${APP_ROLE}::text, ${opts.appPassword}::text) as q`,
-    );
-    // the statement carries the password: keep statement logging off while migrating
-    await db.exec(s!.q).catch((err) => {
-      // another instance set it at the same moment ("tuple concurrently updated")
-      if (pgCode(err) !== "XX000") throw err;
-    });
-  } else if (opts.appPassword) {
-    opts.log?.warn(
-      {},
-      `CHARTLOG_APP_DB_PASSWORD is ignored: the migrating role cannot alter ${APP_ROLE}`,
-    );
+  const passwords = [
+    [APP_ROLE, opts.appPassword, "CHARTLOG_APP_DB_PASSWORD"],
+    [ANALYST_ROLE, opts.analystPassword, "CHARTLOG_ANALYST_DB_PASSWORD"],
+  ] as const;
+  for (const [role, password, env] of passwords) {
+    if (!password) continue;
+    if (roles && privileged) {
+      const [s] = await db.query<{ q: string }>(
+        sql`select format('alter role %I password %L', ${role}::text, ${password}::text) as q`,
+      );
+      // the statement carries the password: keep statement logging off while migrating
+      await db.exec(s!.q).catch((err) => {
+        // another instance set it at the same moment ("tuple concurrently updated")
+        if (pgCode(err) !== "XX000") throw err;
+      });
+    } else {
+      opts.log?.warn({}, `${env} is ignored: the migrating role cannot alter ${role}`);
+    }
   }
   const isOwner = st.user === OWNER_ROLE;
   const isApp = st.user === APP_ROLE;
@@ -222,7 +236,9 @@ export const reassignObjects = async (tx: Db, log?: Log): Promise<void> => {
   const [ps] = await tx.query<{ present: boolean }>(
     sql`select to_regclass('public.projection_state') is not null as present`,
   );
-  const [w] = await tx.query<{ log: string[]; fns: string[]; app: string[]; schemas: string[] }>(
+  const [w] = await tx.query<
+    { log: string[]; fns: string[]; app: string[]; schemas: string[]; views: string[] }
+  >(
     sql`select
       array(select c.relname::text from pg_class c
         where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p')
@@ -241,7 +257,10 @@ export const reassignObjects = async (tx: Db, log?: Log): Promise<void> => {
         : sql`'{}'::text[]`
     } as app,
       array(select nspname::text from pg_namespace where nspname like 'chartlog\\_build\\_%'
-        and nspowner <> ${APP_ROLE}::regrole) as schemas`,
+        and nspowner <> ${APP_ROLE}::regrole) as schemas,
+      array(select c.relname::text from pg_class c
+        where c.relnamespace = to_regnamespace(${ANALYTICS_SCHEMA}) and c.relkind = 'v'
+          and c.relowner <> ${APP_ROLE}::regrole) as views`,
   );
   const q = (name: string) => sql`${ident(name)}`.text;
   const statements = [
@@ -250,24 +269,35 @@ export const reassignObjects = async (tx: Db, log?: Log): Promise<void> => {
     ...w!.fns.map((f) => `alter function ${f} owner to ${OWNER_ROLE}`),
     ...w!.app.map((t) => `alter table ${q(`public.${t}`)} owner to ${APP_ROLE}`),
     ...w!.schemas.map((n) => `alter schema ${q(n)} owner to ${APP_ROLE}`),
+    // the analysts' views: their builder drops and makes them again, and reads with their rights
+    ...w!.views.flatMap((v) => [
+      `alter view ${q(`${ANALYTICS_SCHEMA}.${v}`)} owner to ${APP_ROLE}`,
+      `grant select on ${q(`${ANALYTICS_SCHEMA}.${v}`)} to ${ANALYST_ROLE}`,
+    ]),
   ];
   if (statements.length === 0) return;
   await tx.exec(statements.join(";\n"));
   log?.info(
-    { owner: w!.log.length + w!.fns.length, app: w!.app.length + w!.schemas.length },
+    {
+      owner: w!.log.length + w!.fns.length,
+      app: w!.app.length + w!.schemas.length + w!.views.length,
+    },
     "database objects given to their roles",
   );
 };
 
 /**
  * Both roles' access to schema `public` (USAGE and CREATE: the owner makes
- * the log's tables there, the app its projection tables) and the app's to
- * the database (CONNECT, and CREATE for its build schemas).
+ * the log's tables there, the app its projection tables) and to the
+ * database (the app: CONNECT, and CREATE for its build schemas; the owner:
+ * CREATE for schema `analytics`).
  */
 export const grantSchemaAccess = async (tx: Db): Promise<void> => {
   await tx.exec(`grant usage, create on schema public to ${OWNER_ROLE}, ${APP_ROLE};
     do $$ begin
       execute format('grant connect, create on database %I to ${APP_ROLE}', current_database());
+      -- migration 11 makes schema analytics
+      execute format('grant create on database %I to ${OWNER_ROLE}', current_database());
     end $$`);
 };
 
@@ -311,6 +341,29 @@ export const applyGrants = async (tx: Db, log?: Log): Promise<void> => {
       `${APP_ROLE} owns the database or schema public, so it could drop the log: give them to another role`,
     );
   }
+};
+
+/**
+ * Inside the migration transaction, after the migrations (as the owner of
+ * schema `analytics`): the app makes the analysts' views there (USAGE,
+ * CREATE); `chartlog_analyst` may look into it (USAGE) and gets SELECT on
+ * each view as a build makes it (src/store/projection_engine.ts). The
+ * analyst has no privilege on any table in `public`: PostgreSQL gives
+ * PUBLIC none on tables, and {@link applyGrants} revokes what it may have
+ * had on the log's. Skipped (logged) until the analyst role exists.
+ */
+export const grantAnalyticsAccess = async (tx: Db, log?: Log): Promise<void> => {
+  const [r] = await tx.query<{ analyst: boolean; schema: boolean }>(sql`select
+    to_regrole(${ANALYST_ROLE}) is not null as analyst,
+    to_regnamespace(${ANALYTICS_SCHEMA}) is not null as schema`);
+  if (!r?.schema) return;
+  await tx.exec(`revoke all on schema ${ANALYTICS_SCHEMA} from public;
+    grant usage, create on schema ${ANALYTICS_SCHEMA} to ${APP_ROLE}`);
+  if (!r.analyst) {
+    log?.warn({}, `${ANALYST_ROLE} does not exist: analysts have no database role yet`);
+    return;
+  }
+  await tx.exec(`grant usage on schema ${ANALYTICS_SCHEMA} to ${ANALYST_ROLE}`);
 };
 
 /**

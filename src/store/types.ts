@@ -62,6 +62,20 @@ export interface Projection {
    * and rebuilds use it, appends still run the handlers.
    */
   readonly foldBatch?: (db: Db, events: readonly StoredEvent[]) => Promise<void>;
+  /**
+   * Views in schema `analytics` over this projection's tables (which the
+   * SQL names as `public.<table>`): dropped and made again in the
+   * transaction that switches a new version in, so their names never break.
+   */
+  readonly views?: readonly ProjectionView[];
+}
+
+/** A view a projection keeps in schema `analytics` (see {@link Projection.views}). */
+export interface ProjectionView {
+  /** Its name in schema `analytics`. */
+  readonly name: string;
+  /** The `select` it shows. */
+  readonly select: string;
 }
 
 export type ProjectionHandler = (db: Db, event: StoredEvent) => Promise<void>;

@@ -71,7 +71,7 @@ const appTemplate = (admin: postgres.Sql): Promise<string> =>
   template ??= (async () => {
     const what = JSON.stringify([
       migrations,
-      appProjections.map((p) => [p.name, p.version, p.mode, p.tables, p.setup]),
+      appProjections.map((p) => [p.name, p.version, p.mode, p.tables, p.setup, p.views ?? []]),
     ]);
     const digest = hexOf(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(what)));
     const name = `chartlog_tpl_${digest.slice(0, 16)}`;
