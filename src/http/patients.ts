@@ -32,6 +32,7 @@ import {
 import { problemResponses } from "./problem.ts";
 import {
   bearer,
+  CREATED_HEADERS,
   IF_NONE_MATCH,
   json,
   NOT_MODIFIED,
@@ -153,7 +154,11 @@ export const patients = new OpenAPIHono<AppEnv>()
       middleware: [authenticate(), authorize("patient.create")] as const,
       request: { body: { required: true, content: json(PatientInputDoc) } },
       responses: {
-        201: { description: "registered", content: json(PatientSchema) },
+        201: {
+          description: "registered",
+          headers: CREATED_HEADERS,
+          content: json(PatientSchema),
+        },
         ...problemResponses("unauthorized", "forbidden", "validation", "conflict"),
       },
     }),

@@ -1,0 +1,157 @@
+import {
+  problemDescription,
+  problemExample,
+  problemHeaders,
+  PROBLEMS,
+  type ProblemSlug,
+} from "./problem.ts";
+
+/** The parts of an OpenAPI 3.1 document this module reads and completes. */
+interface Parameter {
+  name: string;
+  in: string;
+  [k: string]: unknown;
+}
+interface MediaType {
+  schema?: unknown;
+  examples?: Record<string, unknown>;
+  [k: string]: unknown;
+}
+interface Response {
+  description: string;
+  headers?: Record<string, unknown>;
+  content?: Record<string, MediaType>;
+  [k: string]: unknown;
+}
+interface Operation {
+  operationId?: string;
+  security?: Record<string, string[]>[];
+  parameters?: Parameter[];
+  requestBody?: { content?: Record<string, unknown> };
+  responses: Record<string, Response>;
+  [k: string]: unknown;
+}
+export interface OpenApiDocument {
+  openapi: string;
+  servers?: { url: string; description?: string }[];
+  paths?: Record<string, Record<string, Operation>>;
+  [k: string]: unknown;
+}
+
+const METHODS = new Set(["get", "put", "post", "delete", "patch", "head", "options", "trace"]);
+
+/** An operation id from its method and path: `GET /v1/patients/{id}` → `getPatientsById`. */
+export const operationIdOf = (method: string, path: string): string => {
+  const words = path.split("/").filter((s) => s && s !== "v1").map((s) => {
+    const param = /^\{(.+)\}$/.exec(s);
+    const word = (param ? `by-${param[1]}` : s).replace(
+      /[^A-Za-z0-9]+(.)?/g,
+      (_, ch?: string) => ch ? ch.toUpperCase() : "",
+    );
+    return word.charAt(0).toUpperCase() + word.slice(1);
+  });
+  return method + (words.length > 0 ? words.join("") : "Root");
+};
+
+const IF_MATCH: Parameter = {
+  name: "If-Match",
+  in: "header",
+  required: false,
+  description: 'The `ETag` the change is based on (`"3"` or `W/"3"`): when the resource has ' +
+    "moved on since, the answer is 412 and nothing changes. Without it the write is " +
+    "unconditional. `*` matches any version.",
+  schema: { type: "string", example: '"3"' },
+};
+
+const ETAG_HEADER = {
+  description: "The resource's version, for `If-Match` and `If-None-Match`",
+  schema: { type: "string", example: '"3"' },
+};
+
+/** Adds problem kinds to an operation's responses, merging with what the route declared. */
+const addProblems = (op: Operation, slugs: readonly ProblemSlug[]) => {
+  for (const slug of slugs) {
+    const status = String(PROBLEMS[slug].status);
+    const existing = op.responses[status];
+    const media = existing?.content?.["application/problem+json"];
+    if (existing && !media) continue; // a route that answers this status with something else
+    if (existing && media) {
+      const examples = (media.examples ??= {});
+      if (Object.hasOwn(examples, slug)) continue;
+      examples[slug] = problemExample(slug);
+      existing.description = problemDescription(Object.keys(examples) as ProblemSlug[]);
+      continue;
+    }
+    const headers = problemHeaders(PROBLEMS[slug].status);
+    op.responses[status] = {
+      description: problemDescription([slug]),
+      ...(headers ? { headers } : {}),
+      content: {
+        "application/problem+json": {
+          schema: { $ref: "#/components/schemas/Problem" },
+          examples: { [slug]: problemExample(slug) },
+        },
+      },
+    };
+  }
+};
+
+/** The problems of routes for which the route itself says nothing, in the order they apply. */
+const crossCutting = (method: string, path: string, op: Operation): ProblemSlug[] => {
+  const slugs: ProblemSlug[] = [];
+  const body = op.requestBody?.content ?? {};
+  if ("application/json" in body) {
+    // the body limit and deadline (request_body.ts), then JSON that does not parse
+    slugs.push("malformed-request", "payload-too-large", "request-timeout");
+  }
+  const validated = (op.parameters ?? []).some((p) => p.name.toLowerCase() !== "if-none-match");
+  if (validated || Object.keys(body).length > 0) slugs.push("validation");
+  if (op.parameters?.some((p) => p.in === "query" && p.name === "cursor")) {
+    slugs.push("invalid-cursor");
+  }
+  if (op.security?.some((s) => "bearer" in s)) slugs.push("unauthorized");
+  // `authorize` refuses a role that must enrol a second factor with its own kind of 403
+  if (op.responses["403"] && !path.startsWith("/v1/me/mfa")) slugs.push("mfa-enrolment-required");
+  // a write appends with an expected version; a race it keeps losing ends as a 409
+  if (method !== "get") slugs.push("concurrency-conflict");
+  // while the server drains (app.ts) any request is a 503 with Retry-After; anything unforeseen
+  // is a 500 that says nothing of its cause
+  slugs.push("unavailable", "internal");
+  return slugs;
+};
+
+/**
+ * Completes the document generated from the routes with what holds across
+ * them, so that no route can forget it: the problems every request can meet
+ * (malformed JSON, body limits, draining, 500), `If-Match` wherever a route
+ * answers 412, `ETag` on the 200 of conditional reads and versioned writes,
+ * explicit `security: []` on public operations, operation ids and servers.
+ * Mutates and returns `doc`.
+ */
+export const completeDocument = <T extends object>(generated: T): T => {
+  // the generator's types are wider than what it emits for zod routes
+  const doc = generated as unknown as OpenApiDocument;
+  doc.servers ??= [{ url: "/", description: "this server" }];
+  const ids = new Set<string>();
+  for (const [path, item] of Object.entries(doc.paths ?? {})) {
+    for (const [method, op] of Object.entries(item)) {
+      if (!METHODS.has(method)) continue;
+      op.operationId ??= operationIdOf(method, path);
+      if (ids.has(op.operationId)) throw new Error(`duplicate operationId ${op.operationId}`);
+      ids.add(op.operationId);
+      op.security ??= []; // public: no token needed
+      const conditionalWrite = "412" in op.responses;
+      if (
+        conditionalWrite && !op.parameters?.some((p) => p.name.toLowerCase() === "if-match")
+      ) {
+        op.parameters = [...(op.parameters ?? []), IF_MATCH];
+      }
+      const ok = op.responses["200"];
+      if (ok && (conditionalWrite || "304" in op.responses)) {
+        ok.headers = { ETag: ETAG_HEADER, ...ok.headers };
+      }
+      addProblems(op, crossCutting(method, path, op));
+    }
+  }
+  return generated;
+};
