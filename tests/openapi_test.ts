@@ -12,9 +12,10 @@ type Op = {
   requestBody?: { content: Record<string, unknown> };
   responses: Record<string, {
     headers?: Record<string, unknown>;
-    content?: Record<string, { examples?: Record<string, { value: { type: string } }> }>;
+    content?: Record<string, { examples?: Record<string, Example> }>;
   }>;
 };
+type Example = { $ref?: string; value?: { type: string } };
 type Doc = { paths: Record<string, Record<string, Op>>; [k: string]: unknown };
 
 /** One app and its document for the whole file: the document does not depend on data. */
@@ -106,6 +107,7 @@ Deno.test("openapi: every mounted route is documented with its method and path t
 Deno.test("openapi: operations describe their parameters, headers, security and problems", async () => {
   await withDoc((doc) => {
     const ids = new Set<string>();
+    const examples = (doc.components as { examples: Record<string, Example> }).examples;
     const located: string[] = [];
     const schemes = Object.keys(
       (doc.components as { securitySchemes: Record<string, unknown> }).securitySchemes,
@@ -141,6 +143,7 @@ Deno.test("openapi: operations describe their parameters, headers, security and 
       }
       // every problem answer names its kinds, each a registered one with the right status
       for (const [status, res] of Object.entries(op.responses)) {
+        assert.ok(res.headers?.["X-Request-Id"], `${name} ${status}: X-Request-Id`);
         const problem = res.content?.["application/problem+json"];
         if (!problem) continue;
         const kinds = Object.entries(problem.examples ?? {});
@@ -149,7 +152,9 @@ Deno.test("openapi: operations describe their parameters, headers, security and 
           const known = Object.hasOwn(PROBLEMS, slug) ? PROBLEMS[slug as ProblemSlug] : null;
           assert.ok(known, `${name} ${status}: unknown problem ${slug}`);
           assert.equal(String(known.status), status, `${name}: ${slug} under ${status}`);
-          assert.equal(example.value.type, `/problems/${slug}`);
+          const shared = /^#\/components\/examples\/(.+)$/.exec(example.$ref ?? "")?.[1];
+          const value = shared ? examples[shared]?.value : example.value;
+          assert.equal(value?.type, `/problems/${slug}`, `${name} ${status}: ${slug} example`);
         }
       }
     }
@@ -181,6 +186,13 @@ Deno.test("openapi: operations describe their parameters, headers, security and 
     );
     assert.deepEqual(doc.paths["/metrics"]!.get!.security, [{ metricsToken: [] }]);
     assert.deepEqual(doc.paths["/v1/patients"]!.get!.security, [{ bearer: [] }]);
+    // request examples where a client starts (redocly checks each against its schema)
+    for (const path of ["/v1/auth/login", "/v1/auth/signup", "/v1/patients"]) {
+      const body = doc.paths[path]!.post!.requestBody?.content["application/json"] as {
+        example?: unknown;
+      };
+      assert.ok(body?.example, `${path}: request example`);
+    }
     const upload = doc.paths["/v1/encounters/{id}/media"]!.post!;
     assert.ok(upload.requestBody?.content["multipart/form-data"]);
   });

@@ -33,6 +33,11 @@ interface Operation {
 }
 export interface OpenApiDocument {
   openapi: string;
+  components?: {
+    headers?: Record<string, unknown>;
+    examples?: Record<string, unknown>;
+    [k: string]: unknown;
+  };
   servers?: { url: string; description?: string }[];
   paths?: Record<string, Record<string, Operation>>;
   [k: string]: unknown;
@@ -61,6 +66,14 @@ const IF_MATCH: Parameter = {
     "moved on since, the answer is 412 and nothing changes. Without it the write is " +
     "unconditional. `*` matches any version.",
   schema: { type: "string", example: '"3"' },
+};
+
+/** Every response carries the request id (request_id.ts): one shared header object. */
+const REQUEST_ID = "X-Request-Id";
+const REQUEST_ID_HEADER = {
+  description: "The request's id: the client's own `X-Request-Id` when it is a safe token, " +
+    "else a new UUID. Quote it when reporting a problem; problem bodies repeat it as `requestId`.",
+  schema: { type: "string", example: "0f8a3c2e-5b1d-4e7a-9c61-2d4f8b7e1a90" },
 };
 
 const ETAG_HEADER = {
@@ -125,13 +138,17 @@ const crossCutting = (method: string, path: string, op: Operation): ProblemSlug[
  * them, so that no route can forget it: the problems every request can meet
  * (malformed JSON, body limits, draining, 500), `If-Match` wherever a route
  * answers 412, `ETag` on the 200 of conditional reads and versioned writes,
- * explicit `security: []` on public operations, operation ids and servers.
+ * `X-Request-Id` on every response, explicit `security: []` on public
+ * operations, operation ids and servers.
  * Mutates and returns `doc`.
  */
 export const completeDocument = <T extends object>(generated: T): T => {
   // the generator's types are wider than what it emits for zod routes
   const doc = generated as unknown as OpenApiDocument;
   doc.servers ??= [{ url: "/", description: "this server" }];
+  doc.components = { ...doc.components };
+  doc.components.headers = { ...doc.components.headers, [REQUEST_ID]: REQUEST_ID_HEADER };
+  const requestIdRef = { $ref: `#/components/headers/${REQUEST_ID}` };
   const ids = new Set<string>();
   for (const [path, item] of Object.entries(doc.paths ?? {})) {
     for (const [method, op] of Object.entries(item)) {
@@ -151,6 +168,16 @@ export const completeDocument = <T extends object>(generated: T): T => {
         ok.headers = { ETag: ETAG_HEADER, ...ok.headers };
       }
       addProblems(op, crossCutting(method, path, op));
+      for (const res of Object.values(op.responses)) {
+        res.headers = { ...res.headers, [REQUEST_ID]: requestIdRef };
+        // one example body per kind, shared: inline they would be most of the document
+        const examples = res.content?.["application/problem+json"]?.examples ?? {};
+        for (const slug of Object.keys(examples)) {
+          const name = `problem-${slug}`;
+          (doc.components.examples ??= {})[name] = problemExample(slug as ProblemSlug);
+          examples[slug] = { $ref: `#/components/examples/${name}` };
+        }
+      }
     }
   }
   return generated;
