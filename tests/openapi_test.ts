@@ -3,6 +3,7 @@ import { Validator } from "@seriousme/openapi-schema-validator";
 import { createConfig, lintFromString } from "@redocly/openapi-core";
 import { PROBLEMS, type ProblemSlug } from "../src/http/problem.ts";
 import { openTestApp } from "./support/app.ts";
+import { createUser, login } from "./support/users.ts";
 
 type Op = {
   operationId?: string;
@@ -271,6 +272,76 @@ Deno.test("openapi: every problem type used in src/ has a page, in words and as 
     assert.equal(missing.status, 404);
     assert.equal(missing.headers.get("content-type"), "application/problem+json");
     assert.equal((await missing.json()).type, "/problems/not-found");
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("openapi: what the API answers to hostile and unauthorized calls is what the document says", async () => {
+  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "10000" });
+  try {
+    const tokens: Record<string, string> = {};
+    for (const role of ["admin", "practitioner", "patient"] as const) {
+      await createUser(t.runtime, role);
+      tokens[role] = (await login(t.app, `${role}@clinic.test`)).body.accessToken;
+      assert.ok(tokens[role], role);
+    }
+    const doc: Doc = await (await t.app.request("/openapi.json")).json();
+    const wrong: string[] = [];
+    const seen = new Map<number, number>();
+    const check = async (
+      o: ReturnType<typeof operations>[number],
+      url: string,
+      init: RequestInit,
+      who = "anonymous",
+    ) => {
+      const res = await t.app.request(url, { method: o.method.toUpperCase(), ...init });
+      seen.set(res.status, (seen.get(res.status) ?? 0) + 1);
+      const documented = o.op.responses[String(res.status)];
+      const type = res.headers.get("content-type")?.split(";")[0]?.trim() ?? "";
+      const kind = type === "application/problem+json" ? (await res.json()).type : null;
+      if (kind === null) await res.body?.cancel();
+      const body = typeof init.body === "string" ? ` ${init.body}` : "";
+      const call = `${o.name} (${who}: ${url}${body})`;
+      if (!documented) return void wrong.push(`${call}: ${res.status} ${kind ?? ""} undocumented`);
+      if (kind && !Object.hasOwn(documented.content?.[type]?.examples ?? {}, kind.slice(10))) {
+        wrong.push(`${call}: ${res.status} ${kind} not among the documented kinds`);
+      }
+      if (res.status < 300 && res.status !== 204) {
+        const types = Object.keys(documented.content ?? {}).map((c) => c.split(";")[0]);
+        if (!types.includes(type)) wrong.push(`${call}: ${res.status} as ${type}, not in ${types}`);
+      }
+    };
+    // logging out would end the sessions the other calls use
+    for (const o of operations(doc).filter((o) => !o.path.startsWith("/v1/auth/logout"))) {
+      const url = o.path.replace(/\{[^}]+\}/g, () => crypto.randomUUID());
+      const json = o.op.requestBody?.content["application/json"] !== undefined;
+      const has = (n: string) => o.op.parameters?.some((p) => p.name === n);
+      await check(o, url, {});
+      for (const [who, token] of Object.entries(tokens)) {
+        const auth = { authorization: `Bearer ${token}` };
+        const withBody = (body: string, h: Record<string, string> = {}) => ({
+          headers: { ...auth, "content-type": "application/json", ...h },
+          body,
+        });
+        await check(o, url, { headers: auth }, who);
+        await check(o, o.path.replace(/\{[^}]+\}/g, "not-an-id"), { headers: auth }, who);
+        if (json) {
+          await check(o, url, withBody("{"), who);
+          await check(o, url, withBody("{}"), who);
+        }
+        if (has("If-Match")) {
+          const h = { headers: { ...auth, "if-match": "x" } };
+          await check(o, url, json ? withBody("{}", { "if-match": "x" }) : h, `${who}, If-Match`);
+        }
+        if (has("cursor")) await check(o, `${url}?cursor=forged`, { headers: auth }, who);
+      }
+    }
+    assert.deepEqual(wrong, []);
+    // the probe reached past authentication and into validation and the handlers
+    for (const status of [200, 400, 401, 403, 404, 422]) {
+      assert.ok((seen.get(status) ?? 0) > 0, `no ${status} seen`);
+    }
   } finally {
     await t.close();
   }
