@@ -8,6 +8,7 @@ import { createUser, login } from "./support/users.ts";
 type Op = {
   operationId?: string;
   summary?: string;
+  tags?: string[];
   security?: unknown[];
   parameters?: { name: string; in: string }[];
   requestBody?: { content: Record<string, unknown> };
@@ -110,6 +111,10 @@ Deno.test("openapi: operations describe their parameters, headers, security and 
     const ids = new Set<string>();
     const examples = (doc.components as { examples: Record<string, Example> }).examples;
     const located: string[] = [];
+    const described = new Set(
+      (doc.tags as { name: string; description?: string }[])
+        .filter((t) => t.description).map((t) => t.name),
+    );
     const schemes = Object.keys(
       (doc.components as { securitySchemes: Record<string, unknown> }).securitySchemes,
     );
@@ -118,6 +123,9 @@ Deno.test("openapi: operations describe their parameters, headers, security and 
       assert.ok(op.operationId && !ids.has(op.operationId), `${name}: operationId`);
       ids.add(op.operationId);
       assert.ok(op.summary, `${name}: summary`);
+      for (const tag of op.tags ?? []) {
+        assert.ok(described.has(tag), `${name}: tag ${tag} has no description`);
+      }
       assert.ok(Array.isArray(op.security), `${name}: security stated (public is [])`);
       const header = (h: string) => op.parameters?.some((p) => p.in === "header" && p.name === h);
       const statuses = Object.keys(op.responses);

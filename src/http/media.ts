@@ -211,11 +211,32 @@ const uploadDoc = (kind: MediaKind) => {
       params: IdParam,
       body: {
         required: true,
-        content: { "multipart/form-data": { schema: z.object(fields) } },
+        content: {
+          "multipart/form-data": {
+            schema: z.object(fields),
+            // what the part may declare; the bytes decide, and the category narrows it
+            encoding: {
+              file: {
+                contentType: [...new Set(Object.values(ALLOW_LISTS[kind]).flat())].join(", "),
+              },
+            },
+          },
+        },
       },
     },
     responses: {
-      201: { description: "stored", headers: LOCATION_HEADERS, content: json(MediaSchema) },
+      201: {
+        description: "stored",
+        headers: LOCATION_HEADERS.extend({
+          "Server-Timing": z.string().openapi({
+            description: "the duration of each step of the upload pipeline",
+            example:
+              "parse;dur=12.1, hash;dur=0.8, sniff;dur=0.1, scan;dur=40.5, encrypt;dur=1.2, " +
+              "write;dur=2.3, append;dur=4.0",
+          }),
+        }),
+        content: json(MediaSchema),
+      },
       ...problemResponses(
         "unauthorized",
         "forbidden",

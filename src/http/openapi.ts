@@ -29,6 +29,7 @@ interface Operation {
   parameters?: Parameter[];
   requestBody?: { content?: Record<string, unknown> };
   responses: Record<string, Response>;
+  tags?: string[];
   [k: string]: unknown;
 }
 export interface OpenApiDocument {
@@ -39,9 +40,29 @@ export interface OpenApiDocument {
     [k: string]: unknown;
   };
   servers?: { url: string; description?: string }[];
+  tags?: { name: string; description?: string }[];
   paths?: Record<string, Record<string, Operation>>;
   [k: string]: unknown;
 }
+
+/** What each tag groups, in the order the documentation lists them. */
+const TAGS: Record<string, string> = {
+  system: "Where to start, health and readiness, metrics, this description and the problem pages",
+  auth: "Sign-up, login with an optional second factor, token refresh, logout",
+  users: "Accounts, roles and the signed-in user's own profile and two-factor enrolment",
+  patients: "Patient records (PHI: every read is audited), care teams and erasure",
+  encounters: "Visits planned and held with a practitioner",
+  chart: "Clinical entries: visits, prescriptions, lab tests, allergies, vaccinations",
+  media: "Clinical photos and documents: streamed, sniffed, scanned and encrypted uploads",
+  clinics: "The clinic directory, memberships and owners",
+  practitioners: "Practitioner profiles",
+  proxies: "Family members who act for a patient",
+  access: "Access requests and one-time codes by which a patient lets someone in",
+  grants: "Time-limited access to a patient's record",
+  "break-glass": "Emergency access, and its review",
+  notifications: "In-app notifications and the e-mail outbox",
+  audit: "The audit trail: queries, disclosures, exports, checkpoints and proofs",
+};
 
 const METHODS = new Set(["get", "put", "post", "delete", "patch", "head", "options", "trace"]);
 
@@ -150,6 +171,7 @@ export const completeDocument = <T extends object>(generated: T): T => {
   doc.components.headers = { ...doc.components.headers, [REQUEST_ID]: REQUEST_ID_HEADER };
   const requestIdRef = { $ref: `#/components/headers/${REQUEST_ID}` };
   const ids = new Set<string>();
+  const tags = new Set<string>();
   for (const [path, item] of Object.entries(doc.paths ?? {})) {
     for (const [method, op] of Object.entries(item)) {
       if (!METHODS.has(method)) continue;
@@ -157,6 +179,7 @@ export const completeDocument = <T extends object>(generated: T): T => {
       if (ids.has(op.operationId)) throw new Error(`duplicate operationId ${op.operationId}`);
       ids.add(op.operationId);
       op.security ??= []; // public: no token needed
+      for (const tag of op.tags ?? []) tags.add(tag);
       const conditionalWrite = "412" in op.responses;
       if (
         conditionalWrite && !op.parameters?.some((p) => p.name.toLowerCase() === "if-match")
@@ -180,5 +203,9 @@ export const completeDocument = <T extends object>(generated: T): T => {
       }
     }
   }
+  const order = Object.keys(TAGS);
+  const rank = (t: string) => (order.includes(t) ? order.indexOf(t) : order.length);
+  doc.tags = [...tags].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b))
+    .map((name) => (TAGS[name] ? { name, description: TAGS[name] } : { name }));
   return generated;
 };
