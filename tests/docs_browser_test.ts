@@ -71,6 +71,12 @@ Deno.test({
       // the page runs under the app's strict CSP: nothing it needs may be refused
       assert.deepEqual(blocked.filter((m) => /Content Security Policy/i.test(m)), []);
       assert.deepEqual(failed, [], "every asset the page loads answers");
+
+      // a problem type from an error answer, opened as a link: a page in words
+      const problem = await page.goto(`${url}/problems/precondition-failed`, { waitUntil: "load" });
+      assert.equal(problem?.status(), 200);
+      assert.equal(await page.$eval("h1", (el) => el.textContent), "Precondition failed");
+      assert.match(await page.$eval("body", (el) => el.textContent ?? ""), /If-Match/);
     } finally {
       await browser.close();
       await server.shutdown();
