@@ -4,6 +4,7 @@ import { createConfig, lintFromString } from "@redocly/openapi-core";
 import { PROBLEMS, type ProblemSlug } from "../src/http/problem.ts";
 import { openTestApp } from "./support/app.ts";
 import { createUser, login } from "./support/users.ts";
+import { uploadClinic } from "./support/media.ts";
 
 type Op = {
   operationId?: string;
@@ -354,3 +355,98 @@ Deno.test("openapi: what the API answers to hostile and unauthorized calls is wh
     await t.close();
   }
 });
+
+Deno.test("openapi: calls on a real record, live and then erased, answer only what is documented", async () => {
+  const c = await uploadClinic();
+  try {
+    const { t, request, patient } = c;
+    const encounter = await c.encounter();
+    const file = new FormData();
+    file.set("category", "patient_records");
+    file.set("file", new Blob(["a note\n"]), "note.txt");
+    const media = await (await request("admin", "POST", c.docUrl, file)).json();
+    const bodies: Record<string, object> = {
+      allergies: { allergen: "peanut", type: "food", severity: "mild" },
+      prescriptions: {
+        medication: "aspirin",
+        dosage: "1 tablet",
+        frequency: "daily",
+        route: "oral",
+        startDate: "2026-01-01",
+      },
+      vaccinations: {
+        vaccineName: "tetanus",
+        vaccineType: "inactivated",
+        administeredAt: "2026-01-01T09:00:00Z",
+      },
+      visits: { visitDate: "2026-01-01", visitType: "routine_checkup" },
+      "lab-tests": { testName: "ferritin" },
+    };
+    const entries: Record<string, string> = {};
+    for (const [kind, body] of Object.entries(bodies)) {
+      const res = await request(
+        "practitioner",
+        "POST",
+        `${patientUrl(patient.id)}/chart/${kind}`,
+        body,
+      );
+      entries[kind] = (await res.json()).id;
+      assert.equal(res.status, 201, kind);
+    }
+    assert.ok(media.id && encounter.id);
+    const doc: Doc = await (await t.app.request("/openapi.json")).json();
+    const urlOf = (path: string) => {
+      const kind = /\/chart\/([a-z-]+)\/\{entryId\}/.exec(path)?.[1];
+      return path
+        .replace("{entryId}", kind ? entries[kind]! : crypto.randomUUID())
+        .replace(
+          /^\/v1\/(patients|admin\/patients|audit\/patients)\/\{id\}/,
+          (_, p) => `/v1/${p}/${patient.id}`,
+        )
+        .replace(/^\/v1\/encounters\/\{id\}/, `/v1/encounters/${encounter.id}`)
+        .replace(/^\/v1\/media\/\{id\}/, `/v1/media/${media.id}`)
+        .replace(/\{[^}]+\}/g, () => crypto.randomUUID());
+    };
+    const wrong: string[] = [];
+    const seen = new Set<string>();
+    const probe = async (phase: string) => {
+      // while live, erasure waits for its own step below
+      const ops = operations(doc).filter((o) =>
+        o.path.includes("{") && (phase === "erased" || !/\/eras(e|ure)$/.test(o.path))
+      );
+      for (const o of ops) {
+        const json = o.op.requestBody?.content["application/json"] !== undefined;
+        for (const who of ["practitioner", "admin"]) {
+          for (const body of json ? [{}, { reason: "asked" }] : [undefined]) {
+            const res = await request(who, o.method.toUpperCase(), urlOf(o.path), body);
+            const type = res.headers.get("content-type")?.split(";")[0] ?? "";
+            const kind = type === "application/problem+json" ? (await res.json()).type : null;
+            if (kind === null) await res.body?.cancel();
+            seen.add(`${phase} ${res.status}`);
+            const documented = o.op.responses[String(res.status)];
+            const call = `${phase}: ${o.name} as ${who} ${JSON.stringify(body ?? null)}`;
+            if (!documented) wrong.push(`${call}: ${res.status} ${kind ?? type} undocumented`);
+            else if (
+              kind && !Object.hasOwn(documented.content?.[type]?.examples ?? {}, kind.slice(10))
+            ) {
+              wrong.push(`${call}: ${res.status} ${kind} not among the documented kinds`);
+            }
+          }
+        }
+      }
+    };
+    await probe("live");
+    const erased = await request("admin", "POST", `/v1/admin/patients/${patient.id}/erase`, {
+      reason: "asked",
+    });
+    assert.equal(erased.status, 200);
+    await erased.body?.cancel();
+    await probe("erased");
+    assert.deepEqual(wrong, []);
+    for (const s of ["live 200", "live 403", "live 422", "erased 410"]) assert.ok(seen.has(s), s);
+  } finally {
+    await c.t.close();
+  }
+});
+
+const patientUrl = (id: string) => `/v1/patients/${id}`;

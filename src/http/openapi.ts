@@ -146,6 +146,9 @@ const crossCutting = (method: string, path: string, op: Operation): ProblemSlug[
   if (op.security?.some((s) => "bearer" in s)) slugs.push("unauthorized");
   // `authorize` refuses a role that must enrol a second factor with its own kind of 403
   if (op.responses["403"] && !path.startsWith("/v1/me/mfa")) slugs.push("mfa-enrolment-required");
+  // an erased patient's record, and everything under it, is gone for everyone (erasure.ts);
+  // the accounting of disclosures is the exception: it still answers for them
+  if (/^\/v1\/(patients|encounters|media)\/\{id\}/.test(path)) slugs.push("erased");
   // a write appends with an expected version; a race it keeps losing ends as a 409
   if (method !== "get") slugs.push("concurrency-conflict");
   // while the server drains (app.ts) any request is a 503 with Retry-After; anything unforeseen
