@@ -226,6 +226,16 @@ Deno.test("openapi: what the document says of malformed JSON is what the API ans
   });
 });
 
+/** The headers a response documents as always present that `res` lacks. */
+const missingHeaders = (doc: Doc, documented: Op["responses"][string], res: Response) => {
+  const shared = (doc.components as { headers?: Record<string, { required?: boolean }> }).headers;
+  return Object.entries(documented.headers ?? {}).filter(([name, h]) => {
+    const ref = /^#\/components\/headers\/(.+)$/.exec((h as { $ref?: string }).$ref ?? "")?.[1];
+    const header = (ref ? shared?.[ref] : h) as { required?: boolean } | undefined;
+    return header?.required === true && !res.headers.has(name);
+  }).map(([name]) => name);
+};
+
 /** Every problem slug the source names: type URIs, `problem(c, "…")` and `slug: "…"`. */
 const slugsInSource = async (): Promise<Set<string>> => {
   const found = new Set<string>();
@@ -313,6 +323,8 @@ Deno.test("openapi: what the API answers to hostile and unauthorized calls is wh
       const body = typeof init.body === "string" ? ` ${init.body}` : "";
       const call = `${o.name} (${who}: ${url}${body})`;
       if (!documented) return void wrong.push(`${call}: ${res.status} ${kind ?? ""} undocumented`);
+      const missing = missingHeaders(doc, documented, res);
+      if (missing.length) wrong.push(`${call}: ${res.status} without ${missing}`);
       if (kind && !Object.hasOwn(documented.content?.[type]?.examples ?? {}, kind.slice(10))) {
         wrong.push(`${call}: ${res.status} ${kind} not among the documented kinds`);
       }
@@ -425,8 +437,13 @@ Deno.test("openapi: calls on a real record, live and then erased, answer only wh
             seen.add(`${phase} ${res.status}`);
             const documented = o.op.responses[String(res.status)];
             const call = `${phase}: ${o.name} as ${who} ${JSON.stringify(body ?? null)}`;
-            if (!documented) wrong.push(`${call}: ${res.status} ${kind ?? type} undocumented`);
-            else if (
+            if (!documented) {
+              wrong.push(`${call}: ${res.status} ${kind ?? type} undocumented`);
+              continue;
+            }
+            const missing = missingHeaders(doc, documented, res);
+            if (missing.length) wrong.push(`${call}: ${res.status} without ${missing}`);
+            if (
               kind && !Object.hasOwn(documented.content?.[type]?.examples ?? {}, kind.slice(10))
             ) {
               wrong.push(`${call}: ${res.status} ${kind} not among the documented kinds`);

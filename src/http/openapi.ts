@@ -92,12 +92,14 @@ const IF_MATCH: Parameter = {
 /** Every response carries the request id (request_id.ts): one shared header object. */
 const REQUEST_ID = "X-Request-Id";
 const REQUEST_ID_HEADER = {
+  required: true,
   description: "The request's id: the client's own `X-Request-Id` when it is a safe token, " +
     "else a new UUID. Quote it when reporting a problem; problem bodies repeat it as `requestId`.",
   schema: { type: "string", example: "0f8a3c2e-5b1d-4e7a-9c61-2d4f8b7e1a90" },
 };
 
 const ETAG_HEADER = {
+  required: true,
   description: "The resource's version, for `If-Match` and `If-None-Match`",
   schema: { type: "string", example: '"3"' },
 };
