@@ -358,6 +358,28 @@ Deno.test("openapi: what the API answers to hostile and unauthorized calls is wh
         if (has("cursor")) await check(o, `${url}?cursor=forged`, { headers: auth }, who);
       }
     }
+    // and a session that must enrol a second factor before anything else
+    const mfa = await openTestApp({ CHARTLOG_MFA_REQUIRED_ROLES: "admin" });
+    try {
+      await createUser(mfa.runtime, "admin");
+      const pending = await login(mfa.app, "admin@clinic.test");
+      assert.equal(pending.body.mfaEnrolmentRequired, true);
+      const auth = { authorization: `Bearer ${pending.body.accessToken}` };
+      for (const o of operations(doc).filter((o) => !o.path.startsWith("/v1/auth/logout"))) {
+        const url = o.path.replace(/\{[^}]+\}/g, () => crypto.randomUUID());
+        const res = await mfa.app.request(url, { method: o.method.toUpperCase(), headers: auth });
+        const kind = res.headers.get("content-type") === "application/problem+json"
+          ? (await res.json()).type
+          : (await res.body?.cancel(), null);
+        const documented = o.op.responses[String(res.status)]?.content?.["application/problem+json"]
+          ?.examples ?? {};
+        if (kind && !Object.hasOwn(documented, kind.slice(10))) {
+          wrong.push(`${o.name} (enrolment pending): ${res.status} ${kind} undocumented`);
+        }
+      }
+    } finally {
+      await mfa.close();
+    }
     assert.deepEqual(wrong, []);
     // the probe reached past authentication and into validation and the handlers
     for (const status of [200, 400, 401, 403, 404, 422]) {

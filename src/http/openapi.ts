@@ -146,8 +146,11 @@ const crossCutting = (method: string, path: string, op: Operation): ProblemSlug[
     slugs.push("invalid-cursor");
   }
   if (op.security?.some((s) => "bearer" in s)) slugs.push("unauthorized");
-  // `authorize` refuses a role that must enrol a second factor with its own kind of 403
-  if (op.responses["403"] && !path.startsWith("/v1/me/mfa")) slugs.push("mfa-enrolment-required");
+  // a session that must enrol a second factor first may only do that, read `/v1/me` and log out
+  // (policy.ts MFA_ENROLMENT); anything else is its own kind of 403
+  const enrolment = path.startsWith("/v1/me/mfa") || path.startsWith("/v1/auth/logout") ||
+    (path === "/v1/me" && method === "get");
+  if (op.security?.some((s) => "bearer" in s) && !enrolment) slugs.push("mfa-enrolment-required");
   // an erased patient's record, and everything under it, is gone for everyone (erasure.ts);
   // the accounting of disclosures is the exception: it still answers for them
   if (/^\/v1\/(patients|encounters|media)\/\{id\}/.test(path)) slugs.push("erased");
