@@ -62,6 +62,8 @@ const TAGS: Record<string, string> = {
   "break-glass": "Emergency access, and its review",
   notifications: "In-app notifications and the e-mail outbox",
   audit: "The audit trail: queries, disclosures, exports, checkpoints and proofs",
+  dashboard: "The clinician's dashboard",
+  analytics: "De-identified aggregates for analysts (HIPAA Safe Harbor)",
 };
 
 const METHODS = new Set(["get", "put", "post", "delete", "patch", "head", "options", "trace"]);
