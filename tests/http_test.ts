@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { projections } from "../projections/index.ts";
 import { latestMigration } from "../src/store/migrations.ts";
 import { openTestApp } from "./support/app.ts";
+import { PROBLEMS } from "../src/http/problem.ts";
 
 const PROBLEM = "application/problem+json";
 
@@ -79,6 +80,7 @@ Deno.test("http: every error is problem+json: 404, 405, 413, 422, 500", async ()
       type: "/problems/validation",
       title: "Request validation failed",
       status: 422,
+      about: PROBLEMS.validation.about,
     });
 
     // an unexpected failure: 500 without cause, message or stack; the log keeps

@@ -3,6 +3,7 @@ import type { Context } from "hono";
 import { cors } from "hono/cors";
 import { secureHeaders } from "hono/secure-headers";
 import { docs } from "./docs.ts";
+import { completeDocument } from "./openapi.ts";
 import { Drain } from "./drain.ts";
 import type { AppDeps, AppEnv } from "./env.ts";
 import { problem, problemFor } from "./problem.ts";
@@ -174,6 +175,7 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
     description: "the operator's `CHARTLOG_METRICS_TOKEN`",
   });
 
+  let document: ReturnType<typeof app.getOpenAPI31Document> | undefined;
   app.openapi(
     createRoute({
       method: "get",
@@ -187,7 +189,13 @@ export const createApp = (deps: AppDeps): OpenAPIHono<AppEnv> => {
         },
       },
     }),
-    (c) => c.json(app.getOpenAPI31Document({ openapi: "3.1.0", info: API_INFO }), 200),
+    (c) => {
+      // built on first use, once: the routes do not change after start-up
+      document ??= completeDocument(
+        app.getOpenAPI31Document({ openapi: "3.1.0", info: API_INFO }),
+      );
+      return c.json(document, 200);
+    },
   );
 
   app.notFound((c: Context) => {

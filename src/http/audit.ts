@@ -23,7 +23,7 @@ import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
 import { PatientSchema } from "./patients.ts";
 import { problemResponses } from "./problem.ts";
-import { bearer, json } from "./route_kit.ts";
+import { bearer, contentDisposition, json } from "./route_kit.ts";
 
 const MAX_LIMIT = 500;
 const PATIENT_STREAM = /^patient-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
@@ -321,6 +321,12 @@ export const auditTrail = new OpenAPIHono<AppEnv>()
       responses: {
         200: {
           description: "the export, streamed",
+          headers: z.object({
+            "Content-Disposition": contentDisposition(
+              'attachment; filename="chartlog-audit-20260101T000000Z.jsonl"',
+            ),
+            "X-Export-Events": z.string().openapi({ description: "events in the export" }),
+          }),
           content: {
             [CONTENT_TYPES.jsonl]: { schema: z.string() },
             "text/csv": { schema: z.string() },

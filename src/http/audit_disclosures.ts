@@ -11,7 +11,7 @@ import { NotFoundError } from "../errors.ts";
 import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
 import { problemResponses } from "./problem.ts";
-import { bearer, json } from "./route_kit.ts";
+import { bearer, contentDisposition, json } from "./route_kit.ts";
 
 const at = z.iso.datetime({ offset: true });
 
@@ -80,6 +80,11 @@ export const auditDisclosures = new OpenAPIHono<AppEnv>().openapi(
     responses: {
       200: {
         description: "a page of groups (JSON), or every group (CSV)",
+        headers: z.object({
+          "Content-Disposition": contentDisposition(
+            'attachment; filename="disclosures-2f1c9b8e-4a3d-4f6e-9b7a-1c2d3e4f5a6b.csv"',
+          ).optional().openapi({ description: "CSV only: an attachment with a file name" }),
+        }),
         content: {
           ...json(
             z.object({ items: z.array(GroupSchema), nextCursor: z.string().nullable() })

@@ -84,7 +84,19 @@ export const authRoutes = (deps: AppDeps) => {
           "nothing is created), so sign-up tells no one who is registered. Answers 403 when " +
           "sign-up is off (`CHARTLOG_SIGNUP=off`, the default in production).",
         request: {
-          body: { required: true, content: { "application/json": { schema: SignupBody } } },
+          body: {
+            required: true,
+            content: {
+              "application/json": {
+                schema: SignupBody,
+                example: {
+                  email: "dr.example@clinic.example",
+                  name: "Dr. Alex Example",
+                  password: "correct horse battery",
+                },
+              },
+            },
+          },
         },
         responses: {
           202: {
@@ -110,7 +122,15 @@ export const authRoutes = (deps: AppDeps) => {
         description: "After 5 failed attempts in a row the account is locked for 15 minutes. A " +
           "wrong password, an unknown email and a locked account all get the same 401.",
         request: {
-          body: { required: true, content: { "application/json": { schema: LoginBody } } },
+          body: {
+            required: true,
+            content: {
+              "application/json": {
+                schema: LoginBody,
+                example: { email: "dr.example@clinic.example", password: "correct horse battery" },
+              },
+            },
+          },
         },
         responses: {
           200: {

@@ -33,6 +33,7 @@ import {
 import { problemResponses } from "./problem.ts";
 import {
   bearer,
+  CREATED_HEADERS,
   IF_NONE_MATCH,
   json,
   NOT_MODIFIED,
@@ -170,7 +171,11 @@ const patientKindRoutes = (kind: ChartKindName) => {
         ] as const,
         request: { params: Params, body: { required: true, content: json(Body) } },
         responses: {
-          201: { description: "recorded", content: json(entrySchema(kind)) },
+          201: {
+            description: "recorded",
+            headers: CREATED_HEADERS,
+            content: json(entrySchema(kind)),
+          },
           ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "erased"),
         },
       }),

@@ -26,8 +26,10 @@ import { ifMatchVersion } from "./etag.ts";
 import { problemResponses } from "./problem.ts";
 import {
   bearer,
+  CREATED_HEADERS,
   IF_NONE_MATCH,
   json,
+  LOCATION_HEADERS,
   NOT_MODIFIED,
   sendVersioned,
   versioned,
@@ -129,7 +131,7 @@ export const clinics = new OpenAPIHono<AppEnv>()
       middleware: [authenticate(), authorize("clinic.create")] as const,
       request: { body: { required: true, content: json(ClinicCreate) } },
       responses: {
-        201: { description: "registered", content: json(ClinicSchema) },
+        201: { description: "registered", headers: CREATED_HEADERS, content: json(ClinicSchema) },
         ...problemResponses("unauthorized", "forbidden", "validation", "conflict"),
       },
     }),
@@ -239,7 +241,7 @@ export const clinics = new OpenAPIHono<AppEnv>()
       middleware: [authenticate(), authorize("clinic.manage_practitioners")] as const,
       request: { params: IdParam, body: { required: true, content: json(MembershipInput) } },
       responses: {
-        201: { description: "added", content: json(MembershipSchema) },
+        201: { description: "added", headers: LOCATION_HEADERS, content: json(MembershipSchema) },
         ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "conflict"),
       },
     }),
@@ -350,7 +352,7 @@ export const clinics = new OpenAPIHono<AppEnv>()
       request: { params: IdParam, body: { required: true, content: json(OwnerInput) } },
       responses: {
         200: { description: "already an owner", content: json(OwnerSchema) },
-        201: { description: "added", content: json(OwnerSchema) },
+        201: { description: "added", headers: LOCATION_HEADERS, content: json(OwnerSchema) },
         ...problemResponses("unauthorized", "forbidden", "not-found", "validation"),
       },
     }),

@@ -22,6 +22,7 @@ import {
 import { problemResponses } from "./problem.ts";
 import {
   bearer,
+  CREATED_HEADERS,
   IF_NONE_MATCH,
   json,
   NOT_MODIFIED,
@@ -68,7 +69,7 @@ export const patientEncounters = new OpenAPIHono<AppEnv>()
         body: { required: true, content: json(PlanBody) },
       },
       responses: {
-        201: { description: "planned", content: json(EncounterSchema) },
+        201: { description: "planned", headers: CREATED_HEADERS, content: json(EncounterSchema) },
         ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "conflict"),
       },
     }),

@@ -31,7 +31,15 @@ import {
 } from "./patient_scope.ts";
 import type { AppEnv } from "./env.ts";
 import { problemResponses } from "./problem.ts";
-import { bearer, IF_NONE_MATCH, json, NOT_MODIFIED, notModified } from "./route_kit.ts";
+import {
+  bearer,
+  contentDisposition,
+  IF_NONE_MATCH,
+  json,
+  LOCATION_HEADERS,
+  NOT_MODIFIED,
+  notModified,
+} from "./route_kit.ts";
 
 const MediaSchema = z.object({
   id: z.uuid(),
@@ -203,11 +211,32 @@ const uploadDoc = (kind: MediaKind) => {
       params: IdParam,
       body: {
         required: true,
-        content: { "multipart/form-data": { schema: z.object(fields) } },
+        content: {
+          "multipart/form-data": {
+            schema: z.object(fields),
+            // what the part may declare; the bytes decide, and the category narrows it
+            encoding: {
+              file: {
+                contentType: [...new Set(Object.values(ALLOW_LISTS[kind]).flat())].join(", "),
+              },
+            },
+          },
+        },
       },
     },
     responses: {
-      201: { description: "stored", content: json(MediaSchema) },
+      201: {
+        description: "stored",
+        headers: LOCATION_HEADERS.extend({
+          "Server-Timing": z.string().openapi({
+            description: "the duration of each step of the upload pipeline",
+            example:
+              "parse;dur=12.1, hash;dur=0.8, sniff;dur=0.1, scan;dur=40.5, encrypt;dur=1.2, " +
+              "write;dur=2.3, append;dur=4.0",
+          }),
+        }),
+        content: json(MediaSchema),
+      },
       ...problemResponses(
         "unauthorized",
         "forbidden",
@@ -417,10 +446,20 @@ export const media = new OpenAPIHono<AppEnv>()
       request: { params: IdParam, headers: IF_NONE_MATCH },
       responses: {
         200: {
-          description: "the bytes",
-          content: {
-            "application/octet-stream": { schema: z.string().openapi({ format: "binary" }) },
-          },
+          description: "the bytes, as the type sniffed at upload (text as UTF-8); images " +
+            "inline, other files as attachments",
+          headers: z.object({
+            ETag: z.string().openapi({ description: "the SHA-256 of the bytes, quoted" }),
+            "Content-Disposition": contentDisposition(
+              "inline; filename=\"wound.jpg\"; filename*=UTF-8''wound.jpg",
+            ),
+          }),
+          content: Object.fromEntries(
+            CONTENT_TYPES.map((t) => [
+              t === "text/plain" ? "text/plain; charset=utf-8" : t,
+              { schema: z.string().openapi({ format: "binary" }) },
+            ]),
+          ),
         },
         ...NOT_MODIFIED,
         ...problemResponses("unauthorized", "forbidden", "not-found", "validation", "unavailable"),
@@ -461,6 +500,10 @@ export const media = new OpenAPIHono<AppEnv>()
       responses: {
         200: {
           description: "JPEG",
+          headers: z.object({
+            ETag: z.string().openapi({ description: "the SHA-256 of the bytes, quoted" }),
+            "Content-Disposition": contentDisposition("inline"),
+          }),
           content: { "image/jpeg": { schema: z.string().openapi({ format: "binary" }) } },
         },
         ...NOT_MODIFIED,

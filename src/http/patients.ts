@@ -32,6 +32,7 @@ import {
 import { problemResponses } from "./problem.ts";
 import {
   bearer,
+  CREATED_HEADERS,
   IF_NONE_MATCH,
   json,
   NOT_MODIFIED,
@@ -109,6 +110,17 @@ const CareTeamSchema = z.object({
 }).openapi("CareTeam");
 
 const PatientInputDoc = PatientInput;
+
+/** A made-up patient for the documentation: no real person. */
+const PATIENT_EXAMPLE = {
+  mrn: "MRN-000123",
+  firstName: "Jordan",
+  lastName: "Example",
+  dateOfBirth: "1984-02-29",
+  gender: "F",
+  phone: "+15555550123",
+  address: { line1: "1 Example Street", city: "Springfield", state: "CA", zip: "90000" },
+};
 const PatientPatchDoc = PatientInput.partial();
 
 const now = (c: Context<AppEnv>) => c.var.deps.runtime().sessions.now();
@@ -151,9 +163,20 @@ export const patients = new OpenAPIHono<AppEnv>()
         "the other 409.",
       security: bearer,
       middleware: [authenticate(), authorize("patient.create")] as const,
-      request: { body: { required: true, content: json(PatientInputDoc) } },
+      request: {
+        body: {
+          required: true,
+          content: {
+            "application/json": { schema: PatientInputDoc, example: PATIENT_EXAMPLE },
+          },
+        },
+      },
       responses: {
-        201: { description: "registered", content: json(PatientSchema) },
+        201: {
+          description: "registered",
+          headers: CREATED_HEADERS,
+          content: json(PatientSchema),
+        },
         ...problemResponses("unauthorized", "forbidden", "validation", "conflict"),
       },
     }),

@@ -7,7 +7,7 @@ import { authenticate, authorize, requestMetadata } from "./auth_middleware.ts";
 import type { AppEnv } from "./env.ts";
 import { byPatient, livePatient, patientInPath } from "./patient_scope.ts";
 import { problemResponses } from "./problem.ts";
-import { bearer, json } from "./route_kit.ts";
+import { bearer, json, LOCATION_HEADERS } from "./route_kit.ts";
 
 const IdParam = z.object({ id: z.uuid() });
 
@@ -52,7 +52,7 @@ export const proxies = new OpenAPIHono<AppEnv>()
       ] as const,
       request: { params: IdParam, body: { required: true, content: json(AddProxyBody) } },
       responses: {
-        201: { description: "added", content: json(ProxySchema) },
+        201: { description: "added", headers: LOCATION_HEADERS, content: json(ProxySchema) },
         200: { description: "the level changed", content: json(ProxySchema) },
         ...problemResponses(
           "unauthorized",

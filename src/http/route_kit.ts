@@ -68,3 +68,25 @@ export const VERSIONED_WRITE_PROBLEMS: ProblemSlug[] = [
   "conflict",
   "precondition-failed",
 ];
+
+const LOCATION = z.string().openapi({
+  description: "where the new resource is read",
+  example: "/v1/patients/2f1c9b8e-4a3d-4f6e-9b7a-1c2d3e4f5a6b",
+});
+const ETAG = z.string().openapi({
+  description: "the resource's version, for `If-Match` and `If-None-Match`",
+  example: '"1"',
+});
+
+/** Headers of a 201 that sets `Location` (OpenAPI `responses[201].headers`). */
+export const LOCATION_HEADERS = z.object({ Location: LOCATION });
+
+/** Headers of a 201 that sets `Location` and the new resource's `ETag`. */
+export const CREATED_HEADERS = z.object({ Location: LOCATION, ETag: ETAG });
+
+/** `Content-Disposition` of a download (OpenAPI header schema). */
+export const contentDisposition = (example: string) =>
+  z.string().openapi({
+    description: "how to present the download, with a file name",
+    example,
+  });

@@ -3,7 +3,7 @@ import { currentMigration, latestMigration } from "../store/migrations.ts";
 import { projectionStatus } from "../store/projection_engine.ts";
 import type { AppEnv } from "./env.ts";
 import { NotFoundError, UnavailableError } from "../errors.ts";
-import { problemResponses, PROBLEMS, type ProblemSlug } from "./problem.ts";
+import { problemResponses, PROBLEMS, type ProblemSlug, problemType } from "./problem.ts";
 
 const Health = z.object({ status: z.literal("ok") }).openapi("Health");
 
@@ -32,9 +32,10 @@ const Ready = z.object({
 }).openapi("Ready");
 
 const ProblemTypeDoc = z.object({
-  type: z.string(),
-  title: z.string(),
-  status: z.number().int(),
+  type: z.string().openapi({ example: "/problems/precondition-failed" }),
+  title: z.string().openapi({ example: "Precondition failed" }),
+  status: z.number().int().openapi({ example: 412 }),
+  about: z.string().openapi({ description: "what it means and what to do, in words" }),
 }).openapi("ProblemType");
 
 /** Where to start, liveness, readiness and the problem-type catalogue. No auth, no PHI. */
@@ -107,12 +108,22 @@ export const system = new OpenAPIHono<AppEnv>()
       method: "get",
       path: "/problems/{slug}",
       tags: ["system"],
-      summary: "Describes a problem type used in error responses",
-      request: { params: z.object({ slug: z.string().max(64) }) },
+      summary: "Explains a problem type used in error responses",
+      description: "Every `type` in an `application/problem+json` answer is a link here. A " +
+        "browser (`Accept: text/html`) gets a short page in words; anything else gets JSON. " +
+        "An unknown slug is a 404 problem.",
+      request: {
+        params: z.object({
+          slug: z.string().max(64).openapi({ example: "precondition-failed" }),
+        }),
+      },
       responses: {
         200: {
           description: "the problem type",
-          content: { "application/json": { schema: ProblemTypeDoc } },
+          content: {
+            "application/json": { schema: ProblemTypeDoc },
+            "text/html": { schema: z.string() },
+          },
         },
         ...problemResponses("not-found"),
       },
@@ -121,6 +132,46 @@ export const system = new OpenAPIHono<AppEnv>()
       const slug = c.req.valid("param").slug as ProblemSlug;
       const p = Object.hasOwn(PROBLEMS, slug) ? PROBLEMS[slug] : undefined;
       if (!p) throw new NotFoundError("no such problem type");
-      return c.json({ type: `/problems/${slug}`, title: p.title, status: p.status }, 200);
+      c.header("Vary", "Accept");
+      c.header("Cache-Control", "public, max-age=3600");
+      if (wantsHtml(c.req.header("accept"))) return c.html(problemPage(slug), 200);
+      return c.json(
+        { type: problemType(slug), title: p.title, status: p.status, about: p.about },
+        200,
+      );
     },
   );
+
+/** Whether a client asked for a page rather than data: a browser puts text/html first. */
+const wantsHtml = (accept: string | undefined): boolean => {
+  const first = accept?.split(",")[0]?.split(";")[0]?.trim().toLowerCase();
+  return first === "text/html" || first === "application/xhtml+xml";
+};
+
+const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
+
+/** `code` spans of the registry's prose as HTML, everything else escaped. */
+const prose = (s: string) =>
+  s.split("`").map((part, i) => (i % 2 ? `<code>${escapeHtml(part)}</code>` : escapeHtml(part)))
+    .join("");
+
+/** The human page of one problem type: static text from the registry, no script, no style. */
+const problemPage = (slug: ProblemSlug): string => {
+  const p = PROBLEMS[slug];
+  return `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>${escapeHtml(p.title)} · Chartlog API</title></head>
+<body>
+<h1>${escapeHtml(p.title)}</h1>
+<p>HTTP status <strong>${p.status}</strong> · problem type <code>${
+    escapeHtml(problemType(slug))
+  }</code></p>
+<p>${prose(p.about)}</p>
+<p>Answers of this kind are <code>application/problem+json</code> (RFC 9457) with
+<code>type</code>, <code>title</code>, <code>status</code>, often a <code>detail</code>, and the
+<code>requestId</code> to quote to the operators. They never contain patient data.</p>
+<p><a href="/docs">API documentation</a></p>
+</body>
+</html>
+`;
+};

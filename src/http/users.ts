@@ -15,6 +15,7 @@ import { ifMatchVersion } from "./etag.ts";
 import { problemResponses } from "./problem.ts";
 import {
   bearer,
+  CREATED_HEADERS,
   IF_NONE_MATCH,
   json,
   NOT_MODIFIED,
@@ -92,7 +93,7 @@ export const users = new OpenAPIHono<AppEnv>()
       middleware: [authenticate(), authorize("user.create")] as const,
       request: { body: { required: true, content: json(CreateUserBody) } },
       responses: {
-        201: { description: "created", content: json(UserSchema) },
+        201: { description: "created", headers: CREATED_HEADERS, content: json(UserSchema) },
         ...problemResponses("unauthorized", "forbidden", "validation", "conflict"),
       },
     }),
