@@ -52,9 +52,10 @@ eachDriver("append: the database's hashes are eventHash for awkward payloads", a
     payloads.map((data) => ({ type: Anything.type, data })),
     meta,
   );
-  // the same payloads again, one per append, chaining on the stored head
+  // the same payloads again, one per append (the function's path for a lone event),
+  // chaining on the stored head
   for (const [i, data] of payloads.entries()) {
-    await store.append(stream, 3 + i, [{ type: Anything.type, data }]);
+    await store.append(stream, 3 + i, [{ type: Anything.type, data }], meta);
   }
   await store.append("counter-1", "no_stream", [{ type: "CounterIncremented", data: { by: 1 } }]);
 
@@ -77,7 +78,7 @@ eachDriver("append: the database's hashes are eventHash for awkward payloads", a
       type: Anything.type,
       schemaVersion: 1,
       data: payloads[i % 3],
-      metadata: i < 3 ? meta : {},
+      metadata: meta,
       recordedAt: new Date(r.recorded_at),
       prevHash: prev,
     });

@@ -248,6 +248,8 @@ declare
   v_k integer;
   v_cur integer;
   v_h text;
+  v_prevh text;
+  v_p bigint;
   v_i integer;
   v_j integer;
 begin
@@ -256,6 +258,36 @@ begin
     raise exception 'append_events: one entry per request expected' using errcode = '22023';
   end if;
   perform pg_advisory_xact_lock(72620002);
+  if v_n = 1 and p_counts[1] = 1 then
+    -- one request of one event (a lone writer's append): the same steps without the
+    -- arrays, about half the time of the general path below
+    select e.stream_version, e.hash into v_cur, v_prevh from events e
+      where e.stream_id = p_streams[1] order by e.stream_version desc limit 1;
+    v_cur := coalesce(v_cur, 0);
+    if p_expected[1] >= 0 and p_expected[1] <> v_cur then
+      ok := false;
+      version := v_cur;
+      return next;
+      return;
+    end if;
+    v_cur := v_cur + 1;
+    v_h := encode(sha256(convert_to('["' || coalesce(v_prevh, '') || '",' || p_stream_json[1]
+      || ',' || v_cur || ',' || p_heads[1] || ',' || p_data[1] || ','
+      || p_metadata[1] || ']', 'UTF8')), 'hex');
+    insert into events (stream_id, stream_version, event_id, type, schema_version, data,
+        metadata, recorded_at, prev_hash, hash)
+      values (p_streams[1], v_cur, p_event_ids[1], p_types[1], p_schema_versions[1],
+        p_data[1]::jsonb, p_metadata[1]::jsonb, p_recorded_at, v_prevh, v_h)
+      returning global_position into v_p;
+    ok := true;
+    version := v_cur;
+    prev_hash := v_prevh;
+    hashes := array[v_h];
+    positions := array[v_p];
+    txid := pg_current_xact_id()::text;
+    return next;
+    return;
+  end if;
   -- each stream's head: one backward index probe per stream
   select array_agg(s.sid), array_agg(coalesce(h.stream_version, 0)), array_agg(h.hash)
     into v_known, v_kver, v_khash
