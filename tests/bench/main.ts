@@ -657,6 +657,13 @@ const main = async () => {
     return `${what}: ${fmtInt(rate(a!.m))} / ${fmtInt(rate(b!.m))} = ${r.toFixed(2)} ` +
       `(target >= ${goal}): ${r >= goal ? "meets" : "below"}`;
   });
+  const ours = find("Chartlog", SEQ()), indexed = find(RAW_INDEXED, SEQ());
+  if (ours && indexed) {
+    lines.push(
+      `(for reference, not a target: append 1 writer vs the same inserts into a table with ` +
+        `events' indexes: ${(rate(ours.m) / rate(indexed.m)).toFixed(2)})`,
+    );
+  }
   if (lines.length > 0) console.log("\n" + lines.join("\n"));
   const read = results.find((r) => r.workload.startsWith("readAll"));
   if (read) {
