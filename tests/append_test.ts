@@ -157,6 +157,11 @@ eachDriver("append: inline projections see each event as stored, in its transact
           sql`select count(*)::int as n from events where event_id = ${e.eventId}::uuid`,
         );
         assert.equal(r?.n, 1);
+        // the function's planner setting for its own queries does not reach the projection's
+        const [m] = await db.query<{ m: string }>(
+          sql`select current_setting('plan_cache_mode') as m`,
+        );
+        assert.equal(m?.m, "auto");
         seen.push(e);
       },
     },

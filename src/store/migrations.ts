@@ -224,9 +224,7 @@ create function append_events(
   p_heads text[], p_data text[], p_recorded_at timestamptz
 ) returns table (ok boolean, version integer, prev_hash text, hashes text[],
   positions bigint[], txid text)
--- its queries take array arguments: planned afresh at each call (custom plans)
--- they cost several times their execution
-language plpgsql set plan_cache_mode = force_generic_plan as $$
+language plpgsql as $$
 #variable_conflict use_column
 declare
   v_n integer := cardinality(p_streams);
@@ -249,6 +247,7 @@ declare
   v_cur integer;
   v_h text;
   v_prevh text;
+  v_mode text;
   v_p bigint;
   v_i integer;
   v_j integer;
@@ -288,6 +287,11 @@ begin
     return next;
     return;
   end if;
+  -- The queries below take array arguments: planned afresh at each call (custom
+  -- plans) they cost several times their execution. Not a SET clause on the
+  -- function: that costs a lone append more than it saves.
+  v_mode := current_setting('plan_cache_mode');
+  perform set_config('plan_cache_mode', 'force_generic_plan', true);
   -- each stream's head: one backward index probe per stream
   select array_agg(s.sid), array_agg(coalesce(h.stream_version, 0)), array_agg(h.hash)
     into v_known, v_kver, v_khash
@@ -340,6 +344,8 @@ begin
     select array_agg(global_position order by global_position) into v_pos from ins;
     v_txid := pg_current_xact_id()::text;
   end if;
+  -- an inline projection's statements may follow in this transaction
+  perform set_config('plan_cache_mode', v_mode, true);
   for v_i in 1 .. v_n loop
     ok := v_ok[v_i];
     version := v_ver[v_i];
