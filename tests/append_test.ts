@@ -11,8 +11,8 @@ import { CounterIncremented } from "./fixtures/test_events.ts";
 import { eachDriver } from "./support/harness.ts";
 
 /**
- * The one-statement append (`append_events`, migration 10, called by
- * src/store/append.ts): the database chains the hashes from JSON texts the
+ * The one-statement appends (`append_events` and `append_event` for a lone
+ * event, migration 10, called by src/store/append.ts): the database chains the hashes from JSON texts the
  * client encoded, and the result must be `eventHash` byte for byte, so that
  * `audit verify` (JavaScript) keeps verifying the log. Both drivers.
  */
@@ -52,7 +52,7 @@ eachDriver("append: the database's hashes are eventHash for awkward payloads", a
     payloads.map((data) => ({ type: Anything.type, data })),
     meta,
   );
-  // the same payloads again, one per append (the function's path for a lone event),
+  // the same payloads again, one per append (append_event, for a batch of one event),
   // chaining on the stored head
   for (const [i, data] of payloads.entries()) {
     await store.append(stream, 3 + i, [{ type: Anything.type, data }], meta);

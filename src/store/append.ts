@@ -282,10 +282,23 @@ export class Appender {
     return v;
   }
 
-  /** The `append_events` call for a batch: every JSON text the hash covers, encoded here. */
+  /**
+   * The `append_events` call for a batch (`append_event` for a batch of one
+   * event, a lone writer's): every JSON text the hash covers, encoded here.
+   */
   #call(batch: Pending[], recordedAt: Date): Query {
     const iso = recordedAt.toISOString();
     const at = "," + JSON.stringify(iso);
+    const expectedOf = (p: Pending) =>
+      // a version beyond integer's range is never a stream's: any unreachable one conflicts alike
+      p.expected === "any" ? -1 : p.expected === "no_stream" ? 0 : Math.min(p.expected, INT_MAX);
+    if (batch.length === 1 && batch[0]!.events.length === 1) {
+      const p = batch[0]!, e = p.events[0]!;
+      return sql`select ok, version, prev_hash, hashes, positions, txid from append_event(
+        ${p.streamId}, ${p.streamJson}, ${expectedOf(p)}::integer, ${p.metadataJson},
+        ${e.eventId}::uuid, ${e.type}, ${e.schemaVersion}::integer, ${e.head + at}, ${e.dataJson},
+        ${iso}::text::timestamptz)`;
+    }
     const streams: string[] = [], streamJson: string[] = [], expected: number[] = [];
     const counts: number[] = [], metadata: string[] = [];
     const ids: string[] = [], types: string[] = [], versions: number[] = [];
@@ -293,10 +306,7 @@ export class Appender {
     for (const p of batch) {
       streams.push(p.streamId);
       streamJson.push(p.streamJson);
-      // a version beyond integer's range is never a stream's: any unreachable one conflicts alike
-      expected.push(
-        p.expected === "any" ? -1 : p.expected === "no_stream" ? 0 : Math.min(p.expected, INT_MAX),
-      );
+      expected.push(expectedOf(p));
       counts.push(p.events.length);
       metadata.push(p.metadataJson);
       for (const e of p.events) {

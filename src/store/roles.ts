@@ -50,8 +50,10 @@ export const APP_GRANTS: Readonly<Record<string, readonly string[]>> = {
  * `chartlog_app` on these only. Trigger functions need no line.
  */
 export const APP_FUNCTIONS: readonly string[] = [
-  // migration 10: a group-commit batch of appends in one statement (src/store/append.ts)
+  // migration 10: a group-commit batch of appends in one statement, and a batch of one event
+  // (src/store/append.ts)
   "append_events(text[], text[], integer[], integer[], text[], uuid[], text[], integer[], text[], text[], timestamptz)",
+  "append_event(text, text, integer, text, uuid, text, integer, text, text, timestamptz)",
 ];
 
 const PRIVILEGE = /^(select|insert|update|delete)( \([a-z_][a-z0-9_]*(, [a-z_][a-z0-9_]*)*\))?$/;
