@@ -83,6 +83,16 @@ Deno.test({
         has_function_privilege(${APP_ROLE}, p.oid, 'execute') as app
         from pg_proc p where proname = 'events_append_only'`);
       assert.deepEqual(fn, { owner: OWNER_ROLE, public: false, app: false });
+      // the one-statement appends (migration 10): the owner's, and the app's only
+      const af = await admin.query<{ owner: string; public: boolean; app: boolean }>(sql`select
+        proname as name, pg_get_userbyid(proowner) as owner,
+        has_function_privilege('public', p.oid, 'execute') as public,
+        has_function_privilege(${APP_ROLE}, p.oid, 'execute') as app
+        from pg_proc p where proname in ('append_events', 'append_event') order by proname`);
+      assert.deepEqual(af, [
+        { name: "append_event", owner: OWNER_ROLE, public: false, app: true },
+        { name: "append_events", owner: OWNER_ROLE, public: false, app: true },
+      ]);
 
       // what the app does: append (identity column, advisory lock, pg_current_xact_id) and read
       await app.query(sql`select pg_advisory_xact_lock(1)`);

@@ -4,11 +4,10 @@ import { ConcurrencyError, UnavailableError, ValidationError } from "../errors.t
 import { applyEvent, handles } from "./apply.ts";
 import type { Catalog } from "./catalog.ts";
 import { type Db, pgCode, pgConstraint } from "./db.ts";
-import { eventHash } from "./hash_chain.ts";
-import { LOCK_APPEND } from "./locks.ts";
+import { canonicalJson } from "./hash_chain.ts";
 import type { PhiCodec } from "./phi_codec.ts";
 import { streamVersion } from "./read.ts";
-import { sql } from "./sql.ts";
+import { type Query, sql } from "./sql.ts";
 import type { AppendResult, ExpectedVersion, NewEvent, Projection, StoredEvent } from "./types.ts";
 
 export interface AppenderOptions {
@@ -27,7 +26,10 @@ interface PreparedEvent {
   type: string;
   schemaVersion: number;
   plain: Record<string, unknown>;
-  sealed: Record<string, unknown>;
+  /** canonicalJson of the sealed payload: the stored data, as the hash covers it. */
+  dataJson: string;
+  /** The event's id, type and schema version as the hash's JSON writes them. */
+  head: string;
 }
 
 interface Pending {
@@ -35,11 +37,26 @@ interface Pending {
   expected: ExpectedVersion;
   events: PreparedEvent[];
   metadata: EventMetadata;
+  /** JSON.stringify(streamId) and canonicalJson(metadata), as the hash covers them. */
+  streamJson: string;
+  metadataJson: string;
   resolve: (r: AppendResult) => void;
   reject: (e: unknown) => void;
 }
 
 type Outcome = { ok: AppendResult } | { error: Error };
+
+/** A row of `append_events` (migration 10): one per request. */
+interface AppendRow {
+  ok: boolean;
+  /** The stream's version after the append, or its current one on a conflict. */
+  version: number;
+  /** The head hash the request chained from (null for a new stream). */
+  prev_hash: string | null;
+  hashes: string[] | null;
+  positions: (string | number)[] | null;
+  txid: string | null;
+}
 
 /**
  * Told of each committed group-commit transaction: the types of the events it
@@ -51,6 +68,9 @@ const yieldToCallers = (): Promise<void> => new Promise((resolve) => setImmediat
 
 /** The default name PostgreSQL gave `unique (stream_id, stream_version)` in migration 1. */
 export const STREAM_VERSION_CONSTRAINT = "events_stream_id_stream_version_key";
+
+/** PostgreSQL's integer: stream versions are one. */
+const INT_MAX = 2_147_483_647;
 
 const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$/;
 
@@ -67,6 +87,7 @@ export class Appender {
   #queue: Pending[] = [];
   #running = false;
   readonly #listeners = new Set<CommitListener>();
+  readonly #inlineTypes = new Map<string, boolean>();
 
   constructor(opts: AppenderOptions) {
     this.#o = opts;
@@ -110,12 +131,14 @@ export class Appender {
     for (const e of events) {
       const def = this.#o.catalog.get(e.type);
       const plain = this.#o.catalog.validate(e.type, e.data);
+      const eventId = e.id ?? crypto.randomUUID();
       prepared.push({
-        eventId: e.id ?? crypto.randomUUID(),
+        eventId,
         type: e.type,
         schemaVersion: def.version,
         plain,
-        sealed: await this.#o.codec.sealPayload(def, plain),
+        dataJson: canonicalJson(await this.#o.codec.sealPayload(def, plain)),
+        head: JSON.stringify(eventId) + "," + JSON.stringify(e.type) + "," + def.version,
       });
     }
     return await new Promise<AppendResult>((resolve, reject) => {
@@ -124,6 +147,8 @@ export class Appender {
         expected,
         events: prepared,
         metadata: meta.data,
+        streamJson: JSON.stringify(streamId),
+        metadataJson: canonicalJson(meta.data),
         resolve,
         reject,
       });
@@ -211,21 +236,34 @@ export class Appender {
   }
 
   /**
-   * One group-commit transaction. On PostgreSQL it drives BEGIN and COMMIT
-   * itself on a reserved connection so that statements can be pipelined:
-   * BEGIN, the lock and the head lookup go out together, and so do the insert
-   * and COMMIT when no inline projection must see the new rows first. That
-   * is two network round trips per batch. PGlite, one session shared by every
-   * caller, needs its own transaction API to keep other queries out.
+   * One group-commit batch. The `append_events` function (migration 10)
+   * does all of it in one statement: the append lock, the stream heads, each
+   * request's version check, the hash chain and the insert. Sent alone it is
+   * its own transaction, so a batch is one network round trip. When an
+   * inline projection folds any of the batch's events, it must see the rows
+   * in the same transaction: on PostgreSQL BEGIN and the call go out
+   * together on a reserved connection, then the projections' statements,
+   * then COMMIT; PGlite, one session shared by every caller, uses its own
+   * transaction API to keep other queries out.
    */
   async #runBatch(batch: Pending[]): Promise<Outcome[]> {
     const db = this.#o.db;
+    const recordedAt = this.#o.now();
+    const call = this.#call(batch, recordedAt);
+    const inline = this.#o.inline.length > 0 &&
+      batch.some((p) => p.events.some((e) => this.#inline(e.type)));
+    if (!inline) return this.#outcomes(batch, await db.query<AppendRow>(call));
     if (db.kind !== "postgres") {
-      return await db.transaction((tx) => this.#applyBatch(tx, batch, false));
+      return await db.transaction(async (tx) =>
+        await this.#project(tx, batch, recordedAt, await tx.query<AppendRow>(call))
+      );
     }
     const conn = await db.reserve();
     try {
-      return await this.#applyBatch(conn, batch, true);
+      const [, rows] = await conn.batch([sql`begin`, call]);
+      const outcomes = await this.#project(conn, batch, recordedAt, rows as unknown as AppendRow[]);
+      await conn.query(sql`commit`);
+      return outcomes;
     } catch (err) {
       await conn.query(sql`rollback`).catch(() => {});
       throw err;
@@ -234,131 +272,101 @@ export class Appender {
     }
   }
 
-  async #applyBatch(tx: Db, batch: Pending[], ownTransaction: boolean): Promise<Outcome[]> {
-    const streams = [...new Set(batch.map((p) => p.streamId))];
-    const heads = new Map<string, { version: number; hash: string }>();
-    // Sent together (postgres.js pipelines them): the server runs them in
-    // order, and the head lookup takes its snapshot only once the lock is held.
-    const opened = await tx.batch([
-      ...(ownTransaction ? [sql`begin`] : []),
-      sql`select pg_advisory_xact_lock(${LOCK_APPEND})`,
-      // one backward index probe per stream for its last event
-      sql`select s.stream_id, e.stream_version, e.hash
-        from unnest(${streams}::text[]) as s(stream_id)
-        cross join lateral (select stream_version, hash from events
-          where events.stream_id = s.stream_id order by stream_version desc limit 1) as e`,
-    ]);
-    for (const r of opened.at(-1)!) {
-      heads.set(r.stream_id as string, {
-        version: Number(r.stream_version),
-        hash: r.hash as string,
-      });
+  /** Whether an inline projection folds events of `type` (cached per type). */
+  #inline(type: string): boolean {
+    let v = this.#inlineTypes.get(type);
+    if (v === undefined) {
+      v = this.#o.inline.some((proj) => handles(proj, type));
+      this.#inlineTypes.set(type, v);
     }
+    return v;
+  }
 
-    const recordedAt = this.#o.now();
-    const rows: Record<string, unknown>[] = [];
-    const outcomes: Outcome[] = [];
-    const accepted: { p: Pending; first: number }[] = [];
+  /**
+   * The `append_events` call for a batch (`append_event` for a batch of one
+   * event, a lone writer's): every JSON text the hash covers, encoded here.
+   */
+  #call(batch: Pending[], recordedAt: Date): Query {
+    const iso = recordedAt.toISOString();
+    const at = "," + JSON.stringify(iso);
+    const expectedOf = (p: Pending) =>
+      // a version beyond integer's range is never a stream's: any unreachable one conflicts alike
+      p.expected === "any" ? -1 : p.expected === "no_stream" ? 0 : Math.min(p.expected, INT_MAX);
+    if (batch.length === 1 && batch[0]!.events.length === 1) {
+      const p = batch[0]!, e = p.events[0]!;
+      return sql`select ok, version, prev_hash, hashes, positions, txid from append_event(
+        ${p.streamId}, ${p.streamJson}, ${expectedOf(p)}::integer, ${p.metadataJson},
+        ${e.eventId}::uuid, ${e.type}, ${e.schemaVersion}::integer, ${e.head + at}, ${e.dataJson},
+        ${iso}::text::timestamptz)`;
+    }
+    const streams: string[] = [], streamJson: string[] = [], expected: number[] = [];
+    const counts: number[] = [], metadata: string[] = [];
+    const ids: string[] = [], types: string[] = [], versions: number[] = [];
+    const heads: string[] = [], data: string[] = [];
     for (const p of batch) {
-      const head = heads.get(p.streamId);
-      const current = head?.version ?? 0;
-      const ok = p.expected === "any" ||
-        (p.expected === "no_stream" ? current === 0 : p.expected === current);
-      if (!ok) {
-        outcomes.push({ error: new ConcurrencyError(p.streamId, p.expected, current) });
-        continue;
-      }
-      let prevHash = head?.hash ?? null;
-      let version = current;
-      accepted.push({ p, first: rows.length });
+      streams.push(p.streamId);
+      streamJson.push(p.streamJson);
+      expected.push(expectedOf(p));
+      counts.push(p.events.length);
+      metadata.push(p.metadataJson);
       for (const e of p.events) {
-        version++;
-        const hash = eventHash({
-          streamId: p.streamId,
-          streamVersion: version,
-          eventId: e.eventId,
-          type: e.type,
-          schemaVersion: e.schemaVersion,
-          data: e.sealed,
-          metadata: p.metadata,
-          recordedAt,
-          prevHash,
-        });
-        rows.push({
-          ord: rows.length,
-          stream_id: p.streamId,
-          stream_version: version,
-          event_id: e.eventId,
-          type: e.type,
-          schema_version: e.schemaVersion,
-          data: e.sealed,
-          metadata: p.metadata,
-          recorded_at: recordedAt.toISOString(),
-          prev_hash: prevHash,
-          hash,
-        });
-        prevHash = hash;
+        ids.push(e.eventId);
+        types.push(e.type);
+        versions.push(e.schemaVersion);
+        heads.push(e.head + at);
+        data.push(e.dataJson);
       }
-      heads.set(p.streamId, { version, hash: prevHash! });
-      outcomes.push({ ok: { streamId: p.streamId, version, positions: [] } });
     }
-    if (rows.length === 0) {
-      if (ownTransaction) await tx.query(sql`commit`);
-      return outcomes;
-    }
+    return sql`select ok, version, prev_hash, hashes, positions, txid from append_events(
+      ${streams}::text[], ${streamJson}::text[], ${expected}::integer[], ${counts}::integer[],
+      ${metadata}::text[], ${ids}::uuid[], ${types}::text[], ${versions}::integer[],
+      ${heads}::text[], ${data}::text[], ${iso}::text::timestamptz)`;
+  }
 
-    // Text casts kept on purpose (issue 11 item 9). tests/bench/native_params_bench.ts,
-    // median of paired ratios new/old for 50 single-event appends, two runs:
-    // rows bound natively as jsonb 1.05-1.07 on PostgreSQL, 1.04-1.05 on
-    // PGlite; with recorded_at bound once as a Date too 1.06-1.08 / 1.08-1.09;
-    // recorded_at alone as a Date 1.02-1.05 / 1.04 (A/A noise: 0.99-1.01).
-    // Single appends are the common case; batches of 100 and 1000 events
-    // with one Date were 3-10 % faster.
-    const insert =
-      sql`insert into events (stream_id, stream_version, event_id, type, schema_version, data,
-          metadata, recorded_at, prev_hash, hash)
-        select x.stream_id, x.stream_version, x.event_id, x.type, x.schema_version, x.data,
-          x.metadata, x.recorded_at, x.prev_hash, x.hash
-        from jsonb_to_recordset(${JSON.stringify(rows)}::text::jsonb) as x(ord int,
-          stream_id text, stream_version int, event_id uuid, type text, schema_version int,
-          data jsonb, metadata jsonb, recorded_at timestamptz, prev_hash text, hash text)
-        order by x.ord
-        returning global_position, transaction_id::text as transaction_id`;
-    const inline = accepted.some(({ p }) =>
-      p.events.some((e) => this.#o.inline.some((proj) => handles(proj, e.type)))
-    );
-    const inserted =
-      (ownTransaction && !inline
-        ? (await tx.batch([insert, sql`commit`]))[0]!
-        : await tx.query(insert)) as { global_position: string | number; transaction_id: string }[];
-    // identity values are assigned in insertion order, which follows `order by x.ord`
-    const positions = inserted.map((r) => Number(r.global_position)).sort((a, b) => a - b);
-    const txid = inserted[0]!.transaction_id;
+  /** Each request's outcome from the function's rows (one per request, in order). */
+  #outcomes(batch: Pending[], rows: readonly AppendRow[]): Outcome[] {
+    return batch.map((p, i) => {
+      const r = rows[i]!;
+      const version = Number(r.version);
+      if (!r.ok) return { error: new ConcurrencyError(p.streamId, p.expected, version) };
+      return {
+        ok: { streamId: p.streamId, version, positions: r.positions!.map(Number) },
+      };
+    });
+  }
 
-    for (const { p, first } of accepted) {
-      const outcome = outcomes[batch.indexOf(p)] as { ok: AppendResult };
-      outcome.ok.positions = positions.slice(first, first + p.events.length);
-      for (const [i, e] of p.events.entries()) {
-        const row = rows[first + i]!;
+  /** Folds the batch's appended events into the inline projections, inside its transaction. */
+  async #project(
+    tx: Db,
+    batch: Pending[],
+    recordedAt: Date,
+    rows: readonly AppendRow[],
+  ): Promise<Outcome[]> {
+    const outcomes = this.#outcomes(batch, rows);
+    for (const [i, p] of batch.entries()) {
+      const r = rows[i]!;
+      if (!r.ok) continue;
+      const positions = r.positions!.map(Number);
+      const first = Number(r.version) - p.events.length;
+      for (const [k, e] of p.events.entries()) {
         const stored: StoredEvent = {
-          globalPosition: positions[first + i]!,
+          globalPosition: positions[k]!,
           streamId: p.streamId,
-          streamVersion: row.stream_version as number,
+          streamVersion: first + k + 1,
           eventId: e.eventId,
           type: e.type,
           schemaVersion: e.schemaVersion,
           data: e.plain,
           metadata: p.metadata,
           recordedAt,
-          transactionId: txid,
-          prevHash: row.prev_hash as string | null,
-          hash: row.hash as string,
+          transactionId: r.txid!,
+          prevHash: k === 0 ? r.prev_hash : r.hashes![k - 1]!,
+          hash: r.hashes![k]!,
           erasedFields: [],
         };
         for (const proj of this.#o.inline) await applyEvent(tx, proj, stored);
       }
     }
-    if (ownTransaction && inline) await tx.query(sql`commit`);
     return outcomes;
   }
 }

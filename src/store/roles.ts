@@ -57,10 +57,15 @@ export const APP_GRANTS: Readonly<Record<string, readonly string[]>> = {
  * PUBLIC on every function the owner has in `public`, and granted to
  * `chartlog_app` on these only. Trigger functions need no line.
  */
-export const APP_FUNCTIONS: readonly string[] = [];
+export const APP_FUNCTIONS: readonly string[] = [
+  // migration 10: a group-commit batch of appends in one statement, and a batch of one event
+  // (src/store/append.ts)
+  "append_events(text[], text[], integer[], integer[], text[], uuid[], text[], integer[], text[], text[], timestamptz)",
+  "append_event(text, text, integer, text, uuid, text, integer, text, text, timestamptz)",
+];
 
 const PRIVILEGE = /^(select|insert|update|delete)( \([a-z_][a-z0-9_]*(, [a-z_][a-z0-9_]*)*\))?$/;
-const FUNCTION = /^[a-z_][a-z0-9_]*\(([a-z_][a-z0-9_ ]*(, [a-z_][a-z0-9_ ]*)*)?\)$/;
+const FUNCTION = /^[a-z_][a-z0-9_]*\(([a-z_][a-z0-9_ ]*(\[\])?(, [a-z_][a-z0-9_ ]*(\[\])?)*)?\)$/;
 
 /** The GRANT and REVOKE statements that give `chartlog_app` exactly {@link APP_GRANTS}. */
 export const grantStatements = (

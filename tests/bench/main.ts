@@ -13,6 +13,8 @@
  *   BENCH_WRITERS       concurrent writers                       (default 32)
  *   BENCH_POOL          PostgreSQL pool size, ours and Emmett's  (default 32)
  *   BENCH_WARMUP        untimed appends before each workload     (default 50)
+ *   BENCH_ROUNDS        PostgreSQL append workloads run in this many rounds,
+ *                       the implementations taking turns          (default 5)
  *   BENCH_READ_EVENTS   events seeded, then read with readAll    (default 1000000)
  *   BENCH_READ_BATCH    readAll page size                        (default 5000)
  *   BENCH_READ_BUDGET_S stop reading after this many seconds and report
@@ -20,8 +22,9 @@
  *   BENCH_SEED_BATCH    events per seeding append                (default 5000)
  *   BENCH_SEED_WRITERS  concurrent seeding appenders             (default 2)
  *   BENCH_READ_DIAG     1: always break the readAll time down (default: only below target)
- *   BENCH_ONLY          comma list of sections: ours-pg, pglite, emmett, read, auth,
- *                       patients, media, multipart, export, tlog, memory,
+ *   BENCH_ONLY          comma list of sections: ours-pg (with the raw postgres.js
+ *                       single-row-commit loop that target 1 compares with), pglite, emmett,
+ *                       read, auth, patients, media, multipart, export, tlog, memory,
  *                       rebuild (default: all)
  *   BENCH_TLOG_EVENTS   events seeded for the transparency-log section (default 1000000)
  *   BENCH_REBUILD_EVENTS events of the patients projection rebuilt in the rebuild section
@@ -64,6 +67,7 @@ const cfg = {
   writers: envInt("BENCH_WRITERS", 32),
   pool: envInt("BENCH_POOL", 32),
   warmup: envInt("BENCH_WARMUP", 50),
+  rounds: envInt("BENCH_ROUNDS", 5),
   readEvents: envInt("BENCH_READ_EVENTS", 1_000_000),
   readBatch: envInt("BENCH_READ_BATCH", 5000),
   readBudgetMs: envInt("BENCH_READ_BUDGET_S", 60) * 1000,
@@ -320,6 +324,109 @@ const appendSuite = async (backend: string, impl: string, append: Appender) => {
   });
 };
 
+/**
+ * The floor of a one-writer append: what postgres.js does with single-row
+ * autocommit inserts of the same row (events' columns, a CounterIncremented
+ * {by: 1} with its ids, hashes and timestamp) into a scratch table, each
+ * awaited before the next. Two tables: with events' columns only (what
+ * target 1 compares with), and with its indexes too (what an append to the
+ * log also maintains; shown beside it).
+ */
+const openRaw = async (): Promise<[string, Appender][]> => {
+  const url = await newPgDatabase();
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  defer("end raw pool", () => sql.end({ timeout: 5 }));
+  const db = openPostgres(url, { max: 1 });
+  defer("close raw migrate pool", () => db.close());
+  await migrate(db);
+  // events' columns (its identity, defaults and checks); no indexes, no triggers
+  await sql.unsafe(`create table raw_events (like events including defaults including identity
+    including constraints)`);
+  await sql.unsafe(`create table raw_events_indexed (like events including all)`);
+  const hex = () =>
+    Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, "0"))
+      .join("");
+  const rawAppender = (table: string): Appender => async (stream, expected) => {
+    await sql.unsafe(
+      `insert into ${table} (stream_id, stream_version, event_id, type, schema_version, data,
+        metadata, recorded_at, prev_hash, hash)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+      [
+        stream,
+        expected + 1,
+        crypto.randomUUID(),
+        "CounterIncremented",
+        1,
+        { by: 1 },
+        {},
+        new Date().toISOString(),
+        expected === 0 ? null : hex(),
+        hex(),
+      ] as postgres.ParameterOrJSON<never>[],
+      { prepare: true },
+    );
+  };
+  return [[RAW, rawAppender("raw_events")], [RAW_INDEXED, rawAppender("raw_events_indexed")]];
+};
+const RAW = "postgres.js insert";
+const RAW_INDEXED = "postgres.js insert, events' indexes";
+
+const merge = (a: Measured | undefined, b: Measured): Measured =>
+  a
+    ? {
+      events: a.events + b.events,
+      appends: a.appends + b.appends,
+      ms: a.ms + b.ms,
+      latencies: a.latencies.concat(b.latencies),
+    }
+    : b;
+
+/**
+ * Every enabled PostgreSQL append implementation, each workload run in
+ * BENCH_ROUNDS rounds that take turns (ours, raw, Emmett, ours, ...): the
+ * machine's load drifts during a run, and the ratios compare figures taken
+ * side by side rather than a minute apart. The raw inserts run the
+ * one-writer workload only.
+ */
+const postgresAppendSuites = async () => {
+  const impls: { impl: string; append: Appender; concurrent: boolean }[] = [];
+  if (enabled("ours-pg")) {
+    const { store } = await openOursPg();
+    impls.push({ impl: "Chartlog", append: oursAppender(store), concurrent: true });
+    for (const [impl, append] of await openRaw()) impls.push({ impl, append, concurrent: false });
+  }
+  if (enabled("emmett")) {
+    impls.push({ impl: "Emmett", append: emmettAppender(await openEmmett()), concurrent: true });
+  }
+  for (const { impl, append, concurrent: c } of impls) {
+    console.log(`  warming up ${impl}`);
+    await (c ? warmUp(append) : sequential(append, cfg.warmup));
+  }
+  const rounds = cfg.rounds;
+  const seq = new Map<string, Measured>(), conc = new Map<string, Measured>();
+  for (let r = 0; r < rounds; r++) {
+    for (const { impl, append } of impls) {
+      seq.set(
+        impl,
+        merge(seq.get(impl), await sequential(append, split(cfg.seqAppends, rounds)[r]!)),
+      );
+    }
+  }
+  for (let r = 0; r < rounds; r++) {
+    for (const { impl, append, concurrent: c } of impls) {
+      if (!c) continue;
+      const n = split(cfg.events, rounds)[r]!;
+      conc.set(impl, merge(conc.get(impl), await concurrent(append, cfg.writers, n)));
+    }
+  }
+  for (const { impl } of impls) {
+    record({ workload: SEQ(), backend: "PostgreSQL", impl, m: seq.get(impl)! });
+    if (conc.has(impl)) {
+      record({ workload: CONC(), backend: "PostgreSQL", impl, m: conc.get(impl)! });
+    }
+  }
+};
+
 // ---------------------------------------------------------------------------
 // readAll over a big log
 
@@ -415,25 +522,22 @@ const main = async () => {
   console.log(JSON.stringify(cfg));
   console.log(`load average at start: ${loadavg()} (other processes skew every figure)`);
 
-  if (enabled("ours-pg")) {
-    console.log("\n[Chartlog on PostgreSQL]");
-    await scoped(async () => {
-      const { store } = await openOursPg();
-      await appendSuite("PostgreSQL", "Chartlog", oursAppender(store));
-    });
+  if (enabled("ours-pg") || enabled("emmett")) {
+    console.log(
+      `\n[Appends on PostgreSQL: ${
+        [
+          enabled("ours-pg") ? "Chartlog, raw postgres.js single-row inserts" : "",
+          enabled("emmett") ? "Emmett 0.42.0" : "",
+        ].filter(Boolean).join(", ")
+      }; ${cfg.rounds} alternating rounds]`,
+    );
+    await scoped(postgresAppendSuites);
   }
   if (enabled("pglite")) {
     console.log("\n[Chartlog on PGlite (memory)]");
     await scoped(async () => {
       const { store } = await openOursPglite();
       await appendSuite("PGlite", "Chartlog", oursAppender(store));
-    });
-  }
-  if (enabled("emmett")) {
-    console.log("\n[Emmett 0.42.0 on PostgreSQL]");
-    await scoped(async () => {
-      const es = await openEmmett();
-      await appendSuite("PostgreSQL", "Emmett", emmettAppender(es));
     });
   }
   if (enabled("read")) {
@@ -547,6 +651,30 @@ const main = async () => {
       new Set([1, 2, 3]),
     ));
   }
+  // issue 15, targets 1 and 2: ratios within this run
+  const targets: [string, Row | undefined, Row | undefined, number][] = [
+    ["target 1, append 1 writer vs Emmett", find("Chartlog", SEQ()), find("Emmett", SEQ()), 1.5],
+    [
+      "target 1, append 1 writer vs raw postgres.js single-row commits",
+      find("Chartlog", SEQ()),
+      find(RAW, SEQ()),
+      0.8,
+    ],
+    ["target 2, append 32 writers vs Emmett", find("Chartlog", CONC()), find("Emmett", CONC()), 10],
+  ];
+  const lines = targets.filter(([, a, b]) => a && b).map(([what, a, b, goal]) => {
+    const r = rate(a!.m) / rate(b!.m);
+    return `${what}: ${fmtInt(rate(a!.m))} / ${fmtInt(rate(b!.m))} = ${r.toFixed(2)} ` +
+      `(target >= ${goal}): ${r >= goal ? "meets" : "below"}`;
+  });
+  const ours = find("Chartlog", SEQ()), indexed = find(RAW_INDEXED, SEQ());
+  if (ours && indexed) {
+    lines.push(
+      `(for reference, not a target: append 1 writer vs the same inserts into a table with ` +
+        `events' indexes: ${(rate(ours.m) / rate(indexed.m)).toFixed(2)})`,
+    );
+  }
+  if (lines.length > 0) console.log("\n" + lines.join("\n"));
   const read = results.find((r) => r.workload.startsWith("readAll"));
   if (read) {
     const r = rate(read.m);

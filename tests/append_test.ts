@@ -1,0 +1,195 @@
+import assert from "node:assert/strict";
+import { z } from "zod";
+import { ConcurrencyError } from "../src/errors.ts";
+import { Catalog, defineEvent } from "../src/store/catalog.ts";
+import { eventHash } from "../src/store/hash_chain.ts";
+import { sql } from "../src/store/sql.ts";
+import type { Projection, StoredEvent } from "../src/store/types.ts";
+import { verifyChain } from "../src/store/verify_chain.ts";
+import { subjectEvents } from "../events/subject.ts";
+import { CounterIncremented } from "./fixtures/test_events.ts";
+import { eachDriver } from "./support/harness.ts";
+
+/**
+ * The one-statement appends (`append_events` and `append_event` for a lone
+ * event, migration 10, called by src/store/append.ts): the database chains the hashes from JSON texts the
+ * client encoded, and the result must be `eventHash` byte for byte, so that
+ * `audit verify` (JavaScript) keeps verifying the log. Both drivers.
+ */
+
+const Anything = defineEvent({
+  type: "AnythingRecorded",
+  version: 1,
+  schema: z.record(z.string(), z.unknown()),
+});
+const catalog = new Catalog([...subjectEvents, CounterIncremented, Anything]);
+
+// every character JSON escapes (but NUL, which jsonb refuses), and some it does not
+const controls = Array.from({ length: 31 }, (_, i) => String.fromCharCode(i + 1)).join("");
+const awkward = [
+  `quote " backslash \\ slash / ${controls}`,
+  "\u007f\u0080\u00ff \u2028\u2029 é 中文 😀 e\u0301 \ufeff",
+  "</script><!-- ' `",
+];
+
+eachDriver("append: the database's hashes are eventHash for awkward payloads", async (h) => {
+  const store = h.store;
+  const payloads: Record<string, unknown>[] = [
+    { text: awkward[0], n: 0.1, big: 1e21, small: -3.5e-7, max: 2 ** 53 - 1, neg: -0 },
+    { "é": awkward[1], b: [1, "two", null, true, { z: 1, a: [awkward[2]] }], a: {} },
+    { "": "empty key", "\u2028": "line separator key", nested: { y: { x: { w: [] } } } },
+  ];
+  const meta = {
+    actorId: "user-\u00e9",
+    userAgent: 'agent "quoted" \\ back',
+    reason: awkward.join(" | "),
+    requestId: "req-\t1",
+  };
+  const stream = "t.x:y@z_-1";
+  await store.append(
+    stream,
+    "no_stream",
+    payloads.map((data) => ({ type: Anything.type, data })),
+    meta,
+  );
+  // the same payloads again, one per append (append_event, for a batch of one event),
+  // chaining on the stored head
+  for (const [i, data] of payloads.entries()) {
+    await store.append(stream, 3 + i, [{ type: Anything.type, data }], meta);
+  }
+  await store.append("counter-1", "no_stream", [{ type: "CounterIncremented", data: { by: 1 } }]);
+
+  const rows = await h.db.query<{
+    stream_version: number;
+    event_id: string;
+    recorded_at: Date | string;
+    prev_hash: string | null;
+    hash: string;
+  }>(sql`select stream_version, event_id::text as event_id, recorded_at, prev_hash, hash
+    from events where stream_id = ${stream} order by stream_version`);
+  assert.equal(rows.length, 6);
+  // recomputed from the values as the caller gave them, not as jsonb returns them
+  let prev: string | null = null;
+  for (const [i, r] of rows.entries()) {
+    const expected = eventHash({
+      streamId: stream,
+      streamVersion: i + 1,
+      eventId: r.event_id,
+      type: Anything.type,
+      schemaVersion: 1,
+      data: payloads[i % 3],
+      metadata: meta,
+      recordedAt: new Date(r.recorded_at),
+      prevHash: prev,
+    });
+    assert.equal(r.prev_hash, prev, `prev_hash of version ${i + 1}`);
+    assert.equal(r.hash, expected, `hash of version ${i + 1}`);
+    prev = r.hash;
+  }
+  // and the verifier `audit verify` runs agrees over the whole log
+  const report = await verifyChain(h.db);
+  assert.deepEqual({ ok: report.ok, events: report.events, streams: report.streams }, {
+    ok: true,
+    events: 7,
+    streams: 2,
+  });
+}, { catalog });
+
+eachDriver("append: one batch, one outcome per caller", async (h) => {
+  const store = await h.openStore();
+  const commits: string[][] = [];
+  store.onCommit((types) => commits.push([...types]));
+  const one = (by: number) => ({ type: "CounterIncremented", data: { by } });
+  // issued in one tick: group commit takes them as one batch, in this order
+  // (a request of several events joins the queue a little later: it is sealed event by event)
+  const settled = await Promise.allSettled([
+    store.append("counter-a", "no_stream", [one(1)]),
+    store.append("counter-a", 1, [one(2)]), // chains on the first, in the same statement
+    store.append("counter-a", 0, [one(3)]), // the stream is at 2 by then
+    store.append("counter-c", 5, [one(4)]), // no such version
+    store.append("counter-c", "no_stream", [one(5)]),
+    store.append("counter-b", "any", [one(6), one(7)]),
+  ]);
+  const ok = settled.map((s) => s.status === "fulfilled" ? s.value.version : null);
+  assert.deepEqual(ok, [1, 2, null, null, 1, 2]);
+  const conflict = (i: number) => (settled[i] as PromiseRejectedResult).reason;
+  assert.ok(conflict(2) instanceof ConcurrencyError);
+  assert.equal(conflict(2).actual, 2);
+  assert.ok(conflict(3) instanceof ConcurrencyError);
+  assert.equal(conflict(3).actual, 0);
+  assert.deepEqual(commits, [Array(5).fill("CounterIncremented")]);
+
+  const rows = await h.db.query<{ stream_id: string; v: number; by: number; x: string; p: string }>(
+    sql`select stream_id, stream_version as v, (data->>'by')::int as by,
+      transaction_id::text as x, global_position::text as p
+      from events order by global_position`,
+  );
+  assert.deepEqual(rows.map((r) => [r.stream_id, r.v, r.by]), [
+    ["counter-a", 1, 1],
+    ["counter-a", 2, 2],
+    ["counter-c", 1, 5],
+    ["counter-b", 1, 6],
+    ["counter-b", 2, 7],
+  ]);
+  assert.equal(new Set(rows.map((r) => r.x)).size, 1, "one transaction");
+  const positions = settled.flatMap((s) => s.status === "fulfilled" ? s.value.positions : []);
+  assert.deepEqual(positions, rows.map((r) => Number(r.p)));
+  assert.equal((await verifyChain(h.db)).ok, true);
+  // a version beyond the column's range is a conflict like any other
+  await assert.rejects(
+    store.append("counter-a", 2 ** 40, [one(8)]),
+    (e: unknown) => e instanceof ConcurrencyError && e.actual === 2 && e.expected === 2 ** 40,
+  );
+});
+
+eachDriver("append: inline projections see each event as stored, in its transaction", async (h) => {
+  const seen: StoredEvent[] = [];
+  const recorder: Projection = {
+    name: "recorder",
+    version: 1,
+    mode: "inline",
+    tables: [],
+    setup: "",
+    handlers: {
+      CounterIncremented: async (db, e) => {
+        // the row is visible to the projection: same transaction
+        const [r] = await db.query<{ n: number }>(
+          sql`select count(*)::int as n from events where event_id = ${e.eventId}::uuid`,
+        );
+        assert.equal(r?.n, 1);
+        // the function's planner setting for its own queries does not reach the projection's
+        const [m] = await db.query<{ m: string }>(
+          sql`select current_setting('plan_cache_mode') as m`,
+        );
+        assert.equal(m?.m, "auto");
+        seen.push(e);
+      },
+    },
+  };
+  const store = await h.openStore({ projections: [recorder] });
+  const one = (by: number) => ({ type: "CounterIncremented", data: { by } });
+  await Promise.all([
+    store.append("counter-i", "no_stream", [one(1)], { actorId: "user-1" }),
+    store.append("counter-i", "no_stream", [one(2)]).catch((e) => e),
+    store.append("counter-j", "no_stream", [one(3), one(4)]),
+  ]);
+  await store.append("counter-i", 1, [one(5)]);
+  const stored = [
+    ...(await store.readStream("counter-i")),
+    ...(await store.readStream("counter-j")),
+  ].sort((a, b) => a.globalPosition - b.globalPosition);
+  assert.equal(stored.length, 4);
+  const pick = (e: StoredEvent) => ({
+    globalPosition: e.globalPosition,
+    streamId: e.streamId,
+    streamVersion: e.streamVersion,
+    eventId: e.eventId,
+    data: e.data,
+    metadata: e.metadata,
+    recordedAt: e.recordedAt.toISOString(),
+    transactionId: e.transactionId,
+    prevHash: e.prevHash,
+    hash: e.hash,
+  });
+  assert.deepEqual(seen.map(pick), stored.map(pick));
+}, { catalog });
