@@ -552,6 +552,41 @@ Deno.test("patients: a read whose audit event cannot be written fails closed (50
   }
 });
 
+Deno.test("patients: a read is audited only when it answers the record (404s append nothing)", async () => {
+  const { t, call } = await setup();
+  try {
+    const viewed = async () =>
+      (await t.runtime.db.query(sql`select 1 from events where type = 'PatientViewed'`)).length;
+    const p = await (await call("admin", "POST", "/v1/patients", ada)).json();
+    const path = `/v1/patients/${p.id}`;
+
+    const before = await viewed();
+    assert.equal(
+      (await call("clinical_ops", "GET", `/v1/patients/${crypto.randomUUID()}`)).status,
+      404,
+    );
+    assert.equal(await viewed(), before, "an unknown id is no read");
+
+    const ok = await call("clinical_ops", "GET", path);
+    assert.equal(ok.status, 200);
+    const body = await ok.json();
+    assert.equal(body.lastName, ada.lastName);
+    assert.equal(body.phone, ada.phone);
+    assert.equal(ok.headers.get("etag"), '"1"');
+    assert.equal(await viewed(), before + 1);
+
+    assert.equal((await call("clinical_ops", "DELETE", `${path}?reason=duplicate`)).status, 204);
+    assert.equal((await call("clinical_ops", "GET", path)).status, 404);
+    assert.equal(await viewed(), before + 1, "a deleted record hidden from the actor is no read");
+    const seen = await call("admin", "GET", path);
+    assert.equal(seen.status, 200);
+    assert.equal((await seen.json()).deleted, true);
+    assert.equal(await viewed(), before + 2, "who may see deleted records reads them, audited");
+  } finally {
+    await t.close();
+  }
+});
+
 Deno.test("patients: the care team is readable; first add 201, duplicate 200, both with the team; 20 concurrent adds append once", async () => {
   const { t, call, ids } = await setup();
   try {
