@@ -44,9 +44,7 @@ export const requireLivePatient = async (
   actor: Actor,
   patientId: string,
 ): Promise<void> => {
-  const [p] = await store.db.query<{ deleted: boolean; erased: boolean }>(
-    sql`select deleted, erased_at is not null as erased from patients where id = ${patientId}::uuid`,
-  );
+  const p = await patientRowState(store, patientId);
   if (p?.erased) throw new GoneError("the patient was erased");
   if (p?.deleted && !can(actor, "patient.see_deleted")) throw new NotFoundError("no such patient");
 };

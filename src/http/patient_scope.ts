@@ -50,10 +50,10 @@ const rowStates = new WeakMap<Context<AppEnv>, Map<string, Promise<PatientRowSta
 
 /**
  * The patients row's state (exists, deleted, erased) as this request first
- * read it: memoised per request, so the handler can act on what the policy
- * check already read (e.g. start the access event beside the record read).
+ * read it: memoised per request (see {@link byPatientRecord}, which reads it
+ * with the record).
  */
-export const patientRowOf = (
+const patientRowOf = (
   c: Context<AppEnv>,
   patientId: string,
 ): Promise<PatientRowState | undefined> => {

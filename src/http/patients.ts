@@ -29,7 +29,6 @@ import {
   byPatientRecord,
   livePatient,
   patientInPath,
-  patientRowOf,
   prefetchedRecord,
   relationRule,
 } from "./patient_scope.ts";
@@ -270,14 +269,14 @@ export const patients = new OpenAPIHono<AppEnv>()
       // both. Still fail-closed: without the event there is no answer (503).
       // Else (no such record, deleted, an as-of read) read first, then audit:
       // a 404 appends nothing.
-      const row = asOf ? undefined : await patientRowOf(c, id);
-      const pre = prefetchedRecord(c);
+      const pre = asOf ? undefined : await prefetchedRecord(c);
+      const row = pre?.row;
       if (
         pre && row && !row.erased && (!row.deleted || can(c.get("actor")!, "patient.see_deleted"))
       ) {
         const store = c.var.deps.runtime().store;
         const open = async () => {
-          const p = await openPatient(store, (await pre).events, now(c));
+          const p = await openPatient(store, pre.events, now(c));
           if (!p || (p.deleted && !can(c.get("actor")!, "patient.see_deleted"))) {
             throw new NotFoundError("no such patient");
           }
