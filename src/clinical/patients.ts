@@ -147,6 +147,11 @@ export const registerPatient = async (
   const registered = decide(cmd, { status: "none" });
   const claim: NewEvent = { type: "MrnReserved", data: { patientId } };
   const stream = mrnStream(indexKey, data.mrn);
+  // The patient's data key is created beside the claim, not after it: its
+  // insert commits while the claim's batch does. A claim that loses leaves
+  // an unused key behind (no event is ever sealed with it). A failure here
+  // resurfaces, reported, when the registration is sealed.
+  const keyReady = store.codec.prepareKey(`patient-${patientId}`).catch(() => {});
   try {
     await store.append(stream, "no_stream", [claim], metadata);
   } catch (err) {
@@ -165,6 +170,7 @@ export const registerPatient = async (
         : e;
     });
   }
+  await keyReady;
   // A fresh random id's stream is empty: no need to read it before deciding
   // (handleCommand would); "no_stream" still refuses if it were not.
   await store.append(patientStream(patientId), "no_stream", registered, metadata);

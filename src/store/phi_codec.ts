@@ -145,6 +145,15 @@ export class PhiCodec {
     return key;
   }
 
+  /**
+   * Creates the subject's data key now (or finds it), so that a later seal
+   * finds it cached: a caller can overlap the key's own commit with other
+   * work, e.g. a registration with its MRN claim.
+   */
+  async prepareKey(subject: string): Promise<void> {
+    await this.#key(subject, true);
+  }
+
   async seal(subject: string, field: string, value: unknown): Promise<SealedValue> {
     const key = (await this.#key(subject, true))!;
     const iv = crypto.getRandomValues(new Uint8Array(12));
