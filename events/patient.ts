@@ -48,7 +48,8 @@ export const PatientRegistered = defineEvent({
   type: "PatientRegistered",
   version: 1,
   schema: PatientDemographics.extend({ patientId }),
-  phi: { ...patientKey, fields: PHI_FIELDS },
+  // eleven fields, read on every GET of the record: one AES-GCM operation, not eleven
+  phi: { ...patientKey, fields: PHI_FIELDS, envelope: true },
 });
 
 /** Some fields changed; `changes` holds their new values (sealed as a whole). */

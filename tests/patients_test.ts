@@ -7,6 +7,7 @@ import {
 } from "../src/domain/care_team.ts";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
+import { createTestDatabase, drivers } from "./support/harness.ts";
 import { bearer, createUser, login } from "./support/users.ts";
 
 type App = Awaited<ReturnType<typeof openTestApp>>;
@@ -28,9 +29,9 @@ const ada = {
 };
 
 /** An app with users of every role logged in (rate limit lifted: one test address). */
-const setup = async () => {
+const setup = async (env: Record<string, string> = {}) => {
   const c = clock();
-  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "10000" }, { now: c.now });
+  const t = await openTestApp({ CHARTLOG_LOGIN_RATE_PER_MIN: "10000", ...env }, { now: c.now });
   const tokens: Record<string, string> = {};
   const ids: Record<string, string> = {};
   for (
@@ -532,23 +533,79 @@ Deno.test("patients: every kind of read leaves exactly one access event with act
   }
 });
 
-Deno.test("patients: a read whose audit event cannot be written fails closed (503)", async () => {
-  const { t, call } = await setup();
-  try {
-    const p = await (await call("admin", "POST", "/v1/patients", ada)).json();
-    // the database refuses access events (a real failure, not a stub)
-    await t.runtime.db.exec(`create function no_access() returns trigger language plpgsql as $$
+Deno.test("patients: a read whose audit event cannot be written fails closed (503)", async (ctx) => {
+  // on both drivers: the access event is appended while the record is unsealed
+  for (const kind of await drivers()) {
+    await ctx.step(kind, async () => {
+      const pg = kind === "postgres" ? await createTestDatabase({ app: true }) : null;
+      const { t, call } = await setup(pg ? { DATABASE_URL: pg.url } : {});
+      try {
+        const p = await (await call("admin", "POST", "/v1/patients", ada)).json();
+        // the database refuses access events (a real failure, not a stub)
+        await t.runtime.db.exec(`create function no_access() returns trigger language plpgsql as $$
       begin if new.stream_id like 'access-%' then raise exception 'audit store down'; end if;
       return new; end $$;
       create trigger no_access before insert on events for each row execute function no_access();`);
-    const res = await call("clinical_ops", "GET", `/v1/patients/${p.id}`);
-    assert.equal(res.status, 503);
-    const body = await res.json();
-    assert.equal(body.type, "/problems/unavailable");
-    assert.ok(!JSON.stringify(body).includes("Lovelace"));
-    assert.equal((await call("clinical_ops", "GET", "/v1/patients")).status, 503);
-  } finally {
-    await t.close();
+        const res = await call("clinical_ops", "GET", `/v1/patients/${p.id}`);
+        assert.equal(res.status, 503);
+        const body = await res.json();
+        assert.equal(body.type, "/problems/unavailable");
+        assert.ok(!JSON.stringify(body).includes("Lovelace"));
+        assert.equal((await call("clinical_ops", "GET", "/v1/patients")).status, 503);
+      } finally {
+        await t.close();
+        await pg?.drop();
+      }
+    });
+  }
+});
+
+Deno.test("patients: a read is audited only when it answers the record (404s append nothing)", async (ctx) => {
+  // on both drivers: the read takes its row state and stream in one query
+  for (const kind of await drivers()) {
+    await ctx.step(kind, async () => {
+      const pg = kind === "postgres" ? await createTestDatabase({ app: true }) : null;
+      const { t, call } = await setup(pg ? { DATABASE_URL: pg.url } : {});
+      try {
+        const viewed = async () =>
+          (await t.runtime.db.query(sql`select 1 from events where type = 'PatientViewed'`)).length;
+        const p = await (await call("admin", "POST", "/v1/patients", ada)).json();
+        const path = `/v1/patients/${p.id}`;
+
+        const before = await viewed();
+        assert.equal(
+          (await call("clinical_ops", "GET", `/v1/patients/${crypto.randomUUID()}`)).status,
+          404,
+        );
+        assert.equal(await viewed(), before, "an unknown id is no read");
+
+        const ok = await call("clinical_ops", "GET", path);
+        assert.equal(ok.status, 200);
+        const body = await ok.json();
+        assert.equal(body.lastName, ada.lastName);
+        assert.equal(body.phone, ada.phone);
+        assert.equal(ok.headers.get("etag"), '"1"');
+        assert.equal(await viewed(), before + 1);
+
+        assert.equal(
+          (await call("clinical_ops", "DELETE", `${path}?reason=duplicate`)).status,
+          204,
+        );
+        assert.equal((await call("clinical_ops", "GET", path)).status, 404);
+        assert.equal(
+          await viewed(),
+          before + 1,
+          "a deleted record hidden from the actor is no read",
+        );
+        const seen = await call("admin", "GET", path);
+        assert.equal(seen.status, 200);
+        assert.equal((await seen.json()).deleted, true);
+        assert.equal(await viewed(), before + 2, "who may see deleted records reads them, audited");
+      } finally {
+        await t.close();
+        await pg?.drop();
+      }
+    });
   }
 });
 

@@ -113,11 +113,37 @@ const Claims = z.object({
  * refused), issuer, audience, expiry and the claims' shapes. Any failure is
  * one 401.
  */
+/**
+ * Tokens whose signature and claims were already checked, per signing key:
+ * every API request carries one, and a client sends the same token until it
+ * expires. What a signature proved cannot change, so a hit skips the HMAC
+ * and the claim parsing; what depends on time (`exp`, `nbf`) is checked
+ * again on every use, and the session behind the token is still looked up
+ * by the caller each time (a revocation takes effect at once).
+ */
+const verified = new WeakMap<
+  CryptoKey,
+  Map<string, { claims: AccessClaims; exp: number; nbf: number | undefined }>
+>();
+/** Bound on remembered tokens per key; the oldest are dropped first. */
+const VERIFIED_MAX = 10_000;
+
 export const verifyAccessToken = async (
   key: CryptoKey,
   token: string,
   now: Date = new Date(),
 ): Promise<AccessClaims> => {
+  let cache = verified.get(key);
+  if (!cache) verified.set(key, cache = new Map());
+  const hit = cache.get(token);
+  if (hit) {
+    const t = Math.floor(now.getTime() / 1000);
+    // as jose judges them (no clock tolerance): expired at exp, valid from nbf
+    if (t >= hit.exp || (hit.nbf !== undefined && t < hit.nbf)) {
+      throw new UnauthorizedError("invalid or expired access token");
+    }
+    return { ...hit.claims, amr: [...hit.claims.amr] };
+  }
   try {
     const { payload } = await jwtVerify(token, key, {
       issuer: ISSUER,
@@ -127,7 +153,19 @@ export const verifyAccessToken = async (
       currentDate: now,
     });
     const claims = Claims.parse(payload);
-    return { sub: claims.sub, role: claims.role, sid: claims.sid, amr: claims.amr ?? [] };
+    const out: AccessClaims = {
+      sub: claims.sub,
+      role: claims.role,
+      sid: claims.sid,
+      amr: claims.amr ?? [],
+    };
+    if (cache.size >= VERIFIED_MAX) cache.delete(cache.keys().next().value!);
+    cache.set(token, {
+      claims: out,
+      exp: claims.exp,
+      nbf: typeof payload.nbf === "number" ? payload.nbf : undefined,
+    });
+    return out;
   } catch {
     throw new UnauthorizedError("invalid or expired access token");
   }

@@ -96,8 +96,12 @@ export const sealedEventCounts = async (
   const rows = await db.query<{ subject: string; n: number }>(sql`select s.subject,
       count(*)::int as n
     from events e cross join lateral (
-      select distinct f.value->'$sealed'->>'s' as subject from jsonb_each(e.data) f
-      where jsonb_typeof(f.value) = 'object' and f.value->'$sealed'->>'s' = any(${subjects}::text[])
+      -- a field sealed alone holds {"$sealed": {s, c}}; fields sealed together
+      -- leave one top-level "$sealed": {v, s, f, c} (see phi_codec.ts)
+      select distinct x.subject from jsonb_each(e.data) f
+      cross join lateral (select case when f.key = '$sealed' then f.value->>'s'
+        else f.value->'$sealed'->>'s' end as subject) x
+      where jsonb_typeof(f.value) = 'object' and x.subject = any(${subjects}::text[])
     ) s
     where ${candidates}
     group by s.subject`);

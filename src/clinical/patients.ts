@@ -16,6 +16,7 @@ import {
 import { ConcurrencyError, ConflictError, GoneError, UnavailableError } from "../errors.ts";
 import { handleCommand } from "../domain/command_handler.ts";
 import type { EventStore } from "../store/event_store.ts";
+import { COLUMNS as EVENT_COLUMNS, decode, type EventRow } from "../store/read.ts";
 import { sql } from "../store/sql.ts";
 import type { NewEvent, StoredEvent } from "../store/types.ts";
 import { timestamp } from "../timestamp.ts";
@@ -71,6 +72,46 @@ export const loadPatient = async (
   return view(fold(events), events, now);
 };
 
+/** What the patients read model says of a record now (see visibility.ts). */
+export interface PatientRowState {
+  deleted: boolean;
+  erased: boolean;
+}
+
+/**
+ * A patient's `patients` row state and its stream, sealed, in one query
+ * (one snapshot): what a current read needs before and after the policy
+ * check. `row` is undefined when there is no such patient. Nothing is
+ * unsealed here: {@link openPatient} does that once the read is allowed.
+ */
+export const prefetchPatient = async (
+  store: EventStore,
+  id: string,
+): Promise<{ row: PatientRowState | undefined; events: EventRow[] }> => {
+  const rows = await store.db.query<EventRow & { p_deleted: boolean; p_erased: boolean }>(
+    sql`select p.deleted as p_deleted, p.erased_at is not null as p_erased, ${EVENT_COLUMNS}
+      from patients p left join events on events.stream_id = ${patientStream(id)}
+      where p.id = ${id}::uuid
+      order by events.stream_version`,
+  );
+  const first = rows[0];
+  if (!first) return { row: undefined, events: [] };
+  return {
+    row: { deleted: first.p_deleted === true, erased: first.p_erased === true },
+    events: rows.filter((r) => r.global_position !== null),
+  };
+};
+
+/** The record from events {@link prefetchPatient} read: unsealed, folded, as loadPatient answers. */
+export const openPatient = async (
+  store: EventStore,
+  events: readonly EventRow[],
+  now: Date,
+): Promise<PatientView | null> => {
+  const decoded = await decode(store, events, true);
+  return view(fold(decoded), decoded, now);
+};
+
 /** Runs a patient command through the command handler; returns the new version (the ETag). */
 const handle = async (
   store: EventStore,
@@ -102,9 +143,15 @@ export const registerPatient = async (
   const data = normalize(input);
   const patientId = crypto.randomUUID();
   const cmd: PatientCommand = { type: "RegisterPatient", patientId, data, today: today(now) };
-  decide(cmd, { status: "none" }); // validates before anything is claimed
+  // validates before anything is claimed; the id is new, so this is the decision on its stream
+  const registered = decide(cmd, { status: "none" });
   const claim: NewEvent = { type: "MrnReserved", data: { patientId } };
   const stream = mrnStream(indexKey, data.mrn);
+  // The patient's data key is created beside the claim, not after it: its
+  // insert commits while the claim's batch does. A claim that loses leaves
+  // an unused key behind (no event is ever sealed with it). A failure here
+  // resurfaces, reported, when the registration is sealed.
+  const keyReady = store.codec.prepareKey(`patient-${patientId}`).catch(() => {});
   try {
     await store.append(stream, "no_stream", [claim], metadata);
   } catch (err) {
@@ -123,7 +170,10 @@ export const registerPatient = async (
         : e;
     });
   }
-  await handleCommand(store, patientDecider, patientStream(patientId), cmd, { metadata });
+  await keyReady;
+  // A fresh random id's stream is empty: no need to read it before deciding
+  // (handleCommand would); "no_stream" still refuses if it were not.
+  await store.append(patientStream(patientId), "no_stream", registered, metadata);
   return (await loadPatient(store, patientId, now))!;
 };
 

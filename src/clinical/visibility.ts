@@ -13,11 +13,24 @@ import { GoneError, NotFoundError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import { loadMedia, type MediaRecord } from "./media.ts";
-import { isErased, loadPatient, type PatientView } from "./patients.ts";
+import { isErased, loadPatient, type PatientRowState, type PatientView } from "./patients.ts";
+
+export type { PatientRowState };
 
 /** 410 when the patient was erased. */
 export const refuseErased = async (store: EventStore, patientId: string): Promise<void> => {
   if (await isErased(store, patientId)) throw new GoneError("the patient was erased");
+};
+
+/** See {@link PatientRowState} (undefined: no such patient): one keyed read of its row. */
+export const patientRowState = async (
+  store: EventStore,
+  patientId: string,
+): Promise<PatientRowState | undefined> => {
+  const [p] = await store.db.query<PatientRowState>(
+    sql`select deleted, erased_at is not null as erased from patients where id = ${patientId}::uuid`,
+  );
+  return p ? { deleted: p.deleted === true, erased: p.erased === true } : undefined;
 };
 
 /**
@@ -31,9 +44,7 @@ export const requireLivePatient = async (
   actor: Actor,
   patientId: string,
 ): Promise<void> => {
-  const [p] = await store.db.query<{ deleted: boolean; erased: boolean }>(
-    sql`select deleted, erased_at is not null as erased from patients where id = ${patientId}::uuid`,
-  );
+  const p = await patientRowState(store, patientId);
   if (p?.erased) throw new GoneError("the patient was erased");
   if (p?.deleted && !can(actor, "patient.see_deleted")) throw new NotFoundError("no such patient");
 };

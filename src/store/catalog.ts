@@ -21,6 +21,13 @@ export interface EventDefinition<
     readonly subject: (data: T) => string;
     /** Top-level payload fields holding PHI. */
     readonly fields: readonly Phi[];
+    /**
+     * Seal the fields together, as one AEAD operation under one `$sealed`
+     * envelope (see PhiCodec.sealPayload), instead of one per field. For
+     * payloads with many PHI fields that are read often. Events sealed field
+     * by field before this was set still read.
+     */
+    readonly envelope?: boolean;
   };
   readonly upcasters?: Readonly<Record<number, (data: Record<string, unknown>) => unknown>>;
 }

@@ -20,9 +20,19 @@
  *   BENCH_PATIENT_SEEDERS  concurrent registerPatient callers       (default 64)
  *   BENCH_PATIENT_READS    requests per measured workload, in total (default 4000)
  *   BENCH_PATIENT_CLIENTS  concurrent clients                       (default 32)
+ *   BENCH_PATIENT_FEW      clients of the low-concurrency GET pair  (default 4)
+ *   BENCH_BARE_ROWS        rows of the bare Hono + postgres.js table (default 20000)
  *   BENCH_PATIENT_DIAG     sequential samples per step of the read breakdown (default 300)
  *
  * The PostgreSQL pool is BENCH_POOL, as in the other sections.
+ *
+ * Issue 15's targets are printed with "meets"/"below" beside them:
+ * (3) the audited GET at BENCH_PATIENT_CLIENTS against a bare Hono +
+ * postgres.js GET by primary key on a BENCH_BARE_ROWS-row table, requested
+ * the same way (`app.request`, same clients, same pool size) in the same run;
+ * (4) audited over unaudited GET at BENCH_PATIENT_FEW clients; (5) the
+ * registration rate of the seeding (BENCH_PATIENT_SEEDERS callers), an
+ * absolute figure printed with the load average.
  */
 import type { EventMetadata } from "../../events/metadata.ts";
 import { registerUser } from "../../src/auth/accounts.ts";
@@ -34,6 +44,8 @@ import { createApp } from "../../src/http/app.ts";
 import { createLogger } from "../../src/logger.ts";
 import { openRuntime, type Runtime } from "../../src/runtime.ts";
 import { sql } from "../../src/store/sql.ts";
+import { Hono } from "hono";
+import postgres from "postgres";
 import {
   BENCH_CONN,
   BENCH_USER_AGENT,
@@ -57,9 +69,26 @@ const cfg = {
   reads: envInt("BENCH_PATIENT_READS", 4000),
   clients: envInt("BENCH_PATIENT_CLIENTS", 32),
   diag: envInt("BENCH_PATIENT_DIAG", 300),
+  few: envInt("BENCH_PATIENT_FEW", 4),
+  bareRows: envInt("BENCH_BARE_ROWS", 20_000),
 };
 /** Audited throughput over unaudited throughput, per workload, should be at least this. */
 const RATIO_TARGET = 0.5;
+/** Issue 15 target 3: audited GET over the bare Hono + postgres.js GET by primary key. */
+const BARE_TARGET = 0.5;
+/** Issue 15 target 4: audited over unaudited GET at few clients. */
+const FEW_TARGET = 0.8;
+/** Issue 15 target 5: patients registered per second by the seeders. */
+const REGISTER_TARGET = 2000;
+
+const loadavg = () => {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "n/a";
+  }
+};
+const verdict = (ok: boolean) => ok ? "meets" : "below";
 
 // ---------------------------------------------------------------------------
 // Deterministic synthetic patients
@@ -369,6 +398,7 @@ const measurePair = async (
   sides: Record<Which, Side>,
   token: string,
   k: number,
+  clients = cfg.clients,
 ): Promise<Record<Which, { t: Timed; note: string }>> => {
   const acc = {
     on: { n: 0, ms: 0, latencies: [] as number[], grew: 0, errors: new Map<string, number>() },
@@ -381,7 +411,7 @@ const measurePair = async (
   };
   // warm-up: JIT, every pool connection, plan caches
   for (const which of ["on", "off"] as const) {
-    await timed(Math.max(cfg.clients * 4, 200), cfg.clients, (i) => op(which, null)(1e6 + i));
+    await timed(Math.max(clients * 4, 200), clients, (i) => op(which, null)(1e6 + i));
   }
   const [a, b] = split(cfg.reads, 2) as [number, number];
   // [runtime, requests, first request index]
@@ -395,7 +425,7 @@ const measurePair = async (
   for (const [which, count, offset] of plan) {
     const x = acc[which];
     const before = await countEvents(counter, w.type);
-    const t = await timed(count, cfg.clients, (i) => op(which, x.errors)(offset + i));
+    const t = await timed(count, clients, (i) => op(which, x.errors)(offset + i));
     x.grew += (await countEvents(counter, w.type)) - before;
     x.n += t.n;
     x.ms += t.ms;
@@ -413,6 +443,67 @@ const measurePair = async (
     return { t: { n: x.n, ms: x.ms, latencies: x.latencies }, note: `${audit}; ${errs}` };
   };
   return { on: result("on"), off: result("off") };
+};
+
+/**
+ * The reference of issue 15 target 3: a bare Hono app over postgres.js that
+ * answers `GET /bare/:id` with one row of a `cfg.bareRows`-row table, found
+ * by primary key. No auth, no validation, no audit: what the stack itself
+ * needs for a keyed read. Its rows are shaped like a patient record (text,
+ * a date, three JSON blocks). Requested like the app (`app.request`, same
+ * clients, a pool of the same size).
+ */
+const openBare = async (deps: SectionDeps, url: string) => {
+  const pg = postgres(url, { max: deps.pool, onnotice: () => {} });
+  deps.defer("close bare postgres.js pool", () => pg.end());
+  await pg`create table bare_patients (
+    id uuid primary key, mrn text not null, first_name text not null, last_name text not null,
+    date_of_birth date not null, gender text not null, phone text, email text,
+    address jsonb, emergency_contact jsonb, insurance jsonb,
+    created_at timestamptz not null, updated_at timestamptz not null)`;
+  const ids = await pg<{ id: string }[]>`insert into bare_patients
+    select gen_random_uuid(), lpad(i::text, 8, '0'), 'First' || i, 'Last' || i,
+      date '1930-01-01' + (i % 30000), 'F', '+1555' || lpad(i::text, 7, '0'),
+      'p' || i || '@example.org',
+      jsonb_build_object('line1', i || ' Main St', 'line2', null, 'city', 'Austin',
+        'state', 'TX', 'zip', '78701'),
+      jsonb_build_object('name', 'Someone' || i, 'phone', '+15550000000', 'relation', 'spouse'),
+      jsonb_build_object('payer', 'Acme Health', 'memberId', 'M' || i, 'groupNumber', null),
+      now(), now()
+    from generate_series(1, ${cfg.bareRows}) as i
+    returning id::text as id`;
+  await pg`vacuum (analyze) bare_patients`;
+  const app = new Hono();
+  app.get("/bare/:id", async (c) => {
+    const [row] = await pg`select * from bare_patients where id = ${c.req.param("id")}::uuid`;
+    return row ? c.json(row) : c.json({ title: "not found" }, 404);
+  });
+  return { app, ids: ids.map((r) => r.id) };
+};
+
+/** `4 x cfg.reads` requests to the bare route over `clients` loops, after a warm-up. */
+const measureBare = async (
+  bare: Awaited<ReturnType<typeof openBare>>,
+  clients: number,
+): Promise<Timed> => {
+  const errors = new Map<string, number>();
+  const op = (seed: number) => async (i: number) => {
+    const r = prng(seed + i);
+    const id = bare.ids[Math.floor(r() * bare.ids.length)]!;
+    const res = await bare.app.request(`/bare/${id}`, {
+      headers: { "user-agent": BENCH_USER_AGENT },
+    }, BENCH_CONN);
+    const body = await res.json();
+    const e = res.status !== 200 ? `status ${res.status}` : body.id !== id ? "wrong row" : null;
+    if (e) errors.set(e, (errors.get(e) ?? 0) + 1);
+  };
+  await timed(Math.max(clients * 4, 200), clients, op(7_000_000));
+  // four times the app's count: at its rate, `cfg.reads` alone is over in a blink
+  const t = await timed(cfg.reads * 4, clients, op(9_000_000));
+  if (errors.size > 0) {
+    throw new Error(`bare route: ${[...errors].map(([e, c]) => `${c} x ${e}`).join(", ")}`);
+  }
+  return t;
 };
 
 /**
@@ -498,6 +589,14 @@ const breakdown = async (runtime: Runtime, app: App, token: string, ids: readonl
           }], { actorId: actor.userId, actorRole: actor.role, userAgent: BENCH_USER_AGENT })
         ),
     ],
+    [
+      // what one durable commit costs on this machine now: an audited read cannot be cheaper
+      "raw insert + commit, 1 row (postgres.js)",
+      async () => {
+        await runtime.db.exec("create table if not exists bench_commit (id serial, x text)");
+        return await seq(() => runtime.db.query(sql`insert into bench_commit (x) values ('x')`));
+      },
+    ],
   ];
   const rows: string[][] = [];
   for (const [label, run] of steps) {
@@ -511,6 +610,49 @@ const breakdown = async (runtime: Runtime, app: App, token: string, ids: readonl
   );
 };
 
+/** Issue 15 targets 3, 4 and 5 as lines with "meets"/"below" beside each. */
+const issueTargets = (
+  x: {
+    audited: number;
+    bare: number;
+    fewOn: number;
+    fewOff: number;
+    seedRate: number;
+    seedLoad: string;
+  },
+): string[] => {
+  const bareRatio = x.audited / x.bare, fewRatio = x.fewOn / x.fewOff;
+  return [
+    `\n## Issue 15 targets (patients)\n`,
+    table(["target", "measured", "against", "ratio", "goal", "verdict"], [
+      [
+        `3. audited GET /v1/patients/:id, ${cfg.clients} clients / bare Hono + postgres.js`,
+        `${fmtInt(x.audited)} req/s`,
+        `${fmtInt(x.bare)} req/s`,
+        bareRatio.toFixed(2),
+        `≥ ${BARE_TARGET}`,
+        verdict(bareRatio >= BARE_TARGET),
+      ],
+      [
+        `4. audited / unaudited GET /v1/patients/:id, ${cfg.few} clients`,
+        `${fmtInt(x.fewOn)} req/s`,
+        `${fmtInt(x.fewOff)} req/s`,
+        fewRatio.toFixed(2),
+        `≥ ${FEW_TARGET}`,
+        verdict(fewRatio >= FEW_TARGET),
+      ],
+      [
+        `5. patient registration, ${cfg.seeders} callers (load average ${x.seedLoad})`,
+        `${fmtInt(x.seedRate)} patients/s`,
+        "-",
+        "-",
+        `≥ ${fmtInt(REGISTER_TARGET)}/s`,
+        verdict(x.seedRate >= REGISTER_TARGET),
+      ],
+    ], new Set([1, 2, 3])),
+  ];
+};
+
 /**
  * The patients section. Returns summary lines (the audited/unaudited ratios)
  * for main.ts to print after the results table.
@@ -519,7 +661,11 @@ export const patientsBench = async (deps: SectionDeps): Promise<string[]> => {
   console.log(JSON.stringify(cfg));
   return await deps.scoped(async () => {
     const url = await deps.newPgDatabase();
+    // a blob directory of its own: each is claimed by the database that first opens it
+    const blobDir = await Deno.makeTempDir({ prefix: "chartlog_bench_blobs_" });
+    deps.defer("remove patients blob dir", () => Deno.remove(blobDir, { recursive: true }));
     const env = {
+      CHARTLOG_BLOB_DIR: blobDir,
       DATABASE_URL: url,
       CHARTLOG_MASTER_KEY: btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32)))),
       CHARTLOG_ENV: "test",
@@ -527,7 +673,7 @@ export const patientsBench = async (deps: SectionDeps): Promise<string[]> => {
       CHARTLOG_MFA_REQUIRED_ROLES: "none",
       CHARTLOG_LOGIN_RATE_PER_MIN: "100000",
       CHARTLOG_ACCESS_TOKEN_TTL_S: "3600",
-      CHARTLOG_SESSION_IDLE_TIMEOUT_S: "3600",
+      CHARTLOG_SESSION_IDLE_TIMEOUT_S: "7200",
       LOG_LEVEL: "silent",
     };
     const config = loadConfig(env);
@@ -537,12 +683,14 @@ export const patientsBench = async (deps: SectionDeps): Promise<string[]> => {
     // Seed through a runtime of its own, closed before measuring: the
     // measured runtimes start with empty key caches.
     const n = cfg.patients;
+    let seedLoad = "n/a";
     console.log(`  seeding ${fmtInt(n)} patients (${cfg.seeders} concurrent registerPatient)...`);
     const { ids, seedMs, vacuumMs, sizes } = await deps.scoped(async () => {
       const runtime = await openPatientsRuntime(deps, env, true);
       const t0 = performance.now();
       const ids = await seed(runtime, n, cfg.seeders);
       const seedMs = performance.now() - t0;
+      seedLoad = loadavg();
       const v0 = performance.now();
       for (const t of ["events", "patients", "subject_keys"]) {
         await runtime.db.exec(`vacuum (analyze) ${t}`);
@@ -561,6 +709,11 @@ export const patientsBench = async (deps: SectionDeps): Promise<string[]> => {
         `2 appends each), vacuum analyze ${fmtSec(vacuumMs)}; sizes: events ${sizes.events}, ` +
         `patients ${sizes.patients}, subject_keys ${sizes.keys}`,
     );
+
+    // The reference first, its pool closed before the runtimes open theirs:
+    // three pools of BENCH_POOL at once can pass the server's max_connections.
+    console.log(`\n  [bare Hono + postgres.js GET by primary key, ${fmtInt(cfg.bareRows)} rows]`);
+    const bare = await deps.scoped(async () => measureBare(await openBare(deps, url), cfg.clients));
 
     // Both runtimes open side by side over the one database, each with a cold
     // key cache; each workload alternates between them (see measurePair).
@@ -607,6 +760,44 @@ export const patientsBench = async (deps: SectionDeps): Promise<string[]> => {
       }
       results.set(w.name, { on: pair.on.t, off: pair.off.t });
     }
+    const getById = workloads(ids)[0]!;
+    console.log(`\n  [${getById.name}, ${cfg.few} clients]`);
+    const few = await measurePair(getById, sides, token, 2, cfg.few);
+    for (const which of ["on", "off"] as const) {
+      const { t, note } = few[which];
+      const workload = `${getById.name} x${fmtInt(t.n)}, ${cfg.few} clients, audit ${which}`;
+      deps.add({
+        workload,
+        backend: "PostgreSQL",
+        impl: "Chartlog",
+        m: { events: t.n, appends: 0, ms: t.ms, latencies: t.latencies },
+        latencyOf: getById.latencyOf,
+        note: `req/s; ${fmtInt(n)} patients; ${note}`,
+      });
+      console.log(
+        `  ${workload}: ${fmtInt(perSec(t))} req/s, p50 ${
+          fmtMs(percentile(t.latencies, 0.5))
+        } ms, p99 ${fmtMs(percentile(t.latencies, 0.99))} ms (${fmtSec(t.ms)}); ${note}`,
+      );
+    }
+
+    const bareWorkload = `GET /bare/:id (bare Hono + postgres.js) x${
+      fmtInt(bare.n)
+    }, ${cfg.clients} clients`;
+    deps.add({
+      workload: bareWorkload,
+      backend: "PostgreSQL",
+      impl: "Hono + postgres.js",
+      m: { events: bare.n, appends: 0, ms: bare.ms, latencies: bare.latencies },
+      latencyOf: "request",
+      note: `req/s; ${fmtInt(cfg.bareRows)} rows; reference of issue 15 target 3`,
+    });
+    console.log(
+      `  ${bareWorkload}: ${fmtInt(perSec(bare))} req/s, p50 ${
+        fmtMs(percentile(bare.latencies, 0.5))
+      } ms, p99 ${fmtMs(percentile(bare.latencies, 0.99))} ms (${fmtSec(bare.ms)})`,
+    );
+
     await breakdown(off, apps.off, token, ids);
 
     const rows = [...results].map(([name, { on, off }]) => {
@@ -634,6 +825,14 @@ export const patientsBench = async (deps: SectionDeps): Promise<string[]> => {
         rows,
         new Set([1, 2, 3]),
       ),
+      ...issueTargets({
+        audited: perSec(results.get(getById.name)!.on),
+        bare: perSec(bare),
+        fewOn: perSec(few.on.t),
+        fewOff: perSec(few.off.t),
+        seedRate,
+        seedLoad,
+      }),
     ];
   });
 };

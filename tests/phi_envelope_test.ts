@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { PatientRegistered } from "../events/patient.ts";
+import { subjectEvents } from "../events/subject.ts";
+import { loadPatient } from "../src/clinical/patients.ts";
+import { sealedEventCounts } from "../src/clinical/erasure_report.ts";
+import { Catalog } from "../src/store/catalog.ts";
+import { EventStore } from "../src/store/event_store.ts";
+import { PhiCodec } from "../src/store/phi_codec.ts";
+import { shredSubject, subjectKeyShredder } from "../src/store/shred.ts";
+import { sql } from "../src/store/sql.ts";
+import { verifyChain } from "../src/store/verify_chain.ts";
+import { eachDriver } from "./support/harness.ts";
+
+/**
+ * PatientRegistered seals its eleven PHI fields as one envelope (one AES-GCM
+ * operation). Registrations sealed field by field, before the envelope
+ * existed, stay in the log and must read the same, and erase the same.
+ */
+
+const PHI = PatientRegistered.phi!;
+const current = new Catalog([...subjectEvents, PatientRegistered]);
+// the definition as it was before the envelope: every field sealed on its own
+const fieldByField = new Catalog([...subjectEvents, {
+  ...PatientRegistered,
+  phi: { subject: PHI.subject, fields: PHI.fields },
+}]);
+
+const ada = (patientId: string) => ({
+  patientId,
+  mrn: "MRN-1",
+  firstName: "Ada",
+  middleName: null,
+  lastName: "Quokkason",
+  dateOfBirth: "1815-12-10",
+  gender: "F" as const,
+  phone: "+15550001111",
+  email: "ada@example.org",
+  address: { line1: "1 Zebra Way", line2: null, city: "London", state: "LN", zip: "00001" },
+  emergencyContact: { name: "Byron Narwhal", phone: "+15550002222", relation: "parent" },
+  insurance: { payer: "Acme Health", memberId: "M-77", groupNumber: null },
+});
+
+const rawData = async (h: { db: EventStore["db"] }, stream: string) =>
+  (await h.db.query<{ data: Record<string, unknown> }>(
+    sql`select data from events where stream_id = ${stream}`,
+  ))[0]!.data;
+
+eachDriver(
+  "phi envelope: old field-by-field and new envelope registrations read and erase alike",
+  async (h) => {
+    const old = new EventStore({
+      db: h.db,
+      catalog: fieldByField,
+      codec: h.store.codec,
+      shredder: subjectKeyShredder(h.store.codec),
+    });
+    const oldId = crypto.randomUUID(), newId = crypto.randomUUID();
+    await old.append(`patient-${oldId}`, "no_stream", [{
+      type: "PatientRegistered",
+      data: ada(oldId),
+    }]);
+    await h.store.append(`patient-${newId}`, "no_stream", [{
+      type: "PatientRegistered",
+      data: ada(newId),
+    }]);
+
+    // at rest: the old one field by field, the new one as one envelope; no plaintext in either
+    const oldRaw = await rawData(h, `patient-${oldId}`);
+    const newRaw = await rawData(h, `patient-${newId}`);
+    assert.ok((oldRaw.firstName as { $sealed?: unknown }).$sealed, "old: each field sealed");
+    assert.equal("$sealed" in oldRaw, false);
+    const envelope = newRaw.$sealed as { v: number; s: string; f: string[] };
+    assert.equal(envelope.v, 2);
+    assert.equal(envelope.s, `patient-${newId}`);
+    assert.deepEqual(envelope.f, PHI.fields);
+    assert.deepEqual(Object.keys(newRaw).sort(), ["$sealed", "patientId"]);
+    for (const secret of ["Quokkason", "Zebra", "Narwhal", "M-77", "1815"]) {
+      assert.ok(!JSON.stringify([oldRaw, newRaw]).includes(secret), secret);
+    }
+
+    // read: both through the current catalogue, and by a fresh codec (no cached keys)
+    const now = new Date("2026-12-01T00:00:00Z");
+    for (const store of [h.store, old]) {
+      for (const id of [oldId, newId]) {
+        const p = (await loadPatient(store, id, now))!;
+        const { patientId: _, ...expected } = ada(id);
+        for (const [k, v] of Object.entries(expected)) {
+          assert.deepEqual(p[k as keyof typeof p], v, k);
+        }
+        assert.equal(p.fullName, "Ada Quokkason");
+      }
+    }
+    const fresh = new PhiCodec(h.db, h.masterKey);
+    const opened = await fresh.unsealPayload(newRaw);
+    assert.equal(opened.data.lastName, "Quokkason");
+    assert.equal("$sealed" in opened.data, false);
+    assert.deepEqual(opened.erasedFields, []);
+
+    // the envelope is bound to its subject and field list: neither can be altered
+    await assert.rejects(fresh.unsealPayload({
+      ...newRaw,
+      $sealed: { ...envelope, f: [...envelope.f].reverse() },
+    }));
+    const oldEnvelope = { ...newRaw.$sealed as object, s: `patient-${oldId}` };
+    await assert.rejects(fresh.unsealPayload({ ...newRaw, $sealed: oldEnvelope }));
+
+    // the erasure report counts events sealed either way
+    const counts = await sealedEventCounts(h.db, newId, []);
+    assert.equal(counts.get(`patient-${newId}`), 1);
+    assert.equal((await sealedEventCounts(h.db, oldId, [])).get(`patient-${oldId}`), 1);
+
+    // crypto-shredding erases both shapes: every PHI field null, and listed
+    for (const id of [oldId, newId]) {
+      await shredSubject(h.store, `patient-${id}`, "erasure request", { actorId: "admin-1" });
+      const [e] = await h.store.readStream(`patient-${id}`);
+      assert.deepEqual([...e!.erasedFields].sort(), [...PHI.fields].sort());
+      for (const f of PHI.fields) assert.equal(e!.data[f], null, f);
+      assert.equal(e!.data.patientId, id);
+      assert.equal("$sealed" in e!.data, false);
+    }
+    assert.equal((await verifyChain(h.db)).ok, true);
+  },
+  { catalog: current },
+);
