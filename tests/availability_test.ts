@@ -228,6 +228,7 @@ Deno.test("server process: waits for an unreachable database, survives losing it
     // 1. lose connections while requests (each an append and a read) run
     let running = true;
     const statuses: number[] = [];
+    const fetchErrors: string[] = [];
     const load = Promise.all(Array.from({ length: 4 }, async () => {
       while (running) {
         try {
@@ -238,6 +239,7 @@ Deno.test("server process: waits for an unreachable database, survives losing it
         } catch (err) {
           if (s.exited) throw err;
           statuses.push(0); // a connection error counts against the server below
+          fetchErrors.push(String(err));
         }
       }
     }));
@@ -270,7 +272,11 @@ Deno.test("server process: waits for an unreachable database, survives losing it
     }
     phase("connections lost and back");
     assert.equal(s.exited, false, "the server died");
-    assert.deepEqual([...new Set(statuses)].filter((x) => x !== 201 && x !== 503), []);
+    assert.deepEqual(
+      [...new Set(statuses)].filter((x) => x !== 201 && x !== 503),
+      [],
+      `answers other than 201 and 503; connection errors: ${fetchErrors.join("; ")}`,
+    );
 
     // the projection catches up with new events
     await waitForStatus(s, "/ready", 200);
