@@ -102,6 +102,9 @@ export const patientsRebuildBench = async (): Promise<string[]> => {
         actorId: "bench",
       })
     );
+    // as autovacuum would have by now: with the statistics of an empty table the planner
+    // sorts every later event for each page (measured: 5,000 events/s over a million)
+    await h.db.query(sql`analyze events`);
     const seeded = count * perPatient;
     line(
       `patients rebuild: seeded ${fmtInt(seeded)} events (${fmtInt(count)} patients) in ${
