@@ -31,20 +31,26 @@ export const follow = async (
           order by global_position limit ${limit}) as p on true
         order by p.global_position`)
     : await db.query<FollowRow>(sql`
+        -- bound's values as scalar subqueries, not a join: so they start the index scan
+        -- on (transaction_id, global_position) where the checkpoint is (joined, they
+        -- were only a filter, and each page read the log from its start: measured,
+        -- 11 ms for the first page of 2,000 and 100 ms at 200,000 events)
         with bound as (select
           -- the transaction of the checkpoint's event (or of the last one before it)
           coalesce((select transaction_id from events where global_position <= ${afterPosition}
             order by global_position desc limit 1), '0'::xid8) as tx,
           pg_snapshot_xmin(pg_current_snapshot()) as horizon)
         select f.frontier, p.*
-        from (select (select events.global_position from events, bound
-            where (events.transaction_id, events.global_position) > (bound.tx, ${afterPosition})
-              and events.transaction_id < bound.horizon
+        from (select (select events.global_position from events
+            where (events.transaction_id, events.global_position)
+                > ((select tx from bound), ${afterPosition})
+              and events.transaction_id < (select horizon from bound)
             order by events.transaction_id desc, events.global_position desc
             limit 1) as frontier) as f
-        left join (select ${COLUMNS}, events.transaction_id as tx_order from events, bound
-          where (events.transaction_id, events.global_position) > (bound.tx, ${afterPosition})
-            and events.transaction_id < bound.horizon ${only}
+        left join (select ${COLUMNS}, events.transaction_id as tx_order from events
+          where (events.transaction_id, events.global_position)
+              > ((select tx from bound), ${afterPosition})
+            and events.transaction_id < (select horizon from bound) ${only}
           order by events.transaction_id, events.global_position limit ${limit}) as p on true
         order by p.tx_order, p.global_position`);
   const found = rows.filter((r) => r.global_position != null) as EventRow[];
