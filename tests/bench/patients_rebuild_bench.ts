@@ -102,8 +102,8 @@ export const patientsRebuildBench = async (): Promise<string[]> => {
         actorId: "bench",
       })
     );
-    // as autovacuum would have by now: with the statistics of an empty table the planner
-    // sorts every later event for each page (measured: 5,000 events/s over a million)
+    // as autovacuum would have by now: with an empty table's statistics the planner may
+    // collect and sort every later event for a page instead of walking the index
     await h.db.query(sql`analyze events`);
     const seeded = count * perPatient;
     line(
