@@ -7,7 +7,8 @@
  *   BENCH_TLOG_EVENTS=1000000 deno run -A tests/bench/tlog_bench.ts (the default)
  *
  * Then what checkpointing costs appends: rounds of BENCH_WRITERS (32)
- * concurrent writers appending BENCH_TLOG_APPEND_EVENTS (24000) events, with
+ * concurrent writers appending BENCH_TLOG_APPEND_EVENTS (120000: a round of several seconds, so the
+ * publisher polls several times within it) events, with
  * the background publisher running as shipped (a checkpoint every 1000
  * events, polling every second) and without it, alternating
  * (BENCH_TLOG_ROUNDS, 5), so the machine's load falls on both alike; the
@@ -105,7 +106,7 @@ export const tlogBench = async (): Promise<string[]> => {
 
     // appends with and without the publisher beside them
     const writers = envInt("BENCH_WRITERS", 32);
-    const perRound = envInt("BENCH_TLOG_APPEND_EVENTS", 24_000);
+    const perRound = envInt("BENCH_TLOG_APPEND_EVENTS", 120_000);
     const rounds = envInt("BENCH_TLOG_ROUNDS", 5);
     const appendRound = async () => {
       const t = performance.now();
