@@ -18,6 +18,14 @@ export interface AppenderOptions {
   inline: readonly Projection[];
   /** Upper bound of events committed in one group-commit transaction. */
   maxBatchEvents: number;
+  /**
+   * Group-commit batches sent before the earlier ones are acknowledged (at
+   * least 1). A batch sent while another holds the append lock waits for it
+   * inside PostgreSQL, so the lock passes to it at that commit instead of a
+   * network round trip and a turn of the event loop later. 1 on PGlite (one
+   * session: its queries run one at a time anyway).
+   */
+  inFlight: number;
   now: () => Date;
 }
 
@@ -85,7 +93,10 @@ const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$/;
 export class Appender {
   readonly #o: AppenderOptions;
   #queue: Pending[] = [];
-  #running = false;
+  /** A #pump loop is forming batches. */
+  #pumping = false;
+  /** Batches sent and not yet settled. */
+  #inFlight = 0;
   readonly #listeners = new Set<CommitListener>();
   readonly #inlineTypes = new Map<string, boolean>();
 
@@ -157,13 +168,15 @@ export class Appender {
   }
 
   async #pump(): Promise<void> {
-    if (this.#running) return;
-    this.#running = true;
+    if (this.#pumping) return;
+    this.#pumping = true;
     try {
       // Let callers acknowledged by the previous batch queue their next append
       // first (a macrotask runs after their microtasks): batches stay full
       // under steady load instead of alternating between halves of the writers.
-      while ((await yieldToCallers(), this.#queue.length > 0)) {
+      while (
+        (await yieldToCallers(), this.#queue.length > 0 && this.#inFlight < this.#o.inFlight)
+      ) {
         let n = 0, size = 0;
         while (
           n < this.#queue.length &&
@@ -173,16 +186,23 @@ export class Appender {
           n++;
         }
         const batch = this.#queue.splice(0, n);
-        try {
-          await this.#commit(batch);
-        } catch (err) {
-          // #commit settles every caller itself; this is a last resort so that
-          // no caller waits forever and the queue keeps moving
-          for (const p of batch) p.reject(err);
-        }
+        this.#inFlight++;
+        // not awaited: the next batch may go out while this one waits for the
+        // append lock or its commit; the positions still follow commit order
+        // (the lock is held through COMMIT), whichever of them takes it first
+        void this.#commit(batch)
+          .catch((err) => {
+            // #commit settles every caller itself; this is a last resort so that
+            // no caller waits forever and the queue keeps moving
+            for (const p of batch) p.reject(err);
+          })
+          .finally(() => {
+            this.#inFlight--;
+            if (this.#queue.length > 0) void this.#pump();
+          });
       }
     } finally {
-      this.#running = false;
+      this.#pumping = false;
     }
   }
 
@@ -335,7 +355,15 @@ export class Appender {
     });
   }
 
-  /** Folds the batch's appended events into the inline projections, inside its transaction. */
+  /**
+   * Folds the batch's appended events into the inline projections, inside its
+   * transaction: event by event through the handlers, except that a
+   * projection with a `foldBatch` takes all of its events of the batch in one
+   * call (a few set-based statements instead of a statement or more per
+   * event, while the append lock is held). Such a projection touches only its
+   * own tables (a rebuild folds it alone), so folding it after the others is
+   * the same as folding it between them.
+   */
   async #project(
     tx: Db,
     batch: Pending[],
@@ -343,13 +371,14 @@ export class Appender {
     rows: readonly AppendRow[],
   ): Promise<Outcome[]> {
     const outcomes = this.#outcomes(batch, rows);
+    const stored: StoredEvent[] = [];
     for (const [i, p] of batch.entries()) {
       const r = rows[i]!;
       if (!r.ok) continue;
       const positions = r.positions!.map(Number);
       const first = Number(r.version) - p.events.length;
       for (const [k, e] of p.events.entries()) {
-        const stored: StoredEvent = {
+        stored.push({
           globalPosition: positions[k]!,
           streamId: p.streamId,
           streamVersion: first + k + 1,
@@ -363,10 +392,21 @@ export class Appender {
           prevHash: k === 0 ? r.prev_hash : r.hashes![k - 1]!,
           hash: r.hashes![k]!,
           erasedFields: [],
-        };
-        for (const proj of this.#o.inline) await applyEvent(tx, proj, stored);
+        });
       }
     }
+    const batched = new Map<Projection, StoredEvent[]>();
+    for (const proj of this.#o.inline) {
+      if (!proj.foldBatch) continue;
+      const mine = stored.filter((e) => handles(proj, e.type));
+      if (mine.length > 1) batched.set(proj, mine);
+    }
+    for (const e of stored) {
+      for (const proj of this.#o.inline) {
+        if (!batched.has(proj)) await applyEvent(tx, proj, e);
+      }
+    }
+    for (const [proj, events] of batched) await proj.foldBatch!(tx, events);
     return outcomes;
   }
 }

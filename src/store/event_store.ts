@@ -26,6 +26,8 @@ export interface EventStoreOptions {
   projections?: readonly Projection[];
   /** Upper bound of events committed in one group-commit transaction. */
   maxBatchEvents?: number;
+  /** Group-commit batches in flight at once on PostgreSQL (default 2; PGlite: 1). */
+  appendsInFlight?: number;
   now?: () => Date;
 }
 
@@ -49,6 +51,7 @@ export class EventStore implements read.LogReader {
       codec: opts.codec,
       inline: [opts.shredder, ...(opts.projections ?? []).filter((p) => p.mode === "inline")],
       maxBatchEvents: opts.maxBatchEvents ?? 1000,
+      inFlight: opts.db.kind === "postgres" ? Math.max(1, opts.appendsInFlight ?? 2) : 1,
       now: opts.now ?? (() => new Date()),
     });
   }
