@@ -132,13 +132,14 @@ export interface Phase {
 /** Null when a response answers `expect`, else what is wrong with it. */
 export const checkAnswer = async (res: Response, expect: Expect): Promise<string | null> => {
   const text = await res.text();
-  if (res.status !== 200) return `status ${res.status}`;
   let body;
   try {
     body = JSON.parse(text);
   } catch {
-    return "a body that is not JSON";
+    return res.status === 200 ? "a body that is not JSON" : `status ${res.status}`;
   }
+  // a problem's detail says which failure it was (a 503 can be several); it never carries PHI
+  if (res.status !== 200) return `status ${res.status} (${body?.detail ?? body?.title ?? "?"})`;
   if (expect.kind === "id") return body?.id === expect.id ? null : "wrong record";
   return Array.isArray(body?.items) && body.items.length > 0 ? null : `no match for ${expect.what}`;
 };
