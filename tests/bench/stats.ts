@@ -108,3 +108,63 @@ export interface SectionDeps {
 export const BENCH_USER_AGENT = "chartlog-bench/1";
 /** What `app.request` hands Hono as the connection (Deno.serve would). */
 export const BENCH_CONN = { remoteAddr: { hostname: "127.0.0.1", port: 40_000, transport: "tcp" } };
+
+/** What the answer to a benchmark request must hold, beside status 200. */
+export type Expect =
+  /** A JSON object whose `id` is this one. */
+  | { kind: "id"; id: string }
+  /** A JSON page whose `items` is not empty; `what` names the query in the error. */
+  | { kind: "items"; what: string };
+
+/** One benchmark request: a path (with its query) and what its answer must hold. */
+export interface BenchRequest {
+  path: string;
+  expect: Expect;
+}
+
+/** Timings of a run of requests and its wrong answers (a plain object: it crosses workers). */
+export interface Phase {
+  t: Timed;
+  /** [error description, count]; empty when every answer was right. */
+  errors: [string, number][];
+}
+
+/** Null when a response answers `expect`, else what is wrong with it. */
+export const checkAnswer = async (res: Response, expect: Expect): Promise<string | null> => {
+  const text = await res.text();
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return res.status === 200 ? "a body that is not JSON" : `status ${res.status}`;
+  }
+  // a problem's detail says which failure it was (a 503 can be several); it never carries PHI
+  if (res.status !== 200) return `status ${res.status} (${body?.detail ?? body?.title ?? "?"})`;
+  if (expect.kind === "id") return body?.id === expect.id ? null : "wrong record";
+  return Array.isArray(body?.items) && body.items.length > 0 ? null : `no match for ${expect.what}`;
+};
+
+/**
+ * `reqs` sent through `send` by `clients` loops, each awaiting its answer
+ * (read in full and checked) before its next request. The same loop serves
+ * both ways the benchmark requests an app: `app.request` in process, and
+ * `fetch` over HTTP from a worker (http_clients_worker.ts).
+ */
+export const runRequests = async (
+  send: (path: string) => Response | Promise<Response>,
+  reqs: readonly BenchRequest[],
+  clients: number,
+): Promise<Phase> => {
+  const errors = new Map<string, number>();
+  const t = await timed(reqs.length, clients, async (i) => {
+    const { path, expect } = reqs[i]!;
+    let e: string | null;
+    try {
+      e = await checkAnswer(await send(path), expect);
+    } catch (err) {
+      e = `request failed: ${err instanceof Error ? err.message : err}`;
+    }
+    if (e) errors.set(e, (errors.get(e) ?? 0) + 1);
+  });
+  return { t, errors: [...errors] };
+};
