@@ -149,6 +149,10 @@ Deno.test("patients: If-Match, PUT and PATCH, soft delete and restore", async ()
     assert.equal(p.fullName, "Ada Lovelace");
     assert.equal(p.age, 35);
     const path = `/v1/patients/${p.id}`;
+    // the 201 is built from the appended events, not read back: it is the record as read
+    const read = await call("admin", "GET", path);
+    assert.deepEqual(await read.json(), p);
+    assert.equal(read.headers.get("etag"), '"1"');
 
     assert.equal(
       (await call("admin", "PATCH", path, { lastName: "Byron" }, { "if-match": '"9"' })).status,

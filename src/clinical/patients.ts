@@ -46,7 +46,10 @@ export interface PatientView extends PatientDemographics {
   version: number;
 }
 
-const view = (s: Patient, events: StoredEvent[], now: Date): PatientView | null => {
+/** What a view needs of the stream's events besides the fold: when, and the last version. */
+type Stamped = Pick<StoredEvent, "recordedAt" | "streamVersion">;
+
+const view = (s: Patient, events: readonly Stamped[], now: Date): PatientView | null => {
   if (s.status === "none") return null;
   if (s.status === "erased") throw new GoneError("the patient was erased");
   return {
@@ -173,8 +176,17 @@ export const registerPatient = async (
   await keyReady;
   // A fresh random id's stream is empty: no need to read it before deciding
   // (handleCommand would); "no_stream" still refuses if it were not.
-  await store.append(patientStream(patientId), "no_stream", registered, metadata);
-  return (await loadPatient(store, patientId, now))!;
+  const r = await store.append(patientStream(patientId), "no_stream", registered, metadata);
+  // The stream was empty ("no_stream" held): the record is these events, as
+  // stored (the payloads the catalogue validated); no need to read it back.
+  const first = r.version - registered.length;
+  const stored = registered.map((e, i) => ({
+    type: e.type,
+    data: r.data[i]!,
+    recordedAt: r.recordedAt,
+    streamVersion: first + i + 1,
+  }));
+  return view(fold(stored), stored, now)!;
 };
 
 export const updatePatient = async (

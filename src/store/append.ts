@@ -272,7 +272,7 @@ export class Appender {
     const call = this.#call(batch, recordedAt);
     const inline = this.#o.inline.length > 0 &&
       batch.some((p) => p.events.some((e) => this.#inline(e.type)));
-    if (!inline) return this.#outcomes(batch, await db.query<AppendRow>(call));
+    if (!inline) return this.#outcomes(batch, await db.query<AppendRow>(call), recordedAt);
     if (db.kind !== "postgres") {
       return await db.transaction(async (tx) =>
         await this.#project(tx, batch, recordedAt, await tx.query<AppendRow>(call))
@@ -344,13 +344,19 @@ export class Appender {
   }
 
   /** Each request's outcome from the function's rows (one per request, in order). */
-  #outcomes(batch: Pending[], rows: readonly AppendRow[]): Outcome[] {
+  #outcomes(batch: Pending[], rows: readonly AppendRow[], recordedAt: Date): Outcome[] {
     return batch.map((p, i) => {
       const r = rows[i]!;
       const version = Number(r.version);
       if (!r.ok) return { error: new ConcurrencyError(p.streamId, p.expected, version) };
       return {
-        ok: { streamId: p.streamId, version, positions: r.positions!.map(Number) },
+        ok: {
+          streamId: p.streamId,
+          version,
+          positions: r.positions!.map(Number),
+          recordedAt,
+          data: p.events.map((e) => e.plain),
+        },
       };
     });
   }
@@ -370,7 +376,7 @@ export class Appender {
     recordedAt: Date,
     rows: readonly AppendRow[],
   ): Promise<Outcome[]> {
-    const outcomes = this.#outcomes(batch, rows);
+    const outcomes = this.#outcomes(batch, rows, recordedAt);
     const stored: StoredEvent[] = [];
     for (const [i, p] of batch.entries()) {
       const r = rows[i]!;

@@ -35,6 +35,10 @@ export interface AppendResult {
   version: number;
   /** Global positions of the appended events, in order. */
   positions: number[];
+  /** The events' `recordedAt`. */
+  recordedAt: Date;
+  /** The events' payloads as stored once unsealed (validated by the catalogue), in order. */
+  data: Record<string, unknown>[];
 }
 
 /**
