@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { PatientRegistered } from "../events/patient.ts";
+import { ConflictError } from "../src/errors.ts";
 import { subjectEvents } from "../events/subject.ts";
 import { loadPatient } from "../src/clinical/patients.ts";
 import { sealedEventCounts } from "../src/clinical/erasure_report.ts";
@@ -119,6 +120,43 @@ eachDriver(
       assert.equal("$sealed" in e!.data, false);
     }
     assert.equal((await verifyChain(h.db)).ok, true);
+  },
+  { catalog: current },
+);
+
+eachDriver(
+  "phi codec: new keys offered together are inserted together, one key per subject",
+  async (h) => {
+    // Two codecs over one database (on PostgreSQL a second pool: another
+    // instance): 60 concurrent first seals for 12 new subjects, each subject
+    // asked for five times. Offers made while an insert is in flight share
+    // the next insert; every caller must end up with the one stored key.
+    const codecs = [h.store.codec, (await h.openStore()).codec];
+    const subjects = Array.from({ length: 12 }, (_, i) => `patient-${crypto.randomUUID()}-${i}`);
+    const sealed = await Promise.all(
+      Array.from({ length: 60 }, (_, i) => {
+        const subject = subjects[i % subjects.length]!;
+        return codecs[i % 2]!.seal(subject, "note", `secret ${i}`).then((v) => ({ subject, v, i }));
+      }),
+    );
+    const rows = await h.db.query<{ subject_id: string; n: number }>(
+      sql`select subject_id, count(*)::int as n from subject_keys
+        where subject_id = any(${subjects}::text[]) group by subject_id`,
+    );
+    assert.equal(rows.length, subjects.length);
+    assert.ok(rows.every((r) => r.n === 1));
+    // a codec with nothing cached opens every value with the stored keys
+    const fresh = new PhiCodec(h.db, h.masterKey);
+    for (const { v, i } of sealed) {
+      const out = await fresh.unsealPayload({ note: v });
+      assert.equal(out.data.note, `secret ${i}`);
+    }
+    // a destroyed key is refused on the batched path too
+    await shredSubject(h.store, subjects[0]!, "erasure request", { actorId: "test" });
+    await assert.rejects(
+      new PhiCodec(h.db, h.masterKey).seal(subjects[0]!, "note", "again"),
+      ConflictError,
+    );
   },
   { catalog: current },
 );

@@ -63,6 +63,17 @@ const unb64 = (s: string): Uint8Array<ArrayBuffer> => {
   return new Uint8Array(b.buffer as ArrayBuffer, b.byteOffset, b.byteLength);
 };
 
+/** A new subject's wrapped key waiting to be inserted (see PhiCodec.#offer). */
+interface KeyOffer {
+  subject: string;
+  wrapped: string;
+  resolve: (rows: { wrapped_key: string | null; mine: boolean }[]) => void;
+  reject: (err: unknown) => void;
+}
+
+/** At most this many new keys in one insert. */
+const MAX_KEY_OFFERS = 500;
+
 /** How long an unwrapped key is trusted in memory before re-reading its row. */
 const KEY_CACHE_MS = 60_000;
 
@@ -74,6 +85,9 @@ export class PhiCodec {
   readonly #loading = new Map<string, { db: Db; key: Promise<CryptoKey | null> }>();
   /** List cursors, sealed too: a keyset position can be a name or a date of birth. */
   readonly cursors: CursorCodec;
+  /** New keys offered while an insert of offers is in flight: they go in the next one. */
+  #offers: KeyOffer[] = [];
+  #offering = false;
 
   constructor(db: Db, masterKey: Uint8Array<ArrayBuffer>) {
     if (masterKey.length !== 32) throw new Error("master key must be 32 bytes");
@@ -119,9 +133,12 @@ export class PhiCodec {
           raw,
         ),
       );
-      rows = await db.query<{ wrapped_key: string | null; mine: boolean }>(sql`with ins as (
+      const offer = b64(iv) + "." + b64(wrapped);
+      rows = db === this.#db
+        ? await this.#offer(subject, offer)
+        : await db.query<{ wrapped_key: string | null; mine: boolean }>(sql`with ins as (
           insert into subject_keys (subject_id, wrapped_key)
-          values (${subject}, ${b64(iv) + "." + b64(wrapped)}) on conflict do nothing
+          values (${subject}, ${offer}) on conflict do nothing
           returning wrapped_key)
         select wrapped_key, true as mine from ins
         union all
@@ -194,6 +211,63 @@ export class PhiCodec {
       ]}::text[])`,
     );
     await Promise.all(rows.map((r) => this.#remember(r.subject_id, r.wrapped_key)));
+  }
+
+  /**
+   * Offers a new wrapped key for `subject` (the pool's create path): offers
+   * made while an insert of offers is in flight are inserted together by the
+   * next one, so concurrent new subjects (a burst of registrations) cost a
+   * statement and a commit per batch instead of one each. Answers as the
+   * single-subject statement does: this offer's row if it was stored, else
+   * the row already there, else nothing (a racer committed after the
+   * statement's snapshot: the caller reads again).
+   */
+  #offer(
+    subject: string,
+    wrapped: string,
+  ): Promise<{ wrapped_key: string | null; mine: boolean }[]> {
+    return new Promise((resolve, reject) => {
+      this.#offers.push({ subject, wrapped, resolve, reject });
+      if (!this.#offering) void this.#insertOffers();
+    });
+  }
+
+  async #insertOffers(): Promise<void> {
+    this.#offering = true;
+    try {
+      while (this.#offers.length > 0) {
+        const batch = this.#offers.splice(0, MAX_KEY_OFFERS);
+        try {
+          const subjects = batch.map((o) => o.subject);
+          const rows = await this.#db.query<
+            { subject_id: string; wrapped_key: string | null; mine: boolean }
+          >(sql`with offered as (
+              select * from unnest(${subjects}::text[], ${batch.map((o) => o.wrapped)}::text[])
+                as o(subject_id, wrapped_key)),
+            ins as (
+              insert into subject_keys (subject_id, wrapped_key)
+              select subject_id, wrapped_key from offered on conflict do nothing
+              returning subject_id, wrapped_key)
+            select subject_id, wrapped_key, true as mine from ins
+            union all
+            select subject_id, wrapped_key, false as mine from subject_keys
+            where subject_id = any(${subjects}::text[])`);
+          const mine = new Set(rows.filter((r) => r.mine).map((r) => r.wrapped_key));
+          const before = new Map(rows.filter((r) => !r.mine).map((r) => [r.subject_id, r]));
+          for (const o of batch) {
+            if (mine.has(o.wrapped)) o.resolve([{ wrapped_key: o.wrapped, mine: true }]);
+            else {
+              const r = before.get(o.subject);
+              o.resolve(r ? [{ wrapped_key: r.wrapped_key, mine: false }] : []);
+            }
+          }
+        } catch (err) {
+          for (const o of batch) o.reject(err);
+        }
+      }
+    } finally {
+      this.#offering = false;
+    }
   }
 
   /**
