@@ -272,7 +272,7 @@ const initInChild = async (command: string, dataDir: string): Promise<boolean> =
 /**
  * Initialises `dataDir` on a Worker that ends afterwards (see
  * src/store/pglite_init_worker.ts): when no child process may be started.
- * Deno keeps part of an ended Worker's memory (40-90 MB).
+ * Deno keeps part of an ended Worker's memory: the idle server is about 100 MB larger.
  */
 const initInWorker = async (dataDir: string): Promise<void> => {
   const worker = new Worker(new URL("./pglite_init_worker.ts", import.meta.url), {
