@@ -7,7 +7,13 @@ import { projectionStatus } from "../src/store/projection_engine.ts";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp, TEST_CHECKPOINT_KEY } from "./support/app.ts";
 import { createTestDatabase, postgresAvailable } from "./support/harness.ts";
-import { freePort, parseLine, type ServerProcess, startServer } from "./support/server.ts";
+import {
+  freePort,
+  parseLine,
+  type ServerProcess,
+  startServer,
+  startTaskArgs,
+} from "./support/server.ts";
 import { createUser } from "./support/users.ts";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
@@ -48,26 +54,22 @@ Deno.test("server: with no environment in an empty directory it serves /health o
   }
   const port = portFree(8080) ? 8080 : 18_000 + Math.floor(Math.random() * 1000);
   if (port !== 8080) env.PORT = String(port); // something else holds the default port here
-  const start = () =>
-    new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net",
-        "--allow-env",
-        "--allow-read",
-        "--allow-write",
-        "--allow-sys",
-        "--allow-ffi", // imagescript's native codecs
-        MAIN,
-      ],
+  // the `start` task's flags; stdout is read as it comes: the request lines of a slow first
+  // start would fill the pipe, and a server blocked writing them never becomes ready
+  const args = await startTaskArgs();
+  const start = () => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args,
       cwd: dir,
       clearEnv: true,
       env,
       stdout: "piped",
       stderr: "piped",
     }).spawn();
+    return { child, stdout: new Response(child.stdout).text() };
+  };
   try {
-    const child = start();
+    const { child, stdout } = start();
     const ms = await waitForHealth(port, child);
     console.log(`first start on an empty directory: /health 200 after ${Math.round(ms)} ms`);
     // readiness follows once the embedded database is created and migrated
@@ -85,7 +87,7 @@ Deno.test("server: with no environment in an empty directory it serves /health o
 
     child.kill("SIGTERM");
     const status = await child.status;
-    const out = new TextDecoder().decode(await new Response(child.stdout).arrayBuffer());
+    const out = await stdout;
     await child.stderr.cancel();
     assert.equal(status.code, 0);
     const lines = out.trim().split("\n").map((l) => JSON.parse(l));
@@ -97,7 +99,7 @@ Deno.test("server: with no environment in an empty directory it serves /health o
     assert.equal(lines.at(-1).msg, "stopped");
 
     // a second start reuses the data directory and the generated key
-    const again = start();
+    const { child: again, stdout: againOut } = start();
     await waitForHealth(port, again);
     for (let i = 0; i < 1200; i++) {
       const r = await fetch(`http://127.0.0.1:${port}/ready`);
@@ -107,7 +109,7 @@ Deno.test("server: with no environment in an empty directory it serves /health o
     }
     again.kill("SIGTERM");
     assert.equal((await again.status).code, 0);
-    await again.stdout.cancel();
+    await againOut;
     await again.stderr.cancel();
     assert.equal(await Deno.readTextFile(`${dir}/data/master.key`), key);
   } finally {

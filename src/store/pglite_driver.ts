@@ -89,6 +89,7 @@ const wrap = (conn: Conn, root: PGlite, depth: number): Db => ({
  * for humans only and is emptied, never deleted: deleting it would let a
  * process that opened the old file and one that creates a new one both lock.
  */
+/** Locks `dataDir`; the function returned unlocks it (once: later calls do nothing). */
 const lockDataDir = async (dataDir: string): Promise<() => Promise<void>> => {
   const path = `${dataDir.replace(/\/+$/, "")}.lock`;
   const file = await Deno.open(path, { read: true, write: true, create: true });
@@ -107,7 +108,10 @@ const lockDataDir = async (dataDir: string): Promise<() => Promise<void>> => {
     file.close();
     throw err;
   }
+  let locked = true;
   return async () => {
+    if (!locked) return;
+    locked = false;
     await file.truncate(0).catch(() => {});
     file.close(); // releases the lock
   };
@@ -146,57 +150,186 @@ const initialised = async (dataDir: string): Promise<boolean> => {
   }
 };
 
-/** A message to src/store/pglite_init_worker.ts: the data directory and PGlite's start parameters. */
-export interface InitRequest {
-  dataDir: string;
-  startParams: string[];
-  initDbStartParams: string[];
-}
+/** WASI's numbers (Emscripten's file system errors) for what initdb may meet on a bad directory. */
+const ERRNO: Record<number, string> = {
+  2: "EACCES: permission denied",
+  20: "EEXIST: file exists",
+  28: "EINVAL: invalid argument",
+  31: "EISDIR: is a directory",
+  44: "ENOENT: no such file or directory",
+  51: "ENOSPC: no space left on device",
+  54: "ENOTDIR: not a directory",
+  55: "ENOTEMPTY: directory not empty",
+  63: "EPERM: operation not permitted",
+  69: "EROFS: read-only file system",
+};
 
-/** Its answer: done, or the failure's name and message (an empty database: no PHI). */
-export type InitReply = { ok: true } | { ok: false; name: string; message: string };
+/** A readable cause: PGlite's file system throws `{ name: "ErrnoError", errno }`, not an Error. */
+const describe = (err: unknown): string => {
+  if (err instanceof Error) return err.message;
+  const errno = (err as { errno?: unknown } | null)?.errno;
+  if (typeof errno === "number") return ERRNO[errno] ?? `file system error ${errno}`;
+  return String(err);
+};
 
 /**
- * Runs initdb on `dataDir` in a Worker that ends afterwards (see
- * src/store/pglite_init_worker.ts): a first start then holds what a restart
- * holds, not 300 MB more.
+ * Initialises `dataDir` unless it already holds a database: under its lock,
+ * so a server starting meanwhile is refused rather than sharing the
+ * directory (see {@link openPglite}). Runs in src/store/pglite_init_child.ts
+ * or src/store/pglite_init_worker.ts, never in the server's own isolate.
+ */
+export const initDataDir = async (dataDir: string): Promise<void> => {
+  const unlock = await lockDataDir(dataDir);
+  try {
+    if (await initialised(dataDir)) return;
+    try {
+      const pg = await PGlite.create(dataDir, createOptions());
+      await pg.close();
+    } catch (err) {
+      throw new Error(
+        `could not initialise the embedded database in ${dataDir}: ${describe(err)}`,
+        { cause: err },
+      );
+    }
+  } finally {
+    await unlock();
+  }
+};
+
+/** What the init child prints and the init Worker posts: done, or the failure (an empty database: no PHI). */
+export type InitReply = { ok: true } | { ok: false; name: string; message: string };
+
+/** An {@link InitReply} for the outcome of {@link initDataDir}. */
+export const initReply = async (dataDir: string): Promise<InitReply> => {
+  try {
+    await initDataDir(dataDir);
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, name: err instanceof Error ? err.name : "Error", message: describe(err) };
+  }
+};
+
+const throwReply = (reply: InitReply) => {
+  if (reply.ok) return;
+  const err = new Error(reply.message);
+  err.name = reply.name;
+  throw err;
+};
+
+/**
+ * The Deno executable this process may run: its own, or `deno` on the PATH
+ * (what `--allow-run=deno` grants: Deno resolves that name without following
+ * symlinks, so it rarely matches the running executable's path). Null
+ * without the permission (the CLI tasks), or when this module is not a
+ * local file (a child could not import it).
+ */
+const runnableDeno = (): string | null => {
+  if (!import.meta.url.startsWith("file:")) return null;
+  for (const command of [Deno.execPath(), "deno"]) {
+    if (Deno.permissions.querySync({ name: "run", command }).state === "granted") return command;
+  }
+  return null;
+};
+
+/**
+ * Initialises `dataDir` in a child Deno process (src/store/pglite_init_child.ts)
+ * that may read, and write nothing but the directory and its lock file. All
+ * that initdb used (a second, in-memory PGlite and the initdb module, 500 MB
+ * at its peak) goes back to the OS when the child exits: a Worker's does not
+ * all (denoland/deno#26058). False when no child could be started.
+ */
+const initInChild = async (command: string, dataDir: string): Promise<boolean> => {
+  const child = new URL("./pglite_init_child.ts", import.meta.url).pathname;
+  const dir = dataDir.replace(/\/+$/, "");
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(command, {
+      args: ["run", "--no-prompt", "--allow-read", `--allow-write=${dir},${dir}.lock`, child, dir],
+      env: { NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+  const stdout = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
+  let reply: InitReply | null = null;
+  try {
+    reply = JSON.parse(stdout);
+  } catch {
+    // no reply: the child failed before it could answer
+  }
+  if (reply && typeof reply === "object" && "ok" in reply) {
+    throwReply(reply);
+    return true;
+  }
+  const stderr = new TextDecoder().decode(out.stderr).trim().split("\n").slice(-5).join("\n");
+  throw new Error(`the PGlite initdb process exited with ${out.code}: ${stderr || stdout}`);
+};
+
+/**
+ * Initialises `dataDir` on a Worker that ends afterwards (see
+ * src/store/pglite_init_worker.ts): when no child process may be started.
+ * Deno keeps part of an ended Worker's memory: the idle server is about 100 MB larger.
  */
 const initInWorker = async (dataDir: string): Promise<void> => {
   const worker = new Worker(new URL("./pglite_init_worker.ts", import.meta.url), {
     type: "module",
   });
   try {
-    const reply = await new Promise<InitReply>((resolve, reject) => {
-      worker.onmessage = (e: MessageEvent<InitReply>) => resolve(e.data);
-      worker.onerror = (e) => {
-        e.preventDefault();
-        reject(new Error(`the PGlite initdb worker failed: ${e.message}`));
-      };
-      worker.postMessage({ dataDir, ...createOptions() } satisfies InitRequest);
-    });
-    if (!reply.ok) {
-      const err = new Error(reply.message);
-      err.name = reply.name;
-      throw err;
-    }
+    throwReply(
+      await new Promise<InitReply>((resolve, reject) => {
+        worker.onmessage = (e: MessageEvent<InitReply>) => resolve(e.data);
+        worker.onerror = (e) => {
+          e.preventDefault();
+          reject(new Error(`the PGlite initdb worker failed: ${e.message}`));
+        };
+        worker.postMessage(dataDir);
+      }),
+    );
   } finally {
     worker.terminate();
   }
 };
 
 /**
+ * Initialises a new `dataDir` outside this isolate, whose heap would keep
+ * initdb's 300 MB: in a child process when this one may run `deno` (the
+ * `start` task), else on a Worker. Says which.
+ */
+export const initOutside = async (dataDir: string): Promise<"child" | "worker"> => {
+  const command = runnableDeno();
+  if (command && await initInChild(command, dataDir)) return "child";
+  await initInWorker(dataDir);
+  return "worker";
+};
+
+/**
  * A {@link Db} over an embedded PGlite: `memory://` for an in-memory
- * database, otherwise a data directory path (locked to this process). A new
- * directory is initialised on a Worker first.
+ * database, otherwise a data directory path (locked to this process).
+ *
+ * A new directory is initialised by {@link initOutside}, and the lock is
+ * handed over: released here, taken by the initialiser (which checks again,
+ * under it, whether the directory is still new), released when it is done,
+ * and taken here again. A server starting meanwhile on the same directory
+ * either finds it locked and stops, or takes it and then this one stops:
+ * never two writers, not even with a child left running by a server killed
+ * mid-initdb (it holds the lock until it ends).
  */
 export const openPglite = async (dataDir: string): Promise<Db> => {
   if (dataDir === "memory://") {
     const pg = await PGlite.create(createOptions());
     return wrap(pg, pg, 0);
   }
-  const unlock = await lockDataDir(dataDir);
+  let unlock = await lockDataDir(dataDir);
   try {
-    if (!(await initialised(dataDir))) await initInWorker(dataDir);
+    if (!(await initialised(dataDir))) {
+      await unlock();
+      await initOutside(dataDir);
+      unlock = await lockDataDir(dataDir);
+    }
     const pg = await PGlite.create(dataDir, createOptions());
     const db = wrap(pg, pg, 0);
     return {
