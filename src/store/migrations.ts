@@ -478,8 +478,10 @@ begin
   -- The usual batch: each request a stream of its own and one event. Its
   -- events chain on the heads alone, so one statement checks, hashes,
   -- inserts and answers.
-  if 1 = all(p_counts) and cardinality(p_event_ids) = v_n
-    and v_n = (select count(distinct s) from unnest(p_streams) s) then
+  -- (the first test alone is a simple expression: a lone request of several events
+  -- skips the second, a query)
+  if 1 = all(p_counts) and cardinality(p_event_ids) = v_n then
+  if v_n = (select count(distinct s) from unnest(p_streams) s) then
     return query
     with r as (
       select x.i::integer as i, x.sid, coalesce(t.stream_version, 0) as cur, t.hash as head,
@@ -506,6 +508,7 @@ begin
     order by r.i;
     perform set_config('plan_cache_mode', v_mode, true);
     return;
+  end if;
   end if;
   -- each stream's head: one backward index probe per stream
   select array_agg(s.sid), array_agg(coalesce(h.stream_version, 0)), array_agg(h.hash)
