@@ -240,3 +240,72 @@ eachDriver(
     assert.equal((await verifyChain(h.db)).ok, true);
   },
 );
+
+eachDriver(
+  "append: a batch of one-event requests on distinct streams (one statement)",
+  async (h) => {
+    const store = h.store;
+    await store.append("t-old", "no_stream", [{ type: Anything.type, data: { a: awkward[0] } }]);
+    await store.append("t-gone", "no_stream", [{ type: Anything.type, data: { a: 1 } }]);
+    const meta = { actorId: "user-\u00e9", reason: awkward[1] };
+    const payloads = [{ x: awkward[2], n: 1e21 }, { "é": [awkward[0], null] }, {}, { b: true }];
+    // issued in one tick: one batch, each request a stream of its own and one event
+    const settled = await Promise.allSettled([
+      store.append("t-old", 1, [{ type: Anything.type, data: payloads[0]! }], meta),
+      store.append("t-new", "no_stream", [{ type: Anything.type, data: payloads[1]! }], meta),
+      store.append("t-gone", 5, [{ type: Anything.type, data: payloads[2]! }], meta),
+      store.append("t-any", "any", [{ type: Anything.type, data: payloads[3]! }]),
+    ]);
+    assert.deepEqual(
+      settled.map((s) => s.status === "fulfilled" ? s.value.version : null),
+      [2, 1, null, 1],
+    );
+    const conflict = (settled[2] as PromiseRejectedResult).reason;
+    assert.ok(conflict instanceof ConcurrencyError);
+    assert.equal(conflict.actual, 1);
+    const rows = await h.db.query<{
+      stream_id: string;
+      stream_version: number;
+      event_id: string;
+      recorded_at: Date | string;
+      prev_hash: string | null;
+      hash: string;
+      p: string;
+      x: string;
+    }>(sql`select stream_id, stream_version, event_id::text as event_id, recorded_at, prev_hash,
+      hash, global_position::text as p, transaction_id::text as x
+    from events where global_position > 2 order by global_position`);
+    assert.deepEqual(rows.map((r) => [r.stream_id, r.stream_version]), [
+      ["t-old", 2],
+      ["t-new", 1],
+      ["t-any", 1],
+    ]);
+    assert.equal(new Set(rows.map((r) => r.x)).size, 1, "one transaction");
+    const positions = settled.flatMap((s) => s.status === "fulfilled" ? s.value.positions : []);
+    assert.deepEqual(positions, rows.map((r) => Number(r.p)));
+    const [head] = await h.db.query<{ hash: string }>(
+      sql`select hash from events where stream_id = 't-old' and stream_version = 1`,
+    );
+    for (const [k, r] of rows.entries()) {
+      const prev = r.stream_id === "t-old" ? head!.hash : null;
+      assert.equal(r.prev_hash, prev, `prev_hash of ${r.stream_id}`);
+      assert.equal(
+        r.hash,
+        eventHash({
+          streamId: r.stream_id,
+          streamVersion: r.stream_version,
+          eventId: r.event_id,
+          type: Anything.type,
+          schemaVersion: 1,
+          data: payloads[[0, 1, 3][k]!],
+          metadata: r.stream_id === "t-any" ? {} : meta,
+          recordedAt: new Date(r.recorded_at),
+          prevHash: prev,
+        }),
+        `hash of ${r.stream_id}`,
+      );
+    }
+    assert.equal((await verifyChain(h.db)).ok, true);
+  },
+  { catalog },
+);

@@ -43,7 +43,7 @@ export interface AuditPage {
 
 const Position = z.tuple([z.number().int().min(0)]);
 
-/** How a patient's events are found: see migration 5 for the indexes. */
+/** How a patient's events are found: see migrations 5 and 12 for the indexes. */
 export const touchesPatient = (patientId: string): Query =>
   sql`(e.data->>'patientId' = ${patientId}
     or e.stream_id = ${`patient-${patientId}`}

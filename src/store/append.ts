@@ -54,7 +54,7 @@ interface Pending {
 
 type Outcome = { ok: AppendResult } | { error: Error };
 
-/** A row of `append_events` (migration 10): one per request. */
+/** A row of `append_events` (migrations 10 and 12): one per request. */
 interface AppendRow {
   ok: boolean;
   /** The stream's version after the append, or its current one on a conflict. */
@@ -256,7 +256,7 @@ export class Appender {
   }
 
   /**
-   * One group-commit batch. The `append_events` function (migration 10)
+   * One group-commit batch. The `append_events` function (migrations 10, 12)
    * does all of it in one statement: the append lock, the stream heads, each
    * request's version check, the hash chain and the insert. Sent alone it is
    * its own transaction, so a batch is one network round trip. When an

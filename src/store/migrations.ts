@@ -123,6 +123,8 @@ alter table projection_state add column tables text[];
     // naming them in the payload (patientId, the patientIds of list reads),
     // the patient-<id> stream (the primary key's unique index on
     // (stream_id, stream_version) finds it) and the denials of their record.
+    // Migration 12 makes the patient, patientIds, actor and grant indexes
+    // partial (where the field is not null): a query need not repeat that.
     sql: `
 create index events_audit_patient on events ((data->>'patientId'), global_position);
 create index events_audit_patient_ids on events using gin ((data->'patientIds') jsonb_path_ops);
@@ -383,6 +385,202 @@ end $$;
     // them over their tables, in the transaction that switches a version
     // in); chartlog_analyst reads them and nothing else (src/store/roles.ts).
     sql: `create schema if not exists analytics;`,
+  },
+  {
+    version: 12,
+    name: "sparse audit indexes are partial; the usual append batch in one statement",
+    // Migration 5's indexes on a payload or metadata field held an entry for
+    // every event, also those without the field (most events carry no
+    // grantId, many no patientId or patientIds, system events no actorId),
+    // and an append paid for each. Partial now, over the events that have
+    // the field: the audit queries need no change, as `x = $1` and
+    // `x @> $1` (strict operators) imply `x is not null` for the planner
+    // (tests/audit_index_test.ts checks each filter's plan). The planner
+    // takes no statistics from a partial index's expression: without the
+    // statistics objects below it would guess a patient's events at 0.5 % of
+    // the log and walk the primary key for a page of them; a log that is not
+    // empty is analyzed here so that they are filled at once (autovacuum
+    // would wait for a tenth of it to be new). Rebuilding the indexes and
+    // analyzing hold appends back while they run.
+    //
+    // append_events (migration 10, same signature, owner and grants) gains a
+    // path for the usual group-commit batch, each request a stream of its own
+    // and one event: every event then chains on its stream's stored head, so
+    // one statement reads the heads, checks the versions, hashes (the same
+    // text as before), inserts and returns the rows, without the per-event
+    // PL/pgSQL statements. Any other batch (a stream twice, a request of
+    // several events) takes migration 10's loop, unchanged.
+    sql: `
+drop index events_audit_patient;
+create index events_audit_patient on events ((data->>'patientId'), global_position)
+  where (data->>'patientId') is not null;
+drop index events_audit_patient_ids;
+create index events_audit_patient_ids on events using gin ((data->'patientIds') jsonb_path_ops)
+  where (data->'patientIds') is not null;
+drop index events_audit_actor;
+create index events_audit_actor on events ((metadata->>'actorId'), global_position)
+  where (metadata->>'actorId') is not null;
+drop index events_audit_grant;
+create index events_audit_grant on events ((metadata->>'grantId'), global_position)
+  where (metadata->>'grantId') is not null;
+create statistics events_stat_patient on (data->>'patientId') from events;
+create statistics events_stat_patient_ids on (data->'patientIds') from events;
+create statistics events_stat_actor on (metadata->>'actorId') from events;
+create statistics events_stat_grant on (metadata->>'grantId') from events;
+-- not an empty log: analyzed, an empty table is planned as one (no 10-page floor) until
+-- autovacuum analyzes it again, and PGlite has no autovacuum
+do $$ begin
+  if exists (select from events) then analyze events; end if;
+end $$;
+
+create or replace function append_events(
+  p_streams text[], p_stream_json text[], p_expected integer[], p_counts integer[],
+  p_metadata text[], p_event_ids uuid[], p_types text[], p_schema_versions integer[],
+  p_heads text[], p_data text[], p_recorded_at timestamptz
+) returns table (ok boolean, version integer, prev_hash text, hashes text[],
+  positions bigint[], txid text)
+language plpgsql as $$
+#variable_conflict use_column
+declare
+  v_n integer := cardinality(p_streams);
+  v_known text[];
+  v_kver integer[];
+  v_khash text[];
+  v_ok boolean[];
+  v_ver integer[];
+  v_prev text[];
+  v_first integer[];
+  v_req integer[] := '{}';
+  v_ev integer[] := '{}';
+  v_sver integer[] := '{}';
+  v_prevs text[] := '{}';
+  v_hashes text[] := '{}';
+  v_pos bigint[];
+  v_txid text;
+  v_e integer := 0;
+  v_k integer;
+  v_cur integer;
+  v_h text;
+  v_mode text;
+  v_i integer;
+  v_j integer;
+begin
+  if v_n is null or cardinality(p_expected) <> v_n or cardinality(p_counts) <> v_n
+    or cardinality(p_stream_json) <> v_n or cardinality(p_metadata) <> v_n then
+    raise exception 'append_events: one entry per request expected' using errcode = '22023';
+  end if;
+  perform pg_advisory_xact_lock(72620002);
+  -- The queries below take array arguments: planned afresh at each call (custom
+  -- plans) they cost several times their execution. Not a SET clause on the
+  -- function: that costs a lone append more than it saves.
+  v_mode := current_setting('plan_cache_mode');
+  perform set_config('plan_cache_mode', 'force_generic_plan', true);
+  -- The usual batch: each request a stream of its own and one event. Its
+  -- events chain on the heads alone, so one statement checks, hashes,
+  -- inserts and answers.
+  -- (the first test alone is a simple expression: a lone request of several events
+  -- skips the second, a query)
+  if 1 = all(p_counts) and cardinality(p_event_ids) = v_n then
+  if v_n = (select count(distinct s) from unnest(p_streams) s) then
+    return query
+    with r as (
+      select x.i::integer as i, x.sid, coalesce(t.stream_version, 0) as cur, t.hash as head,
+        not coalesce(x.exp >= 0 and x.exp <> coalesce(t.stream_version, 0), false) as ok
+      from unnest(p_streams, p_expected) with ordinality as x(sid, exp, i)
+      left join lateral (select e.stream_version, e.hash from events e
+        where e.stream_id = x.sid order by e.stream_version desc limit 1) t on true),
+    ins as (
+      insert into events (stream_id, stream_version, event_id, type, schema_version, data,
+        metadata, recorded_at, prev_hash, hash)
+      select r.sid, r.cur + 1, p_event_ids[r.i], p_types[r.i], p_schema_versions[r.i],
+        p_data[r.i]::jsonb, p_metadata[r.i]::jsonb, p_recorded_at, r.head,
+        encode(sha256(convert_to('["' || coalesce(r.head, '') || '",' || p_stream_json[r.i]
+          || ',' || (r.cur + 1) || ',' || p_heads[r.i] || ',' || p_data[r.i] || ','
+          || p_metadata[r.i] || ']', 'UTF8')), 'hex')
+      from r where r.ok
+      order by r.i
+      returning events.global_position, events.stream_id, events.hash)
+    select r.ok, case when r.ok then r.cur + 1 else r.cur end,
+      case when r.ok then r.head end, case when r.ok then array[ins.hash] end,
+      case when r.ok then array[ins.global_position] end,
+      (select pg_current_xact_id()::text where exists (select from ins))
+    from r left join ins on ins.stream_id = r.sid
+    order by r.i;
+    perform set_config('plan_cache_mode', v_mode, true);
+    return;
+  end if;
+  end if;
+  -- each stream's head: one backward index probe per stream
+  select array_agg(s.sid), array_agg(coalesce(h.stream_version, 0)), array_agg(h.hash)
+    into v_known, v_kver, v_khash
+    from (select distinct unnest(p_streams) as sid) s
+    left join lateral (select e.stream_version, e.hash from events e
+      where e.stream_id = s.sid order by e.stream_version desc limit 1) h on true;
+  for v_i in 1 .. v_n loop
+    v_k := array_position(v_known, p_streams[v_i]);
+    v_cur := v_kver[v_k];
+    if p_expected[v_i] >= 0 and p_expected[v_i] <> v_cur then
+      v_ok[v_i] := false;
+      v_ver[v_i] := v_cur;
+    else
+      v_ok[v_i] := true;
+      v_prev[v_i] := v_khash[v_k];
+      v_first[v_i] := cardinality(v_ev) + 1;
+      v_h := v_khash[v_k];
+      for v_j in v_e + 1 .. v_e + p_counts[v_i] loop
+        v_cur := v_cur + 1;
+        v_prevs := v_prevs || v_h;
+        v_h := encode(sha256(convert_to('["' || coalesce(v_h, '') || '",' || p_stream_json[v_i]
+          || ',' || v_cur || ',' || p_heads[v_j] || ',' || p_data[v_j] || ','
+          || p_metadata[v_i] || ']', 'UTF8')), 'hex');
+        v_req := v_req || v_i;
+        v_ev := v_ev || v_j;
+        v_sver := v_sver || v_cur;
+        v_hashes := v_hashes || v_h;
+      end loop;
+      v_ver[v_i] := v_cur;
+      v_kver[v_k] := v_cur;
+      v_khash[v_k] := v_h;
+    end if;
+    v_e := v_e + p_counts[v_i];
+  end loop;
+  if v_e <> cardinality(p_event_ids) then
+    raise exception 'append_events: event counts do not add up' using errcode = '22023';
+  end if;
+  if cardinality(v_ev) > 0 then
+    -- identity values are assigned in insertion order, which follows the ordinality
+    with ins as (
+      insert into events (stream_id, stream_version, event_id, type, schema_version, data,
+        metadata, recorded_at, prev_hash, hash)
+      select p_streams[x.req], x.sver, p_event_ids[x.ev], p_types[x.ev],
+        p_schema_versions[x.ev], p_data[x.ev]::jsonb, p_metadata[x.req]::jsonb,
+        p_recorded_at, x.prev, x.hash
+      from unnest(v_req, v_ev, v_sver, v_prevs, v_hashes) with ordinality
+        as x(req, ev, sver, prev, hash, ord)
+      order by x.ord
+      returning global_position)
+    select array_agg(global_position order by global_position) into v_pos from ins;
+    v_txid := pg_current_xact_id()::text;
+  end if;
+  -- an inline projection's statements may follow in this transaction
+  perform set_config('plan_cache_mode', v_mode, true);
+  for v_i in 1 .. v_n loop
+    ok := v_ok[v_i];
+    version := v_ver[v_i];
+    prev_hash := v_prev[v_i];
+    if ok then
+      v_j := v_first[v_i] + p_counts[v_i] - 1;
+      hashes := v_hashes[v_first[v_i]:v_j];
+      positions := v_pos[v_first[v_i]:v_j];
+    else
+      hashes := null;
+      positions := null;
+    end if;
+    txid := v_txid;
+    return next;
+  end loop;
+end $$;
+`,
   },
 ];
 

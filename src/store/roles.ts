@@ -58,8 +58,8 @@ export const APP_GRANTS: Readonly<Record<string, readonly string[]>> = {
  * `chartlog_app` on these only. Trigger functions need no line.
  */
 export const APP_FUNCTIONS: readonly string[] = [
-  // migration 10: a group-commit batch of appends in one statement, and a batch of one event
-  // (src/store/append.ts)
+  // migration 10 (append_events replaced by 12, same signature): a group-commit batch of
+  // appends in one statement, and a batch of one event (src/store/append.ts)
   "append_events(text[], text[], integer[], integer[], text[], uuid[], text[], integer[], text[], text[], timestamptz)",
   "append_event(text, text, integer, text, uuid, text, integer, text, text, timestamptz)",
 ];

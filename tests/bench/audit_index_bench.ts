@@ -9,7 +9,10 @@
  *
  * Knobs: BENCH_IDX_ROUNDS (3), BENCH_IDX_SEQ (1000 single-writer appends per
  * round), BENCH_IDX_CONC (8000 events per round over BENCH_WRITERS=32 writers),
- * BENCH_IDX_DROP (comma list of the indexes to drop; default all seven).
+ * BENCH_IDX_DROP (comma list of the indexes to drop; default all seven),
+ * BENCH_IDX_VS (none: the second database drops them, the default; full: it
+ * has them as migration 5 made them, before migration 12 made the patient,
+ * patientIds, actor and grant ones partial, without its statistics objects).
  */
 import postgres from "postgres";
 import { catalog } from "../../events/index.ts";
@@ -39,6 +42,21 @@ const INDEXES = (Deno.env.get("BENCH_IDX_DROP") ?? "").split(",").map((s) => s.t
   .filter(Boolean);
 if (INDEXES.length === 0) INDEXES.push(...ALL_INDEXES);
 for (const i of INDEXES) if (!ALL_INDEXES.includes(i)) throw new Error(`BENCH_IDX_DROP: ${i}?`);
+// migration 5's forms of the indexes migration 12 made partial, and the statistics it added
+const FULL: Record<string, [string, string]> = {
+  events_audit_patient: ["events_stat_patient", "((data->>'patientId'), global_position)"],
+  events_audit_patient_ids: [
+    "events_stat_patient_ids",
+    "using gin ((data->'patientIds') jsonb_path_ops)",
+  ],
+  events_audit_actor: ["events_stat_actor", "((metadata->>'actorId'), global_position)"],
+  events_audit_grant: ["events_stat_grant", "((metadata->>'grantId'), global_position)"],
+};
+const VS = Deno.env.get("BENCH_IDX_VS") ?? "none";
+if (VS !== "none" && VS !== "full") throw new Error(`BENCH_IDX_VS: ${VS}?`);
+const VS_WORDS = VS === "full"
+  ? "partial vs migration 5's full indexes"
+  : "with vs without the indexes";
 
 const admin = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
 const names: string[] = [];
@@ -50,7 +68,14 @@ const open = async (withIndexes: boolean) => {
   url.pathname = `/${name}`;
   const db = openPostgres(url.toString(), { max: writers });
   await migrate(db);
-  if (!withIndexes) { for (const i of INDEXES) await db.exec(`drop index ${i}`); }
+  for (const i of withIndexes ? [] : INDEXES) {
+    const full = FULL[i];
+    if (VS === "none") await db.exec(`drop index ${i}`);
+    else if (full) {
+      await db.exec(`drop index ${i}; drop statistics ${full[0]};
+        create index ${i} on events ${full[1]}`);
+    }
+  }
   const codec = new PhiCodec(db, crypto.getRandomValues(new Uint8Array(32)));
   return { db, store: new EventStore({ db, catalog, codec, shredder: subjectKeyShredder(codec) }) };
 };
@@ -97,12 +122,12 @@ try {
     r.seq[0]! += a, r.seq[1]! += b, r.conc[0]! += c, r.conc[1]! += d;
     console.log(
       `round ${round}: 1 writer ${fmtInt(a)} vs ${fmtInt(b)} events/s; ` +
-        `${writers} writers ${fmtInt(c)} vs ${fmtInt(d)} events/s (with vs without the indexes)`,
+        `${writers} writers ${fmtInt(c)} vs ${fmtInt(d)} events/s (${VS_WORDS})`,
     );
   }
   const ratio = (x: number[]) => (x[0]! / x[1]!).toFixed(2);
   console.log(
-    `append with the audit indexes / without: 1 writer ${ratio(r.seq)}, ${writers} writers ${
+    `append ${VS_WORDS.replace(" vs ", " / ")}: 1 writer ${ratio(r.seq)}, ${writers} writers ${
       ratio(r.conc)
     } (load ${Deno.loadavg().map((l) => l.toFixed(1)).join(" ")})`,
   );
