@@ -1,7 +1,7 @@
 import type { EventMetadata } from "../../events/metadata.ts";
 import { auditWhere, subjectIds } from "../clinical/audit_trail.ts";
 import type { EventStore } from "../store/event_store.ts";
-import { type Query, sql } from "../store/sql.ts";
+import { int, type Query, sql } from "../store/sql.ts";
 import { auditEventsJson, type BalpContext } from "./fhir_balp.ts";
 import {
   STORED_EVENT_COLUMNS,
@@ -78,7 +78,7 @@ const page = async (
   const rows = await store.db.query<StoredEventRow>(
     sql`select ${STORED_EVENT_COLUMNS} from events e
       where ${filterSql(f, upTo)} and e.global_position > ${after}::bigint
-      order by e.global_position limit ${limit}`,
+      order by e.global_position limit ${int(limit)}`,
   );
   return rows.map(toStoredEvent);
 };

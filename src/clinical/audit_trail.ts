@@ -1,7 +1,7 @@
 import { z } from "zod";
 import type { EventMetadata } from "../../events/metadata.ts";
 import type { EventStore } from "../store/event_store.ts";
-import { type Query, sql } from "../store/sql.ts";
+import { int, type Query, sql } from "../store/sql.ts";
 import { timestamp } from "../timestamp.ts";
 
 /** What an auditor may filter the log by: ids, event types and a time window. */
@@ -125,7 +125,7 @@ export const queryAuditEvents = async (
       from events e
       where ${filter} ${after ? sql`and e.global_position > ${after[0]}::bigint` : sql``}
       order by e.global_position
-      limit ${page.limit + 1}`,
+      limit ${int(page.limit + 1)}`,
   );
   const [count] = await store.db.query<{ n: number }>(
     sql`select count(*)::int as n from events e where ${filter}`,

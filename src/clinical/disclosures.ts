@@ -1,6 +1,6 @@
 import { z } from "zod";
 import type { EventStore } from "../store/event_store.ts";
-import { type Query, sql } from "../store/sql.ts";
+import { int, type Query, sql } from "../store/sql.ts";
 import { timestamp } from "../timestamp.ts";
 import { touchesPatient } from "./audit_trail.ts";
 
@@ -196,7 +196,7 @@ export const disclosures = async (
       : sql``
   }
     order by g.first_us::bigint, g.actor_id, g.role, g.purpose, g.grant_id
-    ${page.limit === null ? sql`` : sql`limit ${page.limit + 1}`}`);
+    ${page.limit === null ? sql`` : sql`limit ${int(page.limit + 1)}`}`);
   const slice = page.limit === null ? rows : rows.slice(0, page.limit);
   const actors = await actorNames(store, slice.map((r) => r.actor_id));
   const clinics = await clinicGrants(store, q.patientId);

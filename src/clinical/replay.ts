@@ -1,6 +1,6 @@
 import type { EventStore } from "../store/event_store.ts";
 import { COLUMNS, decode, type EventRow } from "../store/read.ts";
-import { sql } from "../store/sql.ts";
+import { int, sql } from "../store/sql.ts";
 import type { StoredEvent } from "../store/types.ts";
 import { actorNames, namesPatient } from "./disclosures.ts";
 
@@ -42,7 +42,7 @@ export async function* timeline(store: EventStore, w: ReplayWindow): AsyncGenera
   for (;;) {
     const rows = await store.db.query<EventRow>(sql`select ${COLUMNS} from events e
       where ${filter(w)} and e.global_position > ${after}
-      order by e.global_position limit ${BATCH}`);
+      order by e.global_position limit ${int(BATCH)}`);
     for (const e of await decode(store, rows, true)) yield e;
     if (rows.length < BATCH) return;
     after = Number(rows.at(-1)!.global_position);

@@ -31,6 +31,8 @@ class Fragment implements Query {
         values.push(...inner.values);
       } else if (p instanceof Identifier) {
         text += p.quoted;
+      } else if (p instanceof IntLiteral) {
+        text += p.digits;
       } else {
         values.push(p);
         text += `$${offset + values.length}`;
@@ -51,8 +53,24 @@ class Identifier {
   }
 }
 
+class IntLiteral {
+  readonly digits: string;
+  constructor(n: number) {
+    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`invalid SQL integer literal: ${n}`);
+    this.digits = String(n);
+  }
+}
+
 export const sql = (strings: TemplateStringsArray, ...params: unknown[]): Query =>
   new Fragment(strings, params);
 
 /** A quoted identifier (table or column name) for use inside {@link sql}. */
 export const ident = (name: string): Identifier => new Identifier(name);
+
+/**
+ * A non-negative integer written into the query text instead of a parameter:
+ * for a page's `limit`, which a generic plan cannot know (the planner then
+ * expects to stop early and walks the primary key, ignoring the filter's
+ * index). Each value is a statement of its own in the plan cache.
+ */
+export const int = (n: number): IntLiteral => new IntLiteral(n);
