@@ -62,8 +62,10 @@ export interface Projection {
   readonly anyEvent?: ProjectionHandler;
   /**
    * Folds a page of events (in log order, only the types it handles) at
-   * once. Must leave the same rows as its handlers applied one by one; builds
-   * and rebuilds use it, appends still run the handlers.
+   * once. Must leave the same rows as its handlers applied one by one, and
+   * touch only the projection's own tables. Builds and rebuilds use it, and
+   * an inline projection's append batch of two or more of its events (a
+   * lone event still goes through its handler).
    */
   readonly foldBatch?: (db: Db, events: readonly StoredEvent[]) => Promise<void>;
   /**
