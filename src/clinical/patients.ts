@@ -81,36 +81,58 @@ export interface PatientRowState {
   erased: boolean;
 }
 
+/** The subject whose data key seals a patient's PHI. */
+const patientSubject = (id: string) => `patient-${id}`;
+
 /**
- * A patient's `patients` row state and its stream, sealed, in one query
- * (one snapshot): what a current read needs before and after the policy
- * check. `row` is undefined when there is no such patient. Nothing is
- * unsealed here: {@link openPatient} does that once the read is allowed.
+ * A patient's `patients` row state, its stream (sealed) and its data key's
+ * row (wrapped), in one query (one snapshot): what a current read needs
+ * before and after the policy check. `row` is undefined when there is no such
+ * patient. Nothing is unsealed or unwrapped here: {@link openPatient} does
+ * that once the read is allowed, without a key lookup of its own.
  */
 export const prefetchPatient = async (
   store: EventStore,
   id: string,
-): Promise<{ row: PatientRowState | undefined; events: EventRow[] }> => {
-  const rows = await store.db.query<EventRow & { p_deleted: boolean; p_erased: boolean }>(
-    sql`select p.deleted as p_deleted, p.erased_at is not null as p_erased, ${EVENT_COLUMNS}
+): Promise<{ row: PatientRowState | undefined; events: EventRow[]; key: PrefetchedKey }> => {
+  const subject = patientSubject(id);
+  const rows = await store.db.query<
+    EventRow & { p_deleted: boolean; p_erased: boolean; p_key: string | null }
+  >(
+    sql`select p.deleted as p_deleted, p.erased_at is not null as p_erased,
+        (select k.wrapped_key from subject_keys k where k.subject_id = ${subject}) as p_key,
+        ${EVENT_COLUMNS}
       from patients p left join events on events.stream_id = ${patientStream(id)}
       where p.id = ${id}::uuid
       order by events.stream_version`,
   );
   const first = rows[0];
-  if (!first) return { row: undefined, events: [] };
+  if (!first) return { row: undefined, events: [], key: { subject, wrapped: null } };
   return {
     row: { deleted: first.p_deleted === true, erased: first.p_erased === true },
     events: rows.filter((r) => r.global_position !== null),
+    key: { subject, wrapped: first.p_key ?? null },
   };
 };
 
-/** The record from events {@link prefetchPatient} read: unsealed, folded, as loadPatient answers. */
+/** A subject's `subject_keys` row as {@link prefetchPatient} read it (null: destroyed or none). */
+export interface PrefetchedKey {
+  subject: string;
+  wrapped: string | null;
+}
+
+/**
+ * The record from events {@link prefetchPatient} read: unsealed, folded, as
+ * loadPatient answers. With the key row read in the same query, opening the
+ * payloads needs no lookup of its own.
+ */
 export const openPatient = async (
   store: EventStore,
   events: readonly EventRow[],
   now: Date,
+  key?: PrefetchedKey,
 ): Promise<PatientView | null> => {
+  if (key && events.length > 0) store.codec.rememberRow(key.subject, key.wrapped);
   const decoded = await decode(store, events, true);
   return view(fold(decoded), decoded, now);
 };
@@ -154,7 +176,7 @@ export const registerPatient = async (
   // insert commits while the claim's batch does. A claim that loses leaves
   // an unused key behind (no event is ever sealed with it). A failure here
   // resurfaces, reported, when the registration is sealed.
-  const keyReady = store.codec.prepareKey(`patient-${patientId}`).catch(() => {});
+  const keyReady = store.codec.prepareKey(patientSubject(patientId)).catch(() => {});
   try {
     await store.append(stream, "no_stream", [claim], metadata);
   } catch (err) {

@@ -299,7 +299,7 @@ export const patients = new OpenAPIHono<AppEnv>()
       ) {
         const store = c.var.deps.runtime().store;
         const open = async () => {
-          const p = await openPatient(store, pre.events, now(c));
+          const p = await openPatient(store, pre.events, now(c), pre.key);
           if (!p || (p.deleted && !can(c.get("actor")!, "patient.see_deleted"))) {
             throw new NotFoundError("no such patient");
           }

@@ -129,8 +129,8 @@ export const readAll = async (
 };
 
 /**
- * Payloads opened at once by {@link decode}: WebCrypto's calls overlap (about
- * a quarter of the time each when 64 are in flight rather than one, measured).
+ * Payloads opened at once by {@link decode}. Opening is synchronous (node:crypto,
+ * see PhiCodec); what overlaps is a key lookup a payload may still need.
  */
 const UNSEAL_CONCURRENCY = 256;
 
