@@ -27,6 +27,12 @@
  *     On 2 cores the clients still take CPU from the server and PostgreSQL:
  *     the ratios are the figure, not the absolute rates.
  *
+ * Each workload's line also gives the CPU a request took, from /proc: the
+ * bench process's (server and clients together) and the database
+ * backends' (PostgreSQL on this machine; "n/a" otherwise). On a shared
+ * machine rates move with whatever else runs, CPU per request much less:
+ * it shows which side a change saved on.
+ *
  * Both are printed because they answer different questions: the in-process
  * ratio is the stricter one (it shows the app's per-request cost undiluted),
  * the over-HTTP ratio is the one issue 15 target 3 is worded in. Each mode
@@ -439,6 +445,49 @@ const requests = (w: Workload, run: number, from: number, count: number): BenchR
  * one event per request, unaudited ones none. `k` picks the runs' random
  * sequences: each (k, runtime) draws its own, so no run reads pages another warmed.
  */
+/** CPU time in ms of a process (user + system) from /proc; null where there is none. */
+const procCpuMs = (pid: number | "self"): number | null => {
+  try {
+    const f = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1]!.split(" ");
+    return (Number(f[11]) + Number(f[12])) * 1000 / 100; // clock ticks (USER_HZ 100)
+  } catch {
+    return null;
+  }
+};
+
+/**
+ * CPU spent by this process (server and its clients alike: in process they
+ * share a thread, over HTTP the clients' Worker is part of it) and by the
+ * database's server processes (its backends, when PostgreSQL runs on this
+ * machine), between two calls. Wall-clock rates on a shared 2-core machine
+ * move with whatever else runs; CPU per request moves much less, and shows
+ * which side a change saved on.
+ */
+const cpuMeter = async (db: Runtime["db"]) => {
+  const backends = async () =>
+    (await db.query<{ pid: number }>(
+      sql`select pid from pg_stat_activity where datname = current_database()`,
+    )).map((r) => Number(r.pid));
+  const pgMs = async () => {
+    let total = 0;
+    for (const pid of await backends()) {
+      const ms = procCpuMs(pid);
+      if (ms === null) return null;
+      total += ms;
+    }
+    return total;
+  };
+  const app0 = procCpuMs("self"), pg0 = await pgMs();
+  return async () => {
+    const app1 = procCpuMs("self"), pg1 = await pgMs();
+    return {
+      appMs: app0 === null || app1 === null ? null : app1 - app0,
+      // a backend that ended meanwhile takes its CPU along: a floor, not a total
+      pgMs: pg0 === null || pg1 === null ? null : Math.max(0, pg1 - pg0),
+    };
+  };
+};
+
 const measurePair = async (
   w: Workload,
   mode: Mode,
@@ -447,8 +496,24 @@ const measurePair = async (
   clients = cfg.clients,
 ): Promise<Record<Which, { t: Timed; note: string }>> => {
   const acc = {
-    on: { n: 0, ms: 0, latencies: [] as number[], grew: 0, errors: new Map<string, number>() },
-    off: { n: 0, ms: 0, latencies: [] as number[], grew: 0, errors: new Map<string, number>() },
+    on: {
+      n: 0,
+      ms: 0,
+      latencies: [] as number[],
+      grew: 0,
+      errors: new Map<string, number>(),
+      appMs: 0 as number | null,
+      pgMs: 0 as number | null,
+    },
+    off: {
+      n: 0,
+      ms: 0,
+      latencies: [] as number[],
+      grew: 0,
+      errors: new Map<string, number>(),
+      appMs: 0 as number | null,
+      pgMs: 0 as number | null,
+    },
   };
   const run = (which: Which) => 2 * k + (which === "on" ? 0 : 1);
   // warm-up: JIT, every pool connection (and, over HTTP, every client connection), plan caches
@@ -467,7 +532,11 @@ const measurePair = async (
     const x = acc[which];
     const reqs = requests(w, run(which), offset, count);
     const before = await countEvents(counter, w.type);
+    const cpu = await cpuMeter(counter.db);
     const { t, errors } = await mode.send(which, reqs, clients);
+    const { appMs, pgMs } = await cpu();
+    x.appMs = x.appMs === null || appMs === null ? null : x.appMs + appMs;
+    x.pgMs = x.pgMs === null || pgMs === null ? null : x.pgMs + pgMs;
     x.grew += (await countEvents(counter, w.type)) - before;
     x.n += t.n;
     x.ms += t.ms;
@@ -483,7 +552,12 @@ const measurePair = async (
     const errs = x.errors.size === 0
       ? "all responses ok"
       : "ERRORS: " + [...x.errors].map(([e, c]) => `${c} x ${e}`).join(", ");
-    return { t: { n: x.n, ms: x.ms, latencies: x.latencies }, note: `${audit}; ${errs}` };
+    const perReq = (ms: number | null) => ms === null ? "n/a" : `${fmtInt(ms * 1000 / x.n)} µs`;
+    const cpu = `CPU a request: bench process ${perReq(x.appMs)}, PostgreSQL ${perReq(x.pgMs)}`;
+    return {
+      t: { n: x.n, ms: x.ms, latencies: x.latencies },
+      note: `${audit}; ${errs}; ${cpu}`,
+    };
   };
   return { on: result("on"), off: result("off") };
 };
