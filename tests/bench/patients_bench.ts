@@ -29,7 +29,8 @@
  *
  * Each workload's line also gives the CPU a request took, from /proc: the
  * bench process's (server and clients together) and the database
- * backends' (PostgreSQL on this machine; "n/a" otherwise). On a shared
+ * backends' (its client backends, not autovacuum's; PostgreSQL on this
+ * machine, "n/a" otherwise). On a shared
  * machine rates move with whatever else runs, CPU per request much less:
  * it shows which side a change saved on.
  *
@@ -466,7 +467,8 @@ const procCpuMs = (pid: number | "self"): number | null => {
 const cpuMeter = async (db: Runtime["db"]) => {
   const backends = async () =>
     (await db.query<{ pid: number }>(
-      sql`select pid from pg_stat_activity where datname = current_database()`,
+      sql`select pid from pg_stat_activity where datname = current_database()
+        and backend_type = 'client backend'`,
     )).map((r) => Number(r.pid));
   const pgMs = async () => {
     let total = 0;
