@@ -169,3 +169,56 @@ Deno.test("pglite memory: the initialiser takes the lock itself: one that anothe
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("pglite memory: a first start killed mid-initdb leaves a directory the next start refuses, not opens", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "chartlog-pglite-mem-" });
+  const data = `${dir}/pglite`;
+  try {
+    // the initdb child itself, killed once PostgreSQL has written PG_VERSION (its first file)
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-read",
+        `--allow-write=${dir}`,
+        new URL("../src/store/pglite_init_child.ts", import.meta.url).pathname,
+        data,
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    let killed = false;
+    while (!killed) {
+      try {
+        await Deno.stat(`${data}/PG_VERSION`);
+        child.kill("SIGKILL");
+        killed = true;
+      } catch {
+        if ((await Promise.race([child.status, Promise.resolve(null)])) !== null) break;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+    const status = await child.status;
+    assert.ok(killed && !status.success, "the child was killed before it finished");
+    await Deno.stat(`${dir}/pglite.initdb`); // the marker stayed
+
+    await assert.rejects(
+      openPglite(data),
+      new RegExp(`the embedded database in ${data} was never fully initialised`),
+    );
+    await assertUnlocked(data);
+    await Deno.stat(`${data}/PG_VERSION`); // refused, and left as it was: nothing deleted
+
+    // removed as the message says: the next start makes a database
+    await Deno.remove(data, { recursive: true });
+    const db = await openPglite(data);
+    try {
+      assert.equal(await sharedBuffers(db), "16MB");
+    } finally {
+      await db.close();
+    }
+    await assert.rejects(Deno.stat(`${dir}/pglite.initdb`), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -139,13 +139,39 @@ export const openPgliteImage = async (image: Blob): Promise<Db> => {
   return wrap(pg, pg, 0);
 };
 
-/** Whether `dataDir` already holds a database (PostgreSQL writes PG_VERSION first). */
-const initialised = async (dataDir: string): Promise<boolean> => {
+const exists = async (path: string): Promise<boolean> => {
   try {
-    await Deno.stat(`${dataDir.replace(/\/+$/, "")}/PG_VERSION`);
+    await Deno.stat(path);
     return true;
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+};
+
+/**
+ * The file beside a data directory that says its initdb began and has not
+ * finished. PostgreSQL writes PG_VERSION first: without it, a first start
+ * interrupted mid-initdb (Ctrl-C, a crash, a full disk) would leave a
+ * directory the next start takes for a database.
+ */
+const initMarker = (dataDir: string) => `${dataDir.replace(/\/+$/, "")}.initdb`;
+
+/**
+ * Whether `dataDir` holds a whole database: PG_VERSION, and no initdb of
+ * ours begun there and not finished (see {@link initMarker}).
+ */
+const initialised = async (dataDir: string): Promise<boolean> =>
+  !(await exists(initMarker(dataDir))) &&
+  await exists(`${dataDir.replace(/\/+$/, "")}/PG_VERSION`);
+
+/** Whether `dir` is missing or holds nothing. */
+const emptyOrMissing = async (dir: string): Promise<boolean> => {
+  try {
+    for await (const _ of Deno.readDir(dir)) return false;
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return true;
     throw err;
   }
 };
@@ -181,7 +207,19 @@ const describe = (err: unknown): string => {
 export const initDataDir = async (dataDir: string): Promise<void> => {
   const unlock = await lockDataDir(dataDir);
   try {
-    if (await initialised(dataDir)) return;
+    const marker = initMarker(dataDir);
+    if (await exists(marker)) {
+      // An earlier initdb here did not finish. What it left is no database,
+      // but this never deletes a directory: it may hold someone's files.
+      if (!(await emptyOrMissing(dataDir))) {
+        throw new Error(
+          `the embedded database in ${dataDir} was never fully initialised (an earlier first ` +
+            `start was interrupted or failed); it holds no data yet: remove that directory ` +
+            `and start again`,
+        );
+      }
+    } else if (await initialised(dataDir)) return;
+    await Deno.writeTextFile(marker, `initdb began ${new Date().toISOString()}\n`);
     try {
       const pg = await PGlite.create(dataDir, createOptions());
       await pg.close();
@@ -191,6 +229,7 @@ export const initDataDir = async (dataDir: string): Promise<void> => {
         { cause: err },
       );
     }
+    await Deno.remove(marker);
   } finally {
     await unlock();
   }
@@ -244,7 +283,14 @@ const initInChild = async (command: string, dataDir: string): Promise<boolean> =
   let out: Deno.CommandOutput;
   try {
     out = await new Deno.Command(command, {
-      args: ["run", "--no-prompt", "--allow-read", `--allow-write=${dir},${dir}.lock`, child, dir],
+      args: [
+        "run",
+        "--no-prompt",
+        "--allow-read",
+        `--allow-write=${dir},${dir}.lock,${initMarker(dir)}`,
+        child,
+        dir,
+      ],
       env: { NO_COLOR: "1" },
       stdin: "null",
       stdout: "piped",

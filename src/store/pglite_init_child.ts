@@ -1,6 +1,6 @@
 /**
  * Initialises a new PGlite data directory in a process of its own:
- * `deno run --allow-read --allow-write=<dir>,<dir>.lock pglite_init_child.ts <dir>`,
+ * `deno run --allow-read --allow-write=<dir>,<dir>.lock,<dir>.initdb pglite_init_child.ts <dir>`,
  * started by openPglite (src/store/pglite_driver.ts). Everything initdb
  * allocated goes back to the OS when it exits. Its last stdout line is the
  * {@link InitReply}; it exits 1 on a failure.
