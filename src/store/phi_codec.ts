@@ -71,6 +71,19 @@ interface KeyOffer {
   reject: (err: unknown) => void;
 }
 
+/**
+ * A new subject's data key, made in memory and stored by nobody yet: the
+ * append of the subject's first events seals them with it and inserts its
+ * row in the same transaction (EventStore.append's `newKey`), so the key
+ * is stored exactly when they are, with no commit of its own.
+ */
+export interface FreshKey {
+  readonly subject: string;
+  /** Its `subject_keys.wrapped_key`. */
+  readonly wrapped: string;
+  readonly key: CryptoKey;
+}
+
 /** At most this many new keys in one insert. */
 const MAX_KEY_OFFERS = 500;
 
@@ -124,16 +137,7 @@ export class PhiCodec {
       // Two writers may race to create it: the first insert wins and both use
       // that one. A row committed by a racer after this statement's snapshot
       // shows in neither branch: then it is read again below.
-      const raw = crypto.getRandomValues(new Uint8Array(32));
-      const iv = crypto.getRandomValues(new Uint8Array(12));
-      const wrapped = new Uint8Array(
-        await crypto.subtle.encrypt(
-          { name: "AES-GCM", iv, additionalData: enc.encode(`dek:${subject}`) },
-          await this.#master,
-          raw,
-        ),
-      );
-      const offer = b64(iv) + "." + b64(wrapped);
+      const { raw, wrapped: offer } = await this.#wrapNew(subject);
       rows = db === this.#db
         ? await this.#offer(subject, offer)
         : await db.query<{ wrapped_key: string | null; mine: boolean }>(sql`with ins as (
@@ -166,6 +170,39 @@ export class PhiCodec {
       throw new ConflictError(`the data key of subject ${subject} was destroyed`);
     }
     return await this.#remember(subject, rows[0]?.wrapped_key ?? null);
+  }
+
+  /** A new random data key for `subject`, and its `subject_keys.wrapped_key` text. */
+  async #wrapNew(subject: string): Promise<{ raw: Uint8Array<ArrayBuffer>; wrapped: string }> {
+    const raw = crypto.getRandomValues(new Uint8Array(32));
+    const iv = crypto.getRandomValues(new Uint8Array(12));
+    const wrapped = new Uint8Array(
+      await crypto.subtle.encrypt(
+        { name: "AES-GCM", iv, additionalData: enc.encode(`dek:${subject}`) },
+        await this.#master,
+        raw,
+      ),
+    );
+    return { raw, wrapped: b64(iv) + "." + b64(wrapped) };
+  }
+
+  /**
+   * A data key for a subject that has none yet (e.g. a patient whose id
+   * was just drawn), made in memory: nothing is stored or cached until the
+   * append that carries it commits (see {@link FreshKey}).
+   */
+  async freshKey(subject: string): Promise<FreshKey> {
+    const { raw, wrapped } = await this.#wrapNew(subject);
+    const key = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, [
+      "encrypt",
+      "decrypt",
+    ]);
+    return { subject, wrapped, key };
+  }
+
+  /** Caches a fresh key once the append that stored its row has committed. */
+  adopt(fresh: FreshKey): void {
+    this.#cache.set(fresh.subject, { key: fresh.key, at: Date.now() });
   }
 
   /** Unwraps a `subject_keys` row's key (null: destroyed or absent) and caches it. */
@@ -270,17 +307,13 @@ export class PhiCodec {
     }
   }
 
-  /**
-   * Creates the subject's data key now (or finds it), so that a later seal
-   * finds it cached: a caller can overlap the key's own commit with other
-   * work, e.g. a registration with its MRN claim.
-   */
-  async prepareKey(subject: string): Promise<void> {
-    await this.#key(subject, true);
-  }
-
-  async seal(subject: string, field: string, value: unknown): Promise<SealedValue> {
-    const key = (await this.#key(subject, true))!;
+  async seal(
+    subject: string,
+    field: string,
+    value: unknown,
+    fresh?: FreshKey,
+  ): Promise<SealedValue> {
+    const key = await this.#sealingKey(subject, fresh);
     const iv = crypto.getRandomValues(new Uint8Array(12));
     const ct = new Uint8Array(
       await crypto.subtle.encrypt(
@@ -353,10 +386,20 @@ export class PhiCodec {
     );
   }
 
-  /** Seals the PHI fields `def` declares; other fields pass through. */
+  /** `fresh`'s key if it is the subject's, else the subject's stored key (created if none). */
+  async #sealingKey(subject: string, fresh: FreshKey | undefined): Promise<CryptoKey> {
+    return fresh?.subject === subject ? fresh.key : (await this.#key(subject, true))!;
+  }
+
+  /**
+   * Seals the PHI fields `def` declares; other fields pass through. With
+   * `fresh`, a subject's first payload is sealed with that key, which the
+   * caller stores with it (see {@link FreshKey}).
+   */
   async sealPayload(
     def: EventDefinition,
     data: Record<string, unknown>,
+    fresh?: FreshKey,
   ): Promise<Record<string, unknown>> {
     if (!def.phi) return data;
     const subject = def.phi.subject(data);
@@ -369,7 +412,7 @@ export class PhiCodec {
         values[f] = out[f];
         delete out[f];
       }
-      const key = (await this.#key(subject, true))!;
+      const key = await this.#sealingKey(subject, fresh);
       const iv = crypto.getRandomValues(new Uint8Array(12));
       const ct = new Uint8Array(
         await crypto.subtle.encrypt(
@@ -386,7 +429,9 @@ export class PhiCodec {
       return out;
     }
     for (const field of def.phi.fields) {
-      if (out[field] !== undefined) out[field] = await this.seal(subject, field, out[field]);
+      if (out[field] !== undefined) {
+        out[field] = await this.seal(subject, field, out[field], fresh);
+      }
     }
     return out;
   }
