@@ -1,6 +1,6 @@
 import { setImmediate } from "node:timers";
 import { EventMetadata } from "../../events/metadata.ts";
-import { ConcurrencyError, UnavailableError, ValidationError } from "../errors.ts";
+import { ConcurrencyError, ConflictError, UnavailableError, ValidationError } from "../errors.ts";
 import { applyEvent, handles } from "./apply.ts";
 import type { Catalog } from "./catalog.ts";
 import { type Db, pgCode, pgConstraint } from "./db.ts";
@@ -335,6 +335,10 @@ export class Appender {
     if (pgCode(err) === "23505" && pgConstraint(err) === STREAM_VERSION_CONSTRAINT) {
       const actual = await streamVersion(this.#o.db, p.streamId).catch(() => -1);
       return new ConcurrencyError(p.streamId, p.expected, actual);
+    }
+    // AppendOptions.newKey for a subject that has a key by now
+    if (pgCode(err) === "23505" && pgConstraint(err) === "subject_keys_pkey") {
+      return new ConflictError("the subject has a data key already");
     }
     return err;
   }
