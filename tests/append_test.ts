@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { z } from "zod";
-import { ConcurrencyError } from "../src/errors.ts";
+import { ConcurrencyError, ConflictError } from "../src/errors.ts";
 import { Catalog, defineEvent } from "../src/store/catalog.ts";
 import { eventHash } from "../src/store/hash_chain.ts";
 import { sql } from "../src/store/sql.ts";
@@ -308,4 +308,171 @@ eachDriver(
     assert.equal((await verifyChain(h.db)).ok, true);
   },
   { catalog },
+);
+
+eachDriver("appendMany: several streams in one transaction, all or none", async (h) => {
+  const store = h.store;
+  const one = (by: number) => ({ type: "CounterIncremented", data: { by } });
+  const rows = async () =>
+    (await h.db.query<{ s: string; v: number; x: string }>(sql`select stream_id as s,
+      stream_version as v, transaction_id::text as x from events order by global_position`))
+      .map((r) => [r.s, r.v, r.x] as const);
+
+  const [a, b] = await store.appendMany([
+    { streamId: "counter-a", expected: "no_stream", events: [one(1)] },
+    { streamId: "counter-b", expected: "no_stream", events: [one(2), one(3)] },
+  ], { actorId: "user-1" });
+  assert.deepEqual([a!.version, b!.version], [1, 2]);
+  let r = await rows();
+  assert.equal(r.length, 3);
+  assert.equal(new Set(r.map(([, , x]) => x)).size, 1, "one transaction");
+
+  // the first request conflicts: nothing is written, the error names its stream
+  await assert.rejects(
+    store.appendMany([
+      { streamId: "counter-a", expected: "no_stream", events: [one(4)] },
+      { streamId: "counter-c", expected: "no_stream", events: [one(5)] },
+    ]),
+    (e: unknown) => e instanceof ConcurrencyError && e.streamId === "counter-a" && e.actual === 1,
+  );
+  // the second conflicts after the first was appended in the statement: rolled back
+  await assert.rejects(
+    store.appendMany([
+      { streamId: "counter-c", expected: "no_stream", events: [one(6)] },
+      { streamId: "counter-b", expected: 7, events: [one(7)] },
+    ]),
+    (e: unknown) => e instanceof ConcurrencyError && e.streamId === "counter-b" && e.actual === 2,
+  );
+  assert.equal((await rows()).length, 3);
+  assert.equal(await store.streamVersion("counter-c"), 0);
+
+  // in one batch with others: a unit that partly fails spoils nobody else's append
+  const settled = await Promise.allSettled([
+    store.appendMany([
+      { streamId: "counter-d", expected: "no_stream", events: [one(8)] },
+      { streamId: "counter-e", expected: "no_stream", events: [one(9)] },
+    ]),
+    store.appendMany([
+      { streamId: "counter-f", expected: "no_stream", events: [one(10)] },
+      { streamId: "counter-a", expected: 0, events: [one(11)] },
+    ]),
+    store.append("counter-g", "no_stream", [one(12)]),
+    store.append("counter-a", 1, [one(13)]),
+  ]);
+  assert.deepEqual(settled.map((s) => s.status), [
+    "fulfilled",
+    "rejected",
+    "fulfilled",
+    "fulfilled",
+  ]);
+  const reason = (settled[1] as PromiseRejectedResult).reason;
+  assert.ok(reason instanceof ConcurrencyError);
+  assert.equal(reason.streamId, "counter-a");
+  r = await rows();
+  assert.deepEqual(r.slice(3).map(([s, v]) => [s, v]).sort(), [
+    ["counter-a", 2],
+    ["counter-d", 1],
+    ["counter-e", 1],
+    ["counter-g", 1],
+  ]);
+  assert.equal(await store.streamVersion("counter-f"), 0);
+  assert.equal((await verifyChain(h.db)).ok, true);
+
+  // a stream twice in one call is refused before anything is queued
+  await assert.rejects(
+    store.appendMany([
+      { streamId: "counter-h", expected: "no_stream", events: [one(1)] },
+      { streamId: "counter-h", expected: 1, events: [one(2)] },
+    ]),
+    /one request per stream/,
+  );
+}, { catalog });
+
+eachDriver(
+  "appendMany: 20 concurrent callers claim one stream, each with a stream of its own: one wins whole",
+  async (h) => {
+    const one = (by: number) => ({ type: "CounterIncremented", data: { by } });
+    const settled = await Promise.allSettled(
+      Array.from({ length: 20 }, (_, i) =>
+        h.store.appendMany([
+          { streamId: "counter-claim", expected: "no_stream", events: [one(i + 1)] },
+          { streamId: `counter-own${i}`, expected: "no_stream", events: [one(i + 1)] },
+        ])),
+    );
+    const won = settled.flatMap((s, i) => s.status === "fulfilled" ? [i] : []);
+    assert.equal(won.length, 1);
+    for (const s of settled) {
+      if (s.status === "rejected") {
+        assert.ok(s.reason instanceof ConcurrencyError);
+        assert.equal(s.reason.streamId, "counter-claim");
+      }
+    }
+    const streams = await h.db.query<{ s: string; by: number }>(
+      sql`select stream_id as s, (data->>'by')::int as by from events order by global_position`,
+    );
+    assert.deepEqual(streams.map((r) => [r.s, r.by]), [
+      ["counter-claim", won[0]! + 1],
+      [`counter-own${won[0]}`, won[0]! + 1],
+    ]);
+    assert.equal((await verifyChain(h.db)).ok, true);
+  },
+);
+
+eachDriver(
+  "append: a new subject's key is stored with its first events, in their transaction",
+  async (h) => {
+    const store = h.store;
+    const keyRows = async (subject: string) =>
+      await h.db.query<{ wrapped_key: string | null }>(
+        sql`select wrapped_key from subject_keys where subject_id = ${subject}`,
+      );
+    const note = (subjectId: string, text: string) => ({
+      type: "NoteWritten",
+      data: { subjectId, title: "t", text },
+    });
+    const s1 = `patient-${crypto.randomUUID()}`;
+    const fresh = await store.codec.freshKey(s1);
+    assert.equal((await keyRows(s1)).length, 0, "made in memory");
+    await store.append(`note-${s1}`, "no_stream", [note(s1, "first")], {}, { newKey: fresh });
+    const [row] = await keyRows(s1);
+    assert.equal(row?.wrapped_key, fresh.wrapped);
+    // a codec that caches nothing opens the note with the stored key
+    const cold = await h.openStore();
+    const [e] = await cold.readStream(`note-${s1}`);
+    assert.equal(e!.data.text, "first");
+
+    // an append that fails its version check stores no key (and leaves no event)
+    const s2 = `patient-${crypto.randomUUID()}`;
+    await assert.rejects(
+      store.append(`note-${s1}`, "no_stream", [note(s2, "lost")], {}, {
+        newKey: await store.codec.freshKey(s2),
+      }),
+      ConcurrencyError,
+    );
+    assert.equal((await keyRows(s2)).length, 0);
+    // in a batch whose other requests commit, too
+    const s3 = `patient-${crypto.randomUUID()}`, s4 = `patient-${crypto.randomUUID()}`;
+    const settled = await Promise.allSettled([
+      store.append(`note-${s3}`, "no_stream", [note(s3, "kept")], {}, {
+        newKey: await store.codec.freshKey(s3),
+      }),
+      store.append(`note-${s1}`, 0, [note(s4, "lost")], {}, {
+        newKey: await store.codec.freshKey(s4),
+      }),
+    ]);
+    assert.deepEqual(settled.map((s) => s.status), ["fulfilled", "rejected"]);
+    assert.equal((await keyRows(s3)).length, 1);
+    assert.equal((await keyRows(s4)).length, 0);
+
+    // a subject that has a key already: the append fails, nothing is written, the key stays
+    await assert.rejects(
+      store.append(`note2-${s1}`, "no_stream", [note(s1, "again")], {}, {
+        newKey: await store.codec.freshKey(s1),
+      }),
+      ConflictError,
+    );
+    assert.equal(await store.streamVersion(`note2-${s1}`), 0);
+    assert.equal((await keyRows(s1))[0]?.wrapped_key, fresh.wrapped);
+    assert.equal((await verifyChain(h.db)).ok, true);
+  },
 );

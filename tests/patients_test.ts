@@ -5,6 +5,8 @@ import {
   fold as foldTeam,
   members as teamMembers,
 } from "../src/domain/care_team.ts";
+import { ConflictError } from "../src/errors.ts";
+import { PhiCodec } from "../src/store/phi_codec.ts";
 import { sql } from "../src/store/sql.ts";
 import { openTestApp } from "./support/app.ts";
 import { createTestDatabase, drivers } from "./support/harness.ts";
@@ -709,4 +711,60 @@ Deno.test("care team decider: add once, remove a member only; the fold keeps joi
   assert.deepEqual(decideTeam({ type: "AddMember", patientId: P, practitionerId: B }, gone), [
     { type: "CareTeamMemberAdded", data: { patientId: P, practitionerId: B } },
   ]);
+});
+
+Deno.test("patients: 20 concurrent registrations with one MRN: one is written whole, no key left behind", async (ctx) => {
+  // on both drivers: the claim, the registration and the data key go in one transaction
+  for (const kind of await drivers()) {
+    await ctx.step(kind, async () => {
+      const pg = kind === "postgres" ? await createTestDatabase({ app: true }) : null;
+      const { t } = await setup(pg ? { DATABASE_URL: pg.url } : {});
+      try {
+        const { store, indexKey } = t.runtime;
+        const now = t.runtime.sessions.now();
+        const settled = await Promise.allSettled(
+          Array.from({ length: 20 }, (_, i) =>
+            registerPatient(
+              store,
+              indexKey,
+              { ...ada, gender: "F", firstName: `Ada${i}` },
+              { actorId: "seed" },
+              now,
+            )),
+        );
+        const won = settled.flatMap((s) => s.status === "fulfilled" ? [s.value] : []);
+        assert.equal(won.length, 1);
+        for (const s of settled) {
+          if (s.status === "rejected") assert.ok(s.reason instanceof ConflictError, s.reason);
+        }
+        const [n] = await t.runtime.db.query<{ p: number; e: number; k: number; c: number }>(
+          sql`select (select count(*)::int from patients) as p,
+            (select count(*)::int from events where stream_id like 'patient-%') as e,
+            (select count(*)::int from subject_keys where subject_id like 'patient-%') as k,
+            (select count(*)::int from events where type = 'MrnReserved') as c`,
+        );
+        assert.deepEqual(n, { p: 1, e: 1, k: 1, c: 1 });
+        // the winner's record opens with the stored key (a codec that caches nothing)
+        const [e] = await t.runtime.db.query<{ data: Record<string, unknown> }>(
+          sql`select data from events where stream_id = ${`patient-${won[0]!.id}`}`,
+        );
+        const cold = new PhiCodec(t.runtime.db, t.config.masterKey!);
+        const opened = await cold.unsealPayload(e!.data);
+        assert.equal(opened.data.firstName, won[0]!.firstName);
+        assert.deepEqual(opened.erasedFields, []);
+        // the next registration of another MRN is not held up by the lost ones
+        const other = await registerPatient(
+          store,
+          indexKey,
+          { ...ada, gender: "F", mrn: "MRN-0002" },
+          { actorId: "seed" },
+          now,
+        );
+        assert.equal(other.version, 1);
+      } finally {
+        await t.close();
+        await pg?.drop();
+      }
+    });
+  }
 });

@@ -15,7 +15,7 @@ import {
 } from "../domain/patient.ts";
 import { ConcurrencyError, ConflictError, GoneError, UnavailableError } from "../errors.ts";
 import { handleCommand } from "../domain/command_handler.ts";
-import type { EventStore } from "../store/event_store.ts";
+import type { AppendRequest, EventStore } from "../store/event_store.ts";
 import { COLUMNS as EVENT_COLUMNS, decode, type EventRow } from "../store/read.ts";
 import { sql } from "../store/sql.ts";
 import type { NewEvent, StoredEvent } from "../store/types.ts";
@@ -23,7 +23,10 @@ import { timestamp } from "../timestamp.ts";
 
 export const patientStream = (id: string) => `patient-${id}`;
 
-/** How long an MRN claim without its patient is honoured before it may be reclaimed. */
+/**
+ * How long an MRN claim without its patient is honoured before it may be
+ * reclaimed (claims are now written with their patient; see registerPatient).
+ */
 export const CLAIM_GRACE_MS = 5 * 60_000;
 
 /**
@@ -153,10 +156,13 @@ const handle = async (
 };
 
 /**
- * Registers a patient. The MRN is claimed first in its own stream with
- * "no_stream": of two concurrent registrations with one MRN exactly one
- * wins. A claim whose patient was never written (a crash between the two
- * appends) is reclaimed after {@link CLAIM_GRACE_MS}.
+ * Registers a patient. The MRN is claimed in its own stream with
+ * "no_stream", in the same transaction as the registration
+ * (EventStore.appendMany): of two concurrent registrations with one MRN
+ * exactly one is written, and a claim never stands without its patient. A
+ * claim without its patient (left by a crash between the two appends of
+ * an earlier version, which wrote them one after the other) is reclaimed
+ * after {@link CLAIM_GRACE_MS}.
  */
 export const registerPatient = async (
   store: EventStore,
@@ -172,15 +178,28 @@ export const registerPatient = async (
   const registered = decide(cmd, { status: "none" });
   const claim: NewEvent = { type: "MrnReserved", data: { patientId } };
   const stream = mrnStream(indexKey, data.mrn);
-  // The patient's data key is created beside the claim, not after it: its
-  // insert commits while the claim's batch does. A claim that loses leaves
-  // an unused key behind (no event is ever sealed with it). A failure here
-  // resurfaces, reported, when the registration is sealed.
-  const keyReady = store.codec.prepareKey(patientSubject(patientId)).catch(() => {});
+  // The patient's data key is made in memory and stored by this append, in
+  // its transaction (AppendOptions.newKey): no commit of its own, and no key
+  // is left behind by a registration that fails.
+  const newKey = await store.codec.freshKey(patientSubject(patientId));
+  // A fresh random id's stream is empty: no need to read it before deciding
+  // (handleCommand would); "no_stream" still refuses if it were not.
+  const patient: AppendRequest = {
+    streamId: patientStream(patientId),
+    expected: "no_stream",
+    events: registered,
+  };
+  const register = (claimAt: number | "no_stream") =>
+    store.appendMany(
+      [{ streamId: stream, expected: claimAt, events: [claim] }, patient],
+      metadata,
+      { newKey },
+    );
+  let results;
   try {
-    await store.append(stream, "no_stream", [claim], metadata);
+    results = await register("no_stream");
   } catch (err) {
-    if (!(err instanceof ConcurrencyError)) throw err;
+    if (!(err instanceof ConcurrencyError) || err.streamId !== stream) throw err;
     const claims = await store.readStream(stream);
     const last = claims.at(-1)!;
     const holder = last.data.patientId as string;
@@ -189,16 +208,13 @@ export const registerPatient = async (
     const abandoned = now.getTime() - last.recordedAt.getTime() > CLAIM_GRACE_MS &&
       (await store.streamVersion(patientStream(holder))) === 0;
     if (!abandoned) throw new ConflictError("a patient with that MRN already exists");
-    await store.append(stream, claims.length, [claim], metadata).catch((e) => {
-      throw e instanceof ConcurrencyError
+    results = await register(claims.length).catch((e) => {
+      throw e instanceof ConcurrencyError && e.streamId === stream
         ? new ConflictError("a patient with that MRN already exists")
         : e;
     });
   }
-  await keyReady;
-  // A fresh random id's stream is empty: no need to read it before deciding
-  // (handleCommand would); "no_stream" still refuses if it were not.
-  const r = await store.append(patientStream(patientId), "no_stream", registered, metadata);
+  const r = results[1]!;
   // The stream was empty ("no_stream" held): the record is these events, as
   // stored (the payloads the catalogue validated); no need to read it back.
   const first = r.version - registered.length;

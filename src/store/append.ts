@@ -1,11 +1,11 @@
 import { setImmediate } from "node:timers";
 import { EventMetadata } from "../../events/metadata.ts";
-import { ConcurrencyError, UnavailableError, ValidationError } from "../errors.ts";
+import { ConcurrencyError, ConflictError, UnavailableError, ValidationError } from "../errors.ts";
 import { applyEvent, handles } from "./apply.ts";
 import type { Catalog } from "./catalog.ts";
 import { type Db, pgCode, pgConstraint } from "./db.ts";
 import { canonicalJson } from "./hash_chain.ts";
-import type { PhiCodec } from "./phi_codec.ts";
+import type { FreshKey, PhiCodec } from "./phi_codec.ts";
 import { streamVersion } from "./read.ts";
 import { type Query, sql } from "./sql.ts";
 import type { AppendResult, ExpectedVersion, NewEvent, Projection, StoredEvent } from "./types.ts";
@@ -29,6 +29,41 @@ export interface AppenderOptions {
   now: () => Date;
 }
 
+/** One stream's part of {@link Appender.appendMany}. */
+export interface AppendRequest {
+  streamId: string;
+  expected: ExpectedVersion;
+  events: readonly NewEvent[];
+}
+
+/** A batch must be retried unit by unit (a unit of several requests partly failed). */
+class SplitBatch extends Error {}
+
+/** #outcomes: a unit of several requests was partly appended (the transaction must roll back). */
+const PARTIAL = Symbol("partial");
+
+/** A batch of one unit, partly appended: its outcomes once rolled back. */
+type Undo = { undo: Outcome[] };
+
+/** The units of a batch (see Pending.unit), in order. */
+const unitsOf = (batch: readonly Pending[]): Pending[][] => {
+  const out: Pending[][] = [];
+  for (let i = 0; i < batch.length; i += batch[i]!.unit.length) out.push(batch[i]!.unit);
+  return out;
+};
+
+/** What an append may carry besides its events. */
+export interface AppendOptions {
+  /**
+   * The data key of a subject that has none yet (PhiCodec.freshKey): the
+   * events' PHI of that subject is sealed with it, and its `subject_keys`
+   * row is inserted in the append's transaction if the append succeeds, so
+   * the key is stored exactly when its first events are, without a commit
+   * of its own. If the subject has a key by then, the append fails.
+   */
+  newKey?: FreshKey;
+}
+
 interface PreparedEvent {
   eventId: string;
   type: string;
@@ -45,6 +80,14 @@ interface Pending {
   expected: ExpectedVersion;
   events: PreparedEvent[];
   metadata: EventMetadata;
+  /** A new subject key to store if this request's events are appended. */
+  newKey: FreshKey | undefined;
+  /**
+   * The requests that are appended together or not at all (an appendMany's,
+   * adjacent in the queue and never split between batches); [itself] alone
+   * for a plain append.
+   */
+  unit: Pending[];
   /** JSON.stringify(streamId) and canonicalJson(metadata), as the hash covers them. */
   streamJson: string;
   metadataJson: string;
@@ -116,17 +159,37 @@ export class Appender {
     expected: ExpectedVersion,
     events: readonly NewEvent[],
     metadata: EventMetadata = {},
+    opts: AppendOptions = {},
   ): Promise<AppendResult> {
-    if (!STREAM_ID.test(streamId)) {
-      throw new ValidationError("invalid stream id", [{ path: "streamId", message: "invalid" }]);
+    return (await this.appendMany([{ streamId, expected, events }], metadata, opts))[0]!;
+  }
+
+  /** See `EventStore.appendMany`. */
+  async appendMany(
+    requests: readonly AppendRequest[],
+    metadata: EventMetadata = {},
+    opts: AppendOptions = {},
+  ): Promise<AppendResult[]> {
+    if (requests.length === 0) {
+      throw new ValidationError("nothing to append", [{ path: "requests", message: "empty" }]);
     }
-    if (typeof expected === "number" && (!Number.isInteger(expected) || expected < 0)) {
-      throw new ValidationError("invalid expected version", [
-        { path: "expectedVersion", message: "must be a non-negative integer" },
+    if (new Set(requests.map((r) => r.streamId)).size !== requests.length) {
+      throw new ValidationError("one request per stream", [
+        { path: "requests", message: "a stream appears twice" },
       ]);
     }
-    if (events.length === 0) {
-      throw new ValidationError("nothing to append", [{ path: "events", message: "empty" }]);
+    for (const { streamId, expected, events } of requests) {
+      if (!STREAM_ID.test(streamId)) {
+        throw new ValidationError("invalid stream id", [{ path: "streamId", message: "invalid" }]);
+      }
+      if (typeof expected === "number" && (!Number.isInteger(expected) || expected < 0)) {
+        throw new ValidationError("invalid expected version", [
+          { path: "expectedVersion", message: "must be a non-negative integer" },
+        ]);
+      }
+      if (events.length === 0) {
+        throw new ValidationError("nothing to append", [{ path: "events", message: "empty" }]);
+      }
     }
     const meta = EventMetadata.safeParse(metadata);
     if (!meta.success) {
@@ -138,33 +201,49 @@ export class Appender {
         })),
       );
     }
-    const prepared: PreparedEvent[] = [];
-    for (const e of events) {
-      const def = this.#o.catalog.get(e.type);
-      const plain = this.#o.catalog.validate(e.type, e.data);
-      const eventId = e.id ?? crypto.randomUUID();
-      prepared.push({
-        eventId,
-        type: e.type,
-        schemaVersion: def.version,
-        plain,
-        dataJson: canonicalJson(await this.#o.codec.sealPayload(def, plain)),
-        head: JSON.stringify(eventId) + "," + JSON.stringify(e.type) + "," + def.version,
-      });
+    const metadataJson = canonicalJson(meta.data);
+    const unit: Pending[] = [];
+    const results: Promise<AppendResult>[] = [];
+    for (const [k, { streamId, expected, events }] of requests.entries()) {
+      const prepared: PreparedEvent[] = [];
+      for (const e of events) {
+        const def = this.#o.catalog.get(e.type);
+        const plain = this.#o.catalog.validate(e.type, e.data);
+        const eventId = e.id ?? crypto.randomUUID();
+        prepared.push({
+          eventId,
+          type: e.type,
+          schemaVersion: def.version,
+          plain,
+          dataJson: canonicalJson(await this.#o.codec.sealPayload(def, plain, opts.newKey)),
+          head: JSON.stringify(eventId) + "," + JSON.stringify(e.type) + "," + def.version,
+        });
+      }
+      results.push(
+        new Promise<AppendResult>((resolve, reject) => {
+          unit.push({
+            streamId,
+            expected,
+            events: prepared,
+            metadata: meta.data,
+            // stored once, with the unit (whose requests commit together or not at all)
+            newKey: k === 0 ? opts.newKey : undefined,
+            unit,
+            streamJson: JSON.stringify(streamId),
+            metadataJson,
+            resolve,
+            reject,
+          });
+        }),
+      );
     }
-    return await new Promise<AppendResult>((resolve, reject) => {
-      this.#queue.push({
-        streamId,
-        expected,
-        events: prepared,
-        metadata: meta.data,
-        streamJson: JSON.stringify(streamId),
-        metadataJson: canonicalJson(meta.data),
-        resolve,
-        reject,
-      });
-      void this.#pump();
-    });
+    this.#queue.push(...unit);
+    void this.#pump();
+    // a unit is settled as one: every request with the same error, if any
+    const out = await Promise.all(results);
+    // committed with its row: later seals and reads of the subject find it cached
+    if (opts.newKey) this.#o.codec.adopt(opts.newKey);
+    return out;
   }
 
   async #pump(): Promise<void> {
@@ -177,13 +256,14 @@ export class Appender {
       while (
         (await yieldToCallers(), this.#queue.length > 0 && this.#inFlight < this.#o.inFlight)
       ) {
+        // whole units only: a unit's requests commit together
         let n = 0, size = 0;
-        while (
-          n < this.#queue.length &&
-          (n === 0 || size + this.#queue[n]!.events.length <= this.#o.maxBatchEvents)
-        ) {
-          size += this.#queue[n]!.events.length;
-          n++;
+        while (n < this.#queue.length) {
+          const unit = this.#queue[n]!.unit;
+          const events = unit.reduce((a, p) => a + p.events.length, 0);
+          if (n > 0 && size + events > this.#o.maxBatchEvents) break;
+          size += events;
+          n += unit.length;
         }
         const batch = this.#queue.splice(0, n);
         this.#inFlight++;
@@ -211,8 +291,11 @@ export class Appender {
     try {
       outcomes = await this.#runBatch(batch);
     } catch (err) {
-      if (batch.length === 1) {
-        batch[0]!.reject(await this.#mapError(err, batch[0]!));
+      const units = unitsOf(batch);
+      if (units.length === 1) {
+        // a unit of several requests cannot tell whose statement failed: the first answers
+        const mapped = await this.#mapError(err, batch[0]!);
+        for (const p of batch) p.reject(mapped);
         return;
       }
       // A lost connection leaves the commit in doubt: retrying could append twice.
@@ -221,8 +304,9 @@ export class Appender {
         return;
       }
       // One request spoiled the shared transaction (e.g. an inline projection
-      // refused it): retry each alone so only that caller sees the failure.
-      for (const p of batch) await this.#commit([p]);
+      // refused it, or a unit partly failed its version checks): retry each
+      // unit alone so only its callers see the failure.
+      for (const unit of units) await this.#commit(unit);
       return;
     }
     batch.forEach((p, i) => {
@@ -252,6 +336,10 @@ export class Appender {
       const actual = await streamVersion(this.#o.db, p.streamId).catch(() => -1);
       return new ConcurrencyError(p.streamId, p.expected, actual);
     }
+    // AppendOptions.newKey for a subject that has a key by now
+    if (pgCode(err) === "23505" && pgConstraint(err) === "subject_keys_pkey") {
+      return new ConflictError("the subject has a data key already");
+    }
     return err;
   }
 
@@ -264,7 +352,10 @@ export class Appender {
    * in the same transaction: on PostgreSQL BEGIN and the call go out
    * together on a reserved connection, then the projections' statements,
    * then COMMIT; PGlite, one session shared by every caller, uses its own
-   * transaction API to keep other queries out.
+   * transaction API to keep other queries out. A batch that stores new
+   * subject keys, or holds a unit of several requests (appendMany), takes
+   * the same path: the keys go in with COMMIT, and a unit that was only
+   * partly appended rolls the batch back (then each unit is retried alone).
    */
   async #runBatch(batch: Pending[]): Promise<Outcome[]> {
     const db = this.#o.db;
@@ -272,24 +363,84 @@ export class Appender {
     const call = this.#call(batch, recordedAt);
     const inline = this.#o.inline.length > 0 &&
       batch.some((p) => p.events.some((e) => this.#inline(e.type)));
-    if (!inline) return this.#outcomes(batch, await db.query<AppendRow>(call), recordedAt);
+    const keyed = batch.some((p) => p.newKey);
+    const grouped = batch.some((p) => p.unit.length > 1);
+    if (!inline && !keyed && !grouped) {
+      // no unit of several requests: never PARTIAL
+      return this.#outcomes(batch, await db.query<AppendRow>(call), recordedAt) as Outcome[];
+    }
+    /** After the call, in its transaction: the outcomes, or why it must roll back. */
+    const settle = async (tx: Db, rows: AppendRow[]): Promise<Outcome[] | Undo> => {
+      const outcomes = this.#outcomes(batch, rows, recordedAt);
+      if (outcomes === PARTIAL) {
+        // some of a unit's requests were appended and some not: none may stay
+        if (unitsOf(batch).length > 1) throw new SplitBatch();
+        return { undo: this.#outcomes(batch, rows, recordedAt, true) as Outcome[] };
+      }
+      if (inline) await this.#project(tx, batch, recordedAt, rows);
+      return outcomes;
+    };
     if (db.kind !== "postgres") {
-      return await db.transaction(async (tx) =>
-        await this.#project(tx, batch, recordedAt, await tx.query<AppendRow>(call))
-      );
+      let undo: Outcome[] | undefined;
+      try {
+        return await db.transaction(async (tx) => {
+          const rows = await tx.query<AppendRow>(call);
+          const out = await settle(tx, rows);
+          if ("undo" in out) {
+            undo = out.undo;
+            throw new SplitBatch(); // rolls the transaction back
+          }
+          const keys = this.#keys(batch, rows);
+          if (keys) await tx.query(keys);
+          return out;
+        });
+      } catch (err) {
+        if (undo) return undo;
+        throw err;
+      }
     }
     const conn = await db.reserve();
     try {
-      const [, rows] = await conn.batch([sql`begin`, call]);
-      const outcomes = await this.#project(conn, batch, recordedAt, rows as unknown as AppendRow[]);
-      await conn.query(sql`commit`);
-      return outcomes;
+      const [, answer] = await conn.batch([sql`begin`, call]);
+      const rows = answer as unknown as AppendRow[];
+      const out = await settle(conn, rows);
+      if ("undo" in out) {
+        await conn.query(sql`rollback`);
+        return out.undo;
+      }
+      // the keys go out with COMMIT; if their insert fails, the server rolls back at COMMIT
+      const keys = this.#keys(batch, rows);
+      await conn.batch(keys ? [keys, sql`commit`] : [sql`commit`]);
+      return out;
     } catch (err) {
       await conn.query(sql`rollback`).catch(() => {});
       throw err;
     } finally {
       await conn.release();
     }
+  }
+
+  /**
+   * The insert of the new subject keys of the batch's requests that were
+   * appended (null if none), in the batch's transaction: a request that
+   * failed its version check leaves no key behind. No ON CONFLICT: a subject
+   * that has a key already fails the statement, hence the batch (then each
+   * request is retried alone and only that one fails), so nothing is ever
+   * stored sealed with a key that is not the subject's stored one. (Which
+   * keys go in is decided here, from the append's rows, not by a join in
+   * SQL: a cached generic plan of such a join, made while `events` was
+   * small, scanned the whole table.)
+   */
+  #keys(batch: Pending[], rows: readonly AppendRow[]): Query | null {
+    const subjects: string[] = [], wrapped: string[] = [];
+    batch.forEach((p, i) => {
+      if (!p.newKey || !rows[i]!.ok) return;
+      subjects.push(p.newKey.subject);
+      wrapped.push(p.newKey.wrapped);
+    });
+    if (subjects.length === 0) return null;
+    return sql`insert into subject_keys (subject_id, wrapped_key)
+      select * from unnest(${subjects}::text[], ${wrapped}::text[])`;
   }
 
   /** Whether an inline projection folds events of `type` (cached per type). */
@@ -344,8 +495,14 @@ export class Appender {
   }
 
   /** Each request's outcome from the function's rows (one per request, in order). */
-  #outcomes(batch: Pending[], rows: readonly AppendRow[], recordedAt: Date): Outcome[] {
-    return batch.map((p, i) => {
+  #outcomes(
+    batch: Pending[],
+    rows: readonly AppendRow[],
+    recordedAt: Date,
+    /** A unit partly appended is being rolled back: its requests fail too. */
+    undo = false,
+  ): Outcome[] | typeof PARTIAL {
+    const outcomes: Outcome[] = batch.map((p, i) => {
       const r = rows[i]!;
       const version = Number(r.version);
       if (!r.ok) return { error: new ConcurrencyError(p.streamId, p.expected, version) };
@@ -359,6 +516,18 @@ export class Appender {
         },
       };
     });
+    // a unit stands or falls as one: a request whose own check passed fails
+    // with the unit's first conflict
+    for (let i = 0; i < batch.length; i += batch[i]!.unit.length) {
+      const n = batch[i]!.unit.length;
+      if (n === 1) continue;
+      const mine = outcomes.slice(i, i + n);
+      const failed = mine.find((o): o is { error: Error } => "error" in o);
+      if (!failed) continue;
+      if (!undo && mine.some((o) => "ok" in o)) return PARTIAL;
+      for (let k = i; k < i + n; k++) outcomes[k] = failed;
+    }
+    return outcomes;
   }
 
   /**
@@ -375,8 +544,7 @@ export class Appender {
     batch: Pending[],
     recordedAt: Date,
     rows: readonly AppendRow[],
-  ): Promise<Outcome[]> {
-    const outcomes = this.#outcomes(batch, rows, recordedAt);
+  ): Promise<void> {
     const stored: StoredEvent[] = [];
     for (const [i, p] of batch.entries()) {
       const r = rows[i]!;
@@ -413,6 +581,5 @@ export class Appender {
       }
     }
     for (const [proj, events] of batched) await proj.foldBatch!(tx, events);
-    return outcomes;
   }
 }

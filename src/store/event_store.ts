@@ -1,5 +1,5 @@
 import type { EventMetadata } from "../../events/metadata.ts";
-import { Appender, type CommitListener } from "./append.ts";
+import { Appender, type AppendOptions, type AppendRequest, type CommitListener } from "./append.ts";
 import type { Catalog } from "./catalog.ts";
 import type { Db } from "./db.ts";
 import { follow } from "./follow.ts";
@@ -8,7 +8,7 @@ import * as read from "./read.ts";
 import type { Query } from "./sql.ts";
 import type { AppendResult, ExpectedVersion, NewEvent, Projection, StoredEvent } from "./types.ts";
 
-export { STREAM_VERSION_CONSTRAINT } from "./append.ts";
+export { type AppendOptions, type AppendRequest, STREAM_VERSION_CONSTRAINT } from "./append.ts";
 export type { ReadAllOptions } from "./read.ts";
 
 export interface EventStoreOptions {
@@ -59,15 +59,33 @@ export class EventStore implements read.LogReader {
   /**
    * Appends events to a stream atomically. Throws {@link ConcurrencyError}
    * when the stream is not at `expected`, a ValidationError for an unknown
-   * type or invalid payload; in both cases nothing is written.
+   * type or invalid payload; in both cases nothing is written. `opts.newKey`
+   * stores a new subject's data key with the events (see AppendOptions).
    */
   append(
     streamId: string,
     expected: ExpectedVersion,
     events: readonly NewEvent[],
     metadata: EventMetadata = {},
+    opts: AppendOptions = {},
   ): Promise<AppendResult> {
-    return this.#appender.append(streamId, expected, events, metadata);
+    return this.#appender.append(streamId, expected, events, metadata, opts);
+  }
+
+  /**
+   * Appends to several streams (each at most once) in one transaction: all
+   * of the requests or none. If a stream is not at its request's expected
+   * version, nothing is written and every request fails with the
+   * {@link ConcurrencyError} of the first such stream. The requests go in
+   * one group-commit batch, so a caller's multi-stream write costs one
+   * batch's turn, not one per stream. `opts` as in {@link append}.
+   */
+  appendMany(
+    requests: readonly AppendRequest[],
+    metadata: EventMetadata = {},
+    opts: AppendOptions = {},
+  ): Promise<AppendResult[]> {
+    return this.#appender.appendMany(requests, metadata, opts);
   }
 
   /**

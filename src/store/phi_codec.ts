@@ -1,5 +1,5 @@
 import { Buffer } from "node:buffer";
-import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
+import { createCipheriv, createDecipheriv } from "node:crypto";
 import { ConflictError } from "../errors.ts";
 import type { Db } from "./db.ts";
 import { sql } from "./sql.ts";
@@ -55,6 +55,45 @@ const isSealed = (v: unknown): v is SealedValue =>
   typeof (v as SealedValue).$sealed?.s === "string";
 
 const enc = new TextEncoder();
+
+/**
+ * AES-256-GCM laid out as WebCrypto lays it out (the ciphertext, then the
+ * 16-byte tag), through node:crypto: synchronous, and for a payload of a
+ * few hundred bytes several times cheaper than crypto.subtle (an async op
+ * per call; two of them were a third of a registration's JavaScript CPU).
+ * Files (encryptBytes) stay on crypto.subtle, which runs off the event loop.
+ */
+const gcmSeal = (key: DataKey, iv: Uint8Array, aad: Uint8Array, plain: Uint8Array): Uint8Array => {
+  const c = createCipheriv("aes-256-gcm", key, iv);
+  c.setAAD(aad);
+  const head = c.update(plain), tail = c.final(), tag = c.getAuthTag();
+  const out = new Uint8Array(head.length + tail.length + tag.length);
+  out.set(head);
+  out.set(tail, head.length);
+  out.set(tag, head.length + tail.length);
+  return out;
+};
+
+/** The plaintext of {@link gcmSeal}'s output; throws if it or the AAD was altered. */
+const gcmOpen = (key: DataKey, iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array => {
+  if (sealed.length < 16) throw new Error("sealed value too short");
+  const d = createDecipheriv("aes-256-gcm", key, iv);
+  d.setAAD(aad);
+  d.setAuthTag(sealed.subarray(sealed.length - 16));
+  const head = d.update(sealed.subarray(0, sealed.length - 16)), tail = d.final();
+  if (tail.length === 0) return head;
+  const out = new Uint8Array(head.length + tail.length);
+  out.set(head);
+  out.set(tail, head.length);
+  return out;
+};
+
+/** A raw 32-byte AES-256 key (a subject's data key, or the master key). */
+type DataKey = Uint8Array<ArrayBuffer>;
+
+/** A data key for crypto.subtle (files: see {@link gcmSeal}). */
+const subtleKey = (raw: DataKey): Promise<CryptoKey> =>
+  crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
 const dec = new TextDecoder();
 // Buffer's native base64: atob and a per-character copy were a visible share of a read's CPU
 const b64 = (bytes: Uint8Array): string =>
@@ -64,59 +103,25 @@ const unb64 = (s: string): Uint8Array<ArrayBuffer> => {
   return new Uint8Array(b.buffer as ArrayBuffer, b.byteOffset, b.byteLength);
 };
 
-/**
- * AES-256-GCM through node:crypto, synchronously: for the small payloads of
- * events and keys its call costs a fraction of an awaited WebCrypto one
- * (measured on the 2-core machine, 900 bytes: 9–12 µs against 20–45 µs), and
- * a read opens one or two. The layout is WebCrypto's, so either opens what
- * the other sealed: a 12-byte IV, then the ciphertext, then the 16-byte tag.
- * Large blobs (files) stay on WebCrypto, off the main thread.
- */
-const gcmSeal = (key: KeyObject, aad: Uint8Array, plain: Uint8Array): Uint8Array => {
-  const iv = crypto.getRandomValues(new Uint8Array(12));
-  const c = createCipheriv("aes-256-gcm", key, iv);
-  c.setAAD(aad);
-  return Buffer.concat([iv, c.update(plain), c.final(), c.getAuthTag()]);
-};
-
-/** Opens {@link gcmSeal}'s layout; throws when the tag does not verify. */
-const gcmOpen = (key: KeyObject, aad: Uint8Array, sealed: Uint8Array): Buffer => {
-  if (sealed.length < 12 + 16) throw new Error("sealed value too short");
-  const d = createDecipheriv("aes-256-gcm", key, sealed.subarray(0, 12));
-  d.setAAD(aad);
-  d.setAuthTag(sealed.subarray(sealed.length - 16));
-  const body = d.update(sealed.subarray(12, sealed.length - 16));
-  const tail = d.final(); // verifies the tag: nothing is returned before it has
-  return tail.length === 0 ? body : Buffer.concat([body, tail]);
-};
-
-/**
- * A subject's data key, unwrapped: node:crypto's key object for payloads,
- * and a WebCrypto key made from it on first use for files.
- */
-class DataKey {
-  readonly secret: KeyObject;
-  #web: Promise<CryptoKey> | undefined;
-  constructor(raw: Uint8Array) {
-    this.secret = createSecretKey(raw);
-  }
-  web(): Promise<CryptoKey> {
-    return this.#web ??= crypto.subtle.importKey(
-      "raw",
-      new Uint8Array(this.secret.export()),
-      "AES-GCM",
-      false,
-      ["encrypt", "decrypt"],
-    );
-  }
-}
-
 /** A new subject's wrapped key waiting to be inserted (see PhiCodec.#offer). */
 interface KeyOffer {
   subject: string;
   wrapped: string;
   resolve: (rows: { wrapped_key: string | null; mine: boolean }[]) => void;
   reject: (err: unknown) => void;
+}
+
+/**
+ * A new subject's data key, made in memory and stored by nobody yet: the
+ * append of the subject's first events seals them with it and inserts its
+ * row in the same transaction (EventStore.append's `newKey`), so the key
+ * is stored exactly when they are, with no commit of its own.
+ */
+export interface FreshKey {
+  readonly subject: string;
+  /** Its `subject_keys.wrapped_key`. */
+  readonly wrapped: string;
+  readonly key: DataKey;
 }
 
 /** At most this many new keys in one insert. */
@@ -127,7 +132,7 @@ const KEY_CACHE_MS = 60_000;
 
 export class PhiCodec {
   readonly #db: Db;
-  readonly #master: KeyObject;
+  readonly #master: DataKey;
   readonly #cache = new Map<string, { key: DataKey | null; at: number }>();
   /** Key lookups in flight (not creations), by subject, with the connection they use. */
   readonly #loading = new Map<string, { db: Db; key: Promise<DataKey | null> }>();
@@ -141,7 +146,7 @@ export class PhiCodec {
     if (masterKey.length !== 32) throw new Error("master key must be 32 bytes");
     this.#db = db;
     this.cursors = new CursorCodec(masterKey);
-    this.#master = createSecretKey(masterKey);
+    this.#master = new Uint8Array(masterKey); // a copy of its own
   }
 
   /** The subject's data key; created on first use when `create` is set. */
@@ -169,9 +174,7 @@ export class PhiCodec {
       // Two writers may race to create it: the first insert wins and both use
       // that one. A row committed by a racer after this statement's snapshot
       // shows in neither branch: then it is read again below.
-      const raw = crypto.getRandomValues(new Uint8Array(32));
-      const sealed = gcmSeal(this.#master, enc.encode(`dek:${subject}`), raw);
-      const offer = b64(sealed.subarray(0, 12)) + "." + b64(sealed.subarray(12));
+      const { raw, wrapped: offer } = this.#wrapNew(subject);
       rows = db === this.#db
         ? await this.#offer(subject, offer)
         : await db.query<{ wrapped_key: string | null; mine: boolean }>(sql`with ins as (
@@ -183,10 +186,8 @@ export class PhiCodec {
         select wrapped_key, false as mine from subject_keys where subject_id = ${subject}`);
       if (rows[0]?.mine === true) {
         // ours was stored: no need to unwrap what we just wrapped
-        const key = new DataKey(raw);
-        raw.fill(0);
-        this.#cache.set(subject, { key, at: Date.now() });
-        return key;
+        this.#cache.set(subject, { key: raw, at: Date.now() });
+        return raw;
       }
       if (rows.length === 0) {
         rows = await db.query(
@@ -202,6 +203,29 @@ export class PhiCodec {
       throw new ConflictError(`the data key of subject ${subject} was destroyed`);
     }
     return this.#remember(subject, rows[0]?.wrapped_key ?? null);
+  }
+
+  /** A new random data key for `subject`, and its `subject_keys.wrapped_key` text. */
+  #wrapNew(subject: string): { raw: DataKey; wrapped: string } {
+    const raw = crypto.getRandomValues(new Uint8Array(32));
+    const iv = crypto.getRandomValues(new Uint8Array(12));
+    const wrapped = gcmSeal(this.#master, iv, enc.encode(`dek:${subject}`), raw);
+    return { raw, wrapped: b64(iv) + "." + b64(wrapped) };
+  }
+
+  /**
+   * A data key for a subject that has none yet (e.g. a patient whose id
+   * was just drawn), made in memory: nothing is stored or cached until the
+   * append that carries it commits (see {@link FreshKey}).
+   */
+  freshKey(subject: string): Promise<FreshKey> {
+    const { raw, wrapped } = this.#wrapNew(subject);
+    return Promise.resolve({ subject, wrapped, key: raw });
+  }
+
+  /** Caches a fresh key once the append that stored its row has committed. */
+  adopt(fresh: FreshKey): void {
+    this.#cache.set(fresh.subject, { key: fresh.key, at: Date.now() });
   }
 
   /**
@@ -221,13 +245,9 @@ export class PhiCodec {
     let key: DataKey | null = null;
     if (wrapped) {
       const [iv, ct] = wrapped.split(".") as [string, string];
-      const raw = gcmOpen(
-        this.#master,
-        enc.encode(`dek:${subject}`),
-        Buffer.concat([unb64(iv), unb64(ct)]),
+      key = new Uint8Array(
+        gcmOpen(this.#master, unb64(iv), enc.encode(`dek:${subject}`), unb64(ct)),
       );
-      key = new DataKey(raw);
-      raw.fill(0);
     }
     this.#cache.set(subject, { key, at: Date.now() });
     return key;
@@ -319,22 +339,23 @@ export class PhiCodec {
     }
   }
 
-  /**
-   * Creates the subject's data key now (or finds it), so that a later seal
-   * finds it cached: a caller can overlap the key's own commit with other
-   * work, e.g. a registration with its MRN claim.
-   */
-  async prepareKey(subject: string): Promise<void> {
-    await this.#key(subject, true);
-  }
-
-  async seal(subject: string, field: string, value: unknown): Promise<SealedValue> {
-    const key = (await this.#key(subject, true))!;
-    const out = gcmSeal(
-      key.secret,
+  async seal(
+    subject: string,
+    field: string,
+    value: unknown,
+    fresh?: FreshKey,
+  ): Promise<SealedValue> {
+    const key = await this.#sealingKey(subject, fresh);
+    const iv = crypto.getRandomValues(new Uint8Array(12));
+    const ct = gcmSeal(
+      key,
+      iv,
       enc.encode(`${subject}:${field}`),
       enc.encode(JSON.stringify(value)),
     );
+    const out = new Uint8Array(iv.length + ct.length);
+    out.set(iv);
+    out.set(ct, iv.length);
     return { $sealed: { s: subject, c: b64(out) } };
   }
 
@@ -343,7 +364,9 @@ export class PhiCodec {
     const { s, c } = sealed.$sealed;
     const key = await this.#key(s, false, db);
     if (!key) return ERASED;
-    return JSON.parse(dec.decode(gcmOpen(key.secret, enc.encode(`${s}:${field}`), unb64(c))));
+    const bytes = unb64(c);
+    const pt = gcmOpen(key, bytes.subarray(0, 12), enc.encode(`${s}:${field}`), bytes.subarray(12));
+    return JSON.parse(dec.decode(pt));
   }
 
   /**
@@ -356,11 +379,11 @@ export class PhiCodec {
     context: string,
     bytes: Uint8Array<ArrayBuffer>,
   ): Promise<Uint8Array<ArrayBuffer>> {
-    const key = (await this.#key(subject, true))!;
+    const key = await subtleKey((await this.#key(subject, true))!);
     const iv = crypto.getRandomValues(new Uint8Array(12));
     const ct = await crypto.subtle.encrypt(
       { name: "AES-GCM", iv, additionalData: enc.encode(`${subject}:${context}`) },
-      await key.web(),
+      key,
       bytes,
     );
     const out = new Uint8Array(12 + ct.byteLength);
@@ -375,8 +398,9 @@ export class PhiCodec {
     context: string,
     sealed: Uint8Array<ArrayBuffer>,
   ): Promise<Uint8Array<ArrayBuffer> | typeof ERASED> {
-    const key = await this.#key(subject, false);
-    if (!key) return ERASED;
+    const raw = await this.#key(subject, false);
+    if (!raw) return ERASED;
+    const key = await subtleKey(raw);
     return new Uint8Array(
       await crypto.subtle.decrypt(
         {
@@ -384,16 +408,26 @@ export class PhiCodec {
           iv: sealed.subarray(0, 12),
           additionalData: enc.encode(`${subject}:${context}`),
         },
-        await key.web(),
+        key,
         sealed.subarray(12),
       ),
     );
   }
 
-  /** Seals the PHI fields `def` declares; other fields pass through. */
+  /** `fresh`'s key if it is the subject's, else the subject's stored key (created if none). */
+  async #sealingKey(subject: string, fresh: FreshKey | undefined): Promise<DataKey> {
+    return fresh?.subject === subject ? fresh.key : (await this.#key(subject, true))!;
+  }
+
+  /**
+   * Seals the PHI fields `def` declares; other fields pass through. With
+   * `fresh`, a subject's first payload is sealed with that key, which the
+   * caller stores with it (see {@link FreshKey}).
+   */
   async sealPayload(
     def: EventDefinition,
     data: Record<string, unknown>,
+    fresh?: FreshKey,
   ): Promise<Record<string, unknown>> {
     if (!def.phi) return data;
     const subject = def.phi.subject(data);
@@ -406,18 +440,20 @@ export class PhiCodec {
         values[f] = out[f];
         delete out[f];
       }
-      const key = (await this.#key(subject, true))!;
-      const bytes = gcmSeal(
-        key.secret,
-        envelopeAad(subject, fields),
-        enc.encode(JSON.stringify(values)),
-      );
+      const key = await this.#sealingKey(subject, fresh);
+      const iv = crypto.getRandomValues(new Uint8Array(12));
+      const ct = gcmSeal(key, iv, envelopeAad(subject, fields), enc.encode(JSON.stringify(values)));
+      const bytes = new Uint8Array(iv.length + ct.length);
+      bytes.set(iv);
+      bytes.set(ct, iv.length);
       const envelope: SealedEnvelope = { v: 2, s: subject, f: fields, c: b64(bytes) };
       out[ENVELOPE_KEY] = envelope;
       return out;
     }
     for (const field of def.phi.fields) {
-      if (out[field] !== undefined) out[field] = await this.seal(subject, field, out[field]);
+      if (out[field] !== undefined) {
+        out[field] = await this.seal(subject, field, out[field], fresh);
+      }
     }
     return out;
   }
@@ -435,7 +471,7 @@ export class PhiCodec {
       }
     }
     if (sealed.length === 0) return { data, erasedFields: [] };
-    // concurrently: a key lookup each would otherwise wait for the one before
+    // concurrently: WebCrypto's calls are asynchronous, one await each would serialize them
     const opened = await Promise.all(
       sealed.map(([field, value]) =>
         field === ENVELOPE_KEY && isEnvelope(value)
@@ -467,9 +503,14 @@ export class PhiCodec {
   ): Promise<Record<string, unknown> | typeof ERASED> {
     const key = await this.#key(envelope.s, false, db);
     if (!key) return ERASED;
-    return JSON.parse(
-      dec.decode(gcmOpen(key.secret, envelopeAad(envelope.s, envelope.f), unb64(envelope.c))),
+    const bytes = unb64(envelope.c);
+    const pt = gcmOpen(
+      key,
+      bytes.subarray(0, 12),
+      envelopeAad(envelope.s, envelope.f),
+      bytes.subarray(12),
     );
+    return JSON.parse(dec.decode(pt));
   }
 
   /**
