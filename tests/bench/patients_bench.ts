@@ -68,7 +68,13 @@
  */
 import type { EventMetadata } from "../../events/metadata.ts";
 import { registerUser } from "../../src/auth/accounts.ts";
-import { loadPatient, patientStream, registerPatient } from "../../src/clinical/patients.ts";
+import {
+  loadPatient,
+  openPatient,
+  patientStream,
+  prefetchPatient,
+  registerPatient,
+} from "../../src/clinical/patients.ts";
 import { searchPatients } from "../../src/clinical/patient_search.ts";
 import { fold, type PatientInput } from "../../src/domain/patient.ts";
 import { loadConfig } from "../../src/config.ts";
@@ -680,6 +686,14 @@ const breakdown = async (runtime: Runtime, app: App, token: string, ids: readonl
     [
       "loadPatient (read + unseal + fold + view)",
       () => seq(() => loadPatient(store, fresh(), now)),
+    ],
+    [
+      "prefetch + open, key not cached (the GET's path: 1 query)",
+      () =>
+        seq(async () => {
+          const pre = await prefetchPatient(store, fresh());
+          return await openPatient(store, pre.events, now, pre.key);
+        }),
     ],
     [
       "GET /v1/patients/:id, audit off",
