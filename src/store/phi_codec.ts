@@ -2,7 +2,7 @@ import { Buffer } from "node:buffer";
 import { createCipheriv, createDecipheriv } from "node:crypto";
 import { ConflictError } from "../errors.ts";
 import type { Db } from "./db.ts";
-import { sql } from "./sql.ts";
+import { sql, unprepared } from "./sql.ts";
 import type { EventDefinition } from "./catalog.ts";
 import { CursorCodec } from "./cursor.ts";
 
@@ -289,6 +289,12 @@ export class PhiCodec {
     });
   }
 
+  /**
+   * (Unprepared: the lookup of the rows already there, `= any(...)`, kept a
+   * generic plan made while `subject_keys` was small, a sequential scan, and
+   * every batch of offers then read the whole table: key creation, and the
+   * registrations that waited on it, slowed as the table grew.)
+   */
   async #insertOffers(): Promise<void> {
     this.#offering = true;
     try {
@@ -298,7 +304,7 @@ export class PhiCodec {
           const subjects = batch.map((o) => o.subject);
           const rows = await this.#db.query<
             { subject_id: string; wrapped_key: string | null; mine: boolean }
-          >(sql`with offered as (
+          >(unprepared(sql`with offered as (
               select * from unnest(${subjects}::text[], ${batch.map((o) => o.wrapped)}::text[])
                 as o(subject_id, wrapped_key)),
             ins as (
@@ -308,7 +314,7 @@ export class PhiCodec {
             select subject_id, wrapped_key, true as mine from ins
             union all
             select subject_id, wrapped_key, false as mine from subject_keys
-            where subject_id = any(${subjects}::text[])`);
+            where subject_id = any(${subjects}::text[])`));
           const mine = new Set(rows.filter((r) => r.mine).map((r) => r.wrapped_key));
           const before = new Map(rows.filter((r) => !r.mine).map((r) => [r.subject_id, r]));
           for (const o of batch) {
