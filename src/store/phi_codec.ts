@@ -262,10 +262,11 @@ export class PhiCodec {
       }
     }
     if (wanted.size < 2) return;
+    // unprepared, as the key offers (see #insertOffers): a generic plan kept from a small table scans it
     const rows = await db.query<{ subject_id: string; wrapped_key: string | null }>(
-      sql`select subject_id, wrapped_key from subject_keys where subject_id = any(${[
+      unprepared(sql`select subject_id, wrapped_key from subject_keys where subject_id = any(${[
         ...wanted,
-      ]}::text[])`,
+      ]}::text[])`),
     );
     for (const r of rows) this.#remember(r.subject_id, r.wrapped_key);
   }
