@@ -106,6 +106,7 @@ export const patients: Projection = {
     },
   },
   foldBatch: (db, events) => foldPatients(db, events),
+  writeOnly: true,
 };
 
 /** A patients row as the handlers above leave it. */

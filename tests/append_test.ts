@@ -476,3 +476,53 @@ eachDriver(
     assert.equal((await verifyChain(h.db)).ok, true);
   },
 );
+
+eachDriver(
+  "append: a write-only inline projection's statements commit with the append, and a failing one rolls it back",
+  async (h) => {
+    // Projection.writeOnly: on PostgreSQL its statements go out with COMMIT
+    // (held back, answered with no rows); PGlite runs them in place. Either
+    // way the rows commit with the events, and a statement that fails takes
+    // its append back (the others in the batch commit).
+    const counted: Projection = {
+      name: "counted",
+      version: 1,
+      mode: "inline",
+      tables: ["counted"],
+      setup: `create table counted (by integer primary key, stream text not null)`,
+      handlers: {
+        CounterIncremented: async (db, e) => {
+          const rows = await db.query(
+            sql`insert into counted (by, stream) values (${e.data.by}::integer, ${e.streamId})`,
+          );
+          assert.deepEqual(rows, []);
+        },
+      },
+      writeOnly: true,
+    };
+    const store = await h.openStore({ projections: [counted] });
+    const one = (by: number) => ({ type: "CounterIncremented", data: { by } });
+    await Promise.all([
+      store.append("counter-w1", "no_stream", [one(1)]),
+      store.append("counter-w2", "no_stream", [one(2), one(3)]),
+    ]);
+    const settled = await Promise.allSettled([
+      store.append("counter-w3", "no_stream", [one(4)]),
+      store.append("counter-w4", "no_stream", [one(2)]), // `by` 2 is counted already
+      store.append("counter-w5", "no_stream", [one(5)]),
+    ]);
+    assert.deepEqual(settled.map((s) => s.status), ["fulfilled", "rejected", "fulfilled"]);
+    const rows = await h.db.query<{ by: number; stream: string }>(
+      sql`select by, stream from counted order by by`,
+    );
+    assert.deepEqual(rows.map((r) => [r.by, r.stream]), [
+      [1, "counter-w1"],
+      [2, "counter-w2"],
+      [3, "counter-w2"],
+      [4, "counter-w3"],
+      [5, "counter-w5"],
+    ]);
+    assert.equal(await store.streamVersion("counter-w4"), 0);
+    assert.equal((await verifyChain(h.db)).ok, true);
+  },
+);

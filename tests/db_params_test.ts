@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { pgCode } from "../src/store/db.ts";
-import { sql } from "../src/store/sql.ts";
+import { sql, unprepared } from "../src/store/sql.ts";
 import { eachDriver } from "./support/harness.ts";
 
 // Dates and JSON pass through the driver port natively, the same way on both
@@ -68,3 +68,31 @@ eachDriver("db port: jsonb refuses a NUL character the same way on both drivers"
   // jsonb cannot hold U+0000: untranslatable character
   assert.equal(pgCode(err), "22P05");
 });
+
+eachDriver(
+  "db port: an unprepared query is planned afresh each time (no cached statement)",
+  async (h) => {
+    // postgres.js keeps a named statement per connection for a prepared
+    // query; an unprepared one goes as the unnamed statement and leaves none
+    // behind. Both answer alike on both drivers.
+    const s = await h.db.reserve();
+    try {
+      const named = async (marker: string) => {
+        const [r] = await s.query<{ n: number }>(sql`select count(*)::int as n
+        from pg_prepared_statements where statement like ${`%${marker}%`}
+          and statement not like '%pg_prepared_statements%'`);
+        return r!.n;
+      };
+      const [a] = await s.query<{ v: number }>(sql`select ${41}::int + 1 as v -- marker_prepared`);
+      const [b] = await s.query<{ v: number }>(
+        unprepared(sql`select ${41}::int + 1 as v -- marker_unprepared`),
+      );
+      assert.equal(a!.v, 42);
+      assert.equal(b!.v, 42);
+      assert.equal(await named("marker_unprepared"), 0);
+      if (h.kind === "postgres") assert.equal(await named("marker_prepared"), 1);
+    } finally {
+      await s.release();
+    }
+  },
+);

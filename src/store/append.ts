@@ -45,6 +45,24 @@ const PARTIAL = Symbol("partial");
 /** A batch of one unit, partly appended: its outcomes once rolled back. */
 type Undo = { undo: Outcome[] };
 
+/**
+ * A Db for write-only projections (Projection.writeOnly): it keeps their
+ * statements in `held`, in order, to be sent later, and answers each with
+ * no rows at once.
+ */
+const holder = (held: Query[]): Db => {
+  const refuse = () => Promise.reject(new Error("a write-only projection only sends statements"));
+  return {
+    kind: "postgres",
+    query: <T>(q: Query) => (held.push(q), Promise.resolve([] as T[])),
+    batch: (qs: readonly Query[]) => (held.push(...qs), Promise.resolve(qs.map(() => []))),
+    transaction: refuse,
+    exec: refuse,
+    reserve: refuse,
+    close: refuse,
+  };
+};
+
 /** The units of a batch (see Pending.unit), in order. */
 const unitsOf = (batch: readonly Pending[]): Pending[][] => {
   const out: Pending[][] = [];
@@ -403,14 +421,16 @@ export class Appender {
     try {
       const [, answer] = await conn.batch([sql`begin`, call]);
       const rows = answer as unknown as AppendRow[];
-      const out = await settle(conn, rows);
+      // write-only projections' statements are held back and sent with COMMIT
+      const held: Query[] = [];
+      const out = await settle(this.#writeOnly(batch) ? holder(held) : conn, rows);
       if ("undo" in out) {
         await conn.query(sql`rollback`);
         return out.undo;
       }
-      // the keys go out with COMMIT; if their insert fails, the server rolls back at COMMIT
+      // the keys go out with COMMIT too; if a statement fails, the server rolls back at COMMIT
       const keys = this.#keys(batch, rows);
-      await conn.batch(keys ? [keys, sql`commit`] : [sql`commit`]);
+      await conn.batch([...held, ...(keys ? [keys] : []), sql`commit`]);
       return out;
     } catch (err) {
       await conn.query(sql`rollback`).catch(() => {});
@@ -441,6 +461,13 @@ export class Appender {
     if (subjects.length === 0) return null;
     return sql`insert into subject_keys (subject_id, wrapped_key)
       select * from unnest(${subjects}::text[], ${wrapped}::text[])`;
+  }
+
+  /** Whether every inline projection that folds any of the batch's events is write-only. */
+  #writeOnly(batch: Pending[]): boolean {
+    return this.#o.inline.every((proj) =>
+      proj.writeOnly === true || !batch.some((p) => p.events.some((e) => handles(proj, e.type)))
+    );
   }
 
   /** Whether an inline projection folds events of `type` (cached per type). */

@@ -2,7 +2,7 @@ import { Buffer } from "node:buffer";
 import { createCipheriv, createDecipheriv } from "node:crypto";
 import { ConflictError } from "../errors.ts";
 import type { Db } from "./db.ts";
-import { sql } from "./sql.ts";
+import { sql, unprepared } from "./sql.ts";
 import type { EventDefinition } from "./catalog.ts";
 import { CursorCodec } from "./cursor.ts";
 
@@ -274,10 +274,11 @@ export class PhiCodec {
       }
     }
     if (wanted.size < 2) return;
+    // unprepared, as the key offers (see #insertOffers): a generic plan kept from a small table scans it
     const rows = await db.query<{ subject_id: string; wrapped_key: string | null }>(
-      sql`select subject_id, wrapped_key from subject_keys where subject_id = any(${[
+      unprepared(sql`select subject_id, wrapped_key from subject_keys where subject_id = any(${[
         ...wanted,
-      ]}::text[])`,
+      ]}::text[])`),
     );
     for (const r of rows) this.#remember(r.subject_id, r.wrapped_key);
   }
@@ -301,6 +302,12 @@ export class PhiCodec {
     });
   }
 
+  /**
+   * (Unprepared: the lookup of the rows already there, `= any(...)`, kept a
+   * generic plan made while `subject_keys` was small, a sequential scan, and
+   * every batch of offers then read the whole table: key creation, and the
+   * registrations that waited on it, slowed as the table grew.)
+   */
   async #insertOffers(): Promise<void> {
     this.#offering = true;
     try {
@@ -310,7 +317,7 @@ export class PhiCodec {
           const subjects = batch.map((o) => o.subject);
           const rows = await this.#db.query<
             { subject_id: string; wrapped_key: string | null; mine: boolean }
-          >(sql`with offered as (
+          >(unprepared(sql`with offered as (
               select * from unnest(${subjects}::text[], ${batch.map((o) => o.wrapped)}::text[])
                 as o(subject_id, wrapped_key)),
             ins as (
@@ -320,7 +327,7 @@ export class PhiCodec {
             select subject_id, wrapped_key, true as mine from ins
             union all
             select subject_id, wrapped_key, false as mine from subject_keys
-            where subject_id = any(${subjects}::text[])`);
+            where subject_id = any(${subjects}::text[])`));
           const mine = new Set(rows.filter((r) => r.mine).map((r) => r.wrapped_key));
           const before = new Map(rows.filter((r) => !r.mine).map((r) => [r.subject_id, r]));
           for (const o of batch) {

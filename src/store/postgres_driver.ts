@@ -26,7 +26,9 @@ const rethrow = (err: unknown): never => {
 };
 
 const run = (sql: postgres.Sql, q: Query) =>
-  sql.unsafe(q.text, q.values as postgres.ParameterOrJSON<never>[], { prepare: true })
+  sql.unsafe(q.text, q.values as postgres.ParameterOrJSON<never>[], {
+    prepare: q.prepare !== false,
+  })
     // a plain array: postgres.js' Result subclass carries query text and parameters
     .then((rows) => Array.from(rows) as Record<string, unknown>[]);
 

@@ -11,6 +11,8 @@
 export interface Query {
   readonly text: string;
   readonly values: readonly unknown[];
+  /** false: planned afresh at each execution (see {@link unprepared}); default true. */
+  readonly prepare?: boolean;
 }
 
 class Fragment implements Query {
@@ -74,3 +76,12 @@ export const ident = (name: string): Identifier => new Identifier(name);
  * index). Each value is a statement of its own in the plan cache.
  */
 export const int = (n: number): IntLiteral => new IntLiteral(n);
+
+/**
+ * The query sent as an unnamed statement (postgres.js `prepare: false`):
+ * planned with its parameters at every execution, never from a cached
+ * generic plan. For a statement whose plan depends on a table's size: a
+ * generic plan made while the table was small (a sequential scan) would be
+ * kept as it grows. PGlite plans every query afresh anyway.
+ */
+export const unprepared = (q: Query): Query => ({ text: q.text, values: q.values, prepare: false });

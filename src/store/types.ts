@@ -69,6 +69,15 @@ export interface Projection {
    */
   readonly foldBatch?: (db: Db, events: readonly StoredEvent[]) => Promise<void>;
   /**
+   * Its handlers and `foldBatch` only send statements: they never use the
+   * rows a statement returns (each resolves to none) nor what happened to
+   * one to decide the next. Inline on PostgreSQL, its statements then go
+   * out with the append's COMMIT, in one round trip, instead of one round
+   * trip each while the append lock is held; a failure still rolls the
+   * append back.
+   */
+  readonly writeOnly?: boolean;
+  /**
    * Views in schema `analytics` over this projection's tables (which the
    * SQL names as `public.<table>`): dropped and made again in the
    * transaction that switches a new version in, so their names never break.

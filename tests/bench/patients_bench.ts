@@ -870,11 +870,19 @@ export const patientsBench = async (deps: SectionDeps): Promise<string[]> => {
     const n = cfg.patients;
     let seedLoad = "n/a";
     console.log(`  seeding ${fmtInt(n)} patients (${cfg.seeders} concurrent registerPatient)...`);
-    const { ids, seedMs, vacuumMs, sizes } = await deps.scoped(async () => {
+    const { ids, seedMs, vacuumMs, sizes, walPerPatient } = await deps.scoped(async () => {
       const runtime = await openPatientsRuntime(deps, env, true);
+      const lsn = async () =>
+        (await runtime.db.query<{ l: string }>(sql`select pg_current_wal_lsn()::text as l`))[0]!.l;
+      const lsn0 = await lsn();
       const t0 = performance.now();
       const ids = await seed(runtime, n, cfg.seeders);
       const seedMs = performance.now() - t0;
+      // the whole server's WAL, others' included: a figure for this run's share of it
+      const [wal] = await runtime.db.query<{ b: string }>(
+        sql`select pg_wal_lsn_diff(${await lsn()}::pg_lsn, ${lsn0}::pg_lsn)::text as b`,
+      );
+      const walPerPatient = Number(wal!.b) / n;
       seedLoad = loadavg();
       const v0 = performance.now();
       for (const t of ["events", "patients", "subject_keys"]) {
@@ -886,13 +894,16 @@ export const patientsBench = async (deps: SectionDeps): Promise<string[]> => {
           pg_size_pretty(pg_total_relation_size('patients')) as patients,
           pg_size_pretty(pg_total_relation_size('subject_keys')) as keys`,
       );
-      return { ids, seedMs, vacuumMs, sizes: sizes! };
+      return { ids, seedMs, vacuumMs, sizes: sizes!, walPerPatient };
     });
     const seedRate = n / (seedMs / 1000);
     console.log(
       `  seeded ${fmtInt(n)} patients in ${fmtSec(seedMs)} (${fmtInt(seedRate)} patients/s, ` +
-        `2 appends each), vacuum analyze ${fmtSec(vacuumMs)}; sizes: events ${sizes.events}, ` +
-        `patients ${sizes.patients}, subject_keys ${sizes.keys}`,
+        `MRN claim and record in one appendMany each), vacuum analyze ${
+          fmtSec(vacuumMs)
+        }; sizes: events ${sizes.events}, ` +
+        `patients ${sizes.patients}, subject_keys ${sizes.keys}; ` +
+        `WAL ${fmtInt(walPerPatient)} B/patient (server-wide)`,
     );
 
     /** Adds a results row and prints it. */
