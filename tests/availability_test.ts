@@ -237,7 +237,14 @@ Deno.test("server process: waits for an unreachable database, survives losing it
           if (res.status === 503) assert.ok(res.headers.get("retry-after"));
           await res.body?.cancel();
         } catch (err) {
-          if (s.exited) throw err;
+          if (s.exited) {
+            throw new Error(
+              `the server exited; its last output:\n${
+                [...s.stdout.slice(-20), ...s.stderr.slice(-40)].join("\n")
+              }`,
+              { cause: err },
+            );
+          }
           statuses.push(0); // a connection error counts against the server below
           fetchErrors.push(String(err));
         }
