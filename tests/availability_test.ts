@@ -246,7 +246,10 @@ Deno.test("server process: waits for an unreachable database, survives losing it
             );
           }
           statuses.push(0); // a connection error counts against the server below
-          fetchErrors.push(String(err));
+          const cause = (err as { cause?: unknown }).cause;
+          fetchErrors.push(
+            `${Math.round(performance.now() - t0)} ms: ${err}${cause ? ` (${cause})` : ""}`,
+          );
         }
       }
     }));
@@ -282,7 +285,11 @@ Deno.test("server process: waits for an unreachable database, survives losing it
     assert.deepEqual(
       [...new Set(statuses)].filter((x) => x !== 201 && x !== 503),
       [],
-      `answers other than 201 and 503; connection errors: ${fetchErrors.join("; ")}`,
+      `answers other than 201 and 503; connection errors: ${
+        [...new Set(fetchErrors)].slice(0, 10).join("; ")
+      } (${fetchErrors.length} in all); the server's last output:\n${
+        [...s.stdout.slice(-30), ...s.stderr.slice(-40)].join("\n")
+      }`,
     );
 
     // the projection catches up with new events

@@ -2,7 +2,7 @@ import net from "node:net";
 import { setImmediate } from "node:timers";
 import postgres from "postgres";
 import { UnavailableError } from "../errors.ts";
-import { type Db, mapConnectionError, type ReservedDb } from "./db.ts";
+import { type Db, isConnectionError, mapConnectionError, type ReservedDb } from "./db.ts";
 import type { Query } from "./sql.ts";
 
 export interface PostgresOptions {
@@ -57,10 +57,7 @@ class Session {
       onclose: () => {
         this.lost = true;
       },
-      socket: (o: SocketOptions) => {
-        if (sockets++ > 0) throw lostError();
-        return connectSocket(o);
-      },
+      socket: (o: SocketOptions) => sockets++ > 0 ? deadSocket(lostError()) : connectSocket(o),
     } as postgres.Options<Record<string, never>>);
   }
 
@@ -92,8 +89,32 @@ interface SocketOptions {
 }
 
 /**
+ * A socket that never connected: it reports `err`, then a close, as a
+ * net.Socket whose connect failed does. postgres.js 3.4.9 handles that
+ * (the waiting query fails, the connection is closed and may connect again
+ * later); a socket factory that throws or rejects instead leaves the
+ * connection neither open nor closed, and every later query on it waits
+ * forever: a pool that was refused once while its database restarted never
+ * served again. Both events come two macrotasks later: once postgres.js
+ * listens, and after its deferred write of the startup message has run
+ * (into nothing), for the reason given at {@link connectSocket}.
+ */
+const deadSocket = (err: unknown): net.Socket => {
+  const s = new net.Socket();
+  s.write = (() => true) as typeof s.write;
+  setImmediate(() =>
+    setImmediate(() => {
+      s.emit("error", err);
+      s.emit("close", true);
+    })
+  );
+  return s;
+};
+
+/**
  * Connects a socket for postgres.js (which does not connect a socket it is
- * given), trying each host in turn. Its `close` event is reported one
+ * given), trying each host in turn; when none can be reached, a
+ * {@link deadSocket} that reports why. Its `close` event is reported one
  * macrotask late and as clean: postgres.js 3.4.9 batches small writes behind
  * a `setImmediate` and, when the socket closes before that runs, keeps the
  * cancelled timer, so the connection never writes again after reconnecting
@@ -142,7 +163,33 @@ const connectSocket = async (o: SocketOptions): Promise<net.Socket> => {
       last = err;
     }
   }
-  throw last;
+  return deadSocket(last);
+};
+
+/** What postgres.js' array-type query (sent on every new connection) says, as its errors name it. */
+const TYPE_FETCH = "from pg_catalog.pg_type a";
+
+/**
+ * postgres.js 3.4.9 fetches the array types on each new connection in a
+ * query of its own whose promise nothing awaits (`fetchArrayTypes` in its
+ * connection.js). When the connection is lost at that moment (a terminated
+ * backend, a restart, and then a refused or refused-by-design reconnect)
+ * that promise rejects unhandled, and an unhandled rejection ends a Deno
+ * process: a server could die of a database blip. The query the caller sent
+ * fails with the same error, so nothing is lost by dropping this one copy.
+ * Only that rejection is dropped: a connection error that names the type
+ * query. Installed once per process by {@link openPostgres}.
+ */
+let typeFetchGuard = false;
+const guardTypeFetch = (): void => {
+  if (typeFetchGuard) return;
+  typeFetchGuard = true;
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    const query = (e.reason as { query?: unknown } | null)?.query;
+    if (typeof query === "string" && query.includes(TYPE_FETCH) && isConnectionError(e.reason)) {
+      e.preventDefault();
+    }
+  });
 };
 
 /** A {@link ReservedDb} over one session; transactions are driven by hand. */
@@ -180,6 +227,7 @@ const sessionDb = (
 
 /** A {@link Db} over a postgres.js pool, with sessions of their own for `reserve()`. */
 export const openPostgres = (url: string, options: PostgresOptions = {}): Db => {
+  guardTypeFetch();
   const common = {
     onnotice: () => {},
     connection: {
