@@ -6,6 +6,7 @@ import { UnavailableError } from "./errors.ts";
 import { openRuntime, type Runtime } from "./runtime.ts";
 import { runsAsOwner } from "./store/roles.ts";
 import { isConnectionError } from "./store/db.ts";
+import { installLastResort } from "./last_resort.ts";
 
 /** Start-up retries of an unreachable database: 0.5 s doubling to at most 30 s. */
 const RETRY_FIRST_MS = 500;
@@ -128,6 +129,7 @@ const main = (): void => {
     throw err;
   }
   const log = createLogger(config.logLevel);
+  installLastResort(log);
   if (!config.http) return runWorkersOnly(config, log);
   let runtime: Runtime | null = null;
   const drain = new Drain();
