@@ -463,6 +463,26 @@ const procCpuMs = (pid: number | "self"): number | null => {
 };
 
 /**
+ * Context switches of a process so far, voluntary and not, over all its
+ * threads; null where there is none. On a VM every switch (a wait for a
+ * lock, a socket or a flush, then the wakeup) costs CPU of its own.
+ */
+const procSwitches = (pid: number | "self"): number | null => {
+  try {
+    let total = 0;
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const status = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/status`);
+      for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)) {
+        total += Number(m[1]);
+      }
+    }
+    return total;
+  } catch {
+    return null;
+  }
+};
+
+/**
  * CPU spent by this process (server and its clients alike: in process they
  * share a thread, over HTTP the clients' Worker is part of it) and by the
  * database's server processes (its backends, when PostgreSQL runs on this
@@ -476,22 +496,28 @@ const cpuMeter = async (db: Runtime["db"]) => {
       sql`select pid from pg_stat_activity where datname = current_database()
         and backend_type = 'client backend'`,
     )).map((r) => Number(r.pid));
-  const pgMs = async () => {
+  const pgOf = async (f: (pid: number) => number | null) => {
     let total = 0;
     for (const pid of await backends()) {
-      const ms = procCpuMs(pid);
-      if (ms === null) return null;
-      total += ms;
+      const v = f(pid);
+      if (v === null) return null;
+      total += v;
     }
     return total;
   };
-  const app0 = procCpuMs("self"), pg0 = await pgMs();
+  const diff = (a: number | null, b: number | null) =>
+    // a backend that ended meanwhile takes its share along: a floor, not a total
+    a === null || b === null ? null : Math.max(0, b - a);
+  const app0 = procCpuMs("self"), pg0 = await pgOf(procCpuMs);
+  const appSw0 = procSwitches("self"), pgSw0 = await pgOf(procSwitches);
   return async () => {
-    const app1 = procCpuMs("self"), pg1 = await pgMs();
+    const app1 = procCpuMs("self"), pg1 = await pgOf(procCpuMs);
+    const appSw1 = procSwitches("self"), pgSw1 = await pgOf(procSwitches);
     return {
-      appMs: app0 === null || app1 === null ? null : app1 - app0,
-      // a backend that ended meanwhile takes its CPU along: a floor, not a total
-      pgMs: pg0 === null || pg1 === null ? null : Math.max(0, pg1 - pg0),
+      appMs: diff(app0, app1),
+      pgMs: diff(pg0, pg1),
+      appSwitches: diff(appSw0, appSw1),
+      pgSwitches: diff(pgSw0, pgSw1),
     };
   };
 };
@@ -512,6 +538,8 @@ const measurePair = async (
       errors: new Map<string, number>(),
       appMs: 0 as number | null,
       pgMs: 0 as number | null,
+      appSwitches: 0 as number | null,
+      pgSwitches: 0 as number | null,
     },
     off: {
       n: 0,
@@ -521,6 +549,8 @@ const measurePair = async (
       errors: new Map<string, number>(),
       appMs: 0 as number | null,
       pgMs: 0 as number | null,
+      appSwitches: 0 as number | null,
+      pgSwitches: 0 as number | null,
     },
   };
   const run = (which: Which) => 2 * k + (which === "on" ? 0 : 1);
@@ -542,9 +572,12 @@ const measurePair = async (
     const before = await countEvents(counter, w.type);
     const cpu = await cpuMeter(counter.db);
     const { t, errors } = await mode.send(which, reqs, clients);
-    const { appMs, pgMs } = await cpu();
-    x.appMs = x.appMs === null || appMs === null ? null : x.appMs + appMs;
-    x.pgMs = x.pgMs === null || pgMs === null ? null : x.pgMs + pgMs;
+    const used = await cpu();
+    const add = (a: number | null, b: number | null) => a === null || b === null ? null : a + b;
+    x.appMs = add(x.appMs, used.appMs);
+    x.pgMs = add(x.pgMs, used.pgMs);
+    x.appSwitches = add(x.appSwitches, used.appSwitches);
+    x.pgSwitches = add(x.pgSwitches, used.pgSwitches);
     x.grew += (await countEvents(counter, w.type)) - before;
     x.n += t.n;
     x.ms += t.ms;
@@ -561,7 +594,11 @@ const measurePair = async (
       ? "all responses ok"
       : "ERRORS: " + [...x.errors].map(([e, c]) => `${c} x ${e}`).join(", ");
     const perReq = (ms: number | null) => ms === null ? "n/a" : `${fmtInt(ms * 1000 / x.n)} µs`;
-    const cpu = `CPU a request: bench process ${perReq(x.appMs)}, PostgreSQL ${perReq(x.pgMs)}`;
+    const per = (n: number | null) => n === null ? "n/a" : (n / x.n).toFixed(1);
+    const cpu = `CPU a request: bench process ${perReq(x.appMs)}, PostgreSQL ${perReq(x.pgMs)}; ` +
+      `context switches a request: bench process ${per(x.appSwitches)}, PostgreSQL ${
+        per(x.pgSwitches)
+      }`;
     return {
       t: { n: x.n, ms: x.ms, latencies: x.latencies },
       note: `${audit}; ${errs}; ${cpu}`,
