@@ -159,3 +159,30 @@ Deno.test("postgres driver: a pool that lost its database and was refused serves
     await proxy.close();
   }
 });
+
+Deno.test("postgres driver: the pool hands out its most recently used connection, so a lone caller stays on one backend after a burst opened them all", async () => {
+  if (!(await postgresAvailable())) return;
+  const db = openPostgres(PG_ADMIN_URL, { max: 4 });
+  const pid = async () =>
+    Number((await db.query<{ pid: number }>(sql`select pg_backend_pid() as pid`))[0]!.pid);
+  try {
+    // 12 statements at once on 4 connections: all 4 open, the rest pipelined on them
+    const burst = await Promise.all(
+      Array.from(
+        { length: 12 },
+        () => db.query<{ pid: number }>(sql`select pg_backend_pid() as pid, pg_sleep(0.05)`),
+      ),
+    );
+    assert.equal(new Set(burst.map((r) => r[0]!.pid)).size, 4);
+    // postgres.js' own pool took its idle connections in turn: these went round all 4
+    const lone = new Set<number>();
+    for (let i = 0; i < 12; i++) lone.add(await pid());
+    assert.equal(lone.size, 1, `a lone caller used ${lone.size} backends`);
+    // two callers at a time keep to two of them
+    const pair = new Set<number>();
+    for (let i = 0; i < 12; i++) (await Promise.all([pid(), pid()])).forEach((p) => pair.add(p));
+    assert.equal(pair.size, 2, `two callers used ${pair.size} backends`);
+  } finally {
+    await db.close();
+  }
+});

@@ -508,8 +508,15 @@ const cpuMeter = async (db: Runtime["db"]) => {
   const diff = (a: number | null, b: number | null) =>
     // a backend that ended meanwhile takes its share along: a floor, not a total
     a === null || b === null ? null : Math.max(0, b - a);
+  const lsn = async () =>
+    Number(
+      (await db.query<{ b: string }>(
+        sql`select pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint::text as b`,
+      ))[0]!.b,
+    );
   const app0 = procCpuMs("self"), pg0 = await pgOf(procCpuMs);
   const appSw0 = procSwitches("self"), pgSw0 = await pgOf(procSwitches);
+  const wal0 = await lsn();
   return async () => {
     const app1 = procCpuMs("self"), pg1 = await pgOf(procCpuMs);
     const appSw1 = procSwitches("self"), pgSw1 = await pgOf(procSwitches);
@@ -518,6 +525,7 @@ const cpuMeter = async (db: Runtime["db"]) => {
       pgMs: diff(pg0, pg1),
       appSwitches: diff(appSw0, appSw1),
       pgSwitches: diff(pgSw0, pgSw1),
+      walBytes: await lsn() - wal0,
     };
   };
 };
@@ -540,6 +548,7 @@ const measurePair = async (
       pgMs: 0 as number | null,
       appSwitches: 0 as number | null,
       pgSwitches: 0 as number | null,
+      walBytes: 0,
     },
     off: {
       n: 0,
@@ -551,6 +560,7 @@ const measurePair = async (
       pgMs: 0 as number | null,
       appSwitches: 0 as number | null,
       pgSwitches: 0 as number | null,
+      walBytes: 0,
     },
   };
   const run = (which: Which) => 2 * k + (which === "on" ? 0 : 1);
@@ -578,6 +588,7 @@ const measurePair = async (
     x.pgMs = add(x.pgMs, used.pgMs);
     x.appSwitches = add(x.appSwitches, used.appSwitches);
     x.pgSwitches = add(x.pgSwitches, used.pgSwitches);
+    x.walBytes += used.walBytes;
     x.grew += (await countEvents(counter, w.type)) - before;
     x.n += t.n;
     x.ms += t.ms;
@@ -598,7 +609,7 @@ const measurePair = async (
     const cpu = `CPU a request: bench process ${perReq(x.appMs)}, PostgreSQL ${perReq(x.pgMs)}; ` +
       `context switches a request: bench process ${per(x.appSwitches)}, PostgreSQL ${
         per(x.pgSwitches)
-      }`;
+      }; WAL a request ${fmtInt(x.walBytes / x.n)} B (server-wide)`;
     return {
       t: { n: x.n, ms: x.ms, latencies: x.latencies },
       note: `${audit}; ${errs}; ${cpu}`,
