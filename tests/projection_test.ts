@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { createLogger } from "../src/logger.ts";
 import type { Db } from "../src/store/db.ts";
+import type { Projection } from "../src/store/types.ts";
 import {
+  buildProjection,
   projectionStatus,
   ProjectionWorker,
   rebuildProjection,
@@ -172,6 +174,70 @@ eachDriver("projections: rebuild reproduces identical rows", async (h) => {
     assert.equal(await tableDigest(h.db, "stream_summary"), before.summary);
   }
 }, { projections });
+
+/**
+ * Write-only with a `foldBatch` (as the patients projection): on PostgreSQL its
+ * build reads the next page while this one's statements are sent, unawaited.
+ * `refuse` makes a page holding a `by` of 13 fail in the database, at COMMIT's turn.
+ */
+const pagedTotals = (refuse: boolean, version = 1): Projection => ({
+  name: "paged_totals",
+  version,
+  mode: "async",
+  writeOnly: true,
+  tables: ["paged_totals"],
+  setup: `create table paged_totals (stream_id text primary key, total integer not null)`,
+  handlers: {
+    CounterIncremented: async (db, e) => {
+      await pagedTotals(refuse).foldBatch!(db, [e]);
+    },
+  },
+  foldBatch: async (db, events) => {
+    for (const e of events) {
+      const by = e.data.by as number;
+      await db.query(sql`insert into paged_totals (stream_id, total)
+        values (${e.streamId}, ${refuse && by === 13 ? sql`1 / 0` : sql`${by}::integer`})
+        on conflict (stream_id) do update set total = paged_totals.total + excluded.total`);
+    }
+  },
+});
+
+eachDriver(
+  "projections: a build whose page fails in the database stops there, the tables in use stay, and the next build completes",
+  async (h) => {
+    for (let i = 0; i < 20; i++) {
+      await h.store.append(`counter-${i % 3}`, "any", [{
+        type: "CounterIncremented",
+        data: { by: i === 14 ? 13 : 1 },
+      }]);
+    }
+    const totals = async () =>
+      (await h.db.query<{ stream_id: string; total: number }>(
+        sql`select stream_id, total from paged_totals order by stream_id`,
+      )).map((r) => `${r.stream_id}=${r.total}`).join(",");
+    // version 1 folds every page
+    assert.equal(await buildProjection(h.store, pagedTotals(false), { pageSize: 3 }), 20);
+    const built = await totals();
+    assert.equal(built, "counter-0=7,counter-1=7,counter-2=18");
+    // version 2 fails on the page holding the 13 (the fifth of seven)
+    await assert.rejects(
+      buildProjection(h.store, pagedTotals(true, 2), { pageSize: 3 }),
+      (err: Error & { code?: string }) => err.code === "22012", // division_by_zero
+    );
+    assert.equal(await totals(), built, "the tables in use are untouched");
+    const [state] = await h.db.query<{ version: number }>(
+      sql`select version from projection_state where name = 'paged_totals'`,
+    );
+    assert.equal(Number(state!.version), 1);
+    // the build's connection went back clean: a new build completes
+    assert.equal(await buildProjection(h.store, pagedTotals(false, 2), { pageSize: 3 }), 20);
+    assert.equal(await totals(), built);
+    const [after] = await h.db.query<{ version: number }>(
+      sql`select version from projection_state where name = 'paged_totals'`,
+    );
+    assert.equal(Number(after!.version), 2);
+  },
+);
 
 /** A log where most events are of types the counter projections do not handle. */
 const mostlyOtherTypes = (counters: number): GivenEvent[] =>

@@ -50,7 +50,7 @@ type Undo = { undo: Outcome[] };
  * statements in `held`, in order, to be sent later, and answers each with
  * no rows at once.
  */
-const holder = (held: Query[]): Db => {
+export const holder = (held: Query[]): Db => {
   const refuse = () => Promise.reject(new Error("a write-only projection only sends statements"));
   return {
     kind: "postgres",
