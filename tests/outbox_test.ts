@@ -16,6 +16,12 @@ const PURPOSE = "Purpose-sentinel: review of the migraine diary";
 const PATIENT_NAME = { first: "Ottoline", last: "Quarrendon" };
 const PRACTITIONER_NAME = "Dr Ifeoma Castellanos";
 
+/**
+ * Polls `check`. A list's page and its `total` are two statements: a check on
+ * the outbox asks for every item too, since a page read just before the
+ * worker's commit and a total read just after it (no items, total 3) would
+ * pass `every` on nothing.
+ */
 const waitFor = async (what: string, check: () => boolean | Promise<boolean>) => {
   for (let i = 0; i < 600; i++) {
     if (await check()) return;
@@ -190,7 +196,8 @@ for (const driver of await drivers()) {
       const { code, requestId } = await w.requestAccess();
       await waitFor("both channels delivered", async () => {
         const o = await w.outbox();
-        return o.total === 3 && o.items.every((i) => i.status === "delivered");
+        return o.total === 3 && o.items.length === 3 &&
+          o.items.every((i) => i.status === "delivered");
       });
       // e-mail: one, to the patient account's address, with the code, who asks and until when
       assert.equal(smtp.received.length, 1);
@@ -377,7 +384,8 @@ for (const driver of await drivers()) {
       const { code } = await w.requestAccess();
       await waitFor("settled", async () => {
         const o = await w.outbox();
-        return o.total === 3 && o.items.every((i) => i.status !== "pending");
+        return o.total === 3 && o.items.length === 3 &&
+          o.items.every((i) => i.status !== "pending");
       });
       const [email] = (await w.outbox("?channel=email")).items;
       assert.equal(email!.status, "failed");
@@ -539,7 +547,8 @@ if ((await drivers()).includes("postgres")) {
       for (let i = 0; i < 4; i++) codes.push((await w.requestAccess()).code);
       await waitFor("every notification delivered", async () => {
         const o = await w.outbox("?limit=100");
-        return o.total === 24 && o.items.every((i) => i.status === "delivered");
+        return o.total === 24 && o.items.length === 24 &&
+          o.items.every((i) => i.status === "delivered");
       });
       await waitFor(
         "the loss logged",
