@@ -185,4 +185,9 @@ Deno.test("postgres driver: the pool hands out its most recently used connection
   } finally {
     await db.close();
   }
+  // closed, it opens no new connection: a statement fails at once
+  await assert.rejects(pid(), UnavailableError);
+  const unused = openPostgres(PG_ADMIN_URL, { max: 2 });
+  await unused.close();
+  await assert.rejects(unused.query(sql`select 1`), UnavailableError);
 });

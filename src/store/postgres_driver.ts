@@ -202,20 +202,22 @@ const guardTypeFetch = (): void => {
  * append took about twice the time and twice the server CPU once a burst
  * had opened 32 connections (1.1 ms against 0.58 ms), and an audited read
  * at 4 clients, after the 32-client phase of `deno task bench`, twice the
- * server CPU of one on a warm backend. Handed out last in,
- * first out, a few callers keep a few backends busy and warm, and the rest
- * stay idle. When every connection is busy a statement is pipelined on the
- * one with the fewest in flight, as postgres.js would. Each client
- * reconnects on its own after a lost connection, as the connections of
- * postgres.js' pool do.
+ * server CPU of one on a warm backend. Handed out last in, first out, a
+ * few callers keep a few backends busy and warm, and the rest stay idle.
+ * When every connection is busy a statement is pipelined on the one with
+ * the fewest in flight, as postgres.js would. Each client reconnects on its
+ * own after a lost connection, as the connections of postgres.js' pool do.
+ * Once ended, it opens nothing more: every later statement fails.
  */
 class LifoPool {
   readonly #idle: PoolClient[] = [];
   readonly #all: PoolClient[] = [];
+  #ended = false;
 
   constructor(readonly max: number, readonly open: () => postgres.Sql) {}
 
   async use<T>(fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
+    if (this.#ended) throw new UnavailableError("the database is closed");
     const c = this.#pick();
     c.busy++;
     try {
@@ -239,6 +241,7 @@ class LifoPool {
   }
 
   end(timeout: number): Promise<unknown> {
+    this.#ended = true;
     return Promise.all(this.#all.map((c) => c.sql.end({ timeout })));
   }
 }
