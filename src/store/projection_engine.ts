@@ -138,7 +138,7 @@ export const buildProjection = async (
  * (BEGIN, the search path, the fold's statements, COMMIT), not awaited
  * until the next page's are ready. A rebuild is bound by this process's
  * one thread (unsealing, row parsing, the fold); one after another, that
- * thread waited for the server about a third of the time. Pages are still
+ * thread waited for the server about a fifth of the time. Pages are still
  * committed in order, one transaction each, and a failed one stops the
  * build before the next is sent.
  */
