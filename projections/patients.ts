@@ -1,7 +1,7 @@
 import { erasedId } from "../src/store/shred.ts";
 import { sql } from "../src/store/sql.ts";
 import type { Db } from "../src/store/db.ts";
-import type { Projection, StoredEvent } from "../src/store/types.ts";
+import type { FoldedEvent, Projection } from "../src/store/types.ts";
 
 /**
  * What patient search, lists and the policy need, inline so the API reads
@@ -139,7 +139,7 @@ const PHI_COLUMNS = [
 ] as const;
 
 /** The columns a `PatientUpdated` sets, as its handler does. */
-const updatedColumns = (e: StoredEvent): Record<string, unknown> => {
+const updatedColumns = (e: FoldedEvent): Record<string, unknown> => {
   const c = (e.data.changes ?? {}) as Record<string, unknown>;
   const out: Record<string, unknown> = {};
   if ("firstName" in c) out.first_name = c.firstName ?? null;
@@ -166,7 +166,7 @@ const updatedColumns = (e: StoredEvent): Record<string, unknown> => {
  * `erased_at` once, as its handler does). Care-team pairs end as their last
  * add or remove in the page says, after an erasure's removal of them all.
  */
-const foldPatients = async (db: Db, events: readonly StoredEvent[]): Promise<void> => {
+const foldPatients = async (db: Db, events: readonly FoldedEvent[]): Promise<void> => {
   const created = new Map<string, PatientRow>();
   /** Columns to set on rows from before this page; `erased_at` is set only when null. */
   const patches = new Map<string, Record<string, unknown>>();

@@ -125,6 +125,71 @@ eachDriver(
 );
 
 eachDriver(
+  "phi codec: a payload whose keys are cached opens without a promise, as the awaited path opens it",
+  async (h) => {
+    // A rebuild preloads a page's keys, then opens each payload synchronously
+    // (unsealPayloadCached); a payload with a key not cached is left to the
+    // awaited path. Both must give the same data and erased fields, for
+    // envelopes, field-by-field values and destroyed keys.
+    const old = new EventStore({
+      db: h.db,
+      catalog: fieldByField,
+      codec: h.store.codec,
+      shredder: subjectKeyShredder(h.store.codec),
+    });
+    const oldId = crypto.randomUUID(), newId = crypto.randomUUID();
+    await old.append(`patient-${oldId}`, "no_stream", [{
+      type: "PatientRegistered",
+      data: ada(oldId),
+    }]);
+    await h.store.append(`patient-${newId}`, "no_stream", [{
+      type: "PatientRegistered",
+      data: ada(newId),
+    }]);
+    const oldRaw = await rawData(h, `patient-${oldId}`);
+    const newRaw = await rawData(h, `patient-${newId}`);
+
+    const cold = new PhiCodec(h.db, h.masterKey);
+    assert.equal(cold.unsealPayloadCached(newRaw), undefined, "no key cached: not opened");
+    assert.equal(cold.unsealPayloadCached(oldRaw), undefined);
+    const plain = { patientId: newId };
+    assert.deepEqual(cold.unsealPayloadCached(plain), { data: plain, erasedFields: [] });
+
+    await cold.preload([newRaw, oldRaw]);
+    for (const [id, raw] of [[newId, newRaw], [oldId, oldRaw]] as const) {
+      const sync = cold.unsealPayloadCached(raw);
+      assert.ok(sync, "keys preloaded: opened");
+      assert.deepEqual(sync, await new PhiCodec(h.db, h.masterKey).unsealPayload(raw));
+      assert.deepEqual(sync.data, ada(id));
+      assert.deepEqual(raw, await rawData(h, `patient-${id}`), "the stored payload is left as is");
+    }
+    // a cached key still checks the envelope's binding
+    const envelope = newRaw.$sealed as { f: string[] };
+    assert.throws(() =>
+      cold.unsealPayloadCached({
+        ...newRaw,
+        $sealed: { ...envelope, f: [...envelope.f].reverse() },
+      })
+    );
+
+    // destroyed keys: every PHI field null and listed, on both paths
+    for (const id of [oldId, newId]) {
+      await shredSubject(h.store, `patient-${id}`, "erasure request", { actorId: "admin-1" });
+    }
+    const after = new PhiCodec(h.db, h.masterKey);
+    await after.preload([newRaw, oldRaw]);
+    for (const [id, raw] of [[newId, newRaw], [oldId, oldRaw]] as const) {
+      const sync = after.unsealPayloadCached(raw)!;
+      assert.deepEqual(sync, await new PhiCodec(h.db, h.masterKey).unsealPayload(raw));
+      assert.deepEqual([...sync.erasedFields].sort(), [...PHI.fields].sort());
+      for (const f of PHI.fields) assert.equal(sync.data[f], null, f);
+      assert.equal(sync.data.patientId, id);
+    }
+  },
+  { catalog: current },
+);
+
+eachDriver(
   "phi codec: new keys offered together are inserted together, one key per subject",
   async (h) => {
     // Two codecs over one database (on PostgreSQL a second pool: another

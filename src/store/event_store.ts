@@ -2,11 +2,18 @@ import type { EventMetadata } from "../../events/metadata.ts";
 import { Appender, type AppendOptions, type AppendRequest, type CommitListener } from "./append.ts";
 import type { Catalog } from "./catalog.ts";
 import type { Db } from "./db.ts";
-import { follow } from "./follow.ts";
+import { follow, followFolded, type FollowOptions } from "./follow.ts";
 import type { PhiCodec } from "./phi_codec.ts";
 import * as read from "./read.ts";
 import type { Query } from "./sql.ts";
-import type { AppendResult, ExpectedVersion, NewEvent, Projection, StoredEvent } from "./types.ts";
+import type {
+  AppendResult,
+  ExpectedVersion,
+  FoldedEvent,
+  NewEvent,
+  Projection,
+  StoredEvent,
+} from "./types.ts";
 
 export { type AppendOptions, type AppendRequest, STREAM_VERSION_CONSTRAINT } from "./append.ts";
 export type { ReadAllOptions } from "./read.ts";
@@ -130,9 +137,18 @@ export class EventStore implements read.LogReader {
   follow(
     afterPosition: number,
     limit: number,
-    opts: read.ReadAllOptions & { types?: readonly string[] } = {},
+    opts: FollowOptions = {},
   ): Promise<{ events: StoredEvent[]; position: number }> {
     return follow(this, afterPosition, limit, opts);
+  }
+
+  /** See {@link followFolded}. */
+  followFolded(
+    afterPosition: number,
+    limit: number,
+    opts: FollowOptions = {},
+  ): Promise<{ events: FoldedEvent[]; position: number }> {
+    return followFolded(this, afterPosition, limit, opts);
   }
 
   /** The highest global position written (committed or not yet visible). */

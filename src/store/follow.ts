@@ -1,8 +1,19 @@
-import { COLUMNS, decode, type EventRow, type LogReader, type ReadAllOptions } from "./read.ts";
-import { sql } from "./sql.ts";
-import type { StoredEvent } from "./types.ts";
+import {
+  COLUMNS,
+  decode,
+  decodeFolded,
+  type EventRow,
+  FOLDED_COLUMNS,
+  type FoldedRow,
+  type LogReader,
+  type ReadAllOptions,
+} from "./read.ts";
+import { type Query, sql } from "./sql.ts";
+import type { FoldedEvent, StoredEvent } from "./types.ts";
 
-type FollowRow = Partial<EventRow> & { frontier: string | number | null };
+export type FollowOptions = ReadAllOptions & { types?: readonly string[] };
+
+type FollowRow<R> = Partial<R> & { frontier: string | number | null };
 
 /**
  * Like `readAll` (read.ts), for a projection: only events of `types` (all when
@@ -17,20 +28,54 @@ export const follow = async (
   log: LogReader,
   afterPosition: number,
   limit: number,
-  opts: ReadAllOptions & { types?: readonly string[] } = {},
+  opts: FollowOptions = {},
 ): Promise<{ events: StoredEvent[]; position: number }> => {
+  const db = opts.db ?? log.db;
+  const { rows, position } = await page<EventRow>(log, afterPosition, limit, opts, COLUMNS);
+  return { events: await decode(log, rows, opts.unseal ?? true, db), position };
+};
+
+/**
+ * {@link follow}, reading only what a `foldBatch` is given of an event
+ * (types.ts, `FoldedEvent`).
+ */
+export const followFolded = async (
+  log: LogReader,
+  afterPosition: number,
+  limit: number,
+  opts: FollowOptions = {},
+): Promise<{ events: FoldedEvent[]; position: number }> => {
+  const db = opts.db ?? log.db;
+  const { rows, position } = await page<FoldedRow>(
+    log,
+    afterPosition,
+    limit,
+    opts,
+    FOLDED_COLUMNS,
+  );
+  return { events: await decodeFolded(log, rows, opts.unseal ?? true, db), position };
+};
+
+/** A page's rows (of `columns`) and the checkpoint after it: see {@link follow}. */
+const page = async <R extends { global_position: string | number }>(
+  log: LogReader,
+  afterPosition: number,
+  limit: number,
+  opts: FollowOptions,
+  columns: Query,
+): Promise<{ rows: R[]; position: number }> => {
   const db = opts.db ?? log.db;
   const only = opts.types ? sql`and events.type = any(${opts.types}::text[])` : sql``;
   // left join: the frontier row comes back even when no event matched
   const rows = opts.horizon === false
-    ? await db.query<FollowRow>(sql`
+    ? await db.query<FollowRow<R>>(sql`
         select f.frontier, p.*
         from (select max(global_position) as frontier from events) as f
-        left join (select ${COLUMNS} from events
+        left join (select ${columns} from events
           where global_position > ${afterPosition} ${only}
           order by global_position limit ${limit}) as p on true
         order by p.global_position`)
-    : await db.query<FollowRow>(sql`
+    : await db.query<FollowRow<R>>(sql`
         -- bound's values as scalar subqueries, not a join: so they start the index scan
         -- on (transaction_id, global_position) where the checkpoint is (joined, they
         -- were only a filter, and each page read the log from its start: measured,
@@ -47,21 +92,20 @@ export const follow = async (
               and events.transaction_id < (select horizon from bound)
             order by events.transaction_id desc, events.global_position desc
             limit 1) as frontier) as f
-        left join (select ${COLUMNS}, events.transaction_id as tx_order from events
+        left join (select ${columns}, events.transaction_id as tx_order from events
           where (events.transaction_id, events.global_position)
               > ((select tx from bound), ${afterPosition})
             and events.transaction_id < (select horizon from bound) ${only}
           order by events.transaction_id, events.global_position limit ${limit}) as p on true
         order by p.tx_order, p.global_position`);
-  const found = rows.filter((r) => r.global_position != null) as EventRow[];
-  const events = await decode(log, found, opts.unseal ?? true, db);
+  const found = rows.filter((r) => r.global_position != null) as unknown as R[];
   const frontier = rows[0]?.frontier == null ? null : Number(rows[0].frontier);
-  const position = events.length === limit
-    ? events.at(-1)!.globalPosition
+  const position = found.length === limit
+    ? Number(found.at(-1)!.global_position)
     : frontier === null
     ? afterPosition
     : opts.horizon === false
     ? Math.max(afterPosition, frontier)
     : frontier;
-  return { events, position };
+  return { rows: found, position };
 };

@@ -368,9 +368,12 @@ export class PhiCodec {
 
   /** The plaintext, or {@link ERASED} when the subject's key was destroyed. */
   async unseal(field: string, sealed: SealedValue, db?: Db): Promise<unknown> {
+    const key = await this.#key(sealed.$sealed.s, false, db);
+    return key ? this.#openValue(key, field, sealed) : ERASED;
+  }
+
+  #openValue(key: DataKey, field: string, sealed: SealedValue): unknown {
     const { s, c } = sealed.$sealed;
-    const key = await this.#key(s, false, db);
-    if (!key) return ERASED;
     const bytes = unb64(c);
     const pt = gcmOpen(key, bytes.subarray(0, 12), enc.encode(`${s}:${field}`), bytes.subarray(12));
     return JSON.parse(dec.decode(pt));
@@ -471,14 +474,15 @@ export class PhiCodec {
     /** Look keys up through this connection (e.g. the caller's open transaction). */
     db?: Db,
   ): Promise<{ data: Record<string, unknown>; erasedFields: string[] }> {
+    const cached = this.unsealPayloadCached(data);
+    if (cached) return cached;
     const sealed: [string, unknown][] = [];
     for (const [field, value] of Object.entries(data)) {
       if ((field === ENVELOPE_KEY && isEnvelope(value)) || isSealed(value)) {
         sealed.push([field, value]);
       }
     }
-    if (sealed.length === 0) return { data, erasedFields: [] };
-    // concurrently: WebCrypto's calls are asynchronous, one await each would serialize them
+    // concurrently: the key lookups of several subjects overlap
     const opened = await Promise.all(
       sealed.map(([field, value]) =>
         field === ENVELOPE_KEY && isEnvelope(value)
@@ -488,19 +492,57 @@ export class PhiCodec {
     );
     const erasedFields: string[] = [];
     const out = { ...data };
-    sealed.forEach(([field, value], i) => {
-      const plain = opened[i];
-      if (field === ENVELOPE_KEY && isEnvelope(value)) {
-        delete out[ENVELOPE_KEY];
-        const values = plain as Record<string, unknown> | typeof ERASED;
-        for (const f of value.f) out[f] = values === ERASED ? null : values[f];
-        if (values === ERASED) erasedFields.push(...value.f);
-      } else if (plain === ERASED) {
-        out[field] = null;
-        erasedFields.push(field);
-      } else out[field] = plain;
-    });
+    sealed.forEach(([field, value], i) => this.#place(out, field, value, opened[i], erasedFields));
     return { data: out, erasedFields };
+  }
+
+  /**
+   * {@link unsealPayload} without a promise, when every key the payload
+   * needs is cached (as after {@link preload}); undefined when one is not.
+   * A rebuild opens a million payloads: their promises were a visible share
+   * of its garbage.
+   */
+  unsealPayloadCached(
+    data: Record<string, unknown>,
+  ): { data: Record<string, unknown>; erasedFields: string[] } | undefined {
+    const now = Date.now();
+    let out: Record<string, unknown> | undefined;
+    const erasedFields: string[] = [];
+    for (const field in data) {
+      const value = data[field];
+      const envelope = field === ENVELOPE_KEY && isEnvelope(value);
+      if (!envelope && !isSealed(value)) continue;
+      const subject = envelope ? value.s : (value as SealedValue).$sealed.s;
+      const hit = this.#cache.get(subject);
+      if (!hit || now - hit.at >= KEY_CACHE_MS) return undefined;
+      const plain = !hit.key
+        ? ERASED
+        : envelope
+        ? this.#openEnvelopeWith(hit.key, value)
+        : this.#openValue(hit.key, field, value as SealedValue);
+      out ??= { ...data };
+      this.#place(out, field, value, plain, erasedFields);
+    }
+    return { data: out ?? data, erasedFields };
+  }
+
+  /** Puts an opened field (or an envelope's fields) in place of the sealed one. */
+  #place(
+    out: Record<string, unknown>,
+    field: string,
+    value: unknown,
+    plain: unknown,
+    erasedFields: string[],
+  ): void {
+    if (field === ENVELOPE_KEY && isEnvelope(value)) {
+      delete out[ENVELOPE_KEY];
+      const values = plain as Record<string, unknown> | typeof ERASED;
+      for (const f of value.f) out[f] = values === ERASED ? null : values[f];
+      if (values === ERASED) erasedFields.push(...value.f);
+    } else if (plain === ERASED) {
+      out[field] = null;
+      erasedFields.push(field);
+    } else out[field] = plain;
   }
 
   /** The values an envelope sealed, by field, or {@link ERASED} once its key is gone. */
@@ -509,7 +551,10 @@ export class PhiCodec {
     db?: Db,
   ): Promise<Record<string, unknown> | typeof ERASED> {
     const key = await this.#key(envelope.s, false, db);
-    if (!key) return ERASED;
+    return key ? this.#openEnvelopeWith(key, envelope) : ERASED;
+  }
+
+  #openEnvelopeWith(key: DataKey, envelope: SealedEnvelope): Record<string, unknown> {
     const bytes = unb64(envelope.c);
     const pt = gcmOpen(
       key,

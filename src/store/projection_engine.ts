@@ -7,7 +7,7 @@ import type { EventStore } from "./event_store.ts";
 import { LOCK_APPEND, projectionLockName } from "./locks.ts";
 import { ANALYST_ROLE, ANALYTICS_SCHEMA, APP_ROLE } from "./roles.ts";
 import { ident, type Query, sql } from "./sql.ts";
-import type { Projection } from "./types.ts";
+import type { Projection, StoredEvent } from "./types.ts";
 
 const REPLAY_BATCH = 2000;
 
@@ -153,7 +153,7 @@ const catchUpPipelined = async (
   from: number,
 ): Promise<void> => {
   const read = (after: number) => {
-    const page = store.follow(after, pageSize, { db: store.db, horizon: true, types });
+    const page = store.followFolded(after, pageSize, { db: store.db, horizon: true, types });
     page.catch(() => {}); // awaited below; not unhandled while a write is awaited first
     return page;
   };
@@ -211,10 +211,12 @@ const build = async (
   let position = 0, done = 0;
   onProgress?.(0, total);
   const fold = async (tx: Db, horizon: boolean): Promise<number> => {
-    const page = await store.follow(position, pageSize, { db: tx, horizon, types });
+    const page = p.foldBatch
+      ? await store.followFolded(position, pageSize, { db: tx, horizon, types })
+      : await store.follow(position, pageSize, { db: tx, horizon, types });
     if (p.foldBatch) {
       if (page.events.length > 0) await p.foldBatch(tx, page.events);
-    } else for (const e of page.events) await applyEvent(tx, p, e);
+    } else for (const e of page.events as StoredEvent[]) await applyEvent(tx, p, e);
     // past skipped events too: the checkpoint ends at the head of the log
     position = page.position;
     done += page.events.length;

@@ -3,7 +3,7 @@ import type { Catalog } from "./catalog.ts";
 import type { Db } from "./db.ts";
 import type { PhiCodec } from "./phi_codec.ts";
 import { type Query, sql } from "./sql.ts";
-import type { StoredEvent } from "./types.ts";
+import type { FoldedEvent, StoredEvent } from "./types.ts";
 
 /** What reading the log needs: the database, the catalogue to upcast, the codec to unseal. */
 export interface LogReader {
@@ -43,6 +43,22 @@ export interface EventRow {
 export const COLUMNS = sql`global_position, stream_id, stream_version, event_id::text as event_id,
   type, schema_version, data, metadata, recorded_at, transaction_id::text as transaction_id,
   prev_hash, hash`;
+
+/** The columns of a {@link FoldedEvent}: what `decodeFolded` reads. */
+export const FOLDED_COLUMNS = sql`global_position, stream_id, stream_version, type,
+  schema_version, data, recorded_at`;
+
+/** A row of {@link FOLDED_COLUMNS}. */
+export type FoldedRow = Pick<
+  EventRow,
+  | "global_position"
+  | "stream_id"
+  | "stream_version"
+  | "type"
+  | "schema_version"
+  | "data"
+  | "recorded_at"
+>;
 
 /** The stream's current version (0 when it has no events). */
 export const streamVersion = async (db: Db, streamId: string): Promise<number> => {
@@ -134,6 +150,34 @@ export const readAll = async (
  */
 const UNSEAL_CONCURRENCY = 256;
 
+/**
+ * The rows' payloads, unsealed when asked (else as stored, nothing erased).
+ * Unsealing goes first: ciphertexts are bound to the field names they were
+ * stored under. Key lookups go through the reader's connection (on PGlite, a
+ * rebuild's open transaction holds the only session); a page's keys are
+ * loaded in one query, and the payloads whose keys are then cached opened
+ * without a promise each; the others concurrently.
+ */
+const open = async (
+  log: LogReader,
+  rows: readonly FoldedRow[],
+  unseal: boolean,
+  db?: Db,
+): Promise<{ data: Record<string, unknown>; erasedFields: string[] }[]> => {
+  if (!unseal || rows.length === 0) return rows.map((r) => ({ data: r.data, erasedFields: [] }));
+  if (rows.length > 1) await log.codec.preload(rows.map((r) => r.data), db);
+  const opened = rows.map((r) => log.codec.unsealPayloadCached(r.data));
+  const waiting = [...opened.keys()].filter((i) => opened[i] === undefined);
+  for (let i = 0; i < waiting.length; i += UNSEAL_CONCURRENCY) {
+    await Promise.all(
+      waiting.slice(i, i + UNSEAL_CONCURRENCY).map(async (k) => {
+        opened[k] = await log.codec.unsealPayload(rows[k]!.data, db);
+      }),
+    );
+  }
+  return opened as { data: Record<string, unknown>; erasedFields: string[] }[];
+};
+
 /** Rows of `events` as stored events: PHI unsealed (when asked) and upcast. */
 export const decode = async (
   log: LogReader,
@@ -141,44 +185,46 @@ export const decode = async (
   unseal: boolean,
   db?: Db,
 ): Promise<StoredEvent[]> => {
-  // unseal first: ciphertexts are bound to the field names they were stored under.
-  // Key lookups go through the reader's connection (on PGlite, a rebuild's open
-  // transaction holds the only session); a page's keys are loaded in one query,
-  // and its payloads opened concurrently.
-  let opened: { data: Record<string, unknown>; erasedFields: string[] }[] | undefined;
-  if (unseal && rows.length > 0) {
-    if (rows.length > 1) await log.codec.preload(rows.map((r) => r.data), db);
-    opened = [];
-    for (let i = 0; i < rows.length; i += UNSEAL_CONCURRENCY) {
-      opened.push(
-        ...await Promise.all(
-          rows.slice(i, i + UNSEAL_CONCURRENCY).map((r) => log.codec.unsealPayload(r.data, db)),
-        ),
-      );
-    }
-  }
-  const out: StoredEvent[] = [];
-  for (const [i, r] of rows.entries()) {
-    let data = r.data;
-    let erasedFields: string[] = [];
-    if (opened) ({ data, erasedFields } = opened[i]!);
-    const up = log.catalog.upcast(r.type, Number(r.schema_version), data);
-    data = up.data;
-    out.push({
+  const opened = await open(log, rows, unseal, db);
+  return rows.map((r, i) => {
+    const up = log.catalog.upcast(r.type, Number(r.schema_version), opened[i]!.data);
+    return {
       globalPosition: Number(r.global_position),
       streamId: r.stream_id,
       streamVersion: Number(r.stream_version),
       eventId: r.event_id,
       type: r.type,
       schemaVersion: up.version,
-      data,
+      data: up.data,
       metadata: r.metadata,
       recordedAt: new Date(r.recorded_at),
       transactionId: r.transaction_id,
       prevHash: r.prev_hash,
       hash: r.hash,
-      erasedFields,
-    });
-  }
-  return out;
+      erasedFields: opened[i]!.erasedFields,
+    };
+  });
+};
+
+/** Rows of {@link FOLDED_COLUMNS} as the events a `foldBatch` takes, decoded as {@link decode} does. */
+export const decodeFolded = async (
+  log: LogReader,
+  rows: readonly FoldedRow[],
+  unseal: boolean,
+  db?: Db,
+): Promise<FoldedEvent[]> => {
+  const opened = await open(log, rows, unseal, db);
+  return rows.map((r, i) => {
+    const up = log.catalog.upcast(r.type, Number(r.schema_version), opened[i]!.data);
+    return {
+      globalPosition: Number(r.global_position),
+      streamId: r.stream_id,
+      streamVersion: Number(r.stream_version),
+      type: r.type,
+      schemaVersion: up.version,
+      data: up.data,
+      recordedAt: new Date(r.recorded_at),
+      erasedFields: opened[i]!.erasedFields,
+    };
+  });
 };
