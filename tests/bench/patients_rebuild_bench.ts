@@ -19,7 +19,7 @@ import { rebuildProjection } from "../../src/store/projection_engine.ts";
 import { sql } from "../../src/store/sql.ts";
 import type { Projection } from "../../src/store/types.ts";
 import { openHarness } from "../support/harness.ts";
-import { envInt, fmtInt } from "./stats.ts";
+import { cpuMeter, envInt, fmtInt } from "./stats.ts";
 
 const GENDERS = ["M", "F", "O", "U"] as const;
 const STATES = ["CA", "NY", "TX", "WA", "MA", "IL"];
@@ -117,9 +117,13 @@ export const patientsRebuildBench = async (): Promise<string[]> => {
         (select coalesce(md5(string_agg(c::text, '|' order by patient_id, practitioner_id)), '')
           from care_team c) as t`))[0]!.t;
     const time = async (p: Projection) => {
+      const cpu = await cpuMeter(h.db);
       const t = performance.now();
       const n = await rebuildProjection(h.store, p);
-      return { n, s: (performance.now() - t) / 1000 };
+      const s = (performance.now() - t) / 1000;
+      const { appMs, pgMs } = await cpu();
+      const per = (ms: number | null) => ms === null ? "?" : `${(ms * 1000 / n).toFixed(1)} µs`;
+      return { n, s, cpu: `CPU an event: bench process ${per(appMs)}, PostgreSQL ${per(pgMs)}` };
     };
     const load = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
     const eventByEvent: Projection = { ...patients, foldBatch: undefined };
@@ -142,7 +146,7 @@ export const patientsRebuildBench = async (): Promise<string[]> => {
       line(
         `patients rebuild over ${fmtInt(b.n)} events: ${fmtInt(rate)} events/s (${
           rate >= 50_000 ? "meets" : "below"
-        } the ≥ 50,000 target)${versus}; load average ${load()}`,
+        } the ≥ 50,000 target)${versus}; ${b.cpu}; load average ${load()}`,
       );
     }
   } finally {

@@ -1,3 +1,5 @@
+import type { Db } from "../../src/store/db.ts";
+import { sql } from "../../src/store/sql.ts";
 /** Small helpers for the benchmark: timing, percentiles, env knobs and a plain-text table. */
 
 /** The q-quantile (0..1) of `values` by the nearest-rank method; NaN when empty. */
@@ -167,4 +169,82 @@ export const runRequests = async (
     if (e) errors.set(e, (errors.get(e) ?? 0) + 1);
   });
   return { t, errors: [...errors] };
+};
+
+/** CPU time in ms of a process (user + system) from /proc; null where there is none. */
+export const procCpuMs = (pid: number | "self"): number | null => {
+  try {
+    const f = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1]!.split(" ");
+    return (Number(f[11]) + Number(f[12])) * 1000 / 100; // clock ticks (USER_HZ 100)
+  } catch {
+    return null;
+  }
+};
+
+/**
+ * Context switches of a process so far, voluntary and not, over all its
+ * threads; null where there is none. On a VM every switch (a wait for a
+ * lock, a socket or a flush, then the wakeup) costs CPU of its own.
+ */
+export const procSwitches = (pid: number | "self"): number | null => {
+  try {
+    let total = 0;
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const status = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/status`);
+      for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)) {
+        total += Number(m[1]);
+      }
+    }
+    return total;
+  } catch {
+    return null;
+  }
+};
+
+/**
+ * CPU spent by this process (server and its clients alike: in process they
+ * share a thread, over HTTP the clients' Worker is part of it) and by the
+ * database's server processes (its backends, when PostgreSQL runs on this
+ * machine), between two calls. Wall-clock rates on a shared 2-core machine
+ * move with whatever else runs; CPU per request moves much less, and shows
+ * which side a change saved on.
+ */
+export const cpuMeter = async (db: Db) => {
+  const backends = async () =>
+    (await db.query<{ pid: number }>(
+      sql`select pid from pg_stat_activity where datname = current_database()
+        and backend_type = 'client backend'`,
+    )).map((r) => Number(r.pid));
+  const pgOf = async (f: (pid: number) => number | null) => {
+    let total = 0;
+    for (const pid of await backends()) {
+      const v = f(pid);
+      if (v === null) return null;
+      total += v;
+    }
+    return total;
+  };
+  const diff = (a: number | null, b: number | null) =>
+    // a backend that ended meanwhile takes its share along: a floor, not a total
+    a === null || b === null ? null : Math.max(0, b - a);
+  const lsn = async () =>
+    Number(
+      (await db.query<{ b: string }>(
+        sql`select pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint::text as b`,
+      ))[0]!.b,
+    );
+  const app0 = procCpuMs("self"), pg0 = await pgOf(procCpuMs);
+  const appSw0 = procSwitches("self"), pgSw0 = await pgOf(procSwitches);
+  const wal0 = await lsn();
+  return async () => {
+    const app1 = procCpuMs("self"), pg1 = await pgOf(procCpuMs);
+    const appSw1 = procSwitches("self"), pgSw1 = await pgOf(procSwitches);
+    return {
+      appMs: diff(app0, app1),
+      pgMs: diff(pg0, pg1),
+      appSwitches: diff(appSw0, appSw1),
+      pgSwitches: diff(pgSw0, pgSw1),
+      walBytes: await lsn() - wal0,
+    };
+  };
 };
