@@ -59,7 +59,9 @@
  * (3) the audited GET at BENCH_PATIENT_CLIENTS against a bare Hono +
  * postgres.js GET by primary key on a BENCH_BARE_ROWS-row table, requested
  * the same way (same clients, same pool size) in the same run, once in
- * process and once over HTTP; (4) audited over unaudited GET at
+ * process and once over HTTP (and, for information only, in process against
+ * the bare read that also writes a durable access row in the same statement:
+ * the least a fail-closed audited read needs); (4) audited over unaudited GET at
  * BENCH_PATIENT_FEW clients, in process (its over-HTTP figure, and audited
  * over unaudited at BENCH_PATIENT_CLIENTS over HTTP, are printed for
  * information); (5) the registration rate of the seeding
@@ -569,9 +571,19 @@ const openBare = async (deps: SectionDeps, url: string) => {
     from generate_series(1, ${cfg.bareRows}) as i
     returning id::text as id`;
   await pg`vacuum (analyze) bare_patients`;
+  await pg`create table bare_access (n bigint generated always as identity primary key,
+    patient_id uuid not null, at timestamptz not null default now())`;
   const app = new Hono();
   app.get("/bare/:id", async (c) => {
     const [row] = await pg`select * from bare_patients where id = ${c.req.param("id")}::uuid`;
+    return row ? c.json(row) : c.json({ title: "not found" }, 404);
+  });
+  // The least an audited read can do: the same read and a durable row of who read
+  // what, in one statement (one round trip, one commit; synchronous_commit stays on).
+  app.get("/bare-audited/:id", async (c) => {
+    const id = c.req.param("id");
+    const [row] = await pg`with a as (insert into bare_access (patient_id) values (${id}::uuid))
+      select * from bare_patients where id = ${id}::uuid`;
     return row ? c.json(row) : c.json({ title: "not found" }, 404);
   });
   return { app, ids: ids.map((r) => r.id) };
@@ -582,6 +594,7 @@ const openBare = async (deps: SectionDeps, url: string) => {
  * warm-up, sent by `send`; `seed` picks the random sequences (one per mode).
  */
 const measureBare = async (
+  route: "bare" | "bare-audited",
   ids: readonly string[],
   send: (reqs: readonly BenchRequest[], clients: number) => Promise<Phase>,
   seed: number,
@@ -591,13 +604,13 @@ const measureBare = async (
     Array.from({ length: count }, (_, i) => {
       const r = prng(from + i);
       const id = ids[Math.floor(r() * ids.length)]!;
-      return { path: `/bare/${id}`, expect: { kind: "id", id } };
+      return { path: `/${route}/${id}`, expect: { kind: "id", id } };
     });
   await send(reqs(seed, Math.max(clients * 4, 200)), clients);
   // four times the app's count: at its rate, `cfg.reads` alone is over in a blink
   const { t, errors } = await send(reqs(seed + 2_000_000, cfg.reads * 4), clients);
   if (errors.length > 0) {
-    throw new Error(`bare route: ${errors.map(([e, c]) => `${c} x ${e}`).join(", ")}`);
+    throw new Error(`${route} route: ${errors.map(([e, c]) => `${c} x ${e}`).join(", ")}`);
   }
   return t;
 };
@@ -728,6 +741,8 @@ const issueTargets = (
   x: {
     /** GET /v1/patients/:id at `cfg.clients`, and the bare route, per mode. */
     many: Record<Mode["label"], PairRates & { bare: number }>;
+    /** The bare route with a durable access row a read, in process. */
+    bareAudited: number;
     /** GET /v1/patients/:id at `cfg.few`, per mode. */
     few: Record<Mode["label"], PairRates>;
     seedRate: number;
@@ -781,6 +796,14 @@ const issueTargets = (
     table(["target", "measured", "against", "ratio", "goal", "verdict"], [
       bareRow("in process"),
       bareRow("over HTTP"),
+      [
+        `   audited ${get}, ${cfg.clients} clients / bare GET + durable access row — in process`,
+        `${fmtInt(x.many["in process"].on)} req/s`,
+        `${fmtInt(x.bareAudited)} req/s`,
+        (x.many["in process"].on / x.bareAudited).toFixed(2),
+        "-",
+        "information",
+      ],
       pairRow(
         `4. audited / unaudited ${get}, ${cfg.few} clients — in process`,
         x.few["in process"],
@@ -910,6 +933,7 @@ export const patientsBench = async (deps: SectionDeps): Promise<string[]> => {
       const { app, ids } = await openBare(deps, url);
       const headers = { "user-agent": BENCH_USER_AGENT };
       const inProcess = await measureBare(
+        "bare",
         ids,
         (reqs, clients) =>
           runRequests((path) => app.request(path, { headers }, BENCH_CONN), reqs, clients),
@@ -919,6 +943,7 @@ export const patientsBench = async (deps: SectionDeps): Promise<string[]> => {
       const server = await serveOnLoopback(deps, "bare", (req, info) => app.fetch(req, info));
       const http = openHttpClients(deps);
       const overHttp = await measureBare(
+        "bare",
         ids,
         (reqs, clients) => http.run(server.url, headers, reqs, clients),
         7_500_000,
@@ -936,7 +961,28 @@ export const patientsBench = async (deps: SectionDeps): Promise<string[]> => {
         "request",
         `${note}; ${connections(server)}`,
       );
-      return { "in process": perSec(inProcess), "over HTTP": perSec(overHttp) };
+      const audited = await measureBare(
+        "bare-audited",
+        ids,
+        (reqs, clients) =>
+          runRequests((path) => app.request(path, { headers }, BENCH_CONN), reqs, clients),
+        8_000_000,
+        cfg.clients,
+      );
+      record(
+        `GET /bare-audited/:id (the bare read + a durable access row, one statement) x${
+          fmtInt(audited.n)
+        }, ${cfg.clients} clients, in process`,
+        impl,
+        audited,
+        "request",
+        `${fmtInt(cfg.bareRows)} rows; for reference only`,
+      );
+      return {
+        "in process": perSec(inProcess),
+        "over HTTP": perSec(overHttp),
+        audited: perSec(audited),
+      };
     });
 
     // Both runtimes open side by side over the one database, each with a cold
@@ -1046,6 +1092,7 @@ export const patientsBench = async (deps: SectionDeps): Promise<string[]> => {
           "in process": { ...results.get(getById.name)!, bare: bare["in process"] },
           "over HTTP": { ...manyOverHttp, bare: bare["over HTTP"] },
         },
+        bareAudited: bare.audited,
         few: { "in process": fewInProcess, "over HTTP": fewOverHttp },
         seedRate,
         seedLoad,
