@@ -627,10 +627,19 @@ const breakdown = async (runtime: Runtime, app: App, token: string, ids: readonl
   const now = new Date();
   const { store } = runtime;
   const actor = await runtime.sessions.authenticate(token);
+  /** CPU a call of the last {@link seq} step, in µs (null: not measured, or /proc said nothing). */
+  type CallCpu = { app: number | null; pg: number | null };
+  const cpuPerCall: { last: CallCpu | null } = { last: null };
   /** `n` sequential calls of `fn` after a few untimed ones. */
   const seq = async (fn: () => Promise<unknown>) => {
-    for (let k = 0; k < Math.min(20, n); k++) await fn();
-    return (await timed(n, 1, fn)).latencies;
+    const cpu = await cpuMeter(runtime.db);
+    const warm = Math.min(20, n);
+    for (let k = 0; k < warm; k++) await fn();
+    const { latencies } = await timed(n, 1, fn);
+    const { appMs, pgMs } = await cpu();
+    const per = (ms: number | null) => ms === null ? null : ms * 1000 / (warm + n);
+    cpuPerCall.last = { app: per(appMs), pg: per(pgMs) };
+    return latencies;
   };
   const steps: [string, () => Promise<number[]>][] = [
     [
@@ -717,14 +726,31 @@ const breakdown = async (runtime: Runtime, app: App, token: string, ids: readonl
   ];
   const rows: string[][] = [];
   let commitMs = NaN;
+  const us = (v: number | null | undefined) => v == null ? "-" : fmtInt(v);
   for (const [label, run] of steps) {
+    cpuPerCall.last = null;
     const latencies = await run();
-    rows.push([label, fmtMs(percentile(latencies, 0.5)), fmtMs(percentile(latencies, 0.99))]);
+    const cpu = cpuPerCall.last as CallCpu | null; // set by seq() inside run()
+    rows.push([
+      label,
+      fmtMs(percentile(latencies, 0.5)),
+      fmtMs(percentile(latencies, 0.99)),
+      us(cpu?.app),
+      us(cpu?.pg),
+    ]);
     if (label.startsWith("raw insert + commit")) commitMs = percentile(latencies, 0.5);
   }
-  console.log(`\n  where a read's time goes (sequential, ${fmtInt(n)} samples each):\n`);
   console.log(
-    table(["step", "p50 ms", "p99 ms"], rows, new Set([1, 2])).split("\n").map((l) => `  ${l}`)
+    `\n  where a read's time goes (sequential, ${
+      fmtInt(n)
+    } samples each; CPU a call from /proc, in 10 ms ticks: rough below a few thousand samples):\n`,
+  );
+  console.log(
+    table(
+      ["step", "p50 ms", "p99 ms", "CPU µs, bench process", "CPU µs, PostgreSQL"],
+      rows,
+      new Set([1, 2, 3, 4]),
+    ).split("\n").map((l) => `  ${l}`)
       .join("\n"),
   );
   return { commitMs };
