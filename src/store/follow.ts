@@ -4,6 +4,7 @@ import {
   decodeFolded,
   type EventRow,
   FOLDED_COLUMNS,
+  FOLDED_OUTPUT,
   type FoldedRow,
   type LogReader,
   type ReadAllOptions,
@@ -31,7 +32,14 @@ export const follow = async (
   opts: FollowOptions = {},
 ): Promise<{ events: StoredEvent[]; position: number }> => {
   const db = opts.db ?? log.db;
-  const { rows, position } = await page<EventRow>(log, afterPosition, limit, opts, COLUMNS);
+  const { rows, position } = await page<EventRow>(
+    log,
+    afterPosition,
+    limit,
+    opts,
+    COLUMNS,
+    sql`p.*`,
+  );
   return { events: await decode(log, rows, opts.unseal ?? true, db), position };
 };
 
@@ -52,24 +60,30 @@ export const followFolded = async (
     limit,
     opts,
     FOLDED_COLUMNS,
+    FOLDED_OUTPUT,
   );
   return { events: await decodeFolded(log, rows, opts.unseal ?? true, db), position };
 };
 
-/** A page's rows (of `columns`) and the checkpoint after it: see {@link follow}. */
+/**
+ * A page's rows (of `columns`, returned as `output` names them over the
+ * subquery `p`: the sort key `tx_order` need not come back) and the
+ * checkpoint after it: see {@link follow}.
+ */
 const page = async <R extends { global_position: string | number }>(
   log: LogReader,
   afterPosition: number,
   limit: number,
   opts: FollowOptions,
   columns: Query,
+  output: Query,
 ): Promise<{ rows: R[]; position: number }> => {
   const db = opts.db ?? log.db;
   const only = opts.types ? sql`and events.type = any(${opts.types}::text[])` : sql``;
   // left join: the frontier row comes back even when no event matched
   const rows = opts.horizon === false
     ? await db.query<FollowRow<R>>(sql`
-        select f.frontier, p.*
+        select f.frontier, ${output}
         from (select max(global_position) as frontier from events) as f
         left join (select ${columns} from events
           where global_position > ${afterPosition} ${only}
@@ -85,7 +99,7 @@ const page = async <R extends { global_position: string | number }>(
           coalesce((select transaction_id from events where global_position <= ${afterPosition}
             order by global_position desc limit 1), '0'::xid8) as tx,
           pg_snapshot_xmin(pg_current_snapshot()) as horizon)
-        select f.frontier, p.*
+        select f.frontier, ${output}
         from (select (select events.global_position from events
             where (events.transaction_id, events.global_position)
                 > ((select tx from bound), ${afterPosition})
