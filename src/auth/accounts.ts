@@ -17,6 +17,7 @@ import {
   verifyPassword,
 } from "./password.ts";
 import { timestamp } from "../timestamp.ts";
+import { readTogether } from "../store/snapshot.ts";
 
 /** A user as the API shows it: never a secret. */
 export interface UserView {
@@ -207,10 +208,11 @@ export const listUsers = async (
   const roleFilter = opts.role
     ? sql`and erased_at is null and role = ${opts.role}`
     : sql`and erased_at is null`;
-  const rows = await store.db.query<UserRow>(sql`select ${USER_COLUMNS} from users
+  const [rows, [c]] = await readTogether<UserRow, { n: number }>(
+    store.db,
+    sql`select ${USER_COLUMNS} from users
     where true ${roleFilter} ${after !== null ? sql`and email > ${after}` : sql``}
-    order by email limit ${opts.limit + 1}`);
-  const [c] = await store.db.query<{ n: number }>(
+    order by email limit ${opts.limit + 1}`,
     sql`select count(*)::int as n from users where true ${roleFilter}`,
   );
   const page = rows.slice(0, opts.limit);

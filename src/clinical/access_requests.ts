@@ -12,6 +12,7 @@ import { CodeRejectedError, GoneError, NotFoundError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import { timestamp } from "../timestamp.ts";
+import { readTogether } from "../store/snapshot.ts";
 
 export const accessRequestStream = (id: string) => `access-request-${id}`;
 
@@ -206,7 +207,7 @@ export const listPendingRequests = async (
     : null;
   const where = sql`where practitioner_id = ${practitionerId}::uuid and status = 'pending'
       and expires_at > ${now}::timestamptz`;
-  const rows = await store.db.query<{
+  const [rows, [count]] = await readTogether<{
     id: string;
     patient_id: string;
     clinic_id: string | null;
@@ -214,16 +215,19 @@ export const listPendingRequests = async (
     created_at: Date | string;
     expires_at: Date | string;
     cursor_at: string;
-  }>(sql`select id::text as id, patient_id::text as patient_id, clinic_id::text as clinic_id,
+  }, { n: number }>(
+    store.db,
+    sql`select id::text as id, patient_id::text as patient_id, clinic_id::text as clinic_id,
       failed_attempts, created_at, expires_at,
       to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_at
     from access_requests ${where}
       ${
-    after ? sql`and (created_at, id) < (${after[0]}::text::timestamptz, ${after[1]}::uuid)` : sql``
-  }
+      after
+        ? sql`and (created_at, id) < (${after[0]}::text::timestamptz, ${after[1]}::uuid)`
+        : sql``
+    }
     order by created_at desc, id desc
-    limit ${q.limit + 1}`);
-  const [count] = await store.db.query<{ n: number }>(
+    limit ${q.limit + 1}`,
     sql`select count(*)::int as n from access_requests ${where}`,
   );
   const page = rows.slice(0, q.limit);

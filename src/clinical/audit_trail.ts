@@ -3,6 +3,7 @@ import type { EventMetadata } from "../../events/metadata.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { int, type Query, sql } from "../store/sql.ts";
 import { timestamp } from "../timestamp.ts";
+import { readTogether } from "../store/snapshot.ts";
 
 /** What an auditor may filter the log by: ids, event types and a time window. */
 export interface AuditQuery {
@@ -119,15 +120,14 @@ export const queryAuditEvents = async (
 ): Promise<AuditPage> => {
   const after = page.cursor ? await store.codec.cursors.decode(scope, Position, page.cursor) : null;
   const filter = where(q);
-  const rows = await store.db.query<Row>(
+  const [rows, [count]] = await readTogether<Row, { n: number }>(
+    store.db,
     sql`select e.global_position::text as position, e.recorded_at, e.type, e.stream_id,
         e.data, e.metadata
       from events e
       where ${filter} ${after ? sql`and e.global_position > ${after[0]}::bigint` : sql``}
       order by e.global_position
       limit ${int(page.limit + 1)}`,
-  );
-  const [count] = await store.db.query<{ n: number }>(
     sql`select count(*)::int as n from events e where ${filter}`,
   );
   const slice = rows.slice(0, page.limit);

@@ -8,6 +8,7 @@ import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import { timestamp } from "../timestamp.ts";
 import { refuseErased } from "./visibility.ts";
+import { readTogether } from "../store/snapshot.ts";
 
 export const breakGlassStream = (id: string) => `break-glass-${id}`;
 
@@ -91,7 +92,7 @@ export const listBreakGlass = async (
     : q.reviewed
     ? sql`where b.reviewed_at is not null`
     : sql`where b.reviewed_at is null`;
-  const rows = await store.db.query<{
+  const [rows, [count]] = await readTogether<{
     id: string;
     patient_id: string;
     practitioner_id: string;
@@ -103,7 +104,9 @@ export const listBreakGlass = async (
     reviewed_by: string | null;
     outcome: Outcome | null;
     cursor_at: string;
-  }>(sql`select b.id::text as id, b.patient_id::text as patient_id,
+  }, { n: number }>(
+    store.db,
+    sql`select b.id::text as id, b.patient_id::text as patient_id,
       b.practitioner_id::text as practitioner_id, u.name as practitioner_name,
       b.grant_id::text as grant_id, b.used_at, b.expires_at, b.reviewed_at,
       b.reviewed_by::text as reviewed_by, b.outcome,
@@ -111,11 +114,12 @@ export const listBreakGlass = async (
     from break_glass b left join users u on u.id = b.practitioner_id
     ${where}
       ${
-    after ? sql`and (b.used_at, b.id) < (${after[0]}::text::timestamptz, ${after[1]}::uuid)` : sql``
-  }
+      after
+        ? sql`and (b.used_at, b.id) < (${after[0]}::text::timestamptz, ${after[1]}::uuid)`
+        : sql``
+    }
     order by b.used_at desc, b.id desc
-    limit ${q.limit + 1}`);
-  const [count] = await store.db.query<{ n: number }>(
+    limit ${q.limit + 1}`,
     sql`select count(*)::int as n from break_glass b ${where}`,
   );
   const page = rows.slice(0, q.limit);

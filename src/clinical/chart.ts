@@ -11,6 +11,7 @@ import { type Query, sql } from "../store/sql.ts";
 import type { StoredEvent } from "../store/types.ts";
 import { timestamp } from "../timestamp.ts";
 import { type ChartKind, type Content, KINDS } from "./chart_kinds.ts";
+import { readTogether } from "../store/snapshot.ts";
 
 export const chartStream = (entryId: string) => `chart-${entryId}`;
 
@@ -581,13 +582,14 @@ export const listEntries = async (
     const c = await store.codec.cursors.decode(scopeName, Position, q.cursor);
     after = sql`and (clinical_date, id) < (${c.d}::date, ${c.id}::uuid)`;
   }
-  const rows = await store.db.query<Row>(sql`select id::text, patient_id::text, kind,
+  const [rows, [count]] = await readTogether<Row, { n: number }>(
+    store.db,
+    sql`select id::text, patient_id::text, kind,
       encounter_id::text, clinic_id::text, patient_entered, created_by::text, created_by_role,
       content, to_char(clinical_date, 'YYYY-MM-DD') as clinical_date, entered_in_error, version,
       created_at, updated_at, acknowledged_by::text, acknowledged_by_role, acknowledged_at
     from chart_entries ${where} ${after}
-    order by clinical_date desc, id desc limit ${q.limit + 1}`);
-  const [count] = await store.db.query<{ n: number }>(
+    order by clinical_date desc, id desc limit ${q.limit + 1}`,
     sql`select count(*)::int as n from chart_entries ${where}`,
   );
   const page = rows.slice(0, q.limit);

@@ -3,6 +3,7 @@ import type { EmploymentType } from "../../events/clinic.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { type Query, sql } from "../store/sql.ts";
 import { timestamp } from "../timestamp.ts";
+import { readTogether } from "../store/snapshot.ts";
 
 /** A practitioner's membership of a clinic, as the API shows it. */
 export interface MembershipView {
@@ -69,9 +70,10 @@ export const listMembers = async (
     const [at, id] = await store.codec.cursors.decode("clinic_practitioners", Position, q.cursor);
     after = sql`and (joined_at, user_id) > (${at}::timestamptz, ${id}::uuid)`;
   }
-  const rows = await store.db.query<Row>(sql`select ${COLUMNS} from clinic_practitioners
-    ${where} ${after} order by joined_at, clinic_practitioners.user_id limit ${q.limit + 1}`);
-  const [count] = await store.db.query<{ n: number }>(
+  const [rows, [count]] = await readTogether<Row, { n: number }>(
+    store.db,
+    sql`select ${COLUMNS} from clinic_practitioners
+    ${where} ${after} order by joined_at, clinic_practitioners.user_id limit ${q.limit + 1}`,
     sql`select count(*)::int as n from clinic_practitioners ${where}`,
   );
   const page = rows.slice(0, q.limit);

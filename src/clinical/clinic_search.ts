@@ -3,6 +3,7 @@ import type { ClinicDetails } from "../../events/clinic.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { type Query, sql } from "../store/sql.ts";
 import { timestamp } from "../timestamp.ts";
+import { readTogether } from "../store/snapshot.ts";
 
 /** A clinic as the directory shows it (the `clinics` read model). */
 export interface ClinicEntry extends ClinicDetails {
@@ -80,9 +81,10 @@ export const listClinics = async (
     const c = await store.codec.cursors.decode("clinics", Position, q.cursor);
     after = sql`and (name_lower, id) > (${c.k}, ${c.id}::uuid)`;
   }
-  const rows = await store.db.query<Row>(sql`select ${COLUMNS} from clinics ${where} ${after}
-    order by name_lower, clinics.id limit ${q.limit + 1}`);
-  const [count] = await store.db.query<{ n: number }>(
+  const [rows, [count]] = await readTogether<Row, { n: number }>(
+    store.db,
+    sql`select ${COLUMNS} from clinics ${where} ${after}
+    order by name_lower, clinics.id limit ${q.limit + 1}`,
     sql`select count(*)::int as n from clinics ${where}`,
   );
   const page = rows.slice(0, q.limit);

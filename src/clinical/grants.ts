@@ -8,6 +8,7 @@ import { NotFoundError } from "../errors.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { type Query, sql } from "../store/sql.ts";
 import { timestamp } from "../timestamp.ts";
+import { readTogether } from "../store/snapshot.ts";
 
 export const GRANT_STATUSES = ["active", "expired", "revoked"] as const;
 export type GrantStatus = (typeof GRANT_STATUSES)[number];
@@ -75,7 +76,9 @@ const listGrants = async (
   const after = q.cursor ? await store.codec.cursors.decode(scope, Position, q.cursor) : null;
   const filter = sql`where ${where}
     ${q.status ? sql`and ${statusAt(now)} = ${q.status}` : sql``}`;
-  const rows = await store.db.query<GrantRow>(sql`select g.id::text as id,
+  const [rows, [count]] = await readTogether<GrantRow, { n: number }>(
+    store.db,
+    sql`select g.id::text as id,
       g.patient_id::text as patient_id, g.grantee_kind, g.grantee_id::text as grantee_id,
       coalesce(u.name, c.name) as grantee_name, g.source, g.source_id::text as source_id,
       g.stream_id, g.granted_by::text as granted_by, g.granted_at, g.expires_at,
@@ -90,13 +93,12 @@ const listGrants = async (
       ${withPatient ? sql`left join patients p on p.id = g.patient_id` : sql``}
     ${filter}
       ${
-    after
-      ? sql`and (g.granted_at, g.id) < (${after[0]}::text::timestamptz, ${after[1]}::uuid)`
-      : sql``
-  }
+      after
+        ? sql`and (g.granted_at, g.id) < (${after[0]}::text::timestamptz, ${after[1]}::uuid)`
+        : sql``
+    }
     order by g.granted_at desc, g.id desc
-    limit ${q.limit + 1}`);
-  const [count] = await store.db.query<{ n: number }>(
+    limit ${q.limit + 1}`,
     sql`select count(*)::int as n from access_grants g ${filter}`,
   );
   const page = rows.slice(0, q.limit);

@@ -10,6 +10,7 @@ import { sql } from "../store/sql.ts";
 import type { StoredEvent } from "../store/types.ts";
 import { timestamp } from "../timestamp.ts";
 import { encounterPatient } from "./encounters.ts";
+import { readTogether } from "../store/snapshot.ts";
 
 export const mediaStream = (id: string) => `media-${id}`;
 
@@ -166,7 +167,7 @@ export const listMedia = async (
       ${q.category ? sql`and category = ${q.category}` : sql``}
       ${q.kind ? sql`and kind = ${q.kind}` : sql``}
       ${q.includeDeleted ? sql`` : sql`and not deleted`}`;
-  const rows = await store.db.query<{
+  const [rows, [count]] = await readTogether<{
     id: string;
     patient_id: string;
     encounter_id: string | null;
@@ -182,20 +183,23 @@ export const listMedia = async (
     deleted: boolean;
     created_at: Date | string;
     cursor_at: string;
-  }>(sql`select media.id::text as id, patient_id::text as patient_id,
+  }, { n: number }>(
+    store.db,
+    sql`select media.id::text as id, patient_id::text as patient_id,
       encounter_id::text as encounter_id, kind, category, content_type, size::text as size, sha256,
       scan_status, uploader_id::text as uploader_id, modality, study_date, deleted, created_at,
       -- the cursor keeps full precision, so the keyset comparison is exact
       to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_at
     from media ${where}
       ${
-    after
-      ? sql`and (media.created_at, media.id) < (${after[0]}::text::timestamptz, ${after[1]}::uuid)`
-      : sql``
-  }
+      after
+        ? sql`and (media.created_at, media.id) < (${after[0]}::text::timestamptz, ${
+          after[1]
+        }::uuid)`
+        : sql``
+    }
     order by media.created_at desc, media.id desc
-    limit ${q.limit + 1}`);
-  const [count] = await store.db.query<{ n: number }>(
+    limit ${q.limit + 1}`,
     sql`select count(*)::int as n from media ${where}`,
   );
   const page = rows.slice(0, q.limit);

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import type { EventStore } from "../store/event_store.ts";
 import { ident, type Query, sql } from "../store/sql.ts";
+import { readTogether } from "../store/snapshot.ts";
 
 export const ORDERINGS = [
   "last_name",
@@ -101,11 +102,12 @@ export const searchPatients = async (
   const order = desc
     ? sql`order by sort_key desc, patients.id desc`
     : sql`order by sort_key, patients.id`;
-  const rows = await store.db.query<Row>(sql`select id::text as id, mrn, first_name, last_name,
+  const [rows, [count]] = await readTogether<Row, { n: number }>(
+    store.db,
+    sql`select id::text as id, mrn, first_name, last_name,
       to_char(date_of_birth, 'YYYY-MM-DD') as date_of_birth, gender, city, state, deleted,
       ${key} as sort_key
-    from patients ${where} ${after} ${order} limit ${q.limit + 1}`);
-  const [count] = await store.db.query<{ n: number }>(
+    from patients ${where} ${after} ${order} limit ${q.limit + 1}`,
     sql`select count(*)::int as n from patients ${where}`,
   );
   const page = rows.slice(0, q.limit);

@@ -4,6 +4,7 @@ import type { Db } from "../store/db.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { COLUMNS, decode, type EventRow } from "../store/read.ts";
 import { type Query, sql } from "../store/sql.ts";
+import { readTogether } from "../store/snapshot.ts";
 
 export const NOTIFICATION_STATUSES = ["pending", "delivered", "failed"] as const;
 export type NotificationStatus = (typeof NOTIFICATION_STATUSES)[number];
@@ -80,7 +81,9 @@ const page = async (
   opts: { limit: number; cursor?: string },
 ): Promise<{ rows: Row[]; nextCursor: string | null; total: number }> => {
   const after = opts.cursor ? await store.codec.cursors.decode(scope, Position, opts.cursor) : null;
-  const rows = await store.db.query<Row>(sql`select n.id::text as id, n.user_id::text as user_id,
+  const [rows, [count]] = await readTogether<Row, { n: number }>(
+    store.db,
+    sql`select n.id::text as id, n.user_id::text as user_id,
       n.patient_id::text as patient_id, n.channel, n.status, n.attempts, n.last_error,
       n.next_attempt_at, n.delivered_at, n.created_at, n.expires_at,
       n.request_id::text as request_id, n.source_position,
@@ -90,10 +93,9 @@ const page = async (
     left join users p on p.id = n.practitioner_id
     left join clinics c on c.id = n.clinic_id
     where ${where} ${
-    after ? sql`and (n.created_at, n.id) < (${after.c}::timestamptz, ${after.i}::uuid)` : sql``
-  }
-    order by n.created_at desc, n.id desc limit ${opts.limit + 1}`);
-  const [count] = await store.db.query<{ n: number }>(
+      after ? sql`and (n.created_at, n.id) < (${after.c}::timestamptz, ${after.i}::uuid)` : sql``
+    }
+    order by n.created_at desc, n.id desc limit ${opts.limit + 1}`,
     sql`select count(*)::int as n from notifications n where ${where}`,
   );
   const items = rows.slice(0, opts.limit);
