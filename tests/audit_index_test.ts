@@ -52,8 +52,13 @@ const seed = async (db: Db) => {
 };
 
 /** The store with its database's queries recorded. */
-const recording = (store: EventStore, seen: Query[]): EventStore => {
-  const db = new Proxy(store.db, {
+/**
+ * The statements a Db runs, recorded: plain queries, batches, and those of
+ * its transactions and reserved sessions (a list reads its page and total in
+ * one batch, see src/store/snapshot.ts).
+ */
+const recordDb = <D extends Db>(db: D, seen: Query[]): D =>
+  new Proxy(db, {
     get(target, key) {
       if (key === "query") {
         return (q: Query) => {
@@ -61,10 +66,24 @@ const recording = (store: EventStore, seen: Query[]): EventStore => {
           return target.query(q);
         };
       }
+      if (key === "batch") {
+        return (qs: readonly Query[]) => {
+          seen.push(...qs);
+          return target.batch(qs);
+        };
+      }
+      if (key === "transaction") {
+        return <T>(fn: (tx: Db) => Promise<T>) =>
+          target.transaction((tx) => fn(recordDb(tx, seen)));
+      }
+      if (key === "reserve") return async () => recordDb(await target.reserve(), seen);
       const v = Reflect.get(target, key);
       return typeof v === "function" ? v.bind(target) : v;
     },
   });
+
+const recording = (store: EventStore, seen: Query[]): EventStore => {
+  const db = recordDb(store.db, seen);
   return new Proxy(store, {
     get: (target, key) => key === "db" ? db : Reflect.get(target, key),
   });
