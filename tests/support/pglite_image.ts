@@ -3,7 +3,7 @@ import { migrate, migrations } from "../../src/store/migrations.ts";
 import { openPgliteImage, pgliteImage } from "../../src/store/pglite_driver.ts";
 import { sql } from "../../src/store/sql.ts";
 
-let image: Promise<Blob> | undefined;
+let image: Promise<Uint8Array<ArrayBuffer>> | undefined;
 
 const hex = (bytes: ArrayBuffer) =>
   [...new Uint8Array(bytes)].map((b) => b.toString(16).padStart(2, "0")).join("");
@@ -18,14 +18,14 @@ const imagePath = async (): Promise<string> => {
   const what = JSON.stringify([migrations, import.meta.resolve("@electric-sql/pglite")]);
   const digest = hex(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(what)));
   const tmp = Deno.env.get("TMPDIR") || "/tmp";
-  return `${tmp}/chartlog-test-pglite-${digest.slice(0, 16)}.tar.gz`;
+  return `${tmp}/chartlog-test-pglite-${digest.slice(0, 16)}.tar`;
 };
 
 /** Reads the cached image, or makes it and writes it whole (rename) for the next test file. */
-const loadOrMake = async (): Promise<Blob> => {
+const loadOrMake = async (): Promise<Uint8Array<ArrayBuffer>> => {
   const path = await imagePath();
   try {
-    return new Blob([await Deno.readFile(path)]);
+    return await Deno.readFile(path);
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
@@ -33,7 +33,7 @@ const loadOrMake = async (): Promise<Blob> => {
   // test files run side by side: each writes its own file, the rename is atomic
   const part = `${path}.${crypto.randomUUID()}.part`;
   try {
-    await Deno.writeFile(part, new Uint8Array(await made.arrayBuffer()));
+    await Deno.writeFile(part, made);
     await Deno.rename(part, path);
   } catch {
     await Deno.remove(part).catch(() => {}); // no cache this time, the image still serves
