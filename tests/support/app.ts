@@ -52,7 +52,7 @@ export const openTestApp = async (
       workers: opts.workers ?? false,
       now: opts.now,
       outbox: opts.outbox,
-      database: inMemory ? await openMigratedPglite() : undefined,
+      database: inMemory ? await openMigratedPglite("app") : undefined,
     });
   } catch (err) {
     await removeBlobs(); // a refused configuration leaves no temporary directory behind
