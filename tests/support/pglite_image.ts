@@ -33,6 +33,7 @@ const imagePath = async (kind: ImageKind): Promise<string> => {
   const what = JSON.stringify([
     migrations,
     import.meta.resolve("@electric-sql/pglite"),
+    "no template databases",
     kind === "app"
       ? appProjections.map((p) => [p.name, p.version, p.mode, p.tables, p.setup, p.views ?? []])
       : null,
@@ -44,6 +45,13 @@ const imagePath = async (kind: ImageKind): Promise<string> => {
 
 const prepare = async (kind: ImageKind, db: Db): Promise<void> => {
   await migrate(db);
+  // No test makes a database on PGlite, and the two template databases are
+  // a third of the image (15 of 40 MB): without them an open costs about
+  // 0.3 s of CPU, against 0.45 s.
+  for (const t of ["template0", "template1"]) {
+    await db.exec(`alter database ${t} is_template false`);
+    await db.exec(`drop database ${t}`);
+  }
   if (kind === "migrated") return;
   // the key only seals what setting up writes, which is nothing: each test has its own
   const codec = new PhiCodec(db, crypto.getRandomValues(new Uint8Array(32)));
