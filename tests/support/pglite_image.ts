@@ -12,7 +12,8 @@ import { sql } from "../../src/store/sql.ts";
 /**
  * `migrated`: the schema alone. `app`: also the app's projections set up on
  * the empty log, as the server's start-up leaves them (an app under test then
- * builds none: about 0.3 s of CPU less an open on PGlite).
+ * builds none: about 0.4 s of CPU less an open on PGlite). Neither has the
+ * template databases (see `prepare`).
  */
 type ImageKind = "migrated" | "app";
 
@@ -87,11 +88,11 @@ const loadOrMake = async (kind: ImageKind): Promise<Uint8Array<ArrayBuffer>> => 
 
 /**
  * A migrated, empty in-memory PGlite (`app`: with the app's projections set
- * up), copied from an image made once (and
- * kept in the temporary directory across test files and runs): a fresh
- * PGlite spends seconds in initdb (more on a busy machine), a copy well
- * under one. Start-up and migrations themselves are tested on data
- * directories (tests/cli_test.ts, tests/server_test.ts) and on PostgreSQL.
+ * up), copied from an image made once (and kept in the temporary directory
+ * across test files and runs): a fresh PGlite spends seconds in initdb (more
+ * on a busy machine), a copy well under one. Start-up and migrations
+ * themselves are tested on data directories (tests/cli_test.ts,
+ * tests/server_test.ts) and on PostgreSQL.
  */
 export const openMigratedPglite = async (kind: ImageKind = "migrated"): Promise<Db> => {
   let image = images.get(kind);
