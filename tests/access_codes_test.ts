@@ -80,13 +80,18 @@ const world = async (a: TestApp) => {
     })).json()).id as string;
   const p1 = await patient("AC-1");
   const p2 = await patient("AC-2");
-  const pat = await registerUser(a.runtime.store, {
-    email: "pat@clinic.test",
-    name: "Pat",
-    role: "patient",
-    password: PASSWORD,
-    patientId: p1,
-  }, { actorId: "test-setup" });
+  const pat = await registerUser(
+    a.runtime.store,
+    {
+      email: "pat@clinic.test",
+      name: "Pat",
+      role: "patient",
+      password: PASSWORD,
+      patientId: p1,
+    },
+    { actorId: "test-setup" },
+    a.runtime.passwordParams,
+  );
   ids.pat = pat.id;
   tokens.pat = (await login(a.app, "pat@clinic.test")).body.accessToken;
   const addToken = async (name: string, id: string, email: string) => {
@@ -645,13 +650,18 @@ Deno.test("access codes: 20 parallel wrong redeems block that practitioner for 1
     assert.equal(other.status, 201);
     await other.body?.cancel();
     // nor is doc for another patient
-    const patient2 = await registerUser(a.runtime.store, {
-      email: "pat2@clinic.test",
-      name: "Pat 2",
-      role: "patient",
-      password: PASSWORD,
-      patientId: w.p2,
-    }, { actorId: "test-setup" });
+    const patient2 = await registerUser(
+      a.runtime.store,
+      {
+        email: "pat2@clinic.test",
+        name: "Pat 2",
+        role: "patient",
+        password: PASSWORD,
+        patientId: w.p2,
+      },
+      { actorId: "test-setup" },
+      a.runtime.passwordParams,
+    );
     await w.addToken("pat2", patient2.id, "pat2@clinic.test");
     const s3 = await share(w, "pat2", { patientId: w.p2, practitionerId: w.ids.doc });
     const elsewhere = await redeem(w, "doc", w.p2, s3.code);

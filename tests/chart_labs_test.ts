@@ -125,13 +125,18 @@ const setup = async (driver: string) => {
   for (const p of [ids.practitioner, ids.second]) {
     await ok("admin", "POST", `/v1/patients/${patient.id}/care-team`, { practitionerId: p }, 201);
   }
-  const self = await registerUser(t.runtime.store, {
-    email: "self@home.test",
-    name: "Self",
-    role: "patient",
-    password: PASSWORD,
-    patientId: patient.id,
-  }, { actorId: "test-setup" });
+  const self = await registerUser(
+    t.runtime.store,
+    {
+      email: "self@home.test",
+      name: "Self",
+      role: "patient",
+      password: PASSWORD,
+      patientId: patient.id,
+    },
+    { actorId: "test-setup" },
+    t.runtime.passwordParams,
+  );
   tokens.patient = (await login(t.app, self.email)).body.accessToken;
   return {
     t,

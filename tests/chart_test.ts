@@ -105,13 +105,18 @@ const setup = async (driver: string) => {
   await ok("admin", "POST", `/v1/patients/${patient.id}/care-team`, {
     practitionerId: ids.practitioner,
   }, 201);
-  const self = await registerUser(t.runtime.store, {
-    email: "self@home.test",
-    name: "Self",
-    role: "patient",
-    password: PASSWORD,
-    patientId: patient.id,
-  }, { actorId: "test-setup" });
+  const self = await registerUser(
+    t.runtime.store,
+    {
+      email: "self@home.test",
+      name: "Self",
+      role: "patient",
+      password: PASSWORD,
+      patientId: patient.id,
+    },
+    { actorId: "test-setup" },
+    t.runtime.passwordParams,
+  );
   tokens.patient = (await login(t.app, self.email)).body.accessToken;
   ids.patient = self.id;
   return {

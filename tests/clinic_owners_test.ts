@@ -360,12 +360,17 @@ for (const driver of await drivers()) {
       assert.deepEqual(Object.keys(rows[0]!.data).sort(), ["clinicId", "userId"]);
 
       // a deactivated owner account can no longer be made an owner
-      const gone = await registerUser(t.runtime.store, {
-        email: "gone@clinic.test",
-        name: "Gone",
-        role: "clinic_owner",
-        password: PASSWORD,
-      }, { actorId: "test-setup" });
+      const gone = await registerUser(
+        t.runtime.store,
+        {
+          email: "gone@clinic.test",
+          name: "Gone",
+          role: "clinic_owner",
+          password: PASSWORD,
+        },
+        { actorId: "test-setup" },
+        t.runtime.passwordParams,
+      );
       await expect(200, "admin", "PATCH", `/v1/users/${gone.id}`, { active: false });
       assert.deepEqual(await named({ userId: gone.id }), ["userId"]);
     } finally {

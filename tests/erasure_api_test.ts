@@ -157,13 +157,18 @@ for (const driver of await drivers()) {
         201,
       );
       const p = patient.id as string;
-      const account = await registerUser(t.runtime.store, {
-        email: PHI.accountEmail,
-        name: PHI.accountName,
-        role: "patient",
-        password: PASSWORD,
-        patientId: p,
-      }, { actorId: "test-setup" });
+      const account = await registerUser(
+        t.runtime.store,
+        {
+          email: PHI.accountEmail,
+          name: PHI.accountName,
+          role: "patient",
+          password: PASSWORD,
+          patientId: p,
+        },
+        { actorId: "test-setup" },
+        t.runtime.passwordParams,
+      );
       s.tokens.patient = (await login(t.app, PHI.accountEmail)).body.accessToken;
       await ok(await call("patient", "GET", `/v1/patients/${p}`));
       const e1 = await ok(
@@ -434,13 +439,18 @@ Deno.test("erasure api: 20 concurrent erasures of one patient, one 200 with the 
       }),
       201,
     );
-    const account = await registerUser(t.runtime.store, {
-      email: "race@home.test",
-      name: "Race",
-      role: "patient",
-      password: PASSWORD,
-      patientId: patient.id,
-    }, { actorId: "test-setup" });
+    const account = await registerUser(
+      t.runtime.store,
+      {
+        email: "race@home.test",
+        name: "Race",
+        role: "patient",
+        password: PASSWORD,
+        patientId: patient.id,
+      },
+      { actorId: "test-setup" },
+      t.runtime.passwordParams,
+    );
     const raced = await Promise.all(
       Array.from(
         { length: 20 },

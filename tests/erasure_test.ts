@@ -144,13 +144,18 @@ for (const driver of (await drivers()).slice(0, 1)) {
         dateOfBirth: "1990-01-01",
         gender: "M",
       })).json();
-      const account = await registerUser(t.runtime.store, {
-        email: PHI.accountEmail,
-        name: PHI.accountName,
-        role: "patient",
-        password: PASSWORD,
-        patientId: patient.id,
-      }, { actorId: "test-setup" });
+      const account = await registerUser(
+        t.runtime.store,
+        {
+          email: PHI.accountEmail,
+          name: PHI.accountName,
+          role: "patient",
+          password: PASSWORD,
+          patientId: patient.id,
+        },
+        { actorId: "test-setup" },
+        t.runtime.passwordParams,
+      );
       const own = await login(t.app, account.email);
       tokens.patient = own.body.accessToken;
       assert.equal((await request("patient", "GET", `/v1/patients/${patient.id}`)).status, 200);

@@ -136,13 +136,18 @@ const clinic = async (env: Record<string, string> = {}, driver: DriverKind = "pg
     startsAt: "2026-12-01T09:00:00Z",
     reason: "wound check",
   })).json();
-  const patientUser = await registerUser(t.runtime.store, {
-    email: "mira@home.test",
-    name: "Mira",
-    role: "patient",
-    password: PASSWORD,
-    patientId: patient.id,
-  }, { actorId: "test-setup" });
+  const patientUser = await registerUser(
+    t.runtime.store,
+    {
+      email: "mira@home.test",
+      name: "Mira",
+      role: "patient",
+      password: PASSWORD,
+      patientId: patient.id,
+    },
+    { actorId: "test-setup" },
+    t.runtime.passwordParams,
+  );
   tokens.patient = (await login(t.app, patientUser.email)).body.accessToken;
   const count = async (type: string) =>
     Number(

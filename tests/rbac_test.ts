@@ -185,23 +185,33 @@ Deno.test("rbac: the README matrix is the policy, and it walks every route", asy
     // the patient role's user is the related record's own (relation "self")
     users.set(
       "patient",
-      await registerUser(t.runtime.store, {
-        email: "patient@clinic.test",
-        name: "Test patient",
-        role: "patient",
-        password: PASSWORD,
-        patientId: related.patients,
-      }, { actorId: "test-setup" }),
+      await registerUser(
+        t.runtime.store,
+        {
+          email: "patient@clinic.test",
+          name: "Test patient",
+          role: "patient",
+          password: PASSWORD,
+          patientId: related.patients,
+        },
+        { actorId: "test-setup" },
+        t.runtime.passwordParams,
+      ),
     );
     // family members (patient users without a record) made proxies of the related
     // record (before the walk: it logs the admin out)
     const family = async (email: string, level: "full" | "read_only") => {
-      const u = await registerUser(t.runtime.store, {
-        email,
-        name: "Family",
-        role: "patient",
-        password: PASSWORD,
-      }, { actorId: "test-setup" });
+      const u = await registerUser(
+        t.runtime.store,
+        {
+          email,
+          name: "Family",
+          role: "patient",
+          password: PASSWORD,
+        },
+        { actorId: "test-setup" },
+        t.runtime.passwordParams,
+      );
       await call(admin, "POST", `/v1/patients/${related.patients}/proxies`, {
         userId: u.id,
         level,

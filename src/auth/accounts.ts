@@ -9,13 +9,7 @@ import { pgCode, pgConstraint } from "../store/db.ts";
 import type { EventStore } from "../store/event_store.ts";
 import { sql } from "../store/sql.ts";
 import { runCredentialCommand } from "./credentials.ts";
-import {
-  hashPassword,
-  passwordProblem,
-  SCRYPT_PARAMS,
-  type ScryptParams,
-  verifyPassword,
-} from "./password.ts";
+import { hashPassword, passwordProblem, type ScryptParams, verifyPassword } from "./password.ts";
 import { timestamp } from "../timestamp.ts";
 import { readTogether } from "../store/snapshot.ts";
 
@@ -119,7 +113,7 @@ export const registerUser = async (
   store: EventStore,
   input: RegisterInput,
   metadata: EventMetadata,
-  passwordParams: Readonly<ScryptParams> = SCRYPT_PARAMS,
+  passwordParams: Readonly<ScryptParams>,
 ): Promise<UserView> => {
   const problem = passwordProblem(input.password);
   if (problem) throw new ValidationError("weak password", [{ path: "password", message: problem }]);
@@ -157,7 +151,7 @@ export const requestSignup = async (
   store: EventStore,
   input: { email: string; name: string; password: string },
   metadata: EventMetadata,
-  passwordParams: Readonly<ScryptParams> = SCRYPT_PARAMS,
+  passwordParams: Readonly<ScryptParams>,
 ): Promise<void> => {
   const problem = passwordProblem(input.password);
   if (problem) throw new ValidationError("weak password", [{ path: "password", message: problem }]);
@@ -276,7 +270,7 @@ export const changePassword = async (
   next: string,
   now: Date,
   metadata: EventMetadata,
-  passwordParams: Readonly<ScryptParams> = SCRYPT_PARAMS,
+  passwordParams: Readonly<ScryptParams>,
 ): Promise<void> => {
   const [row] = await store.db.query<{ password_hash: string }>(
     sql`select password_hash from user_credentials where user_id = ${id}::uuid`,

@@ -113,13 +113,18 @@ const runtimeWorkloads = async (
 ) => {
   const { store, sessions } = runtime;
   const register = (email: string) =>
-    registerUser(store, {
-      email,
-      name: "Bench user",
-      role: "practitioner",
-      password: PASSWORD,
-      patientId: null,
-    }, { actorId: "bench-setup" });
+    registerUser(
+      store,
+      {
+        email,
+        name: "Bench user",
+        role: "practitioner",
+        password: PASSWORD,
+        patientId: null,
+      },
+      { actorId: "bench-setup" },
+      SCRYPT_PARAMS,
+    );
   // One user per concurrent client, plus the control user; each costs a hash (untimed).
   const t0 = performance.now();
   const [cheap, ...users] = await Promise.all(

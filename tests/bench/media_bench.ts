@@ -31,6 +31,7 @@ import { createHash } from "node:crypto";
 import { Image, type JPEGQuality } from "imagescript";
 import type { EventMetadata } from "../../events/metadata.ts";
 import { registerUser } from "../../src/auth/accounts.ts";
+import { SCRYPT_PARAMS } from "../../src/auth/password.ts";
 import { loadConfig } from "../../src/config.ts";
 import { createApp } from "../../src/http/app.ts";
 import { createLogger } from "../../src/logger.ts";
@@ -317,13 +318,18 @@ const openClinic = async (deps: SectionDeps, visits: number): Promise<Clinic> =>
     return json;
   };
   const user = async (role: "admin" | "practitioner") => {
-    const u = await registerUser(runtime.store, {
-      email: `${role}@clinic.test`,
-      name: `Bench ${role}`,
-      role,
-      password: PASSWORD,
-      patientId: null,
-    }, { actorId: "bench-setup" });
+    const u = await registerUser(
+      runtime.store,
+      {
+        email: `${role}@clinic.test`,
+        name: `Bench ${role}`,
+        role,
+        password: PASSWORD,
+        patientId: null,
+      },
+      { actorId: "bench-setup" },
+      SCRYPT_PARAMS,
+    );
     const login = await send(null, "POST", "/v1/auth/login", {
       email: u.email,
       password: PASSWORD,

@@ -70,6 +70,7 @@
  */
 import type { EventMetadata } from "../../events/metadata.ts";
 import { registerUser } from "../../src/auth/accounts.ts";
+import { SCRYPT_PARAMS } from "../../src/auth/password.ts";
 import {
   loadPatient,
   openPatient,
@@ -1016,13 +1017,18 @@ export const patientsBench = async (deps: SectionDeps): Promise<string[]> => {
     const on = await openPatientsRuntime(deps, env, true);
     const off = await openPatientsRuntime(deps, env, false);
     const apps = { on: appFor(on), off: appFor(off) };
-    const u = await registerUser(on.store, {
-      email: "ops@clinic.test",
-      name: "Bench clinical ops",
-      role: "clinical_ops",
-      password: PASSWORD,
-      patientId: null,
-    }, { actorId: "bench-setup" });
+    const u = await registerUser(
+      on.store,
+      {
+        email: "ops@clinic.test",
+        name: "Bench clinical ops",
+        role: "clinical_ops",
+        password: PASSWORD,
+        patientId: null,
+      },
+      { actorId: "bench-setup" },
+      SCRYPT_PARAMS,
+    );
     const res = await apps.on.request("/v1/auth/login", {
       method: "POST",
       headers: { "content-type": "application/json", "user-agent": BENCH_USER_AGENT },
