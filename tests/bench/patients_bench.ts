@@ -474,6 +474,8 @@ const measurePair = async (
       pgMs: 0 as number | null,
       appSwitches: 0 as number | null,
       pgSwitches: 0 as number | null,
+      appFaults: 0 as number | null,
+      pgFaults: 0 as number | null,
       walBytes: 0,
     },
     off: {
@@ -486,6 +488,8 @@ const measurePair = async (
       pgMs: 0 as number | null,
       appSwitches: 0 as number | null,
       pgSwitches: 0 as number | null,
+      appFaults: 0 as number | null,
+      pgFaults: 0 as number | null,
       walBytes: 0,
     },
   };
@@ -514,6 +518,8 @@ const measurePair = async (
     x.pgMs = add(x.pgMs, used.pgMs);
     x.appSwitches = add(x.appSwitches, used.appSwitches);
     x.pgSwitches = add(x.pgSwitches, used.pgSwitches);
+    x.appFaults = add(x.appFaults, used.appFaults);
+    x.pgFaults = add(x.pgFaults, used.pgFaults);
     x.walBytes += used.walBytes;
     x.grew += (await countEvents(counter, w.type)) - before;
     x.n += t.n;
@@ -535,6 +541,8 @@ const measurePair = async (
     const cpu = `CPU a request: bench process ${perReq(x.appMs)}, PostgreSQL ${perReq(x.pgMs)}; ` +
       `context switches a request: bench process ${per(x.appSwitches)}, PostgreSQL ${
         per(x.pgSwitches)
+      }; page faults a request: bench process ${per(x.appFaults)}, PostgreSQL ${
+        per(x.pgFaults)
       }; WAL a request ${fmtInt(x.walBytes / x.n)} B (server-wide)`;
     return {
       t: { n: x.n, ms: x.ms, latencies: x.latencies },

@@ -121,9 +121,15 @@ export const patientsRebuildBench = async (): Promise<string[]> => {
       const t = performance.now();
       const n = await rebuildProjection(h.store, p);
       const s = (performance.now() - t) / 1000;
-      const { appMs, pgMs } = await cpu();
+      const { appMs, pgMs, appFaults, pgFaults } = await cpu();
       const per = (ms: number | null) => ms === null ? "?" : `${(ms * 1000 / n).toFixed(1)} µs`;
-      return { n, s, cpu: `CPU an event: bench process ${per(appMs)}, PostgreSQL ${per(pgMs)}` };
+      const k = (f: number | null) => f === null ? "?" : (f * 1000 / n).toFixed(1);
+      return {
+        n,
+        s,
+        cpu: `CPU an event: bench process ${per(appMs)}, PostgreSQL ${per(pgMs)}; ` +
+          `page faults a thousand events: bench process ${k(appFaults)}, PostgreSQL ${k(pgFaults)}`,
+      };
     };
     const load = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
     const eventByEvent: Projection = { ...patients, foldBatch: undefined };
